@@ -75,7 +75,8 @@ def probe(path: str, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> AudioInf
                          f"needs at least {MIN_DURATION_S:.0f} s of audio")
     if result.duration_s > max_duration_s:
         raise AudioError(path, f"too long ({_hms(result.duration_s)}); the limit is "
-                         f"{_hms(max_duration_s)}", "raise it with --max-duration or split the file")
+                         f"{_hms(max_duration_s)}",
+                         "raise it with --max-duration or split the file")
     return result
 
 
@@ -109,5 +110,5 @@ def _clean(exc: BaseException) -> str:
 
 
 def _hms(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

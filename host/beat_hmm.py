@@ -29,13 +29,16 @@ BINARY, TERNARY = 0, 1
 
 @dataclass(frozen=True)
 class StateSpace:
-    intervals: np.ndarray  # (k,) int64: beat interval of each tempo state, in frames
-    families: np.ndarray  # (k,) int64: BINARY or TERNARY
-    offsets: np.ndarray  # (k + 1,) int64: first phase state of each tempo; last = n states
+    """Tempo states of both families; ``intervals`` is [binary taus..., ternary taus...]."""
+
+    taus: np.ndarray  # (m,) int64: beat intervals in frames, ascending (per family)
+    intervals: np.ndarray  # (2m,) int64: interval of each tempo state
+    families: np.ndarray  # (2m,) int64: BINARY or TERNARY
+    offsets: np.ndarray  # (2m + 1,) int64: first phase state of each tempo; last = n states
     state_class: np.ndarray  # (n states,) int8: phase class of every state
-    neighbours: np.ndarray  # (k, m) int64: tempo states one may come from at a beat (-1 pads)
-    log_trans: np.ndarray  # (k, m) float64: log P(this tempo | neighbour) at a beat
-    log_prior_per_frame: np.ndarray  # (k,) float64: tempo prior, paid per frame
+    log_prior_per_frame: np.ndarray  # (2m,) float64: tempo prior, paid per frame
+    transition_lambda: float  # tempo change at a beat costs lambda * |log(tau'/tau)|
+    family_switch_logp: float  # log-probability of switching binary <-> ternary at a beat
 
     @property
     def n_states(self) -> int:
@@ -63,7 +66,7 @@ def phase_classes(tau: int, family: int, window: float) -> np.ndarray:
 
 def make_state_space(min_interval: int, max_interval: int, transition_lambda: float,
                      log_prior_per_frame: np.ndarray, family_switch_logp: float,
-                     window: float, max_ratio_step: float = 0.12) -> StateSpace:
+                     window: float) -> StateSpace:
     """Tempo states for both families over [min_interval, max_interval] frames.
 
     ``log_prior_per_frame`` has one value per interval (shared by the families).
@@ -75,39 +78,8 @@ def make_state_space(min_interval: int, max_interval: int, transition_lambda: fl
     offsets = np.concatenate([[0], np.cumsum(intervals)]).astype(np.int64)
     state_class = np.concatenate([phase_classes(int(t), int(f), window)
                                   for t, f in zip(intervals, families, strict=True)])
-    k = len(intervals)
-    rows: list[list[tuple[int, float]]] = []
-    for i in range(k):
-        cands = []
-        for j in range(k):
-            step = abs(intervals[i] / intervals[j] - 1.0)
-            if step > max_ratio_step:
-                continue
-            logp = -transition_lambda * step
-            if families[i] != families[j]:
-                logp += family_switch_logp
-            cands.append((j, logp))
-        rows.append(cands)
-    m = max(len(r) for r in rows)
-    neighbours = np.full((k, m), -1, dtype=np.int64)
-    log_trans = np.full((k, m), -np.inf)
-    for i, cands in enumerate(rows):
-        for c, (j, logp) in enumerate(cands):
-            neighbours[i, c] = j
-            log_trans[i, c] = logp
-    # Normalise over destinations: from j, the probabilities of going to each i sum to 1.
-    out_norm = np.full(k, -np.inf)
-    for i in range(k):
-        for c in range(m):
-            j = neighbours[i, c]
-            if j >= 0:
-                out_norm[j] = np.logaddexp(out_norm[j], log_trans[i, c])
-    for i in range(k):
-        for c in range(m):
-            j = neighbours[i, c]
-            if j >= 0:
-                log_trans[i, c] -= out_norm[j]
-    return StateSpace(intervals, families, offsets, state_class, neighbours, log_trans, prior)
+    return StateSpace(taus, intervals, families, offsets, state_class, prior,
+                      float(transition_lambda), float(family_switch_logp))
 
 
 def decode(space: StateSpace, log_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,54 +90,133 @@ def decode(space: StateSpace, log_obs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     if log_obs.shape[0] == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0)
-    return _viterbi(space.intervals, space.offsets, space.state_class, space.neighbours,
-                    space.log_trans, space.log_prior_per_frame,
+    return _viterbi(space.intervals, space.offsets, space.state_class,
+                    np.log(space.taus.astype(np.float64)), space.transition_lambda,
+                    space.family_switch_logp, space.log_prior_per_frame,
                     np.ascontiguousarray(log_obs, dtype=np.float64))
 
 
 @numba.njit(cache=True)
-def _viterbi(intervals, offsets, state_class, neighbours, log_trans, prior, log_obs):
+def _best_predecessors(last, log_tau, lam, fam_logp, best, arg, fwd, fwd_arg):
+    """For every tempo state, the best tempo state to come from at a beat.
+
+    Tempo changes cost lam * |log tau_i - log tau_j| (a Laplace kernel on log
+    tempo), which a forward and a backward sweep compute in O(m) instead of
+    O(m^2) (the max-plus distance transform); a family switch adds fam_logp.
+    """
+    m = len(log_tau)
+    for f in range(2):
+        o = f * m
+        fwd[o] = last[o]
+        fwd_arg[o] = o
+        for i in range(1, m):
+            decayed = fwd[o + i - 1] - lam * (log_tau[i] - log_tau[i - 1])
+            if decayed > last[o + i]:
+                fwd[o + i] = decayed
+                fwd_arg[o + i] = fwd_arg[o + i - 1]
+            else:
+                fwd[o + i] = last[o + i]
+                fwd_arg[o + i] = o + i
+        run, run_arg = last[o + m - 1], o + m - 1
+        for i in range(m - 1, -1, -1):
+            if i < m - 1:
+                run -= lam * (log_tau[i + 1] - log_tau[i])
+                if last[o + i] > run:
+                    run, run_arg = last[o + i], o + i
+            if run > fwd[o + i]:
+                best[o + i], arg[o + i] = run, run_arg
+            else:
+                best[o + i], arg[o + i] = fwd[o + i], fwd_arg[o + i]
+    for i in range(m):  # switching family: from the other family's best, plus the penalty
+        b, t = best[i], best[m + i]
+        if t + fam_logp > b:
+            fwd[i], fwd_arg[i] = t + fam_logp, arg[m + i]
+        else:
+            fwd[i], fwd_arg[i] = b, arg[i]
+        if b + fam_logp > t:
+            fwd[m + i], fwd_arg[m + i] = b + fam_logp, arg[i]
+        else:
+            fwd[m + i], fwd_arg[m + i] = t, arg[m + i]
+    for i in range(2 * m):
+        best[i], arg[i] = fwd[i], fwd_arg[i]
+
+
+@numba.njit(cache=True)
+def _viterbi(intervals, offsets, state_class, log_tau, lam, fam_logp, prior, log_obs):
+    """Viterbi with one ring buffer per tempo, so that advancing phase costs nothing.
+
+    Slot (t - p) mod tau of tempo i holds the score of phase p at frame t. Every
+    state gets the NONE emission each frame, which therefore cancels out of every
+    comparison and is never added; only states of other classes (a few per tempo)
+    get the difference obs[class] - obs[NONE]. The tempo prior, paid per frame,
+    is added as tau * prior when a beat starts (a beat lasts tau frames).
+    """
     k = len(intervals)
-    n_states = offsets[-1]
     n = log_obs.shape[0]
-    score = np.empty(n_states)
-    new = np.empty(n_states)
-    back = np.empty((n, k), dtype=np.int16)  # best previous tempo state when a beat starts
+    scores = np.empty(offsets[-1])  # ring buffers, tempo i at offsets[i]:offsets[i+1]
+    # Non-NONE phases of each tempo: (phase, class) lists in flat arrays.
+    n_special = 0
+    for s in range(offsets[-1]):
+        if state_class[s] != NONE:
+            n_special += 1
+    sp_tempo = np.empty(n_special, dtype=np.int64)
+    sp_phase = np.empty(n_special, dtype=np.int64)
+    sp_class = np.empty(n_special, dtype=np.int64)
+    c = 0
     for i in range(k):
         for p in range(intervals[i]):
-            s = offsets[i] + p
-            score[s] = -np.log(intervals[i]) + prior[i] + log_obs[0, state_class[s]]
+            cls = state_class[offsets[i] + p]
+            if cls != NONE:
+                sp_tempo[c] = i
+                sp_phase[c] = p
+                sp_class[c] = cls
+                c += 1
+    # Frame 0: phase p of tempo i sits in slot (0 - p) mod tau.
+    for i in range(k):
+        tau = intervals[i]
+        for p in range(tau):
+            cls = state_class[offsets[i] + p]
+            scores[offsets[i] + (-p) % tau] = (-np.log(tau) + tau * prior[i]
+                                               + log_obs[0, cls] - log_obs[0, NONE])
+    back = np.empty((n, k), dtype=np.int16)  # best previous tempo when a beat starts
+    last = np.empty(k)
+    best = np.empty(k)
+    arg = np.empty(k, dtype=np.int64)
+    fwd = np.empty(k)
+    fwd_arg = np.empty(k, dtype=np.int64)
+    head = np.zeros(k, dtype=np.int64)  # t mod tau, kept incrementally (modulo is slow)
     path_score = np.zeros(n)
     for t in range(1, n):
-        obs = log_obs[t]
+        for j in range(k):  # last phase of every tempo at t - 1, before slots are reused
+            h = head[j] + 1
+            if h == intervals[j]:
+                h = 0
+            head[j] = h
+            last[j] = scores[offsets[j] + h]
+        _best_predecessors(last, log_tau, lam, fam_logp, best, arg, fwd, fwd_arg)
         for i in range(k):
-            o = offsets[i]
-            best = -np.inf
-            arg = i
-            for c in range(neighbours.shape[1]):
-                j = neighbours[i, c]
-                if j < 0:
-                    break
-                cand = score[offsets[j] + intervals[j] - 1] + log_trans[i, c]
-                if cand > best:
-                    best = cand
-                    arg = j
-            back[t, i] = arg
-            new[o] = best + obs[state_class[o]] + prior[i]
-            for p in range(1, intervals[i]):
-                new[o + p] = score[o + p - 1] + obs[state_class[o + p]] + prior[i]
-        tmp = score
-        score = new
-        new = tmp
-        # Keep scores near zero: subtract the best (does not change the argmax path).
-        m = score.max()
-        path_score[t] = m
-        score -= m
-    best_s = np.argmax(score)
-    i = 0
-    while offsets[i + 1] <= best_s:
-        i += 1
-    p = best_s - offsets[i]
+            back[t, i] = arg[i]
+            scores[offsets[i] + head[i]] = best[i] + intervals[i] * prior[i]
+        none = log_obs[t, NONE]
+        for c in range(n_special):
+            i = sp_tempo[c]
+            slot = head[i] - sp_phase[c]
+            if slot < 0:
+                slot += intervals[i]
+            scores[offsets[i] + slot] += log_obs[t, sp_class[c]] - none
+        if t % 1024 == 0:  # keep magnitudes small on long files
+            m = scores.max()
+            scores -= m
+            path_score[t] = m
+    # Best final state, then walk back.
+    best_i, best_p, best_v = 0, 0, -np.inf
+    for i in range(k):
+        tau = intervals[i]
+        for p in range(tau):
+            v = scores[offsets[i] + (n - 1 - p) % tau]
+            if v > best_v:
+                best_v, best_i, best_p = v, i, p
+    i, p = best_i, best_p
     beat_frames = np.empty(n, dtype=np.int64)
     beat_states = np.empty(n, dtype=np.int64)
     nb = 0

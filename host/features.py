@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 FRAME_RATE_HZ = 100.0
 WINDOW_S = 0.0464  # 2048 samples at 44.1 kHz: long enough for bass, short enough for onsets
@@ -131,7 +132,7 @@ class _Extractor:
 
     def _frames(self, frames: np.ndarray) -> None:
         self.out["rms"].append(np.sqrt(np.mean(frames**2, axis=1)).astype(np.float32))
-        mag = np.abs(np.fft.rfft(frames * self.window, axis=1)).astype(np.float32)
+        mag = np.abs(scipy.fft.rfft(frames * self.window, axis=1, workers=1))
         mag *= self.mag_scale
         log = np.log10(1.0 + mag @ self.filters)
         # SuperFlux: positive difference to the max-filtered previous frame (lag 1 frame).

@@ -1,0 +1,149 @@
+"""Audio file -> BeatMap: the whole offline analysis in one call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from gridcast.host import audio, beats, downbeats, envelopes, features, onset
+from gridcast.host.beatmap import BeatMap
+from gridcast.host.params import AnalyzerParams
+
+ANALYZER_NAME = "gridcast"
+ANALYZER_VERSION = "0.1.0"
+SILENCE_DBFS = -60.0  # a file whose loudest frame is below this is treated as silence
+ACTIVE_DB_BELOW_PEAK = 40.0  # frames this far under the loudest are "not playing"
+# Below this periodicity (onset autocorrelation at the beat period) the beats are a
+# guess: white noise scores about 0.03, the median development clip 0.36. Music
+# buried in noise can score as low as noise, so weak evidence warns, it does not
+# delete beats.
+WEAK_PERIODICITY = 0.05
+TEMPO_CURVE_HALF_WINDOW = 4  # beats each side
+
+
+def analyze_file(path: str, params: AnalyzerParams | None = None,
+                 max_duration_s: float = audio.DEFAULT_MAX_DURATION_S,
+                 sha256: str | None = None) -> BeatMap:
+    params = params or AnalyzerParams()
+    info = audio.probe(path, max_duration_s)
+    started = time.process_time()
+    # One thread per analysis: batches run one file per core, and BLAS threads on
+    # these small matrices only burn CPU time spinning.
+    with threadpool_limits(limits=1):
+        feats = features.extract(audio.iter_mono_blocks(info), info.sample_rate, info.frames)
+        beatmap = analyze_features(feats, params)
+    beatmap.metadata.update({
+        "audio_file": path.rsplit("/", 1)[-1],
+        "audio_sha256": sha256 or audio.file_sha256(path),
+        "duration_s": round(info.duration_s, 4),
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "cpu_s": round(time.process_time() - started, 4),
+    })
+    beatmap.warnings = [f"{path}: {w}" for w in beatmap.warnings]
+    return beatmap
+
+
+def analyze_features(feats: features.Features, params: AnalyzerParams,
+                     progress: Callable[[str], None] | None = None) -> BeatMap:
+    warnings: list[str] = []
+    env = envelopes.band_envelopes(feats, params.envelope_rate_hz)
+    strength = onset.onset_strength(feats, params)
+    peak_dbfs = 20 * np.log10(max(float(feats.rms.max(initial=0.0)), 1e-12))
+    beat_times = np.zeros(0)
+    intervals = np.zeros(0)
+    if peak_dbfs < SILENCE_DBFS:
+        warnings.append(f"silent (peak level {peak_dbfs:.0f} dBFS): no beats")
+        confidence = 0.0
+    else:
+        tracked = beats.track(strength, feats.frame_rate_hz, params)
+        keep = _in_active_region(tracked.times_s, feats)
+        beat_times, intervals = tracked.times_s[keep], tracked.interval_s[keep]
+        beat_times = beats.refine_to_onsets(beat_times, onset.onset_strength(
+            feats, params, smoothing=False), feats.frame_rate_hz)
+        confidence = periodicity(strength, beat_times, feats.frame_rate_hz)
+        if confidence < WEAK_PERIODICITY:
+            warnings.append(f"weak beat evidence (periodicity {confidence:.3f} < "
+                            f"{WEAK_PERIODICITY}): noise, free time or a very quiet beat; "
+                            "check the beats or give --tempo-hint")
+    bib = downbeats.beat_in_bar(feats, beat_times)
+    return BeatMap(
+        beats=beat_times,
+        beat_in_bar=bib,
+        beat_strength=beat_strengths(strength, beat_times, feats.frame_rate_hz),
+        tempo_bpm=global_tempo(beat_times),
+        tempo_curve_times=beat_times,
+        tempo_curve_bpm=local_tempo(beat_times, intervals),
+        envelope_rate_hz=params.envelope_rate_hz,
+        envelopes=env,
+        metadata={"analyzer": {"name": ANALYZER_NAME, "version": ANALYZER_VERSION,
+                               "params": params.to_dict(), "params_digest": params.digest()},
+                  "frame_rate_hz": feats.frame_rate_hz,
+                  "beat_confidence": round(float(confidence), 4),
+                  "peak_dbfs": round(float(peak_dbfs), 2)},
+        history=[{"version": 1, "change": "analysis"}],
+        warnings=warnings,
+    )
+
+
+def _in_active_region(times_s: np.ndarray, feats: features.Features) -> np.ndarray:
+    """Beats inside the part of the track where something plays (not in silent intros)."""
+    level = 20 * np.log10(np.maximum(feats.rms, 1e-12))
+    active = np.flatnonzero(level > level.max() - ACTIVE_DB_BELOW_PEAK)
+    if len(active) == 0:
+        return np.zeros(len(times_s), dtype=bool)
+    first, last = active[0] / feats.frame_rate_hz, active[-1] / feats.frame_rate_hz
+    return (times_s >= first - 0.05) & (times_s <= last + 0.05)
+
+
+def _peak_near(strength: np.ndarray, times_s: np.ndarray, rate: float) -> np.ndarray:
+    idx = np.round(times_s * rate).astype(int)
+    return np.array([strength[max(0, i - 3):i + 4].max(initial=0.0) for i in idx])
+
+
+def periodicity(strength: np.ndarray, times_s: np.ndarray, rate: float) -> float:
+    """Autocorrelation of the onset strength at one or two beat periods (0 = none)."""
+    if len(times_s) < 4:
+        return 0.0
+    lag = round(float(np.median(np.diff(times_s))) * rate)
+    x = strength - strength.mean()
+    energy = float((x * x).sum())
+    if energy <= 0 or lag < 1:
+        return 0.0
+    lags = [*range(max(1, lag - 2), lag + 3), *range(max(1, 2 * lag - 3), 2 * lag + 4)]
+    return max(float((x[k:] * x[:-k]).sum()) / energy for k in lags if k < len(x))
+
+
+def beat_strengths(strength: np.ndarray, times_s: np.ndarray, rate: float) -> np.ndarray:
+    if len(times_s) == 0:
+        return np.zeros(0)
+    peaks = _peak_near(strength, times_s, rate)
+    return np.clip(peaks / (np.percentile(peaks, 95) + 1e-9), 0.0, 1.0)
+
+
+def global_tempo(times_s: np.ndarray) -> float:
+    if len(times_s) < 2:
+        return 0.0
+    return float(60.0 / np.median(np.diff(times_s)))
+
+
+def local_tempo(times_s: np.ndarray, intervals_s: np.ndarray) -> np.ndarray:
+    """Tempo at each beat: 60 / slope of a line fitted to the neighbouring beats.
+
+    A least-squares line through the beats within TEMPO_CURVE_HALF_WINDOW of each
+    beat gives a curve that follows real tempo changes but not the jitter of single
+    beats.
+    """
+    n = len(times_s)
+    if n < 3:
+        return 60.0 / intervals_s if len(intervals_s) == n and n else np.zeros(n)
+    out = np.empty(n)
+    for i in range(n):
+        lo, hi = max(0, i - TEMPO_CURVE_HALF_WINDOW), min(n, i + TEMPO_CURVE_HALF_WINDOW + 1)
+        k = np.arange(lo, hi)
+        slope = np.polyfit(k, times_s[lo:hi], 1)[0]
+        out[i] = 60.0 / slope if slope > 0 else 0.0
+    return out

@@ -1,0 +1,187 @@
+"""The BeatMap: what analysis produces and every later step consumes.
+
+Stored as JSON (readable; the default) or msgpack, both from the same plain
+dictionary; the layout is documented in docs/beatmap.md. Files are written
+atomically (temporary file + rename), so a failed run never leaves a
+half-written map in place of a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from gridcast.host.errors import BeatMapError
+
+FORMAT = "gridcast.beatmap"
+FORMAT_VERSION = 1
+ENVELOPE_BANDS = ("bass", "mid", "high")
+
+
+@dataclass
+class BeatMap:
+    beats: np.ndarray  # seconds, ascending
+    beat_in_bar: np.ndarray  # 1 = downbeat
+    beat_strength: np.ndarray  # [0, 1]
+    tempo_bpm: float
+    tempo_curve_times: np.ndarray  # seconds
+    tempo_curve_bpm: np.ndarray
+    envelope_rate_hz: float
+    envelopes: dict[str, np.ndarray]  # bass / mid / high in [0, 1]
+    metadata: dict[str, Any]
+    version: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def meter(self) -> int:
+        return int(self.beat_in_bar.max()) if len(self.beat_in_bar) else 0
+
+    @property
+    def downbeats(self) -> np.ndarray:
+        return self.beats[self.beat_in_bar == 1]
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.metadata.get("duration_s", 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "tempo_bpm": round(float(self.tempo_bpm), 3),
+            "meter": self.meter,
+            "beats": [round(float(t), 4) for t in self.beats],
+            "beat_in_bar": [int(b) for b in self.beat_in_bar],
+            "beat_strength": [round(float(s), 3) for s in self.beat_strength],
+            "tempo_curve": {
+                "times": [round(float(t), 4) for t in self.tempo_curve_times],
+                "bpm": [round(float(b), 2) for b in self.tempo_curve_bpm],
+            },
+            "envelopes": {
+                "frame_rate_hz": self.envelope_rate_hz,
+                **{k: [round(float(v), 3) for v in self.envelopes[k]] for k in ENVELOPE_BANDS},
+            },
+            "metadata": self.metadata,
+            "history": self.history,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "<map>") -> BeatMap:
+        return _parse(d, source)
+
+
+def _parse(d: Any, source: str) -> BeatMap:
+    def fail(where: str, problem: str) -> BeatMapError:
+        return BeatMapError(f"{source}: {problem} at `$.{where}`")
+
+    if not isinstance(d, dict):
+        raise BeatMapError(f"{source}: a beat map must be an object, got {type(d).__name__}")
+    if d.get("format") != FORMAT:
+        raise fail("format",
+                   f"expected {FORMAT!r}, got {d.get('format')!r} (not a gridcast beat map)")
+    if d.get("format_version") != FORMAT_VERSION:
+        raise fail("format_version", f"unsupported version {d.get('format_version')!r}; "
+                   f"this gridcast reads {FORMAT_VERSION}")
+
+    def numbers(value: Any, where: str, kind: type = float) -> np.ndarray:
+        if not isinstance(value, list):
+            raise fail(where, f"expected a list, got {type(value).__name__}")
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise fail(f"{where}[{i}]", f"expected a finite number, got {v!r}")
+        return np.asarray(value, dtype=np.float64 if kind is float else np.int64)
+
+    beats = numbers(d.get("beats"), "beats")
+    if len(beats) > 1 and np.any(np.diff(beats) <= 0):
+        i = int(np.flatnonzero(np.diff(beats) <= 0)[0]) + 1
+        raise fail(f"beats[{i}]", "beat times must be strictly ascending")
+    bib = numbers(d.get("beat_in_bar"), "beat_in_bar", int)
+    strength = numbers(d.get("beat_strength", [1.0] * len(beats)), "beat_strength")
+    for name, arr in (("beat_in_bar", bib), ("beat_strength", strength)):
+        if len(arr) != len(beats):
+            raise fail(name, f"has {len(arr)} entries but there are {len(beats)} beats")
+    if len(bib) and (bib.min() < 1):
+        raise fail("beat_in_bar", "positions start at 1 (the downbeat)")
+    tempo = d.get("tempo_bpm")
+    if isinstance(tempo, bool) or not isinstance(tempo, (int, float)) or tempo < 0:
+        raise fail("tempo_bpm", f"expected a non-negative number, got {tempo!r}")
+    curve = d.get("tempo_curve", {"times": [], "bpm": []})
+    if not isinstance(curve, dict):
+        raise fail("tempo_curve", "expected an object with times and bpm")
+    env = d.get("envelopes")
+    if not isinstance(env, dict):
+        raise fail("envelopes", "expected an object with frame_rate_hz, bass, mid, high")
+    rate = env.get("frame_rate_hz")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+        raise fail("envelopes.frame_rate_hz", f"expected a positive number, got {rate!r}")
+    envelopes = {k: numbers(env.get(k), f"envelopes.{k}").astype(np.float32)
+                 for k in ENVELOPE_BANDS}
+    meta = d.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise fail("metadata", "expected an object")
+    version = d.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise fail("version", f"expected a positive integer, got {version!r}")
+    return BeatMap(
+        beats=beats, beat_in_bar=bib, beat_strength=strength, tempo_bpm=float(tempo),
+        tempo_curve_times=numbers(curve.get("times", []), "tempo_curve.times"),
+        tempo_curve_bpm=numbers(curve.get("bpm", []), "tempo_curve.bpm"),
+        envelope_rate_hz=float(rate), envelopes=envelopes, metadata=meta, version=version,
+        history=list(d.get("history", [])), warnings=list(d.get("warnings", [])),
+    )
+
+
+def encode(beatmap: BeatMap, fmt: str) -> bytes:
+    data = beatmap.to_dict()
+    if fmt == "json":
+        return (json.dumps(data, indent=1) + "\n").encode()
+    if fmt == "msgpack":
+        return msgpack.packb(data, use_bin_type=True)
+    raise BeatMapError(f"unknown beat map format {fmt!r} (use json or msgpack)")
+
+
+def format_for(path: str) -> str:
+    return "msgpack" if path.endswith((".msgpack", ".mpk")) else "json"
+
+
+def save(beatmap: BeatMap, path: str, fmt: str | None = None) -> None:
+    """Write atomically: the old file stays intact until the new one is complete."""
+    payload = encode(beatmap, fmt or format_for(path))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str) -> BeatMap:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise BeatMapError(f"{path}: cannot read beat map ({exc.strerror})") from exc
+    try:
+        if format_for(path) == "msgpack":
+            data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        else:
+            data = json.loads(raw)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise BeatMapError(f"{path}: not a valid {format_for(path)} beat map ({exc})") from exc
+    return BeatMap.from_dict(data, source=path)

@@ -1,0 +1,131 @@
+"""The ``gridcast`` command: a table of commands, one handler each.
+
+Errors that gridcast raises on purpose (GridcastError) become one line,
+``gridcast: <message>``, and exit status 1; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from gridcast.host import console
+from gridcast.protocol.errors import GridcastError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import analyze
+
+    return analyze.run(args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import evaluate
+
+    return evaluate.run(args)
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import plot
+
+    return plot.run(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import demo
+
+    return demo.run(args)
+
+
+def _add_analyze(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio", nargs="*", help="audio files or folders (WAV, FLAC, OGG, MP3)")
+    p.add_argument("-o", "--out", help="output file (one input) or folder; default: next to "
+                   "each audio file as <name>.beatmap.json")
+    p.add_argument("--format", choices=("json", "msgpack"), default=None,
+                   help="map format (default: from the output name, else json)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: one per core)")
+    p.add_argument("--offset-ms", type=float, default=0.0, help="shift every beat (ms)")
+    p.add_argument("--tempo-hint", type=float, default=None, metavar="BPM",
+                   help="analyze near this tempo (fixes half/double-tempo picks)")
+    p.add_argument("--overrides", metavar="FILE", help="JSON file of corrections "
+                   "(see docs/beatmap.md)")
+    p.add_argument("--max-duration", type=float, default=3600.0, metavar="S",
+                   help="refuse files longer than this (default 3600 s)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the "
+                   "analysis cache")
+    p.add_argument("--watch", metavar="DIR", help="after analyzing the inputs, keep "
+                   "analyzing new and changed audio under DIR until Ctrl-C")
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="dataset folder with audio/ and annotations/")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--compare", action="append", default=[], metavar="SYSTEM",
+                   help="also score a baseline in the same run (librosa)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+
+
+def _add_plot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("map", help="beat map (.json or .msgpack)")
+    p.add_argument("-o", "--out", required=True, help="PNG file to write")
+    p.add_argument("--audio", help="audio file for the waveform (default: the map's "
+                   "audio file if it sits next to the map)")
+    p.add_argument("--start", type=float, default=0.0, help="first second to show")
+    p.add_argument("--end", type=float, default=None, help="last second to show")
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="gridcast-demo", help="folder for the demo's files")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the demo song")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
+    "analyze": ("analyze audio files into beat maps", _add_analyze, _cmd_analyze),
+    "eval": ("score beat tracking against annotations (mir_eval)", _add_eval, _cmd_eval),
+    "plot": ("draw a beat map as a PNG", _add_plot, _cmd_plot),
+    "demo": ("the end-to-end demo on generated audio", _add_demo, _cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridcast", description="Keep lighting devices locked to the beat of music.")
+    from gridcast.host.analyzer import ANALYZER_VERSION
+
+    parser.add_argument("--version", action="version", version=f"gridcast {ANALYZER_VERSION}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS[args.command][2]
+    try:
+        return handler(args)
+    except GridcastError as exc:
+        console.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

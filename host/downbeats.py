@@ -1,0 +1,74 @@
+"""Downbeat inference: meter from beat-synchronous repetition, bar phase from accents.
+
+1. Meter (beats per bar, 2, 3 or 4): harmony and rhythm repeat every bar, so
+   beat-synchronous chroma and band onsets are most similar at lags that are
+   multiples of the bar length.
+2. Phase: bars start where chords change and bass notes or kick drums enter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gridcast.host.features import Features
+
+METERS = (2, 3, 4)
+MAX_LAG_BEATS = 8
+MIN_BEATS = 8
+HARMONIC_CHANGE_WEIGHT = 2.0
+BASS_ONSET_WEIGHT = 1.0
+# 4/4 is the most common meter: a small bonus settles near-ties in its favour.
+METER_BONUS = {2: 0.0, 3: 0.0, 4: 0.02}
+
+
+def beat_frames(times_s: np.ndarray, features: Features) -> np.ndarray:
+    return np.clip(np.round(times_s * features.frame_rate_hz).astype(int), 0,
+                   features.n_frames - 1)
+
+
+def beat_synchronous(features: Features, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per beat: mean-removed unit chroma over the beat, and z-scored band onset peaks."""
+    idx = beat_frames(times_s, features)
+    edges = np.r_[idx, features.n_frames]
+    chroma = np.array([features.chroma[edges[k]:max(edges[k] + 1, edges[k + 1])].mean(axis=0)
+                       for k in range(len(idx))])
+    chroma -= chroma.mean(axis=1, keepdims=True)
+    chroma /= np.linalg.norm(chroma, axis=1, keepdims=True) + 1e-9
+    onsets = np.array([features.band_flux[max(0, i - 3):i + 4].max(axis=0) for i in idx])
+    onsets = (onsets - onsets.mean(axis=0)) / (onsets.std(axis=0) + 1e-9)
+    return chroma, onsets
+
+
+def _lag_similarity(x: np.ndarray, lag: int) -> float:
+    if len(x) <= lag:
+        return 0.0
+    return float((x[lag:] * x[:-lag]).sum(axis=1).mean())
+
+
+def estimate_meter(chroma: np.ndarray, onsets: np.ndarray) -> int:
+    sim = {lag: _lag_similarity(chroma, lag) + _lag_similarity(onsets, lag) / onsets.shape[1]
+           for lag in range(1, MAX_LAG_BEATS + 1)}
+    scores = {}
+    for meter in METERS:
+        on_bar = [sim[lag] for lag in range(meter, MAX_LAG_BEATS + 1, meter)]
+        off_bar = [sim[lag] for lag in sim if lag % meter]
+        scores[meter] = float(np.mean(on_bar) - np.mean(off_bar)) + METER_BONUS[meter]
+    return max(scores, key=lambda m: scores[m])
+
+
+def beat_in_bar(features: Features, times_s: np.ndarray, meter: int | None = None) -> np.ndarray:
+    """Position of every beat in its bar, 1 = downbeat."""
+    n = len(times_s)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if n < MIN_BEATS:
+        return np.arange(n) % (meter or 4) + 1
+    chroma, onsets = beat_synchronous(features, times_s)
+    meter = meter or estimate_meter(chroma, onsets)
+    change = np.r_[0.0, 1.0 - (chroma[1:] * chroma[:-1]).sum(axis=1)]
+    change = (change - change.mean()) / (change.std() + 1e-9)
+    accent = BASS_ONSET_WEIGHT * onsets[:, 0] + HARMONIC_CHANGE_WEIGHT * change
+    index = np.arange(n)
+    phase = max(range(meter), key=lambda ph: accent[(index - ph) % meter == 0].mean()
+                - accent[(index - ph) % meter != 0].mean())
+    return (index - phase) % meter + 1

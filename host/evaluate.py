@@ -1,0 +1,174 @@
+"""Scoring beat maps against human annotations with mir_eval.
+
+A dataset folder holds ``audio/<id>.<ext>`` and ``annotations/<id>.beats``
+(one beat per line: ``time_s<TAB>beat_in_bar``; the second column is optional).
+Metrics follow mir_eval.beat (beats before 5 s are trimmed, as mir_eval does):
+F-measure (±70 ms), Cemgil, CMLt and AMLt; downbeat F-measure uses the same
+window on downbeats.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import mir_eval
+import numpy as np
+
+from gridcast.host import analyzer, batch
+from gridcast.host.errors import DatasetError
+from gridcast.host.params import AnalyzerParams
+from gridcast.protocol.errors import GridcastError
+
+METRICS = ("f_measure", "cemgil", "cmlt", "amlt", "downbeat_f")
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    audio_path: str
+    beats: np.ndarray
+    beat_in_bar: np.ndarray | None
+
+
+def load_dataset(folder: str) -> list[Clip]:
+    audio_dir, ann_dir = os.path.join(folder, "audio"), os.path.join(folder, "annotations")
+    if not os.path.isdir(audio_dir) or not os.path.isdir(ann_dir):
+        raise DatasetError(f"{folder}: expected sub-folders audio/ and annotations/ "
+                           "(audio/<id>.flac with annotations/<id>.beats)")
+    clips = []
+    for name in sorted(os.listdir(audio_dir)):
+        if not batch.is_audio(name):
+            continue
+        clip_id = os.path.splitext(name)[0]
+        ann_path = os.path.join(ann_dir, clip_id + ".beats")
+        if not os.path.exists(ann_path):
+            raise DatasetError(f"{ann_path}: missing annotation for audio/{name}")
+        beats, bib = read_annotation(ann_path)
+        clips.append(Clip(clip_id, os.path.join(audio_dir, name), beats, bib))
+    if not clips:
+        raise DatasetError(f"{audio_dir}: no audio files found")
+    return clips
+
+
+def read_annotation(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    times, positions = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts or parts[0].startswith("#"):
+                continue
+            try:
+                times.append(float(parts[0]))
+                positions.append(int(float(parts[1])) if len(parts) > 1 else 0)
+            except ValueError as exc:
+                raise DatasetError(f"{path}:{lineno}: expected `time_s [beat_in_bar]`, "
+                                   f"got {line.strip()!r}") from exc
+    beats = np.asarray(times)
+    bib = np.asarray(positions) if positions and min(positions) > 0 else None
+    return beats, bib
+
+
+def score(ref_beats: np.ndarray, ref_bib: np.ndarray | None, est_beats: np.ndarray,
+          est_bib: np.ndarray | None) -> dict[str, float | None]:
+    ref = mir_eval.beat.trim_beats(np.asarray(ref_beats, dtype=float))
+    est = mir_eval.beat.trim_beats(np.asarray(est_beats, dtype=float))
+    _, cmlt, _, amlt = mir_eval.beat.continuity(ref, est)
+    out: dict[str, float | None] = {
+        "f_measure": float(mir_eval.beat.f_measure(ref, est)),
+        "cemgil": float(mir_eval.beat.cemgil(ref, est)[0]),
+        "cmlt": float(cmlt),
+        "amlt": float(amlt),
+        "downbeat_f": None,
+    }
+    if ref_bib is not None and est_bib is not None:
+        ref_down = mir_eval.beat.trim_beats(ref_beats[ref_bib == 1])
+        est_down = mir_eval.beat.trim_beats(np.asarray(est_beats)[np.asarray(est_bib) == 1])
+        out["downbeat_f"] = float(mir_eval.beat.f_measure(ref_down, est_down))
+    return out
+
+
+def mean_scores(rows: list[dict]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for m in METRICS:
+        vals = [r[m] for r in rows if r.get(m) is not None]
+        out[m] = round(float(np.mean(vals)), 4) if vals else None
+    return out
+
+
+def _gridcast_clip(clip: Clip, params: AnalyzerParams) -> dict:
+    started = time.process_time()
+    try:
+        bm = analyzer.analyze_file(clip.audio_path, params)
+    except GridcastError as exc:
+        return {"id": clip.id, "error": str(exc)}
+    row = {"id": clip.id, **score(clip.beats, clip.beat_in_bar, bm.beats, bm.beat_in_bar)}
+    row.update(tempo_bpm=round(bm.tempo_bpm, 2), ref_tempo_bpm=_ref_tempo(clip.beats),
+               cpu_s=round(time.process_time() - started, 4))
+    return _rounded(row)
+
+
+def _librosa_clip(clip: Clip) -> dict:
+    import librosa  # optional dependency: only for --compare librosa
+
+    started = time.process_time()
+    y, sr = librosa.load(clip.audio_path, sr=22050, mono=True)
+    tempo, beats = librosa.beat.beat_track(y=y, sr=sr, units="time")
+    row = {"id": clip.id, **score(clip.beats, clip.beat_in_bar, beats, None)}
+    row.update(tempo_bpm=round(float(np.atleast_1d(tempo)[0]), 2),
+               ref_tempo_bpm=_ref_tempo(clip.beats),
+               cpu_s=round(time.process_time() - started, 4))
+    return _rounded(row)
+
+
+def _ref_tempo(beats: np.ndarray) -> float:
+    return round(float(60 / np.median(np.diff(beats))), 2) if len(beats) > 1 else 0.0
+
+
+def _rounded(row: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+SYSTEMS: dict[str, Callable[..., dict]] = {"librosa": _librosa_clip}
+
+
+def evaluate(folder: str, params: AnalyzerParams | None = None, compare: tuple[str, ...] = (),
+             workers: int = 1, on_clip: Callable[[str, dict], None] | None = None) -> dict:
+    """Score gridcast (and baselines) on every clip of ``folder``; one JSON-ready dict."""
+    for name in compare:
+        if name not in SYSTEMS:
+            raise DatasetError(f"unknown baseline {name!r} (available: {', '.join(SYSTEMS)})")
+    clips = load_dataset(folder)
+    params = params or AnalyzerParams()
+    tasks: list[tuple[str, Callable[..., dict], tuple]] = [
+        ("gridcast", _gridcast_clip, (c, params)) for c in clips]
+    tasks += [(name, SYSTEMS[name], (c,)) for name in compare for c in clips]
+    rows: dict[str, list[dict]] = {name: [] for name in ("gridcast", *compare)}
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [(system, pool.submit(fn, *args)) for system, fn, args in tasks]
+            for system, fut in futures:
+                row = fut.result()
+                rows[system].append(row)
+                if on_clip:
+                    on_clip(system, row)
+    else:
+        for system, fn, args in tasks:
+            row = fn(*args)
+            rows[system].append(row)
+            if on_clip:
+                on_clip(system, row)
+
+    def summary(system_rows: list[dict]) -> dict:
+        ok = [r for r in system_rows if "error" not in r]
+        return {"mean": mean_scores(ok),
+                "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in ok), 3),
+                "clips": system_rows}
+
+    main = summary(rows["gridcast"])
+    return {"dataset": folder, "n_clips": len(clips), "system": "gridcast",
+            "params_digest": params.digest(), **main,
+            "baselines": {name: summary(rows[name]) for name in compare}}
