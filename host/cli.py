@@ -42,6 +42,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import bundle
+
+    return bundle.keygen(args)
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import bundle
+
+    handler: Handler = getattr(bundle, args.bundle_command)
+    return handler(args)
+
+
+def _add_keygen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("key_file", help="file to write 32 random bytes to (mode 0600)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing key file")
+
+
+def _add_bundle(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bundle_command", metavar="ACTION")
+    sub.required = True
+    b = sub.add_parser("build", help="beat map or audio -> signed bundle")
+    b.add_argument("source", help="beat map (.json/.msgpack) or audio file (analyzed first)")
+    b.add_argument("--key-file", required=True)
+    b.add_argument("-o", "--out", required=True, help="bundle file to write")
+    b.add_argument("--track-id", help="track name on devices (default: the audio file name)")
+    b.add_argument("--min-firmware", default="0.1.0", help="oldest firmware that may play it")
+    v = sub.add_parser("verify", help="exit 0 when authentic and intact, else 1 and the reason")
+    v.add_argument("file")
+    v.add_argument("--key-file", required=True)
+    v.add_argument("--firmware", default="0.1.0", help="firmware version to check against")
+    i = sub.add_parser("inspect", help="header, sizes and integrity (no key needed)")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+
+
 def _add_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", nargs="*", help="audio files or folders (WAV, FLAC, OGG, MP3)")
     p.add_argument("-o", "--out", help="output file (one input) or folder; default: next to "
@@ -90,6 +126,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     "analyze": ("analyze audio files into beat maps", _add_analyze, _cmd_analyze),
     "eval": ("score beat tracking against annotations (mir_eval)", _add_eval, _cmd_eval),
     "plot": ("draw a beat map as a PNG", _add_plot, _cmd_plot),
+    "keygen": ("make a bundle signing key file", _add_keygen, _cmd_keygen),
+    "bundle": ("build, verify or inspect device bundles", _add_bundle, _cmd_bundle),
     "demo": ("the end-to-end demo on generated audio", _add_demo, _cmd_demo),
 }
 

@@ -1,7 +1,7 @@
-"""The one error base shared by every part of gridcast.
+"""Errors shared by every part of gridcast, and the protocol's typed rejections.
 
-It lives in protocol/ because protocol is the bottom layer that every other part
-(and the firmware) already imports; it depends on nothing.
+This module runs on CPython and on MicroPython (it is copied to devices), so it
+uses nothing but plain classes.
 """
 
 
@@ -11,3 +11,15 @@ class GridcastError(Exception):
     ``str(err)`` is a complete one-line message for a user: what went wrong,
     where, and how to fix it when that is known.
     """
+
+
+class ProtocolError(GridcastError):
+    """Bytes that break the wire contract; ``code`` is a reason code (reasons.py)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return self.message

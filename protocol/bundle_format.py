@@ -1,0 +1,52 @@
+"""Bundle v1 layout, limits and version numbers, shared by builder and reader.
+
+    bundle    = [signed, auth]
+    signed    = [header, beats, envelopes]            (sections: append-only)
+    header    = [MAGIC, schema_version, bundle_version, min_firmware, track_id,
+                 audio_sha256, created_s, key_id, duration_us, tempo_mbpm, meter]
+    beats     = [count, deltas, beat_in_bar, strength]
+                deltas: count x u32 LE microseconds (first from t = 0)
+                beat_in_bar, strength: count x u8 (strength 0..255)
+    envelopes = [rate_mhz, frames, bass, mid, high]   each frames x u8
+    auth      = [sha256(signed bytes), hmac_sha256(key, signed bytes)]
+
+All of it is msgpack arrays, integers, text and bin: no maps and no floats, so
+the same map always gives the same bytes on every platform. Runs on CPython and
+MicroPython. docs/protocol.md is the normative description.
+"""
+
+MAGIC = "gridcast.bundle"
+SCHEMA_VERSION = 1
+
+# Hard limits, checked before anything is allocated.
+MAX_BUNDLE_BYTES = 1048576  # 1 MiB: a 1-hour track with 50 Hz envelopes is ~700 KB
+MAX_BEATS = 20000  # an hour at 333 BPM
+MAX_DURATION_US = 3600 * 1000000
+MAX_BEAT_DELTA_US = 10 * 1000000  # no two beats further apart than 10 s (6 BPM)
+MAX_ENV_RATE_MHZ = 200000  # 200 Hz
+MAX_ENV_FRAMES = 400000
+MAX_TRACK_ID_BYTES = 64
+MAX_KEY_ID_BYTES = 32
+MAX_METER = 16
+DIGEST_BYTES = 32
+
+HEADER_FIELDS = ("magic", "schema_version", "bundle_version", "min_firmware", "track_id",
+                 "audio_sha256", "created_s", "key_id", "duration_us", "tempo_mbpm", "meter")
+
+
+def version_to_int(text):
+    """'1.2.3' -> 0x010203 (major, minor, patch each 0..255)."""
+    parts = text.split(".")
+    if len(parts) != 3:
+        raise ValueError("version must look like MAJOR.MINOR.PATCH, got %r" % text)
+    value = 0
+    for p in parts:
+        n = int(p)
+        if not 0 <= n <= 255:
+            raise ValueError("version part %d is outside 0..255 in %r" % (n, text))
+        value = (value << 8) | n
+    return value
+
+
+def int_to_version(value):
+    return "%d.%d.%d" % ((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF)
