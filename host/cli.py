@@ -78,6 +78,65 @@ def _add_bundle(p: argparse.ArgumentParser) -> None:
     i.add_argument("--json", action="store_true")
 
 
+def _device_command(name: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        from gridcast.host.commands import devices
+
+        handler: Handler = getattr(devices, name)
+        return handler(args)
+
+    return run
+
+
+def _add_sim(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=int, default=3, help="how many devices")
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--key-file", required=True, help="the bundle key the devices hold")
+    p.add_argument("--skew-ppm", default="0", help="clock error per device, cycled: 0,0,150")
+    p.add_argument("--state-dir", default="gridcast-sim", help="one folder per device "
+                   "(kept: a restart boots from it)")
+    p.add_argument("--report", metavar="FILE.json", help="on exit, write per-device true "
+                   "beat error and the LED log path")
+    p.add_argument("--heap", default="256K", help="MicroPython heap per device")
+    p.add_argument("--prefix", default="sim", help="device ids are PREFIX-01, PREFIX-02, ...")
+    p.add_argument("--seconds", type=float, default=0, help="stop by itself after S seconds")
+
+
+def _add_deploy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="bundle file (gridcast bundle build)")
+    p.add_argument("--to", nargs="+", metavar="ID", help="device ids")
+    p.add_argument("--all", action="store_true", help="every device online on the broker")
+    p.add_argument("--broker", help="mqtt://HOST:PORT")
+    p.add_argument("--via", metavar="serial:PORT", help="one device on a serial port instead")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--parallel", type=int, default=128, help="devices served at once")
+    p.add_argument("--chunk-bytes", type=int, default=None, help="override the transport's")
+
+
+def _add_play(p: argparse.ArgumentParser) -> None:
+    p.add_argument("track", help="bundle file or track id")
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--to", nargs="+", metavar="ID", help="devices (default: all)")
+    p.add_argument("--at", help="start: Unix seconds, or +SECONDS from now")
+    p.add_argument("--lead", type=float, default=3.0, help="seconds from now when --at is "
+                   "not given")
+    p.add_argument("--seconds", type=float, default=0, help="play this long, then stop")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_stop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True)
+    p.add_argument("--to", nargs="+", metavar="ID")
+    p.add_argument("--at", help="Unix seconds or +SECONDS (default: now)")
+
+
+def _add_seek(p: argparse.ArgumentParser) -> None:
+    p.add_argument("position", type=float, help="seconds into the track")
+    p.add_argument("--broker", required=True)
+    p.add_argument("--to", nargs="+", metavar="ID")
+    p.add_argument("--at", help="when: Unix seconds or +SECONDS (default: in 0.5 s)")
+
+
 def _add_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", nargs="*", help="audio files or folders (WAV, FLAC, OGG, MP3)")
     p.add_argument("-o", "--out", help="output file (one input) or folder; default: next to "
@@ -128,6 +187,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     "plot": ("draw a beat map as a PNG", _add_plot, _cmd_plot),
     "keygen": ("make a bundle signing key file", _add_keygen, _cmd_keygen),
     "bundle": ("build, verify or inspect device bundles", _add_bundle, _cmd_bundle),
+    "sim": ("run simulated devices (the real firmware in MicroPython)", _add_sim,
+            _device_command("sim")),
+    "deploy": ("send a bundle to devices (MQTT or serial)", _add_deploy,
+               _device_command("deploy")),
+    "play": ("play a track on devices, on the agent's clock", _add_play,
+             _device_command("play")),
+    "stop": ("stop playing", _add_stop, _device_command("stop")),
+    "seek": ("jump to a position in the playing track", _add_seek, _device_command("seek")),
     "demo": ("the end-to-end demo on generated audio", _add_demo, _cmd_demo),
 }
 

@@ -1,0 +1,1 @@
+"""The edge agent: devices, transports, deployment, sync, telemetry (docs/agent.md)."""

@@ -1,0 +1,122 @@
+"""Deploying a bundle: the transfer protocol driven over any transport, many devices at once.
+
+Per device, ``protocol.transfer.Sender`` decides what to send; this module owns
+time: a reply timeout that backs off (jittered, capped) when nothing comes, and a
+limit on consecutive silent rounds after which the device is reported as
+unreachable. Devices are served in parallel; a failure on one never stops the
+others, and each gets one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from gridcast.agent.transport import Transport, TransportError
+from gridcast.protocol import messages, reasons, topics
+from gridcast.protocol.errors import ProtocolError
+from gridcast.protocol.transfer import Sender
+
+REPLY_TIMEOUT_S = 1.0
+MAX_TIMEOUT_S = 8.0
+MAX_SILENT_ROUNDS = 6
+
+
+@dataclass
+class DeployResult:
+    id: str
+    ok: bool
+    error: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+    bytes: int = 0
+    resends: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _leaf_for(payload: bytes) -> str:
+    kind = messages.decode(payload).kind
+    return topics.BUNDLE if kind == "chunk" else topics.CMD
+
+
+async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_id: str,
+                     bundle_version: int, *, chunk_bytes: int | None = None,
+                     window: int | None = None, reply_timeout_s: float = REPLY_TIMEOUT_S,
+                     progress: Callable[[str, int], None] | None = None) -> DeployResult:
+    started = time.monotonic()
+    sender = Sender(bundle, random.getrandbits(31) + 1, chunk_bytes or transport.chunk_bytes,
+                    window or transport.window, track_id, bundle_version)
+    replies = transport.queue(device_id)
+    while not replies.empty():  # stale replies of an earlier transfer
+        replies.get_nowait()
+    result = DeployResult(device_id, False, bytes=len(bundle))
+    outgoing = [sender.offer()]
+    timeout = reply_timeout_s
+    silent = 0
+    reported = 0
+    try:
+        while not sender.finished:
+            for payload in outgoing:
+                await transport.send(device_id, _leaf_for(payload), payload)
+            outgoing = []
+            try:
+                item = await asyncio.wait_for(replies.get(), timeout)
+            except TimeoutError:
+                silent += 1
+                if silent >= MAX_SILENT_ROUNDS:
+                    result.error = (f"{device_id}: no answer after {silent} tries "
+                                    f"({sender.acked} of {len(bundle)} bytes acknowledged)")
+                    result.reason = "timeout"
+                    break
+                timeout = min(timeout * 2, MAX_TIMEOUT_S) * random.uniform(0.8, 1.2)
+                outgoing = sender.on_timeout()
+                result.resends += len(outgoing)
+                continue
+            silent = 0
+            timeout = reply_timeout_s
+            try:
+                msg = messages.decode(item.payload)
+            except ProtocolError:
+                continue
+            if msg.kind == "error":
+                result.error = f"{device_id}: {reasons.name(msg.reason)}: {msg.detail}"
+                result.reason = reasons.name(msg.reason)
+                break
+            outgoing = sender.on_reply(msg)
+            if progress is not None and sender.acked > reported:
+                progress(device_id, sender.acked - reported)
+                reported = sender.acked
+    except TransportError as exc:
+        result.error = f"{device_id}: {exc}"
+        result.reason = "transport"
+    if sender.state == "done":
+        result.ok = True
+        result.error = ""
+        if progress is not None and len(bundle) > reported:
+            progress(device_id, len(bundle) - reported)
+    elif sender.state == "failed" and sender.error is not None:
+        code, detail = sender.error
+        result.reason = reasons.name(code)
+        result.error = f"{device_id}: rejected ({result.reason}): {detail}"
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+async def deploy(transport: Transport, device_ids: list[str], bundle: bytes, track_id: str,
+                 bundle_version: int, *, parallel: int = 128,
+                 progress: Callable[[str, int], None] | None = None,
+                 **options: object) -> list[DeployResult]:
+    """Deploy to every device (at most ``parallel`` at once); results in the given order."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(device_id: str) -> DeployResult:
+        async with gate:
+            return await deploy_one(transport, device_id, bundle, track_id, bundle_version,
+                                    progress=progress, **options)  # type: ignore[arg-type]
+
+    return list(await asyncio.gather(*(one(d) for d in device_ids)))

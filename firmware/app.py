@@ -1,0 +1,206 @@
+"""The device application: wires the parts together and answers the agent.
+
+``main(board)`` is all a board's /main.py calls. The board object is the
+hardware boundary (clock, LEDs, serial, sensors); everything else here is the
+same on an ESP32 and in the simulator.
+"""
+
+import asyncio
+import binascii
+import gc
+import hashlib
+
+from gridcast.firmware import config as config_mod
+from gridcast.firmware.clock import LocalClock
+from gridcast.firmware.clocksync import SyncEstimator
+from gridcast.firmware.leds import Renderer
+from gridcast.firmware.player import Player
+from gridcast.firmware.store import BundleStore
+from gridcast.firmware.telemetry import Telemetry
+from gridcast.protocol import messages, transfer
+from gridcast.protocol.errors import ProtocolError
+from gridcast.protocol.reasons import (BAD_CONFIG, INTERNAL, NOT_FOUND, OK,
+                                       UNKNOWN_MESSAGE)
+
+FW_VERSION = config_mod.FW_VERSION
+_DEVICE_KINDS = ("hello", "chunk_ack", "chunk_nack", "activated", "rejected", "sync_req",
+                 "telemetry", "status")
+
+
+def key_id(key):
+    digest = hashlib.sha256(b"gridcast-key-id:" + key).digest()
+    return binascii.hexlify(digest).decode()[:8]
+
+
+class Device:
+    def __init__(self, board, cfg, cfg_error=None):
+        self.board = board
+        self.cfg = cfg
+        self.clock = LocalClock(board)
+        self.sync = SyncEstimator()
+        keys = {key_id(cfg["key"]): cfg["key"]} if cfg["key"] else {}
+        self.store = BundleStore(keys, FW_VERSION)
+        self.receiver = transfer.Receiver(self.store, keys, FW_VERSION)
+        self.leds = Renderer(board, cfg["led_count"])
+        self.telemetry = Telemetry()
+        self.player = Player(board, self.clock, self.sync, self.leds, self.telemetry, self.store)
+        self.links = []
+        self.started_us = self.clock.now_us()
+        self.sync_seq = 0
+        self.cfg_error = cfg_error
+        if cfg_error is not None:
+            self.telemetry.count_error(BAD_CONFIG)
+            board.log("config: %s" % cfg_error)
+
+    # --- messages out -------------------------------------------------------
+    def hello_message(self):
+        active = self.store.active()
+        return messages.encode("hello", proto_version=messages.PROTOCOL_VERSION,
+                               fw_version=FW_VERSION, device_id=self.cfg["device_id"],
+                               max_frame=4096, window=4,
+                               active_track=active[0] if active else "",
+                               active_version=active[1] if active else 0)
+
+    def status_message(self, state):
+        active = self.store.active()
+        return messages.encode("status", state=state, fw_version=FW_VERSION,
+                               active_track=active[0] if active else "",
+                               bundle_version=active[1] if active else 0,
+                               uptime_s=(self.clock.now_us() - self.started_us) // 1000000)
+
+    def primary_link(self):
+        for link in self.links:
+            if link.connected:
+                return link
+        return None
+
+    # --- messages in --------------------------------------------------------
+    async def handle(self, payload, link, received_us):
+        try:
+            msg = messages.decode(payload)
+        except ProtocolError as exc:
+            self.telemetry.count_error(exc.code)
+            await link.reply(messages.encode("error", reason=exc.code, detail=str(exc)[:200]))
+            return
+        try:
+            reply = self._dispatch(msg, received_us)
+        except ProtocolError as exc:
+            self.telemetry.count_error(exc.code)
+            reply = messages.encode("error", reason=exc.code, detail=str(exc)[:200],
+                                    ref_tag=msg.tag)
+        except Exception as exc:  # noqa: BLE001 - the show goes on; the agent is told
+            self.telemetry.count_error(INTERNAL)
+            reply = messages.encode("error", reason=INTERNAL, detail=repr(exc)[:200],
+                                    ref_tag=msg.tag)
+        if reply is not None:
+            await link.reply(reply)
+            if msg.kind in ("activate", "rollback"):
+                await self.publish_status()
+
+    def _dispatch(self, msg, received_us):
+        kind = msg.kind
+        if kind == "sync_resp":
+            self.sync.add(msg.t1_us, msg.t2_us, msg.t3_us, received_us)
+            return None
+        if kind in ("bundle_offer", "chunk", "activate"):
+            reply = self.receiver.handle(msg)
+            if kind == "activate" and reply is not None and \
+                    messages.decode(reply).kind == "activated":
+                self.player.bundle_changed()
+            return reply
+        if kind == "rollback":
+            if self.store.rollback():
+                self.player.bundle_changed()
+                t, v, sha = self.store.active()
+                return messages.encode("activated", track_id=t, bundle_version=v, sha256=sha)
+            return self._rejected(NOT_FOUND, "no previous bundle to roll back to")
+        if kind == "play":
+            return self._result(self.player.play(msg.track_id, msg.start_us), msg,
+                                "track %r is not the active bundle" % msg.track_id)
+        if kind == "stop":
+            return self._result(self.player.stop(msg.at_us), msg, "")
+        if kind == "seek":
+            return self._result(self.player.seek(msg.position_us, msg.at_us), msg,
+                                "nothing is playing")
+        if kind in _DEVICE_KINDS:
+            self.telemetry.count_error(UNKNOWN_MESSAGE)
+            return messages.encode("error", reason=UNKNOWN_MESSAGE,
+                                   detail="%s is sent by devices, not to them" % kind,
+                                   ref_tag=msg.tag)
+        return None
+
+    def _rejected(self, code, detail):
+        self.telemetry.count_error(code)
+        return messages.encode("rejected", transfer_id=0, reason=code, detail=detail)
+
+    def _result(self, code, msg, detail):
+        if code == OK:
+            return None
+        self.telemetry.count_error(code)
+        return messages.encode("error", reason=code, detail=detail, ref_tag=msg.tag)
+
+    async def publish_status(self):
+        for link in self.links:
+            if link.connected:
+                await link.send_status(self.status_message("online"))
+
+    # --- loops ---------------------------------------------------------------
+    async def sync_loop(self):
+        period_ms = 1000 // self.cfg["sync_hz"]
+        while True:
+            link = self.primary_link()
+            if link is not None:
+                self.sync_seq += 1
+                t1 = self.clock.now_us()
+                await link.send_sync(messages.encode("sync_req", seq=self.sync_seq, t1_us=t1))
+            await asyncio.sleep_ms(period_ms)
+
+    async def telemetry_loop(self):
+        while True:
+            await asyncio.sleep_ms(1000 * self.cfg["telemetry_s"])
+            link = self.primary_link()
+            if link is None:
+                continue
+            batch = self.telemetry.batch(self.sync, self.clock.now_us(), self.board.cpu_percent(),
+                                         self.board.temperature_c(), gc.mem_free())
+            await link.send_telemetry(batch)
+
+    async def clock_keeper(self):
+        """Read the clock often enough that 2**30 tick wraps are never missed."""
+        while True:
+            self.clock.now_us()
+            await asyncio.sleep_ms(1000)
+
+    async def run(self):
+        self.store.recover()
+        if self.cfg_error is not None:
+            self.leds.error(BAD_CONFIG)
+        else:
+            self.leds.off()
+        cfg = self.cfg
+        if cfg.get("broker_host") and self.cfg_error is None:
+            from gridcast.firmware.links import MqttLink
+
+            self.links.append(MqttLink(self, cfg["device_id"], cfg["broker_host"],
+                                       cfg["broker_port"]))
+        serial = self.board.serial_streams() if cfg["serial"] else None
+        if serial is not None:
+            from gridcast.firmware.links import SerialLink
+
+            self.links.append(SerialLink(self, serial[0], serial[1]))
+        tasks = [asyncio.create_task(link.run()) for link in self.links]
+        tasks.append(asyncio.create_task(self.player.run()))
+        tasks.append(asyncio.create_task(self.sync_loop()))
+        tasks.append(asyncio.create_task(self.telemetry_loop()))
+        tasks.append(asyncio.create_task(self.clock_keeper()))
+        await asyncio.gather(*tasks)
+
+
+def main(board):
+    cfg, err = config_mod.load()
+    device = Device(board, cfg, err)
+    board.device = device
+    try:
+        asyncio.run(device.run())
+    finally:
+        asyncio.new_event_loop()

@@ -1,0 +1,81 @@
+"""BLE GATT service in the aioble idiom (on boards with Bluetooth).
+
+One service with a write characteristic (agent -> device) and a notify
+characteristic (device -> agent), both carrying the same CRC frames as serial,
+split to the connection's MTU. This machine has no Bluetooth, so this module is
+not exercised by the test suite here; the agent side is tested against a bumble
+virtual controller.
+"""
+
+import asyncio
+
+from gridcast.protocol import frames
+
+SERVICE_UUID = "6e400001-9a1c-4c5c-8c2e-67726964a001"
+RX_UUID = "6e400002-9a1c-4c5c-8c2e-67726964a001"  # agent writes here
+TX_UUID = "6e400003-9a1c-4c5c-8c2e-67726964a001"  # device notifies here
+ADV_INTERVAL_US = 250000
+
+
+class BleLink:
+    name = "ble"
+
+    def __init__(self, app, device_name):
+        import aioble  # noqa: F401 - only on boards with Bluetooth
+        import bluetooth
+
+        self.app = app
+        self.device_name = device_name
+        self.service = aioble.Service(bluetooth.UUID(SERVICE_UUID))
+        self.rx = aioble.Characteristic(self.service, bluetooth.UUID(RX_UUID), write=True,
+                                        capture=True)
+        self.tx = aioble.Characteristic(self.service, bluetooth.UUID(TX_UUID), notify=True)
+        aioble.register_services(self.service)
+        self.connection = None
+        self.deframer = frames.Deframer()
+
+    @property
+    def connected(self):
+        return self.connection is not None
+
+    async def run(self):
+        import aioble
+
+        while True:
+            self.connection = await aioble.advertise(
+                ADV_INTERVAL_US, name=self.device_name, services=[self.service.uuid])
+            try:
+                while self.connection.is_connected():
+                    _, data = await self.rx.written()
+                    received = self.app.clock.now_us()
+                    for payload in self.deframer.feed(data):
+                        await self.app.handle(payload, self, received)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a dropped connection: advertise again
+                pass
+            self.connection = None
+
+    async def _send(self, data):
+        if self.connection is None:
+            return False
+        frame = frames.encode_frame(data)
+        mtu = max(20, self.connection.mtu - 3)
+        for i in range(0, len(frame), mtu):
+            self.tx.notify(self.connection, frame[i:i + mtu])
+        return True
+
+    async def reply(self, data):
+        await self._send(data)
+
+    async def send_sync(self, data):
+        return await self._send(data)
+
+    async def send_telemetry(self, data):
+        await self._send(data)
+
+    async def send_status(self, data):
+        await self._send(data)
+
+    async def close(self):
+        pass

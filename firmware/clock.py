@@ -1,0 +1,19 @@
+"""A 64-bit microsecond clock built on the board's wrapping ticks.
+
+ESP32 ticks_us() wraps every 2**30 us (17.9 min); only ticks_diff may compare
+raw ticks. LocalClock unwraps them into a count that never wraps, as long as it
+is read at least once per half period (every loop does, many times a second).
+"""
+
+
+class LocalClock:
+    def __init__(self, board):
+        self.board = board
+        self._last = board.ticks_us()
+        self._now = 0
+
+    def now_us(self):
+        raw = self.board.ticks_us()
+        self._now += self.board.ticks_diff(raw, self._last)
+        self._last = raw
+        return self._now

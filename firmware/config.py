@@ -1,0 +1,91 @@
+"""Device configuration: /config.json, checked field by field.
+
+    {"device_id": "stage-left-1", "key_hex": "<64 hex digits>",
+     "broker": "192.168.1.10:1883", "led_count": 60, "led_pin": 48,
+     "serial": true, "sync_hz": 8, "telemetry_s": 1}
+
+A missing or corrupt file does not stop the device: it runs with defaults
+(serial only, no key: every bundle is refused as unknown_key), shows the error
+on the LEDs and reports it in telemetry and status.
+"""
+
+import json
+
+from gridcast.protocol.errors import ProtocolError
+from gridcast.protocol.reasons import BAD_CONFIG
+
+PATH = "config.json"
+FW_VERSION = 0x000100  # 0.1.0
+
+DEFAULTS = {
+    "device_id": "",
+    "key_hex": "",
+    "broker": "",
+    "led_count": 16,
+    "led_pin": 48,
+    "serial": True,
+    "sync_hz": 8,
+    "telemetry_s": 1,
+    "serial_path": "",
+}
+
+
+def _hex_key(value):
+    if not isinstance(value, str) or len(value) < 32 or len(value) % 2:
+        raise ValueError("key_hex must be an even number (>= 32) of hex digits")
+    import binascii
+
+    return binascii.unhexlify(value)
+
+
+def parse(data):
+    """Config dict from JSON text; ProtocolError(BAD_CONFIG) naming the field otherwise."""
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raise ProtocolError(BAD_CONFIG, "config.json is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(BAD_CONFIG, "config.json must hold an object")
+    cfg = {}
+    for k in DEFAULTS:
+        cfg[k] = raw.get(k, DEFAULTS[k])
+    for k in raw:
+        if k not in DEFAULTS:
+            raise ProtocolError(BAD_CONFIG, "config.json: unknown field %r" % k)
+    from gridcast.protocol.topics import valid_device_id
+
+    if not valid_device_id(cfg["device_id"]):
+        raise ProtocolError(BAD_CONFIG, "config.json: device_id must be 1-32 of A-Z a-z 0-9 _ -")
+    try:
+        cfg["key"] = _hex_key(cfg["key_hex"])
+    except ValueError as exc:
+        raise ProtocolError(BAD_CONFIG, "config.json: %s" % exc) from None
+    for k in ("led_count", "led_pin", "sync_hz", "telemetry_s"):
+        if not isinstance(cfg[k], int) or cfg[k] < 0:
+            raise ProtocolError(BAD_CONFIG, "config.json: %s must be a non-negative integer" % k)
+    if not 1 <= cfg["sync_hz"] <= 50:
+        raise ProtocolError(BAD_CONFIG, "config.json: sync_hz must be 1..50")
+    broker = cfg["broker"]
+    if broker:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise ProtocolError(BAD_CONFIG, "config.json: broker must be HOST:PORT")
+        cfg["broker_host"], cfg["broker_port"] = host, int(port)
+    return cfg
+
+
+def load(path=PATH):
+    """(config, error): a usable config always, and the ProtocolError if the file was bad."""
+    try:
+        with open(path) as f:
+            return parse(f.read()), None
+    except OSError:
+        err = ProtocolError(BAD_CONFIG, "no %s on the device" % path)
+    except ProtocolError as exc:
+        err = exc
+    cfg = {}
+    for k in DEFAULTS:
+        cfg[k] = DEFAULTS[k]
+    cfg["key"] = b""
+    cfg["device_id"] = "unconfigured"
+    return cfg, err

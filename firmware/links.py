@@ -1,0 +1,115 @@
+"""Transports on the device: MQTT and framed serial, one face for the app.
+
+Each link delivers incoming messages to ``app.handle(payload, link, received_us)``
+(the receive time is taken before decoding, for clock sync) and sends the
+app's messages; replies go back on the link a request came from.
+"""
+
+import asyncio
+
+from gridcast.protocol import frames, messages, topics
+from gridcast.protocol.reasons import BAD_FRAME, TOO_LARGE
+
+
+class MqttLink:
+    name = "mqtt"
+
+    def __init__(self, app, device_id, host, port):
+        from gridcast.firmware.mqtt_client import MqttClient
+
+        self.app = app
+        self.device_id = device_id
+        self.topic = {}
+        for leaf in (topics.STATUS, topics.HELLO, topics.CMD, topics.BUNDLE, topics.REPLY,
+                     topics.SYNC_REQ, topics.SYNC_RESP, topics.TELEMETRY):
+            self.topic[leaf] = topics.device_topic(device_id, leaf)
+        lost = app.status_message("lost")
+        self.client = MqttClient(device_id, host, port,
+                                 will=(self.topic[topics.STATUS], lost, 1, True),
+                                 on_message=self._on_message, on_connect=self._on_connect)
+        # Subscribed again on every (re)connect by the client.
+        for leaf in (topics.CMD, topics.BUNDLE, topics.SYNC_RESP):
+            self.client.subscriptions.append((self.topic[leaf], topics.QOS[leaf]))
+        self.client.subscriptions.append((topics.BROADCAST_CMD, 1))
+
+    @property
+    def connected(self):
+        return self.client.connected
+
+    async def _on_connect(self):
+        await self.client.publish(self.topic[topics.HELLO], self.app.hello_message(), 1)
+        await self.send_status(self.app.status_message("online"))
+
+    async def _on_message(self, topic, payload):
+        received = self.app.clock.now_us()
+        await self.app.handle(payload, self, received)
+
+    async def reply(self, data):
+        await self.client.publish(self.topic[topics.REPLY], data, 1)
+
+    async def send_sync(self, data):
+        return await self.client.publish(self.topic[topics.SYNC_REQ], data, 0)
+
+    async def send_telemetry(self, data):
+        await self.client.publish(self.topic[topics.TELEMETRY], data, 1)
+
+    async def send_status(self, data):
+        await self.client.publish(self.topic[topics.STATUS], data, 1, True)
+
+    async def run(self):
+        await self.client.run()
+
+    async def close(self):
+        await self.send_status(self.app.status_message("offline"))
+        await self.client.disconnect()
+
+
+class SerialLink:
+    """Messages in CRC frames over a byte stream (UART, USB-CDC, a pty in the simulator)."""
+
+    name = "serial"
+    connected = True
+
+    def __init__(self, app, reader, writer, max_payload=frames.DEFAULT_MAX_PAYLOAD):
+        self.app = app
+        self.reader = reader
+        self.writer = writer
+        self.deframer = frames.Deframer(max_payload)
+        self._lock = asyncio.Lock()
+
+    async def _write(self, data):
+        async with self._lock:
+            self.writer.write(frames.encode_frame(data))
+            await self.writer.drain()
+
+    async def run(self):
+        await self._write(self.app.hello_message())
+        await self._write(self.app.status_message("online"))
+        while True:
+            data = await self.reader.read(512)
+            if not data:
+                await asyncio.sleep_ms(50)
+                continue
+            received = self.app.clock.now_us()
+            for payload in self.deframer.feed(data):
+                await self.app.handle(payload, self, received)
+            for code, detail in self.deframer.drain_errors():
+                self.app.telemetry.count_error(code)
+                if code in (BAD_FRAME, TOO_LARGE):
+                    await self._write(messages.encode("error", reason=code, detail=detail))
+
+    async def reply(self, data):
+        await self._write(data)
+
+    async def send_sync(self, data):
+        await self._write(data)
+        return True
+
+    async def send_telemetry(self, data):
+        await self._write(data)
+
+    async def send_status(self, data):
+        await self._write(data)
+
+    async def close(self):
+        pass

@@ -1,0 +1,46 @@
+"""Telemetry: what the device measures of itself, batched with sequence numbers.
+
+Every fired beat is kept as (device time it fired, agent time it was meant for).
+A batch turns them into drift samples with the *newest* sync model: a beat
+fired early on a clock estimate that has since improved shows its true error,
+not the error the device believed at the time. Batches are numbered; the MQTT
+client keeps unacknowledged ones and resends them after a reconnect, so a gap
+in sequence numbers at the collector is real loss.
+"""
+
+from gridcast.protocol import messages
+
+MAX_FIRES = 256
+
+
+class Telemetry:
+    def __init__(self):
+        self.seq = 0
+        self.fires = []  # (local_us, target_agent_us)
+        self.errors = {}
+        self.dropped_fires = 0
+
+    def record_fire(self, local_us, target_agent_us):
+        if len(self.fires) >= MAX_FIRES:
+            self.fires.pop(0)
+            self.dropped_fires += 1
+        self.fires.append((local_us, target_agent_us))
+
+    def count_error(self, code):
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def batch(self, sync, now_local, cpu_pct, temp_c, free_mem):
+        drift = []
+        for local, target in self.fires:
+            drift.append(sync.to_agent(local) - target)
+        self.fires = []
+        counts = []
+        for code in sorted(self.errors):
+            counts.append(code)
+            counts.append(self.errors[code])
+        seq = self.seq
+        self.seq += 1
+        return messages.encode(
+            "telemetry", seq=seq, device_us=now_local, drift_us=drift, cpu_pct=cpu_pct,
+            temp_dc=None if temp_c is None else int(temp_c * 10), free_mem=free_mem,
+            error_counts=counts)

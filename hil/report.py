@@ -1,0 +1,108 @@
+"""The simulator's report: true beat error from LED logs, against the agent's commands.
+
+For every beat a device showed (its LED log: beat index, true time), the
+expected instant is start_us (the play command in force, read off the broker)
+plus that beat's time in the device's active bundle. The error is the
+difference; p50/p99 are of its absolute value. Anyone can recompute it from
+the merged JSON-lines log and the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from gridcast.hil.observer import Observer
+from gridcast.hil.simulator import Simulator
+from gridcast.protocol import bundle_reader
+from gridcast.protocol.errors import ProtocolError
+
+
+def bundle_beats(path: str) -> tuple[str, list[int]]:
+    """('track vN', beat times in us) of a stored bundle ('', []) if there is none."""
+    if not os.path.exists(path):
+        return "", []
+    try:
+        with open(path, "rb") as f:
+            info = bundle_reader.inspect(f, os.path.getsize(path))
+            cursor = bundle_reader.BeatCursor(f, info)
+            times = [cursor.next_time_us() for _ in range(info.beat_count)]
+    except ProtocolError:
+        return "", []
+    return f"{info.track_id} v{info.bundle_version}", [t for t in times if t is not None]
+
+
+def read_led_log(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a power cut
+    return out
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) / 1000, 4) if values else None
+
+
+def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]:
+    label, beats = bundle_beats(os.path.join(sim_dev.folder, "bundles", "active.gcb"))
+    lines = read_led_log(sim_dev.led_log)
+    errors = []
+    for line in lines:
+        idx = line.get("beat_index")
+        start = observer.start_for(sim_dev.id, line["true_time_us"]) if observer else None
+        if start is None or not isinstance(idx, int) or not 0 <= idx < len(beats):
+            continue
+        errors.append(line["true_time_us"] - (start + beats[idx]))
+    frames = 0
+    try:
+        with open(os.path.join(sim_dev.folder, "frames.count")) as f:
+            frames = int(f.read() or 0)
+    except (OSError, ValueError):
+        pass
+    absolute = [abs(e) for e in errors]
+    tele = observer.telemetry.get(sim_dev.id) if observer else None
+    drift_abs = [abs(d) for d in tele.drift_us] if tele else []
+    report = {
+        "id": sim_dev.id,
+        "active_bundle": label or None,
+        "frames": frames,
+        "beats": len(lines),
+        "beats_scored": len(errors),
+        "true_error_p50_ms": _ms(absolute, 50),
+        "true_error_p99_ms": _ms(absolute, 99),
+        "true_error_max_ms": _ms(absolute, 100),
+        "true_error_mean_ms": round(float(np.mean(errors)) / 1000, 4) if errors else None,
+        "drift_p50_ms": _ms(drift_abs, 50),
+        "drift_p99_ms": _ms(drift_abs, 99),
+        "telemetry_batches": len(tele.seqs) if tele else 0,
+        "telemetry_lost": tele.lost if tele else 0,
+        "skew_ppm": sim_dev.skew_ppm,
+        "boots": sim_dev.boots,
+    }
+    return report, lines
+
+
+def write_report(sim: Simulator, observer: Observer | None, path: str) -> dict:
+    merged = os.path.join(sim.state_dir, "leds.jsonl")
+    devices = []
+    with open(merged, "w") as out:
+        for dev in sim.devices:
+            rep, lines = device_report(dev, observer)
+            devices.append(rep)
+            for line in lines:
+                out.write(json.dumps(line) + "\n")
+    report = {"devices": devices, "led_log": merged, "state_dir": sim.state_dir}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return report

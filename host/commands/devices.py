@@ -1,0 +1,200 @@
+"""``gridcast sim``, ``deploy``, ``play``, ``stop``, ``seek``: the device path from the host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import threading
+import time
+from urllib.parse import urlparse
+
+from gridcast.host import console
+from gridcast.host.cli import print_json
+from gridcast.host.errors import BeatMapError
+from gridcast.protocol import bundle_reader, keys
+from gridcast.protocol.errors import GridcastError, ProtocolError
+
+
+def _broker_host_port(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    if parsed.scheme != "mqtt" or not parsed.hostname:
+        raise GridcastError(f"--broker {url!r}: expected mqtt://HOST:PORT")
+    return parsed.hostname, parsed.port or 1883
+
+
+def _skews(text: str) -> list[int]:
+    try:
+        return [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise GridcastError(f"--skew-ppm {text!r}: expected numbers like 0,0,150") from exc
+
+
+def sim(args: argparse.Namespace) -> int:
+    from gridcast.hil.observer import Observer
+    from gridcast.hil.report import write_report
+    from gridcast.hil.simulator import Simulator
+
+    host, port = _broker_host_port(args.broker)
+    key = keys.load(args.key_file)
+    simulator = Simulator(args.devices, f"{host}:{port}", key, args.state_dir,
+                          _skews(args.skew_ppm), heap=args.heap, prefix=args.prefix)
+    observer = Observer(host, port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    observer.start()
+    simulator.start()
+    console.info(f"{args.devices} simulated devices on {host}:{port} "
+                 f"({', '.join(d.id for d in simulator.devices)}); state in "
+                 f"{simulator.state_dir}. Ctrl-C stops them"
+                 + (" and writes the report" if args.report else ""))
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    while not stop.wait(0.5):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        dead = [d.id for d in simulator.devices if not d.alive]
+        if dead:
+            console.warn(f"device process ended: {', '.join(dead)} (see device.log)")
+            for d in simulator.devices:
+                if not d.alive:
+                    d.start()
+    simulator.stop()
+    observer.stop()
+    if args.report:
+        report = write_report(simulator, observer, args.report)
+        console.info(f"report {args.report}; LED log {report['led_log']}")
+    return 0
+
+
+def _bundle_file(path: str) -> tuple[bytes, bundle_reader.BundleInfo]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise BeatMapError(f"{path}: cannot read bundle ({exc.strerror})") from exc
+    import io
+
+    try:
+        info = bundle_reader.inspect(io.BytesIO(data), len(data))
+    except ProtocolError as exc:
+        raise BeatMapError(f"{path}: not a valid bundle: {exc}") from exc
+    return data, info
+
+
+async def _deploy(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
+
+    from gridcast.agent import deploy
+    from gridcast.agent.transport import open_transport
+
+    data, info = _bundle_file(args.bundle)
+    url = args.via or args.broker
+    if not url:
+        raise GridcastError("deploy needs --broker mqtt://HOST:PORT or --via serial:PORT")
+    async with open_transport(url) as transport:
+        ids = list(args.to or [])
+        if args.all:
+            ids = await transport.discover(1.0)
+            if not ids:
+                raise GridcastError(f"no devices online at {url}")
+        if not ids:
+            raise GridcastError("say which devices: --to ID... or --all")
+        started = time.monotonic()
+        show = console.err.is_terminal and not args.json
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                      console=console.err, disable=not show, transient=True) as bar:
+            task = bar.add_task(f"deploying to {len(ids)}", total=len(data) * len(ids))
+            results = await deploy.deploy(
+                transport, ids, data, info.track_id, info.bundle_version,
+                chunk_bytes=args.chunk_bytes, parallel=args.parallel,
+                progress=lambda _dev, n: bar.advance(task, n))
+        elapsed = time.monotonic() - started
+    ok = sum(r.ok for r in results)
+    if args.json:
+        print_json({"bundle": args.bundle, "track_id": info.track_id, "seconds": round(
+            elapsed, 3), "devices": [r.to_dict() for r in results]})
+    else:
+        for r in results:
+            if r.ok:
+                console.info(f"{r.id}: active {info.track_id} v{info.bundle_version} "
+                             f"({r.seconds:.2f} s)")
+            else:
+                console.error(r.error)
+        console.info(f"{ok}/{len(results)} devices in {elapsed:.2f} s")
+    return 0 if ok == len(results) else 1
+
+
+def deploy(args: argparse.Namespace) -> int:
+    return asyncio.run(_deploy(args))
+
+
+def _start_time(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        if text.startswith("+"):
+            return int((time.time() + float(text[1:])) * 1e6)
+        return int(float(text) * 1e6)
+    except ValueError as exc:
+        raise GridcastError(f"--at {text!r}: give Unix seconds or +SECONDS from now") from exc
+
+
+async def _play(args: argparse.Namespace) -> int:
+    from gridcast.agent import playback
+    from gridcast.agent.sync_responder import SyncResponder
+    from gridcast.agent.transport import open_transport
+
+    track = args.track
+    if os.path.exists(track):
+        track = _bundle_file(track)[1].track_id
+    async with open_transport(args.broker) as transport:
+        responder = SyncResponder(transport)
+        responder.start()
+        ids = args.to or None
+        start = await playback.play(transport, ids, track, _start_time(args.at), args.lead)
+        if not args.json:
+            console.info(f"playing {track!r} from {start / 1e6:.6f} (agent clock)"
+                         + (f" for {args.seconds:g} s" if args.seconds else ""))
+        try:
+            if args.seconds:
+                await asyncio.sleep(max(0.0, start / 1e6 - time.time()) + args.seconds)
+                await playback.stop(transport, ids)
+        finally:
+            await responder.stop()
+    if args.json:
+        print_json({"track_id": track, "start_unix_us": start, "devices": ids or "all",
+                    "sync_answers": responder.answered})
+    return 0
+
+
+def play(args: argparse.Namespace) -> int:
+    return asyncio.run(_play(args))
+
+
+async def _stop(args: argparse.Namespace) -> int:
+    from gridcast.agent import playback
+    from gridcast.agent.transport import open_transport
+
+    async with open_transport(args.broker) as transport:
+        await playback.stop(transport, args.to or None, _start_time(args.at) or 0)
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    return asyncio.run(_stop(args))
+
+
+async def _seek(args: argparse.Namespace) -> int:
+    from gridcast.agent import playback
+    from gridcast.agent.transport import open_transport
+
+    at = _start_time(args.at) or int((time.time() + 0.5) * 1e6)
+    async with open_transport(args.broker) as transport:
+        await playback.seek(transport, args.to or None, int(args.position * 1e6), at)
+    return 0
+
+
+def seek(args: argparse.Namespace) -> int:
+    return asyncio.run(_seek(args))
