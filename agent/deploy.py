@@ -49,7 +49,8 @@ async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_
                      window: int | None = None, reply_timeout_s: float = REPLY_TIMEOUT_S,
                      progress: Callable[[str, int], None] | None = None) -> DeployResult:
     started = time.monotonic()
-    sender = Sender(bundle, random.getrandbits(31) + 1, chunk_bytes or transport.chunk_bytes,
+    sender = Sender(bundle, random.getrandbits(31) + 1,
+                    chunk_bytes or transport.chunk_bytes_for(device_id),
                     window or transport.window, track_id, bundle_version)
     replies = transport.queue(device_id)
     while not replies.empty():  # stale replies of an earlier transfer
@@ -65,7 +66,10 @@ async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_
                 await transport.send(device_id, _leaf_for(payload), payload)
             outgoing = []
             try:
-                item = await asyncio.wait_for(replies.get(), timeout)
+                # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that
+                # races with a reply, leaving a cancelled transfer running (Python 3.11).
+                async with asyncio.timeout(timeout):
+                    item = await replies.get()
             except TimeoutError:
                 silent += 1
                 if silent >= MAX_SILENT_ROUNDS:

@@ -20,6 +20,9 @@ from urllib.parse import urlparse
 from gridcast.protocol.errors import GridcastError
 
 
+CHUNK_OVERHEAD_BYTES = 64  # chunk message fields and framing around the data
+
+
 class TransportError(GridcastError, OSError):
     """The link to a broker or device failed; the message says which and why."""
 
@@ -39,6 +42,7 @@ class Transport(abc.ABC):
     window: int = 4
 
     def __init__(self) -> None:
+        self.hellos: dict[str, bytes] = {}  # device id -> its last hello (capabilities)
         self._queues: dict[str, asyncio.Queue[Incoming]] = {}
         self._all: list[asyncio.Queue[Incoming]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,7 +65,24 @@ class Transport(abc.ABC):
             return
         loop.call_soon_threadsafe(self._put, item)
 
+    def chunk_bytes_for(self, device_id: str) -> int:
+        """Chunk data size: this transport's, capped by what the device said it takes."""
+        from gridcast.protocol import messages
+
+        size = self.chunk_bytes
+        hello = self.hellos.get(device_id)
+        if hello is not None:
+            try:
+                max_frame = messages.decode(hello).max_frame
+            except Exception:  # noqa: BLE001 - a bad hello only means no cap
+                return size
+            if max_frame:
+                size = min(size, max_frame - CHUNK_OVERHEAD_BYTES)
+        return max(64, size)
+
     def _put(self, item: Incoming) -> None:
+        if item.leaf == "hello":
+            self.hellos[item.device_id] = item.payload
         if item.leaf == "reply" and item.device_id in self._queues:
             self._queues[item.device_id].put_nowait(item)
         for q in self._all:

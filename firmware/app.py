@@ -23,6 +23,9 @@ from gridcast.protocol.reasons import (BAD_CONFIG, INTERNAL, NOT_FOUND, OK,
                                        UNKNOWN_MESSAGE)
 
 FW_VERSION = config_mod.FW_VERSION
+# Largest message the device takes: a chunk of this size is copied a few times on
+# its way from the socket to flash, and must fit in a fragmented 256 KB heap.
+MAX_FRAME = 2048
 _DEVICE_KINDS = ("hello", "chunk_ack", "chunk_nack", "activated", "rejected", "sync_req",
                  "telemetry", "status")
 
@@ -57,7 +60,7 @@ class Device:
         active = self.store.active()
         return messages.encode("hello", proto_version=messages.PROTOCOL_VERSION,
                                fw_version=FW_VERSION, device_id=self.cfg["device_id"],
-                               max_frame=4096, window=4,
+                               max_frame=MAX_FRAME, window=4,
                                active_track=active[0] if active else "",
                                active_version=active[1] if active else 0)
 

@@ -70,7 +70,7 @@ class SerialLink:
     name = "serial"
     connected = True
 
-    def __init__(self, app, reader, writer, max_payload=frames.DEFAULT_MAX_PAYLOAD):
+    def __init__(self, app, reader, writer, max_payload=2048):
         self.app = app
         self.reader = reader
         self.writer = writer

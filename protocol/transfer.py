@@ -28,6 +28,7 @@ from .hmac_sha256 import equal
 from .reasons import (
     BAD_OFFSET,
     DIGEST_MISMATCH,
+    INCONSISTENT,
     INTERNAL,
     NO_TRANSFER,
     OK,
@@ -131,7 +132,8 @@ class Receiver:
         if end <= self.next_offset:  # repeated (maybe our ack was lost): ack again
             return self._reply("chunk_ack", transfer_id=m.transfer_id,
                                next_offset=self.next_offset)
-        fresh = m.data[self.next_offset - m.offset:]  # skip any overlap with stored bytes
+        skip = self.next_offset - m.offset  # overlap with bytes already stored
+        fresh = m.data if skip == 0 else m.data[skip:]
         try:
             self.store.append(fresh)
         except OSError as exc:
@@ -159,6 +161,18 @@ class Receiver:
         except OSError as exc:
             self._drop()
             return self._reject(self.transfer_id, STORAGE_ERROR, "cannot read back: %s" % exc)
+        # The offer's claims are not signed; the verified header is what counts.
+        if info.track_id != self.track_id or info.bundle_version != self.bundle_version:
+            self._drop()
+            return self._reject(self.transfer_id, INCONSISTENT, "offer said %r v%d, bundle is "
+                                "%r v%d" % (self.track_id, self.bundle_version, info.track_id,
+                                            info.bundle_version))
+        active = self.store.active()
+        if active is not None and active[0] == info.track_id and \
+                info.bundle_version < active[1]:
+            self._drop()
+            return self._reject(self.transfer_id, REPLAYED, "track %r v%d is older than the "
+                                "active v%d" % (info.track_id, info.bundle_version, active[1]))
         self.verified = info
         return self._reply("chunk_ack", transfer_id=self.transfer_id, next_offset=self.size)
 

@@ -1,0 +1,108 @@
+"""Running a mosquitto broker as a child process (for the demo, the bench and tests).
+
+mosquitto runs in the foreground under our process (never ``-d``: as root it
+drops to the mosquitto user and silently fails to write into root's folders),
+listening on loopback only unless told otherwise, with its own config and
+persistence file in a folder we own. ``restart()`` stops it cleanly (it saves
+its persistence) and starts it again on the same port, for fault injection.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from gridcast.protocol.errors import GridcastError
+
+
+class BrokerError(GridcastError):
+    """The broker could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str | None:
+    for candidate in ("mosquitto", "/usr/sbin/mosquitto"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+class Mosquitto:
+    def __init__(self, port: int | None = None, folder: str | None = None,
+                 bind: str = "127.0.0.1", persistence: bool = True,
+                 extra_conf: str = "") -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto; "
+                              "scripts/setup does it)")
+        self.binary = binary
+        self.port = port or free_port()
+        self.bind = bind
+        self.folder = folder or tempfile.mkdtemp(prefix="gridcast-mosquitto-")
+        os.makedirs(self.folder, exist_ok=True)
+        os.chmod(self.folder, 0o777)  # mosquitto may drop to its own user
+        self.conf = os.path.join(self.folder, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"listener {self.port} {bind}\n"
+                    "allow_anonymous true\n"
+                    "max_inflight_messages 0\n"
+                    "max_queued_messages 100000\n"
+                    f"persistence {'true' if persistence else 'false'}\n"
+                    f"persistence_location {self.folder}/\n"
+                    "autosave_interval 0\n"
+                    + extra_conf)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.bind}:{self.port}"
+
+    def start(self, timeout_s: float = 5.0) -> None:
+        log = open(os.path.join(self.folder, "mosquitto.log"), "ab")
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"mosquitto exited at start (port {self.port} in use?); "
+                                  f"see {self.folder}/mosquitto.log")
+            try:
+                with socket.create_connection((self.bind, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not open port {self.port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, down_s: float = 0.5) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
