@@ -23,6 +23,8 @@ from gridcast.protocol.transfer import Sender
 REPLY_TIMEOUT_S = 1.0
 MAX_TIMEOUT_S = 8.0
 MAX_SILENT_ROUNDS = 6
+# Errors about damaged bytes on the link, not about the transfer: answered by resending.
+LINK_ERRORS = (reasons.BAD_FRAME, reasons.TRUNCATED, reasons.TOO_LARGE)
 
 
 @dataclass
@@ -88,6 +90,10 @@ async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_
             except ProtocolError:
                 continue
             if msg.kind == "error":
+                if msg.reason in LINK_ERRORS:  # a frame was damaged on the way: send again
+                    outgoing = sender.on_timeout()
+                    result.resends += len(outgoing)
+                    continue
                 result.error = f"{device_id}: {reasons.name(msg.reason)}: {msg.detail}"
                 result.reason = reasons.name(msg.reason)
                 break

@@ -10,6 +10,8 @@ import asyncio
 from gridcast.protocol import frames, messages, topics
 from gridcast.protocol.reasons import BAD_FRAME, TOO_LARGE
 
+ERROR_REPLY_MS = 100
+
 
 class MqttLink:
     name = "mqtt"
@@ -76,6 +78,9 @@ class SerialLink:
         self.writer = writer
         self.deframer = frames.Deframer(max_payload)
         self._lock = asyncio.Lock()
+        self._last_error_us = -ERROR_REPLY_MS * 1000
+        self._bad_crc = 0
+        self._oversized = 0
 
     async def _write(self, data):
         async with self._lock:
@@ -86,17 +91,33 @@ class SerialLink:
         await self._write(self.app.hello_message())
         await self._write(self.app.status_message("online"))
         while True:
-            data = await self.reader.read(512)
+            try:
+                data = await self.reader.read(512)
+            except OSError:  # the other end went away (cable pulled, pty closed)
+                await asyncio.sleep_ms(1000)
+                continue
             if not data:
-                await asyncio.sleep_ms(50)
+                await asyncio.sleep_ms(5)
                 continue
             received = self.app.clock.now_us()
             for payload in self.deframer.feed(data):
                 await self.app.handle(payload, self, received)
-            for code, detail in self.deframer.drain_errors():
-                self.app.telemetry.count_error(code)
-                if code in (BAD_FRAME, TOO_LARGE):
-                    await self._write(messages.encode("error", reason=code, detail=detail))
+            # The deframer's counters are exact (its error list keeps only the newest).
+            d = self.deframer
+            for code, total, attr in ((BAD_FRAME, d.bad_crc, "_bad_crc"),
+                                      (TOO_LARGE, d.oversized, "_oversized")):
+                new = total - getattr(self, attr)
+                if new:
+                    setattr(self, attr, total)
+                    self.app.telemetry.count_error(code, new)
+            errors = d.drain_errors()
+            # Tell the sender something was damaged (it resends), at most every
+            # ERROR_REPLY_MS: a burst of garbage must not become a burst of replies.
+            now = self.app.clock.now_us()
+            if errors and now - self._last_error_us > ERROR_REPLY_MS * 1000:
+                self._last_error_us = now
+                code, detail = errors[-1]
+                await self._write(messages.encode("error", reason=code, detail=detail))
 
     async def reply(self, data):
         await self._write(data)

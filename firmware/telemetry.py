@@ -26,8 +26,8 @@ class Telemetry:
             self.dropped_fires += 1
         self.fires.append((local_us, target_agent_us))
 
-    def count_error(self, code):
-        self.errors[code] = self.errors.get(code, 0) + 1
+    def count_error(self, code, n=1):
+        self.errors[code] = self.errors.get(code, 0) + n
 
     def batch(self, sync, now_local, cpu_pct, temp_c, free_mem):
         drift = []

@@ -23,6 +23,8 @@ import time
 TICKS_PERIOD = 1 << 30
 TICKS_MAX = TICKS_PERIOD - 1
 TICKS_HALF = TICKS_PERIOD >> 1
+_VTIME = 5  # indices into termios cc on Linux (the unix port exports no names)
+_VMIN = 6
 
 
 def _env_int(name, default=0):
@@ -96,8 +98,15 @@ class Board:
         if not path:
             return None
         import asyncio
+        import termios
 
         f = open(path, "r+b")
+        # A file read blocks until all n bytes came; VMIN = VTIME = 0 makes the tty return
+        # what it has, so asyncio gets partial reads as it does from sockets and UARTs.
+        attrs = termios.tcgetattr(f.fileno())
+        attrs[6][_VTIME] = 0
+        attrs[6][_VMIN] = 0
+        termios.tcsetattr(f.fileno(), termios.TCSANOW, attrs)
         stream = asyncio.StreamReader(f)
         return stream, stream
 
