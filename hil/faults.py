@@ -90,8 +90,6 @@ class MqttJitterProxy:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            while not queue.empty():  # let what was already sent arrive
-                await asyncio.sleep(0.005)
             sender.cancel()
             writer.close()
 
@@ -129,11 +127,21 @@ class MqttJitterProxy:
         self._ready.wait(5)
         return self
 
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+            except (RuntimeError, TimeoutError):
+                pass
         if self._thread is not None:
             self._thread.join(timeout=3)
 

@@ -70,6 +70,11 @@ def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]
     absolute = [abs(e) for e in errors]
     tele = observer.telemetry.get(sim_dev.id) if observer else None
     drift_abs = [abs(d) for d in tele.drift_us] if tele else []
+    # The device reports one drift sample per beat it fired, in firing order, so its
+    # claims can be checked beat by beat against the bench's measurement.
+    gaps = []
+    if tele and len(tele.drift_us) == len(lines) == len(errors):
+        gaps = [abs(d - e) for d, e in zip(tele.drift_us, errors, strict=True)]
     report = {
         "id": sim_dev.id,
         "active_bundle": label or None,
@@ -82,6 +87,8 @@ def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]
         "true_error_mean_ms": round(float(np.mean(errors)) / 1000, 4) if errors else None,
         "drift_p50_ms": _ms(drift_abs, 50),
         "drift_p99_ms": _ms(drift_abs, 99),
+        "drift_vs_true_p99_ms": _ms(gaps, 99),
+        "drift_vs_true_max_ms": _ms(gaps, 100),
         "telemetry_batches": len(tele.seqs) if tele else 0,
         "telemetry_lost": tele.lost if tele else 0,
         "skew_ppm": sim_dev.skew_ppm,
