@@ -60,6 +60,9 @@ class Mosquitto:
                     f"persistence {'true' if persistence else 'false'}\n"
                     f"persistence_location {self.folder}/\n"
                     "autosave_interval 0\n"
+                    # As root, mosquitto would switch to its own user and then fail to
+                    # write its persistence file into our folders.
+                    + ("user root\n" if os.geteuid() == 0 else "")
                     + extra_conf)
         self.proc: subprocess.Popen | None = None
 

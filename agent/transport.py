@@ -21,6 +21,7 @@ from gridcast.protocol.errors import GridcastError
 
 
 CHUNK_OVERHEAD_BYTES = 64  # chunk message fields and framing around the data
+DEFAULT_DEVICE_MAX_FRAME = 1024
 
 
 class TransportError(GridcastError, OSError):
@@ -71,6 +72,8 @@ class Transport(abc.ABC):
 
         size = self.chunk_bytes
         hello = self.hellos.get(device_id)
+        if hello is None:  # unknown device: assume the smallest frame a device may have
+            return min(size, DEFAULT_DEVICE_MAX_FRAME - CHUNK_OVERHEAD_BYTES)
         if hello is not None:
             try:
                 max_frame = messages.decode(hello).max_frame

@@ -17,7 +17,7 @@ _ids = itertools.count()
 
 
 class MqttTransport(Transport):
-    chunk_bytes = 8192
+    chunk_bytes = 8192  # capped by each device's max_frame (its retained hello)
     window = 4
 
     def __init__(self, host: str, port: int, client_id: str | None = None,

@@ -164,8 +164,13 @@ class Device:
             link = self.primary_link()
             if link is None:
                 continue
+            if self.player.playing and self.player.free_after_gc:
+                free = self.player.free_after_gc  # measured after the last beat's collection
+            else:
+                gc.collect()  # not playing: a collection here disturbs nothing
+                free = gc.mem_free()
             batch = self.telemetry.batch(self.sync, self.clock.now_us(), self.board.cpu_percent(),
-                                         self.board.temperature_c(), gc.mem_free())
+                                         self.board.temperature_c(), free)
             await link.send_telemetry(batch)
 
     async def clock_keeper(self):

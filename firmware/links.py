@@ -39,7 +39,8 @@ class MqttLink:
         return self.client.connected
 
     async def _on_connect(self):
-        await self.client.publish(self.topic[topics.HELLO], self.app.hello_message(), 1)
+        # Retained: an agent that connects later still learns versions and limits.
+        await self.client.publish(self.topic[topics.HELLO], self.app.hello_message(), 1, True)
         await self.send_status(self.app.status_message("online"))
 
     async def _on_message(self, topic, payload):

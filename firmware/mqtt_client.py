@@ -16,7 +16,7 @@ import random
 import struct
 
 MAX_OUTBOX = 64
-MAX_PACKET = 65536 + 512
+MAX_PACKET = 2048 + 512  # the device's max frame plus topic and headers
 
 
 def _varint(n):
@@ -51,6 +51,7 @@ class MqttClient:
         self.outbox = {}  # packet id -> (topic, payload, retain)
         self.order = []  # packet ids, oldest first
         self.dropped = 0
+        self.oversized = 0
         self.reconnects = 0
         self._pid = 0
         self._reader = None
@@ -107,7 +108,7 @@ class MqttClient:
                 if self.on_connect is not None:
                     await self.on_connect()
                 await self._serve()
-            except (OSError, EOFError, asyncio.TimeoutError, ValueError):
+            except (OSError, EOFError, asyncio.TimeoutError, ValueError, MemoryError):
                 pass
             self._drop_connection()
             self.reconnects += 1
@@ -150,7 +151,12 @@ class MqttClient:
             if shift > 21:
                 raise ValueError("bad remaining length")
         if n > MAX_PACKET:
-            raise ValueError("packet too large")
+            # Read it away in small pieces: one oversized message must not cost the
+            # connection, let alone the heap.
+            while n:
+                n -= len(await r.readexactly(min(n, 256)))
+            self.oversized += 1
+            return
         body = await r.readexactly(n) if n else b""
         kind = first & 0xF0
         if kind == 0x30:

@@ -32,6 +32,7 @@ class Player:
         self.stop_at_us = 0
         self.track_id = ""
         self.beats_fired = 0
+        self.free_after_gc = 0  # free heap right after the last collection (live memory)
         self._f = None
         self._info = None
         self._cursor = None
@@ -121,6 +122,7 @@ class Player:
             # Collect garbage now, right after a beat, so that an allocation-triggered
             # collection never lands in the spin before the next one.
             gc.collect()
+            self.free_after_gc = gc.mem_free()
 
     def _envelope(self, map_us):
         info = self._info
