@@ -18,7 +18,10 @@ The clock also drifts (crystal skew, up to a few hundred ppm), so:
 - the skew is the slope of a least-squares line through the bins, refitted on
   the half of the bins closest to the delay floor (those carry the clock, the
   others mostly carry jitter), averaged over both directions;
-- theta now is the de-skewed extreme over the last RECENT_US.
+- theta now is the de-skewed extreme over the last RECENT_US;
+- theta at a past instant with HINDSIGHT_US of exchanges after it uses the bins on
+  both sides (interpolation instead of extrapolation: a skew error then cancels).
+  Telemetry reports drift this way, after the fact, so it is as honest as it can be.
 
 Everything is integer microseconds relative to a base (ESP32 floats are single
 precision); only small differences meet the float skew. Runs on MicroPython
@@ -28,6 +31,7 @@ and CPython.
 BIN_US = 1000000
 MAX_BINS = 120
 RECENT_US = 30000000
+HINDSIGHT_US = 15000000  # a past instant with this much data after it is estimated two-sided
 SHORT_RECENT_US = 4000000  # before the skew is known, stay close to now
 MIN_SKEW_SPAN_US = 10000000
 MAX_SKEW = 0.0005  # 500 ppm: anything larger is a fault, not a crystal
@@ -155,8 +159,29 @@ class SyncEstimator:
             return 0.0
         if self._dirty:
             self._fit()
+        t_rel = t_local - self.base_t
+        if self.skew != 0.0 and self.t_up and self.t_up[-1] - t_rel >= HINDSIGHT_US:
+            two_sided = self._around(t_rel)
+            if two_sided is not None:
+                return self.base_v + two_sided
         t_ref, theta = self._theta
-        return self.base_v + theta + self.skew * ((t_local - self.base_t) - t_ref)
+        return self.base_v + theta + self.skew * (t_rel - t_ref)
+
+    def _around(self, t_rel):
+        """Theta at a past instant from the bins within HINDSIGHT_US on either side."""
+        s = self.skew
+        hi = None
+        lo = None
+        for i in range(len(self.t_up)):
+            if abs(self.t_up[i] - t_rel) > HINDSIGHT_US:
+                continue
+            u = self.v_up[i] - s * (self.t_up[i] - t_rel)
+            d = self.v_dn[i] - s * (self.t_dn[i] - t_rel)
+            if hi is None or u < hi:
+                hi = u
+            if lo is None or d > lo:
+                lo = d
+        return None if hi is None else (hi + lo) / 2
 
     def to_agent(self, t_local):
         return t_local + int(self.offset_us(t_local))

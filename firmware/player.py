@@ -3,8 +3,8 @@
 Beat-map time m plays at agent time start_us + m; the sync model turns that
 into device time. The wait is re-planned while it runs (the clock estimate
 keeps improving): asyncio sleeps until SPIN_US before the beat, then a busy
-spin finishes the last stretch precisely (on a board a hardware timer would;
-asyncio alone only gives millisecond granularity). In between beats the LEDs
+sleep and spin finish the last stretch precisely (on a board a hardware timer
+would; asyncio alone only gives millisecond granularity). In between beats the LEDs
 follow the energy envelopes at about FRAME_MS.
 """
 
@@ -15,6 +15,7 @@ from gridcast.protocol import bundle_reader
 from gridcast.protocol.reasons import NOT_FOUND, OK
 
 SPIN_US = 3000
+FINAL_SPIN_US = 200
 FRAME_MS = 20
 LATE_SKIP_US = 50000  # beats this late (after a seek or a stall) are skipped, not fired
 
@@ -143,6 +144,11 @@ class Player:
             elif left > SPIN_US:
                 await asyncio.sleep_ms((left - SPIN_US) // 1000)
             else:
+                # Sleep through most of the last stretch (a timer, not the CPU), then spin
+                # the final FINAL_SPIN_US; a spin holds a core that other work may need.
+                rest = due - self.clock.now_us()
+                if rest > FINAL_SPIN_US:
+                    self.board.sleep_us(rest - FINAL_SPIN_US)
                 while self.clock.now_us() < due:
                     pass
                 return gen == self._generation

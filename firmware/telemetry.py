@@ -1,9 +1,11 @@
 """Telemetry: what the device measures of itself, batched with sequence numbers.
 
 Every fired beat is kept as (device time it fired, agent time it was meant for).
-A batch turns them into drift samples with the *newest* sync model: a beat
-fired early on a clock estimate that has since improved shows its true error,
-not the error the device believed at the time. Batches are numbered; the MQTT
+A batch turns the beats fired at least REPORT_AFTER_US ago into drift samples,
+using the clock estimate *around* the moment they fired (exchanges before and
+after it): a beat scheduled on an estimate that has since improved shows its
+true error, not the error the device believed at the time. Until the skew is
+known there is no hindsight to wait for, and beats are reported at once. Batches are numbered; the MQTT
 client keeps unacknowledged ones and resends them after a reconnect, so a gap
 in sequence numbers at the collector is real loss.
 """
@@ -11,6 +13,7 @@ in sequence numbers at the collector is real loss.
 from gridcast.protocol import messages
 
 MAX_FIRES = 256
+REPORT_AFTER_US = 16000000  # drift is reported once the clock estimate has hindsight
 
 
 class Telemetry:
@@ -29,11 +32,15 @@ class Telemetry:
     def count_error(self, code, n=1):
         self.errors[code] = self.errors.get(code, 0) + n
 
-    def batch(self, sync, now_local, cpu_pct, temp_c, free_mem):
+    def batch(self, sync, now_local, cpu_pct, temp_c, free_mem, flush=False):
         drift = []
+        keep = []
         for local, target in self.fires:
-            drift.append(sync.to_agent(local) - target)
-        self.fires = []
+            if flush or now_local - local >= REPORT_AFTER_US or not sync.skew:
+                drift.append(sync.to_agent(local) - target)
+            else:
+                keep.append((local, target))
+        self.fires = keep
         counts = []
         for code in sorted(self.errors):
             counts.append(code)

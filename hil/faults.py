@@ -60,6 +60,8 @@ class MqttJitterProxy:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._server: asyncio.base_events.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self._stopping: asyncio.Event | None = None
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     jitter: Jitter) -> None:
@@ -75,6 +77,10 @@ class MqttJitterProxy:
                 await writer.drain()
 
         sender = asyncio.create_task(release())
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+            task.add_done_callback(self._clients.discard)
         last_due = 0.0
         try:
             while True:
@@ -95,6 +101,10 @@ class MqttJitterProxy:
 
     async def _client(self, c_reader: asyncio.StreamReader,
                       c_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
         try:
             b_reader, b_writer = await asyncio.open_connection(*self.broker)
         except OSError:
@@ -108,16 +118,16 @@ class MqttJitterProxy:
         self._loop = loop
 
         async def main() -> None:
+            self._stopping = asyncio.Event()
             self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
-            async with self._server:
-                await self._server.serve_forever()
+            await self._stopping.wait()
+            self._server.close()
+            await self._server.wait_closed()
 
         try:
             loop.run_until_complete(main())
-        except asyncio.CancelledError:
-            pass
         finally:
             loop.close()
 
@@ -128,13 +138,11 @@ class MqttJitterProxy:
         return self
 
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        me = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not me]
-        for t in tasks:
+        clients = list(self._clients)
+        for t in clients:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*clients, return_exceptions=True)
+        self._stopping.set()
 
     def stop(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

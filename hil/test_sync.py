@@ -18,7 +18,7 @@ from gridcast.hil.report import device_report
 
 pytestmark = pytest.mark.sim_only
 
-WARMUP_S = 45  # sync converges: skew needs tens of seconds of exchanges under jitter
+WARMUP_S = 90  # sync converges: skew needs a minute or so of exchanges under 20 ms jitter
 PLAY_S = 20
 
 
@@ -45,7 +45,7 @@ def test_beats_land_within_a_millisecond_under_skew_and_jitter(broker, simulator
             await playback.play(t, ids, "hil-song", lead_s=2.0)
             await asyncio.sleep(2.0 + PLAY_S)
             await playback.stop(t, ids)
-            await asyncio.sleep(1.5)  # the last telemetry batch
+            await asyncio.sleep(18)  # drift of the last beats is reported with hindsight
             await responder.stop()
 
     try:

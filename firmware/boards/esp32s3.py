@@ -32,6 +32,9 @@ class Board:
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    def sleep_us(self, us):
+        time.sleep_us(us)
+
     def led_latency_us(self):
         return WS2812_US_PER_LED * self.led_count
 

@@ -57,6 +57,9 @@ class Board:
     def ticks_diff(self, a, b):
         return ((a - b + TICKS_HALF) & TICKS_MAX) - TICKS_HALF
 
+    def sleep_us(self, us):
+        time.sleep_us(us)
+
     # --- LEDs -----------------------------------------------------------------
     def led_latency_us(self):
         return 0
