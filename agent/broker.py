@@ -56,6 +56,8 @@ class Mosquitto:
             f.write(f"listener {self.port} {bind}\n"
                     "allow_anonymous true\n"
                     "max_inflight_messages 0\n"
+                    # Nagle on the broker's sends delays small sync replies unevenly.
+                    "set_tcp_nodelay true\n"
                     "max_queued_messages 100000\n"
                     f"persistence {'true' if persistence else 'false'}\n"
                     f"persistence_location {self.folder}/\n"
@@ -71,10 +73,9 @@ class Mosquitto:
         return f"mqtt://{self.bind}:{self.port}"
 
     def start(self, timeout_s: float = 5.0) -> None:
-        log = open(os.path.join(self.folder, "mosquitto.log"), "ab")
-        self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        with open(os.path.join(self.folder, "mosquitto.log"), "ab") as log:
+            self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

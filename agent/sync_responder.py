@@ -9,6 +9,7 @@ costs no accuracy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from gridcast.agent.clock import now_us
 from gridcast.agent.transport import Transport
@@ -16,12 +17,39 @@ from gridcast.protocol import messages, topics
 from gridcast.protocol.errors import ProtocolError
 
 
+def answer(payload: bytes, received_us: int) -> bytes | None:
+    """The sync_resp for one sync_req (None for anything else)."""
+    try:
+        req = messages.decode(payload)
+    except ProtocolError:
+        return None
+    if req.kind != "sync_req":
+        return None
+    return messages.encode("sync_resp", seq=req.seq, t1_us=req.t1_us, t2_us=received_us,
+                           t3_us=now_us())
+
+
 class SyncResponder:
+    """Answers sync requests for as long as it runs.
+
+    On MQTT the answer is sent from the network thread that received the request
+    (no hop to asyncio, whose scheduling would add delay to one direction only);
+    on other transports it goes through the event loop.
+    """
+
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.answered = 0
         self.bad = 0
         self._task: asyncio.Task[None] | None = None
+
+    def _direct(self, device_id: str, payload: bytes, received_us: int) -> bytes | None:
+        reply = answer(payload, received_us)
+        if reply is None:
+            self.bad += 1
+        else:
+            self.answered += 1
+        return reply
 
     async def _serve(self) -> None:
         queue = self.transport.listen_all()
@@ -29,26 +57,23 @@ class SyncResponder:
             item = await queue.get()
             if item.leaf != topics.SYNC_REQ:
                 continue
-            try:
-                req = messages.decode(item.payload)
-            except ProtocolError:
+            reply = answer(item.payload, item.received_us)
+            if reply is None:
                 self.bad += 1
                 continue
-            if req.kind != "sync_req":
-                self.bad += 1
-                continue
-            reply = messages.encode("sync_resp", seq=req.seq, t1_us=req.t1_us,
-                                    t2_us=item.received_us, t3_us=now_us())
             await self.transport.send(item.device_id, topics.SYNC_RESP, reply)
             self.answered += 1
 
     def start(self) -> None:
+        if hasattr(self.transport, "sync_handler"):
+            self.transport.sync_handler = self._direct
+            return
         self._task = asyncio.create_task(self._serve(), name="sync responder")
 
     async def stop(self) -> None:
+        if hasattr(self.transport, "sync_handler"):
+            self.transport.sync_handler = None
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass

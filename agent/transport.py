@@ -15,10 +15,10 @@ from __future__ import annotations
 import abc
 import asyncio
 from dataclasses import dataclass
+from typing import Any, Self
 from urllib.parse import urlparse
 
 from gridcast.protocol.errors import GridcastError
-
 
 CHUNK_OVERHEAD_BYTES = 64  # chunk message fields and framing around the data
 DEFAULT_DEVICE_MAX_FRAME = 1024
@@ -77,7 +77,7 @@ class Transport(abc.ABC):
         if hello is not None:
             try:
                 max_frame = messages.decode(hello).max_frame
-            except Exception:  # noqa: BLE001 - a bad hello only means no cap
+            except Exception:
                 return size
             if max_frame:
                 size = min(size, max_frame - CHUNK_OVERHEAD_BYTES)
@@ -91,7 +91,7 @@ class Transport(abc.ABC):
         for q in self._all:
             q.put_nowait(item)
 
-    async def __aenter__(self) -> Transport:
+    async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
         await self.start()
         return self
@@ -118,7 +118,7 @@ class Transport(abc.ABC):
         return sorted(self._queues)
 
 
-def open_transport(url: str, **options: object) -> Transport:
+def open_transport(url: str, **options: Any) -> Transport:
     parsed = urlparse(url)
     if parsed.scheme == "mqtt":
         from gridcast.agent.transport_mqtt import MqttTransport

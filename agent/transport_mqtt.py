@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -37,9 +38,12 @@ class MqttTransport(Transport):
         self.connect_timeout_s = connect_timeout_s
         self._connected = threading.Event()
         self._refused: str | None = None
+        # Called in paho's network thread for sync requests, so that answers leave
+        # without a hop to asyncio (see SyncResponder).
+        self.sync_handler: Callable[[str, bytes, int], bytes | None] | None = None
         self.status: dict[str, bytes] = {}  # device id -> last retained status payload
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):  # noqa: ANN001
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             self._refused = str(reason_code)
             return
@@ -48,12 +52,17 @@ class MqttTransport(Transport):
                            topics.SYNC_REQ)])
         self._connected.set()
 
-    def _on_message(self, client, userdata, msg):  # noqa: ANN001
+    def _on_message(self, client, userdata, msg):
         received = now_us()
         parsed = topics.parse_device_topic(msg.topic)
         if parsed is None:
             return
         device_id, leaf = parsed
+        if leaf == topics.SYNC_REQ and self.sync_handler is not None:
+            reply = self.sync_handler(device_id, bytes(msg.payload), received)
+            if reply is not None:
+                client.publish(topics.device_topic(device_id, topics.SYNC_RESP), reply, qos=0)
+            return
         if leaf == topics.STATUS:
             self.status[device_id] = bytes(msg.payload)
         self._deliver(Incoming(device_id, leaf, bytes(msg.payload), received))
@@ -95,6 +104,6 @@ class MqttTransport(Transport):
             try:
                 if messages.decode(payload).state == "online":
                     online.append(device_id)
-            except Exception:  # noqa: BLE001 - a bad status is not a device we can use
+            except Exception:
                 continue
         return sorted(online)

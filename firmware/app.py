@@ -19,8 +19,7 @@ from gridcast.firmware.store import BundleStore
 from gridcast.firmware.telemetry import Telemetry
 from gridcast.protocol import messages, transfer
 from gridcast.protocol.errors import ProtocolError
-from gridcast.protocol.reasons import (BAD_CONFIG, INTERNAL, NOT_FOUND, OK,
-                                       UNKNOWN_MESSAGE)
+from gridcast.protocol.reasons import BAD_CONFIG, INTERNAL, NOT_FOUND, OK, UNKNOWN_MESSAGE
 
 FW_VERSION = config_mod.FW_VERSION
 # Largest message the device takes: a chunk of this size is copied a few times on
@@ -91,7 +90,7 @@ class Device:
             self.telemetry.count_error(exc.code)
             reply = messages.encode("error", reason=exc.code, detail=str(exc)[:200],
                                     ref_tag=msg.tag)
-        except Exception as exc:  # noqa: BLE001 - the show goes on; the agent is told
+        except Exception as exc:
             self.telemetry.count_error(INTERNAL)
             reply = messages.encode("error", reason=INTERNAL, detail=repr(exc)[:200],
                                     ref_tag=msg.tag)

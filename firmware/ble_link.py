@@ -21,7 +21,7 @@ class BleLink:
     name = "ble"
 
     def __init__(self, app, device_name):
-        import aioble  # noqa: F401 - only on boards with Bluetooth
+        import aioble
         import bluetooth
 
         self.app = app
@@ -52,7 +52,7 @@ class BleLink:
                         await self.app.handle(payload, self, received)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a dropped connection: advertise again
+            except Exception:
                 pass
             self.connection = None
 

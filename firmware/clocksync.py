@@ -31,7 +31,7 @@ and CPython.
 BIN_US = 1000000
 MAX_BINS = 120
 RECENT_US = 30000000
-HINDSIGHT_US = 15000000  # a past instant with this much data after it is estimated two-sided
+HINDSIGHT_US = 30000000  # a past instant with this much data after it is estimated two-sided
 SHORT_RECENT_US = 4000000  # before the skew is known, stay close to now
 MIN_SKEW_SPAN_US = 10000000
 MAX_SKEW = 0.0005  # 500 ppm: anything larger is a fault, not a crystal
@@ -77,8 +77,8 @@ class SyncEstimator:
         self.v_up = []
         self.t_dn = []
         self.v_dn = []
-        self._bin = None  # index of the open bin
-        self._open = None  # [t_up, v_up, t_dn, v_dn] of the open bin
+        self._bin = None  # index of the open bin (None: no bin open yet)
+        self._open = [0, 0, 0, 0]  # t_up, v_up, t_dn, v_dn of the open bin
         self.skew = 0.0
         self._theta = None  # (t_ref, theta_ref) relative to the bases
         self._dirty = False
@@ -119,7 +119,7 @@ class SyncEstimator:
         return True
 
     def _close(self):
-        if self._open is None:
+        if self._bin is None:
             return
         o = self._open
         self.t_up.append(o[0])
@@ -157,14 +157,14 @@ class SyncEstimator:
         """theta (agent - device) at device time t_local, in microseconds (float)."""
         if self.base_t is None:
             return 0.0
-        if self._dirty:
+        if self._dirty or self._theta is None:
             self._fit()
         t_rel = t_local - self.base_t
         if self.skew != 0.0 and self.t_up and self.t_up[-1] - t_rel >= HINDSIGHT_US:
             two_sided = self._around(t_rel)
             if two_sided is not None:
                 return self.base_v + two_sided
-        t_ref, theta = self._theta
+        t_ref, theta = self._theta  # type: ignore[misc]  # set by _fit
         return self.base_v + theta + self.skew * (t_rel - t_ref)
 
     def _around(self, t_rel):

@@ -17,6 +17,9 @@ class Renderer:
         self.board = board
         self.count = max(1, count)
         self.buf = bytearray(3 * self.count)
+        self.beat_buf = bytearray(3 * self.count)  # the next beat's frame, ready in advance
+        self._beat_index = None
+        self._beat_state = (0, (0, 0, 0), 0)  # level, colour, step once that beat shows
         self.effect = effect
         self.level = 0  # 0..255 brightness of the last beat, decaying
         self.colour = (0, 0, 0)
@@ -36,16 +39,30 @@ class Renderer:
         self.frames += 1
         self.board.led_write(self.buf, beat_index)
 
-    def beat(self, index, bar_pos, strength, env):
-        """Light the beat. ``strength`` and ``env`` (bass, mid, high) are 0..255."""
+    def prepare_beat(self, index, bar_pos, strength, env):
+        """Render the next beat's frame ahead of time (``strength``, ``env`` are 0..255),
+        so that at the beat itself only the write to the LEDs is left to do. The frames
+        shown until then keep decaying from the previous beat."""
+        live = (self.level, self.colour, self.step, self.buf)
         self.level = 128 + (strength >> 1)
-        if bar_pos == 1:
-            self.colour = _DOWNBEAT
-        else:
-            self.colour = (env[0] or 1, env[1] or 1, env[2] or 1)
+        self.colour = _DOWNBEAT if bar_pos == 1 else (env[0] or 1, env[1] or 1, env[2] or 1)
         self.step = (self.step + 1) % self.count
+        self.buf = self.beat_buf
         self._render(env)
-        self._show(index)
+        self._beat_index = index
+        self._beat_state = (self.level, self.colour, self.step)
+        self.level, self.colour, self.step, self.buf = live
+
+    def show_beat(self):
+        """Write the prepared beat frame; the in-between frames decay from it."""
+        self.frames += 1
+        self.board.led_write(self.beat_buf, self._beat_index)
+        self.buf[:] = self.beat_buf
+        self.level, self.colour, self.step = self._beat_state
+
+    def beat(self, index, bar_pos, strength, env):
+        self.prepare_beat(index, bar_pos, strength, env)
+        self.show_beat()
 
     def frame(self, env, decay=16):
         """An in-between frame: the light decays and follows the envelopes."""

@@ -73,7 +73,7 @@ class MqttClient:
     async def _connect_once(self):
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
-            writer.s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
+            writer.s.setsockopt(6, 1, 1)  # type: ignore[attr-defined]  # IPPROTO_TCP, NODELAY
         except (AttributeError, OSError):
             pass
         flags = 0x02  # clean session
@@ -108,7 +108,7 @@ class MqttClient:
                 if self.on_connect is not None:
                     await self.on_connect()
                 await self._serve()
-            except (OSError, EOFError, asyncio.TimeoutError, ValueError, MemoryError):
+            except (TimeoutError, OSError, EOFError, ValueError, MemoryError):
                 pass
             self._drop_connection()
             self.reconnects += 1
@@ -139,6 +139,8 @@ class MqttClient:
 
     async def _read_packet(self):
         r = self._reader
+        if r is None:
+            raise OSError("not connected")
         first = (await r.readexactly(1))[0]
         n = 0
         shift = 0

@@ -114,10 +114,11 @@ class Player:
                 continue
             bar, strength = self._cursor.beat_info(index)
             env = self._envelope(t)
+            self.leds.prepare_beat(index, bar, strength, env)
             if not await self._wait_until(target, gen):
                 continue
             fired = self.clock.now_us()
-            self.leds.beat(index, bar, strength, env)
+            self.leds.show_beat()
             self.telemetry.record_fire(fired, target)
             self.beats_fired += 1
             # Collect garbage now, right after a beat, so that an allocation-triggered
@@ -127,6 +128,8 @@ class Player:
 
     def _envelope(self, map_us):
         info = self._info
+        if info is None:
+            return 0, 0, 0
         frame = map_us * info.env_rate_mhz // 1000000000
         return bundle_reader.read_envelope(self._f, info, frame)
 

@@ -92,10 +92,10 @@ class BundleStore:
             remove(self._p(ACTIVE))
             # Interrupted activation: a complete, verified incoming bundle goes first.
             partial = self.partial()
-            if partial is not None and partial[2] == partial[1]:
-                if self.verify_file(INCOMING) is not None:
-                    os.rename(self._p(INCOMING), self._p(ACTIVE))
-                    remove(self._p(INCOMING_META))
+            if partial is not None and partial[2] == partial[1] and \
+                    self.verify_file(INCOMING) is not None:
+                os.rename(self._p(INCOMING), self._p(ACTIVE))
+                remove(self._p(INCOMING_META))
             if not exists(self._p(ACTIVE)) and exists(self._p(PREVIOUS)):
                 if self.verify_file(PREVIOUS) is not None:
                     os.rename(self._p(PREVIOUS), self._p(ACTIVE))

@@ -5,15 +5,16 @@ A batch turns the beats fired at least REPORT_AFTER_US ago into drift samples,
 using the clock estimate *around* the moment they fired (exchanges before and
 after it): a beat scheduled on an estimate that has since improved shows its
 true error, not the error the device believed at the time. Until the skew is
-known there is no hindsight to wait for, and beats are reported at once. Batches are numbered; the MQTT
-client keeps unacknowledged ones and resends them after a reconnect, so a gap
-in sequence numbers at the collector is real loss.
+known there is no hindsight to wait for, and beats are reported at once.
+Batches are numbered; the MQTT client keeps unacknowledged ones and resends
+them after a reconnect, so a gap in sequence numbers at the collector is real
+loss.
 """
 
 from gridcast.protocol import messages
 
 MAX_FIRES = 256
-REPORT_AFTER_US = 16000000  # drift is reported once the clock estimate has hindsight
+REPORT_AFTER_US = 31000000  # drift is reported once the clock estimate has hindsight
 
 
 class Telemetry:

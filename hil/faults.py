@@ -3,7 +3,8 @@
 ``MqttJitterProxy`` sits between devices and the broker (tc netem does not exist
 on these machines): it cuts each TCP direction into MQTT packets and releases
 every packet after its own random delay, never reordering (TCP would not), and
-can drop QoS 0 publishes (sync traffic) to model loss.
+can drop QoS 0 publishes (sync traffic) to model loss. It runs in its own
+process with plain threads, so that both directions get the same delays.
 
 ``SerialPair`` gives a device and the agent each a pty, relayed by a thread that
 can throttle to a real baud rate and corrupt, duplicate or swap frames.
@@ -11,9 +12,12 @@ can throttle to a real baud rate and corrupt, duplicate or swap frames.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
 import tty
@@ -32,126 +36,135 @@ class Jitter:
         return rng.uniform(self.min_ms, self.max_ms) / 1000.0
 
 
-async def _read_packet(reader: asyncio.StreamReader) -> bytes:
-    first = await reader.readexactly(1)
-    length, shift, raw = 0, 0, bytearray()
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return bytes(out)
+
+
+def _recv_packet(sock: socket.socket) -> bytes:
+    first = _recv_exactly(sock, 1)
+    raw = bytearray()
+    length, shift = 0, 0
     while True:
-        b = (await reader.readexactly(1))[0]
+        b = _recv_exactly(sock, 1)[0]
         raw.append(b)
         length |= (b & 0x7F) << shift
         shift += 7
         if not b & 0x80:
             break
-    return first + bytes(raw) + (await reader.readexactly(length) if length else b"")
+    return first + bytes(raw) + (_recv_exactly(sock, length) if length else b"")
 
 
-class MqttJitterProxy:
-    """TCP proxy on 127.0.0.1:port that delays every MQTT packet, in order."""
+class _ProxyServer:
+    """The proxy itself, in its own process (see MqttJitterProxy).
 
-    def __init__(self, broker_host: str, broker_port: int, up: Jitter, down: Jitter,
-                 seed: int = 7) -> None:
-        self.broker = (broker_host, broker_port)
+    Per connection and direction, one thread cuts the stream into MQTT packets and
+    stamps each with its release time, another sleeps until that time and sends
+    it. Plain threads and time.sleep keep the release precise to well under a
+    millisecond (an asyncio timer rounds up to the next millisecond).
+    """
+
+    def __init__(self, broker: tuple[str, int], up: Jitter, down: Jitter, seed: int) -> None:
+        self.broker = broker
         self.up, self.down = up, down
         self.rng = random.Random(seed)
-        self.port = 0
-        self.dropped = 0
-        self.packets = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._server: asyncio.base_events.Server | None = None
-        self._clients: set[asyncio.Task[None]] = set()
-        self._stopping: asyncio.Event | None = None
+        self.lock = threading.Lock()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    jitter: Jitter) -> None:
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    def _direction(self, src: socket.socket, dst: socket.socket, jitter: Jitter) -> None:
+        import queue
 
-        async def release() -> None:
+        q: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+
+        def release() -> None:
             while True:
-                due, packet = await queue.get()
+                item = q.get()
+                if item is None:
+                    break
+                due, packet = item
                 wait = due - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
-                writer.write(packet)
-                await writer.drain()
+                    time.sleep(wait)
+                try:
+                    dst.sendall(packet)
+                except OSError:
+                    break
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
 
-        sender = asyncio.create_task(release())
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-            task.add_done_callback(self._clients.discard)
+        threading.Thread(target=release, daemon=True).start()
         last_due = 0.0
         try:
             while True:
-                packet = await _read_packet(reader)
-                self.packets += 1
+                packet = _recv_packet(src)
                 qos = (packet[0] >> 1) & 3
-                if packet[0] & 0xF0 == 0x30 and qos == 0 and self.rng.random() < jitter.qos0_loss:
-                    self.dropped += 1
+                with self.lock:
+                    drop = jitter.qos0_loss and self.rng.random() < jitter.qos0_loss
+                    delay = jitter.delay_s(self.rng)
+                if packet[0] & 0xF0 == 0x30 and qos == 0 and drop:
                     continue
-                due = max(last_due, time.monotonic() + jitter.delay_s(self.rng))
+                due = max(last_due, time.monotonic() + delay)
                 last_due = due
-                queue.put_nowait((due, packet))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            sender.cancel()
-            writer.close()
+                q.put((due, packet))
+        except (ConnectionError, OSError):
+            q.put(None)
 
-    async def _client(self, c_reader: asyncio.StreamReader,
-                      c_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients.add(task)
-        task.add_done_callback(self._clients.discard)
+    def _client(self, conn: socket.socket) -> None:
         try:
-            b_reader, b_writer = await asyncio.open_connection(*self.broker)
+            upstream = socket.create_connection(self.broker)
         except OSError:
-            c_writer.close()
+            conn.close()
             return
-        await asyncio.gather(self._pump(c_reader, b_writer, self.up),
-                             self._pump(b_reader, c_writer, self.down))
+        for s in (conn, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=self._direction, args=(conn, upstream, self.up),
+                         daemon=True).start()
+        threading.Thread(target=self._direction, args=(upstream, conn, self.down),
+                         daemon=True).start()
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+    def serve(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        print(listener.getsockname()[1], flush=True)
+        while True:
+            conn, _ = listener.accept()
+            self._client(conn)
 
-        async def main() -> None:
-            self._stopping = asyncio.Event()
-            self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stopping.wait()
-            self._server.close()
-            await self._server.wait_closed()
 
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
+class MqttJitterProxy:
+    """TCP proxy on 127.0.0.1:port that delays every MQTT packet, in order.
+
+    It runs in a process of its own: sharing an interpreter (and its GIL) with the
+    agent would delay one direction more than the other, an asymmetry that no
+    clock-sync method can see and that this bench must not invent.
+    """
+
+    def __init__(self, broker_host: str, broker_port: int, up: Jitter, down: Jitter,
+                 seed: int = 7) -> None:
+        self.args = [broker_host, str(broker_port), str(up.min_ms), str(up.max_ms),
+                     str(up.qos0_loss), str(down.min_ms), str(down.max_ms),
+                     str(down.qos0_loss), str(seed)]
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
 
     def start(self) -> MqttJitterProxy:
-        self._thread = threading.Thread(target=self._run, name="jitter proxy", daemon=True)
-        self._thread.start()
-        self._ready.wait(5)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gridcast.hil.faults", "proxy",
+                                      *self.args], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
         return self
 
-    async def _shutdown(self) -> None:
-        clients = list(self._clients)
-        for t in clients:
-            t.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
-        self._stopping.set()
-
     def stop(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            try:
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
-            except (RuntimeError, TimeoutError):
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=3)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
 
 
 def _raw_pty() -> tuple[int, str]:
@@ -220,10 +233,8 @@ class SerialPair:
         for t in self._threads:
             t.join(timeout=1)
         for fd in (self.device_master, self.agent_master):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def corrupted_frames(payloads: list[bytes], rng: random.Random) -> bytes:
@@ -235,3 +246,18 @@ def corrupted_frames(payloads: list[bytes], rng: random.Random) -> bytes:
         frame[i] ^= 1 << rng.randrange(8)
         out += frame
     return bytes(out)
+
+
+def _main(argv: list[str]) -> None:
+    if argv[:1] != ["proxy"]:
+        raise SystemExit("usage: python -m gridcast.hil.faults proxy HOST PORT UP_MIN UP_MAX "
+                         "UP_LOSS DOWN_MIN DOWN_MAX DOWN_LOSS SEED")
+    host, port, umin, umax, uloss, dmin, dmax, dloss, seed = argv[1:10]
+    server = _ProxyServer((host, int(port)), Jitter(float(umin), float(umax), float(uloss)),
+                          Jitter(float(dmin), float(dmax), float(dloss)), int(seed))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

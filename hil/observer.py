@@ -51,12 +51,12 @@ class Observer:
         self.client.on_connect = self._on_connect
         self.host, self.port = host, port
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):  # noqa: ANN001
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe([(topics.PREFIX + "/dev/+/" + topics.CMD, 1),
                           (topics.BROADCAST_CMD, 1),
                           (topics.PREFIX + "/dev/+/" + topics.TELEMETRY, 1)])
 
-    def _on_message(self, client, userdata, msg):  # noqa: ANN001
+    def _on_message(self, client, userdata, msg):
         received = now_us()
         try:
             m = messages.decode(msg.payload)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def read_led_log(path: str) -> list[dict]:
     return out
 
 
-def _ms(values: list[float], q: float) -> float | None:
+def _ms(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) / 1000, 4) if values else None
 
 

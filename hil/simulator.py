@@ -65,13 +65,12 @@ class SimDevice:
                "GRIDCAST_SIM_OFFSET_US": str(self.offset_us),
                "GRIDCAST_SIM_LEDLOG": self.led_log,
                "GRIDCAST_SIM_SERIAL": self.serial_path}
-        log = open(os.path.join(self.folder, "device.log"), "ab")
-        self.proc = subprocess.Popen(
-            [micropython_binary(), "-X", f"heapsize={self.heap}", "-m",
-             "gridcast.firmware.boards.sim_main"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.folder)
-        log.close()
+        with open(os.path.join(self.folder, "device.log"), "ab") as log:
+            self.proc = subprocess.Popen(
+                [micropython_binary(), "-X", f"heapsize={self.heap}", "-m",
+                 "gridcast.firmware.boards.sim_main"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.folder)
         self.boots += 1
 
     @property

@@ -84,8 +84,9 @@ def test_power_cuts_at_random_points_never_leave_a_mix(broker, simulator, key):
                 cut_at = rng.randint(0, len(new) + len(new) // 8)
                 done = asyncio.Event()
 
-                def progress(_dev: str, _n: int, sent=[0]) -> None:  # noqa: B006
-                    sent[0] += _n
+                def progress(_dev: str, n: int, sent=[0], cut_at=cut_at,  # noqa: B006
+                             done=done) -> None:
+                    sent[0] += n
                     if sent[0] >= cut_at and not done.is_set():
                         done.set()
                         dev.kill()
@@ -106,7 +107,8 @@ def test_power_cuts_at_random_points_never_leave_a_mix(broker, simulator, key):
                 dev.start()
                 await wait_online(t, [dev.id])
                 now = active_bytes(dev)
-                assert now in (old, new), f"cut {cut}: active bundle is neither old nor new"
+                assert now is not None and now in (old, new), \
+                    f"cut {cut}: active bundle is neither old nor new"
                 with open(os.path.join(dev.folder, "bundles", "active.gcb"), "rb") as f:
                     bundle_reader.verify(f, len(now), {keys.key_id(key): key}, 0x000100)
                 outcomes["new" if now == new and now != old else "old"] += 1

@@ -30,11 +30,11 @@ class TelemetryCollector:
         self.client.on_connect = lambda c, *a: c.subscribe(
             topics.PREFIX + "/dev/+/" + topics.TELEMETRY, 1)
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
+        self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+    def _on_message(self, client, userdata, msg) -> None:
         device = topics.parse_device_topic(msg.topic)[0]
         self.seqs.setdefault(device, []).append(messages.decode(msg.payload).seq)
 

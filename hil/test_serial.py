@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gridcast.agent import deploy
-from gridcast.agent.transport import open_transport
+from gridcast.agent.transport_serial import SerialTransport
 from gridcast.hil.conftest import make_bundle, run
 from gridcast.hil.faults import SerialPair, corrupted_frames
 from gridcast.protocol import messages, reasons
@@ -48,9 +48,10 @@ def test_ten_thousand_corrupted_frames_are_all_refused(serial_device, key):
                 for _ in range(200)]
 
     async def scenario():
-        async with open_transport(f"serial:{pair.agent_path}") as t:
+        async with SerialTransport(pair.agent_path) as t:
             telemetry = t.listen_all()
             port = t.port
+            assert port is not None
             for _ in range(0, n, 200):
                 port.write(corrupted_frames(payloads, rng))
                 await asyncio.sleep(0.01)
@@ -59,7 +60,7 @@ def test_ten_thousand_corrupted_frames_are_all_refused(serial_device, key):
             accepted = 0
             # Still alive and still correct: a real transfer over the same link works.
             bundle = make_bundle(key, 1)
-            result = (await deploy.deploy(t, [t.device_id], bundle, "hil-song", 1))[0]
+            result = (await deploy.deploy(t, [str(t.device_id)], bundle, "hil-song", 1))[0]
             assert result.ok, result.error
             deadline = time.monotonic() + 30
             refused = 0
@@ -83,13 +84,13 @@ def test_ten_thousand_corrupted_frames_are_all_refused(serial_device, key):
 
 
 def test_deploy_over_serial_at_115200_baud_keeps_the_line_busy(serial_device, key):
-    dev, pair = serial_device(baud=115200)
+    _dev, pair = serial_device(baud=115200)
     bundle = make_bundle(key, 5)
 
     async def scenario():
-        async with open_transport(f"serial:{pair.agent_path}") as t:
+        async with SerialTransport(pair.agent_path) as t:
             started = time.monotonic()
-            result = (await deploy.deploy(t, [t.device_id], bundle, "hil-song", 1))[0]
+            result = (await deploy.deploy(t, [str(t.device_id)], bundle, "hil-song", 1))[0]
             return result, time.monotonic() - started
 
     result, seconds = run(scenario())

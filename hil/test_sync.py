@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
 from gridcast.agent import deploy, playback
@@ -45,7 +44,7 @@ def test_beats_land_within_a_millisecond_under_skew_and_jitter(broker, simulator
             await playback.play(t, ids, "hil-song", lead_s=2.0)
             await asyncio.sleep(2.0 + PLAY_S)
             await playback.stop(t, ids)
-            await asyncio.sleep(18)  # drift of the last beats is reported with hindsight
+            await asyncio.sleep(34)  # drift of the last beats is reported with hindsight
             await responder.stop()
 
     try:

@@ -137,6 +137,23 @@ def _add_seek(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", help="when: Unix seconds or +SECONDS (default: in 0.5 s)")
 
 
+def _cmd_flash(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import flash
+
+    return flash.run(args)
+
+
+def _add_flash(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", required=True, help="serial port of the board (or a pty)")
+    p.add_argument("--image", help="MicroPython .bin to write first (esptool)")
+    p.add_argument("--board", default="esp32s3", choices=("esp32s3", "sim"))
+    p.add_argument("--device-id", required=True, help="the device's name in topics")
+    p.add_argument("--key-file", required=True, help="bundle key the device will trust")
+    p.add_argument("--broker", help="HOST:PORT of the MQTT broker (default: serial only)")
+    p.add_argument("--led-count", type=int, default=16)
+    p.add_argument("--led-pin", type=int, default=48)
+
+
 def _add_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", nargs="*", help="audio files or folders (WAV, FLAC, OGG, MP3)")
     p.add_argument("-o", "--out", help="output file (one input) or folder; default: next to "
@@ -187,6 +204,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     "plot": ("draw a beat map as a PNG", _add_plot, _cmd_plot),
     "keygen": ("make a bundle signing key file", _add_keygen, _cmd_keygen),
     "bundle": ("build, verify or inspect device bundles", _add_bundle, _cmd_bundle),
+    "flash": ("put MicroPython (optional) and the gridcast firmware on a board", _add_flash,
+              _cmd_flash),
     "sim": ("run simulated devices (the real firmware in MicroPython)", _add_sim,
             _device_command("sim")),
     "deploy": ("send a bundle to devices (MQTT or serial)", _add_deploy,

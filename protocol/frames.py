@@ -13,11 +13,7 @@ MicroPython.
 """
 
 import struct
-
-try:
-    from binascii import crc32
-except ImportError:  # pragma: no cover - every supported port has binascii.crc32
-    from zlib import crc32
+from binascii import crc32
 
 from .reasons import BAD_FRAME, TOO_LARGE
 

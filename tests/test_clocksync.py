@@ -1,13 +1,13 @@
 """The sync estimator against simulated networks with skew and asymmetric jitter."""
 
+import os
 import random
 import sys
-import os
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from gridcast.firmware.clocksync import SyncEstimator  # noqa: E402
+from gridcast.firmware.clocksync import SyncEstimator
 
 
 def simulate(skew_ppm, offset_us, jitter=(10000, 30000), seconds=40, rate_hz=8, seed=0):

@@ -45,9 +45,13 @@ class Board:
         self._busy_us += time.ticks_diff(time.ticks_us(), t0)
 
     def temperature_c(self):
+        # S2/S3/C3 have mcu_temperature(); chips without a usable sensor report nil.
+        sensor = getattr(esp32, "mcu_temperature", None)
+        if sensor is None:
+            return None
         try:
-            return esp32.mcu_temperature()
-        except (AttributeError, OSError):
+            return sensor()
+        except OSError:
             return None
 
     def cpu_percent(self):

@@ -35,6 +35,7 @@ def _env_int(name, default=0):
 class Board:
     def __init__(self):
         self.device = None
+        self.code_bytes = 0  # heap taken by the imported firmware (set by sim_main)
         self.device_id = os.getenv("GRIDCAST_SIM_DEVICE") or "sim"
         state = os.getenv("GRIDCAST_SIM_STATE")
         if state:
