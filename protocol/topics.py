@@ -1,7 +1,7 @@
 """The MQTT topic tree (docs/protocol.md has the table with QoS and reasons).
 
     gridcast/v1/dev/<id>/status      device -> all    retained, QoS 1, last will "lost"
-    gridcast/v1/dev/<id>/hello       device -> agent  QoS 1
+    gridcast/v1/dev/<id>/hello       device -> agent  retained, QoS 1
     gridcast/v1/dev/<id>/cmd         agent -> device  QoS 1 (offer, activate, play, stop, ...)
     gridcast/v1/dev/<id>/bundle      agent -> device  QoS 1 (chunks)
     gridcast/v1/dev/<id>/reply       device -> agent  QoS 1 (acks, nacks, activated, rejected)
@@ -27,7 +27,7 @@ TELEMETRY = "telemetry"
 
 QOS = {STATUS: 1, HELLO: 1, CMD: 1, BUNDLE: 1, REPLY: 1, SYNC_REQ: 0, SYNC_RESP: 0,
        TELEMETRY: 1}
-RETAINED = (STATUS,)
+RETAINED = (STATUS, HELLO)
 BROADCAST_CMD = PREFIX + "/all/cmd"
 SHARED_TELEMETRY = "$share/gridcast-collectors/" + PREFIX + "/dev/+/telemetry"
 
