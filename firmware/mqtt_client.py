@@ -108,7 +108,7 @@ class MqttClient:
                 if self.on_connect is not None:
                     await self.on_connect()
                 await self._serve()
-            except (TimeoutError, OSError, EOFError, ValueError, MemoryError):
+            except (OSError, EOFError, asyncio.TimeoutError, ValueError, MemoryError):
                 pass
             self._drop_connection()
             self.reconnects += 1
