@@ -22,7 +22,7 @@ pytestmark = pytest.mark.sim_only
 
 async def _replies(t, device_id: str, n: int, timeout_s: float = 10.0) -> list:
     queue = t.queue(device_id)
-    out = []
+    out: list[messages.Message] = []
     deadline = time.monotonic() + timeout_s
     while len(out) < n and time.monotonic() < deadline:
         try:
