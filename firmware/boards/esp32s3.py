@@ -4,7 +4,6 @@ Pin and LED count come from config.json; the app never touches ``machine``
 itself, so the same code runs in the simulator with boards/sim.py.
 """
 
-import gc
 import sys
 import time
 
@@ -69,6 +68,3 @@ class Board:
 
     def log(self, text):
         sys.stdout.write(text + "\n")
-
-    def free_memory(self):
-        return gc.mem_free()

@@ -14,7 +14,6 @@ LED writes are stamped with true time: the bench measures the real error,
 independently of what the device believes.
 """
 
-import gc
 import json
 import os
 import sys
@@ -116,6 +115,3 @@ class Board:
 
     def log(self, text):
         sys.stderr.write("[%s] %s\n" % (self.device_id, text))
-
-    def free_memory(self):
-        return gc.mem_free()

@@ -13,8 +13,6 @@ from gridcast.host.params import AnalyzerParams
 from gridcast.protocol import bundle_builder, bundle_format, bundle_reader, keys, reasons
 from gridcast.protocol.errors import ProtocolError
 
-FIRMWARE_VERSION = "0.1.0"  # what `verify` checks min_firmware against by default
-
 
 def keygen(args: argparse.Namespace) -> int:
     key = keys.generate(args.key_file, overwrite=args.force)
