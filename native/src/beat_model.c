@@ -1,0 +1,366 @@
+/*
+ * The causal counterpart of the offline analyzer's decoder (host/beat_hmm.py).
+ *
+ * State space after Krebs, Böck and Widmer (2015): for every beat interval tau
+ * there are tau phase states; phase advances one state per frame and the tempo
+ * may change only when a beat starts. Each tempo's phases live in a ring
+ * buffer, so advancing costs one index update per tempo, not a copy.
+ *
+ * Observation: the metrical model of the offline analyzer. Phase states near
+ * the beat expect an onset, so do the half beat (binary family) or the two
+ * thirds (ternary family); the rest expect none. Every state gets the NONE
+ * likelihood, which cancels in the normalisation and is never applied, so a
+ * frame multiplies only the few non-NONE states of each tempo.
+ *
+ * Tempo change at a beat: a Laplace kernel on log tempo, exp(-lambda |log
+ * tau_j - log tau_i|), row-normalised. Its sum-product is two recursive sweeps
+ * (O(m) instead of O(m^2)). The family (binary / ternary subdivision) may
+ * switch at a beat with a small probability.
+ *
+ * Forward filtering, not Viterbi: the output is the most probable tempo by
+ * summed mass and its most probable phase, which is steadier than the single
+ * best state. A probability floor keeps every state reachable, so a tempo
+ * change or a restart after a break is found again within a few beats.
+ */
+#include "beat_model.h"
+
+#include <math.h>
+#include <string.h>
+
+#ifndef MAX_TEMPI
+#define MAX_TEMPI 48u            /* per family: about 3 % tempo steps over 50..220 BPM */
+#endif
+#ifndef TRANSITION_LAMBDA
+#define TRANSITION_LAMBDA 60.0f  /* tempo-change stiffness per unit of log tempo */
+#endif
+#ifndef FAMILY_SWITCH_P
+#define FAMILY_SWITCH_P 0.002f
+#endif
+#ifndef BEAT_WINDOW
+#define BEAT_WINDOW 0.03125f     /* half-width of the beat / subdivision classes, in periods */
+#endif
+#ifndef PRIOR_BPM
+#define PRIOR_BPM 110.0f
+#endif
+#ifndef PRIOR_SIGMA_OCT
+#define PRIOR_SIGMA_OCT 0.8f
+#endif
+#ifndef PRIOR_WEIGHT_PER_S
+#define PRIOR_WEIGHT_PER_S 10.0f /* log-prior paid per second (0.1 per frame at 100 frames/s) */
+#endif
+#ifndef FLOOR
+#define FLOOR 1e-9f              /* every state keeps at least this share of the mass */
+#endif
+#define RENORM_FRAMES 32u
+#ifndef READOUT_TEMPI
+#define READOUT_TEMPI 2u         /* tempi either side of the best whose mass votes on the phase */
+#endif
+#ifndef TERNARY_PRIOR
+#define TERNARY_PRIOR 0.5f       /* per beat, relative to binary: most music divides beats in two */
+#endif
+
+enum { BEAT = 0, HALF = 1, THIRD_1 = 2, THIRD_2 = 3, NONE = 4 };
+/* Probability of an onset in each class (beat, half, thirds, none), as in host/params.py. */
+#ifndef P_BEAT
+#define P_BEAT 0.9f
+#endif
+#ifndef P_HALF
+#define P_HALF 0.4f
+#endif
+#ifndef P_NONE
+#define P_NONE 0.1f
+#endif
+static const float ONSET_P[GC_CLASSES] = {P_BEAT, P_HALF, 0.3f, 0.5f, P_NONE};
+
+uint32_t gc_beat_model_tempi(float frame_rate_hz, float min_bpm, float max_bpm, uint16_t *tau_out)
+{
+    float lo = 60.0f * frame_rate_hz / max_bpm, hi = 60.0f * frame_rate_hz / min_bpm;
+    uint32_t n = 0, j, steps;
+    int last = -1;
+    if (lo < 2.0f)
+        lo = 2.0f;
+    if (hi > 65000.0f)
+        hi = 65000.0f;
+    steps = MAX_TEMPI;
+    for (j = 0; j < steps; j++) {
+        float t = lo * powf(hi / lo, (float)j / (float)(steps - 1));
+        int tau = (int)lrintf(t);
+        if (tau != last) {
+            if (tau_out)
+                tau_out[n] = (uint16_t)tau;
+            n++;
+            last = tau;
+        }
+    }
+    return n;
+}
+
+static uint32_t class_of(uint32_t p, uint32_t tau, int ternary)
+{
+    float phase = (float)p / (float)tau;
+    float half_w = BEAT_WINDOW > 0.5f / (float)tau ? BEAT_WINDOW : 0.5f / (float)tau;
+    float d0 = phase < 0.5f ? phase : 1.0f - phase;
+    if (d0 <= half_w + 1e-6f)
+        return BEAT;
+    if (!ternary)
+        return fabsf(phase - 0.5f) <= half_w + 1e-6f ? HALF : NONE;
+    if (fabsf(phase - 1.0f / 3.0f) <= half_w + 1e-6f)
+        return THIRD_1;
+    if (fabsf(phase - 2.0f / 3.0f) <= half_w + 1e-6f)
+        return THIRD_2;
+    return NONE;
+}
+
+static void count_states(float frame_rate_hz, float min_bpm, float max_bpm, uint32_t *m,
+                         uint32_t *n_states, uint32_t *n_special)
+{
+    uint16_t tau[MAX_TEMPI];
+    uint32_t i, p, f;
+    *m = gc_beat_model_tempi(frame_rate_hz, min_bpm, max_bpm, tau);
+    *n_states = 0;
+    *n_special = 0;
+    for (f = 0; f < 2; f++)
+        for (i = 0; i < *m; i++) {
+            *n_states += tau[i];
+            for (p = 0; p < tau[i]; p++)
+                if (class_of(p, tau[i], (int)f) != NONE)
+                    (*n_special)++;
+        }
+}
+
+static size_t align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
+
+static uint32_t max_tau_of(float frame_rate_hz, float min_bpm, float max_bpm)
+{
+    uint16_t tau[MAX_TEMPI];
+    uint32_t m = gc_beat_model_tempi(frame_rate_hz, min_bpm, max_bpm, tau);
+    return tau[m - 1];
+}
+
+size_t gc_beat_model_bytes(float frame_rate_hz, float min_bpm, float max_bpm)
+{
+    uint32_t m, n, s;
+    count_states(frame_rate_hz, min_bpm, max_bpm, &m, &n, &s);
+    return align8(2 * m * sizeof(uint16_t)) * 2          /* tau, head */
+           + align8(2 * m * sizeof(uint32_t))            /* offset */
+           + align8(n * sizeof(float))                   /* prob */
+           + align8(2 * m * sizeof(float)) * 4           /* tempo_mass, leaving, entering, prior */
+           + align8(m * sizeof(float)) * 3               /* forward_sum, decay, row_norm */
+           + align8(max_tau_of(frame_rate_hz, min_bpm, max_bpm) * sizeof(float))
+           + align8((2 * m + 1) * sizeof(uint32_t)) + align8(s * sizeof(uint16_t)) + align8(s);
+}
+
+void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_bpm, float max_bpm,
+                        void *mem)
+{
+    uint8_t *p = (uint8_t *)mem;
+    uint32_t m, n, s, i, j, f, c = 0, off = 0;
+    float cum[MAX_TEMPI];
+    count_states(frame_rate_hz, min_bpm, max_bpm, &m, &n, &s);
+    model->n_tempi = m;
+    model->n_states = n;
+    model->n_special = s;
+    model->frame_rate_hz = frame_rate_hz;
+    model->tau = (uint16_t *)p; p += align8(2 * m * sizeof(uint16_t));
+    model->head = (uint16_t *)p; p += align8(2 * m * sizeof(uint16_t));
+    model->offset = (uint32_t *)p; p += align8(2 * m * sizeof(uint32_t));
+    model->prob = (float *)p; p += align8(n * sizeof(float));
+    model->tempo_mass = (float *)p; p += align8(2 * m * sizeof(float));
+    model->leaving = (float *)p; p += align8(2 * m * sizeof(float));
+    model->entering = (float *)p; p += align8(2 * m * sizeof(float));
+    model->beat_prior = (float *)p; p += align8(2 * m * sizeof(float));
+    model->forward_sum = (float *)p; p += align8(m * sizeof(float));
+    model->decay = (float *)p; p += align8(m * sizeof(float));
+    model->row_norm = (float *)p; p += align8(m * sizeof(float));
+    model->max_tau = max_tau_of(frame_rate_hz, min_bpm, max_bpm);
+    model->until_beat = (float *)p; p += align8(model->max_tau * sizeof(float));
+    model->sp_start = (uint32_t *)p; p += align8((2 * m + 1) * sizeof(uint32_t));
+    model->sp_phase = (uint16_t *)p; p += align8(s * sizeof(uint16_t));
+    model->sp_class = p;
+
+    gc_beat_model_tempi(frame_rate_hz, min_bpm, max_bpm, model->tau);
+    memcpy(model->tau + m, model->tau, m * sizeof(uint16_t));
+    for (i = 0; i < m; i++) {
+        float log_tau = logf((float)model->tau[i]);
+        float bpm = 60.0f * frame_rate_hz / (float)model->tau[i];
+        float oct = log2f(bpm / PRIOR_BPM) / PRIOR_SIGMA_OCT;
+        float log_prior_per_frame = -0.5f * oct * oct * PRIOR_WEIGHT_PER_S / frame_rate_hz;
+        model->beat_prior[i] = expf(log_prior_per_frame * (float)model->tau[i]);
+        model->beat_prior[m + i] = TERNARY_PRIOR * model->beat_prior[i];
+        cum[i] = log_tau;
+        model->decay[i] = i + 1 < m ? expf(-TRANSITION_LAMBDA * (logf((float)model->tau[i + 1]) - log_tau))
+                                    : 0.0f;
+    }
+    for (i = 0; i < m; i++) {
+        float z = 0.0f;
+        for (j = 0; j < m; j++)
+            z += expf(-TRANSITION_LAMBDA * fabsf(cum[i] - cum[j]));
+        model->row_norm[i] = 1.0f / z;
+    }
+    for (f = 0; f < 2; f++)
+        for (i = 0; i < m; i++) {
+            uint32_t k = f * m + i, ph;
+            model->offset[k] = off;
+            model->sp_start[k] = c;
+            off += model->tau[k];
+            for (ph = 0; ph < model->tau[k]; ph++) {
+                uint32_t cls = class_of(ph, model->tau[k], (int)f);
+                if (cls != NONE) {
+                    model->sp_phase[c] = (uint16_t)ph;
+                    model->sp_class[c] = (uint8_t)cls;
+                    c++;
+                }
+            }
+        }
+    model->sp_start[2 * m] = c;
+    gc_beat_model_reset(model);
+}
+
+void gc_beat_model_reset(gc_beat_model_t *model)
+{
+    uint32_t k, i;
+    float uniform = 1.0f / (float)model->n_states;
+    for (i = 0; i < model->n_states; i++)
+        model->prob[i] = uniform;
+    for (k = 0; k < 2 * model->n_tempi; k++) {
+        model->head[k] = 0;
+        model->tempo_mass[k] = uniform * (float)model->tau[k];
+    }
+    model->frames_since_renorm = 0;
+}
+
+/* entering[j] = sum_i leaving[i] * K(i, j) / rowsum(i), within one family. */
+static void tempo_kernel(gc_beat_model_t *model, const float *leaving, float *entering)
+{
+    uint32_t m = model->n_tempi, j;
+    float run = 0.0f;
+    for (j = 0; j < m; j++) {
+        run = leaving[j] * model->row_norm[j] + (j > 0 ? model->decay[j - 1] * run : 0.0f);
+        model->forward_sum[j] = run;
+    }
+    run = 0.0f;
+    for (j = m; j-- > 0;) {
+        float src = leaving[j] * model->row_norm[j];
+        run = src + (j + 1 < m ? model->decay[j] * run : 0.0f);
+        entering[j] = model->forward_sum[j] + run - src;
+    }
+}
+
+static void renormalise(gc_beat_model_t *model)
+{
+    uint32_t k, i, end;
+    float total = 0.0f, scale, floor_v;
+    for (k = 0; k < 2 * model->n_tempi; k++)
+        total += model->tempo_mass[k];
+    scale = total > 0.0f && isfinite(total) ? 1.0f / total : 0.0f;
+    if (scale == 0.0f) { /* cannot happen with finite inputs; recover rather than spread NaN */
+        gc_beat_model_reset(model);
+        return;
+    }
+    floor_v = FLOOR / (float)model->n_states;
+    for (k = 0; k < 2 * model->n_tempi; k++) {
+        float mass = 0.0f;
+        end = model->offset[k] + model->tau[k];
+        for (i = model->offset[k]; i < end; i++) {
+            float v = model->prob[i] * scale;
+            v = v > floor_v ? v : floor_v;
+            model->prob[i] = v;
+            mass += v;
+        }
+        model->tempo_mass[k] = mass;
+    }
+    model->frames_since_renorm = 0;
+}
+
+void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t *out)
+{
+    uint32_t m = model->n_tempi, k, c, best = 0, p, best_p = 0;
+    float ratio[GC_CLASSES], none_lik, total = 0.0f, best_v = -1.0f, near;
+    const float s = strength;
+
+    /* 1. Advance phase: the last phase of every tempo wraps to phase 0. */
+    for (k = 0; k < 2 * m; k++) {
+        uint32_t h = model->head[k] == 0 ? model->tau[k] - 1u : model->head[k] - 1u;
+        model->head[k] = (uint16_t)h;
+        model->leaving[k] = model->prob[model->offset[k] + h];
+    }
+    /* 2. Beats start: tempo change within a family, family switch, tempo prior. */
+    tempo_kernel(model, model->leaving, model->entering);
+    tempo_kernel(model, model->leaving + m, model->entering + m);
+    for (k = 0; k < m; k++) {
+        float bin = model->entering[k], ter = model->entering[m + k];
+        model->entering[k] = (1.0f - FAMILY_SWITCH_P) * bin + FAMILY_SWITCH_P * ter;
+        model->entering[m + k] = (1.0f - FAMILY_SWITCH_P) * ter + FAMILY_SWITCH_P * bin;
+    }
+    for (k = 0; k < 2 * m; k++) {
+        float e = model->entering[k] * model->beat_prior[k];
+        model->prob[model->offset[k] + model->head[k]] = e;
+        model->tempo_mass[k] += e - model->leaving[k];
+    }
+    /* 3. Observation, relative to NONE. */
+    none_lik = s * ONSET_P[NONE] + (1.0f - s) * (1.0f - ONSET_P[NONE]);
+    for (c = 0; c < GC_CLASSES; c++)
+        ratio[c] = (s * ONSET_P[c] + (1.0f - s) * (1.0f - ONSET_P[c])) / none_lik;
+    for (k = 0; k < 2 * m; k++) {
+        uint32_t tau = model->tau[k], head = model->head[k], end = model->sp_start[k + 1];
+        float *ring = model->prob + model->offset[k], delta = 0.0f;
+        for (c = model->sp_start[k]; c < end; c++) {
+            uint32_t slot = head + model->sp_phase[c];
+            float v, nv;
+            slot = slot >= tau ? slot - tau : slot;
+            v = ring[slot];
+            nv = v * ratio[model->sp_class[c]];
+            ring[slot] = nv;
+            delta += nv - v;
+        }
+        model->tempo_mass[k] += delta;
+    }
+    if (++model->frames_since_renorm >= RENORM_FRAMES)
+        renormalise(model);
+    /* 4. Read out: the tempo with most mass, then its most probable phase. */
+    for (k = 0; k < 2 * m; k++) {
+        total += model->tempo_mass[k];
+        if (model->tempo_mass[k] > best_v) {
+            best_v = model->tempo_mass[k];
+            best = k;
+        }
+    }
+    /* The phase: neighbouring tempi vote with their mass on the frames left until
+       the next beat. Reading the best tempo alone would make the beat jump whenever
+       the mass moves between two tempi around a tempo that falls between them. */
+    memset(model->until_beat, 0, model->max_tau * sizeof(float));
+    {
+        uint32_t fam0 = best < m ? 0 : m, lo = best - fam0, hi;
+        lo = lo > READOUT_TEMPI ? lo - READOUT_TEMPI : 0;
+        hi = best - fam0 + READOUT_TEMPI + 1 < m ? best - fam0 + READOUT_TEMPI + 1 : m;
+        for (k = fam0 + lo; k < fam0 + hi; k++) {
+            uint32_t tau = model->tau[k], slot = model->head[k];
+            const float *ring = model->prob + model->offset[k];
+            /* phase 0 is on the beat; phase p > 0 has tau - p frames to go */
+            model->until_beat[0] += ring[slot];
+            for (p = tau - 1; p > 0; p--) {
+                if (++slot == tau)
+                    slot = 0;
+                model->until_beat[p] += ring[slot];
+            }
+        }
+    }
+    for (p = 0, best_v = -1.0f; p < model->max_tau; p++)
+        if (model->until_beat[p] > best_v) {
+            best_v = model->until_beat[p];
+            best_p = (model->tau[best] - p % model->tau[best]) % model->tau[best];
+        }
+    near = model->tempo_mass[best];
+    if (best % m > 0)
+        near += model->tempo_mass[best - 1];
+    if (best % m + 1 < m)
+        near += model->tempo_mass[best + 1];
+    out->tempo = best;
+    out->phase = best_p;
+    out->tau = model->tau[best];
+    out->confidence = total > 0.0f ? near / total : 0.0f;
+    if (!(out->confidence >= 0.0f))
+        out->confidence = 0.0f;
+    if (out->confidence > 1.0f)
+        out->confidence = 1.0f;
+}
