@@ -30,6 +30,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return evaluate.run(args)
 
 
+def _cmd_track(args: argparse.Namespace) -> int:
+    from gridcast.host.commands import track
+
+    return track.run(args)
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from gridcast.host.commands import plot
 
@@ -180,7 +186,25 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--compare", action="append", default=[], metavar="SYSTEM",
                    help="also score a baseline in the same run (librosa)")
+    p.add_argument("--causal", action="store_true",
+                   help="score the real-time C tracker (fed hop by hop) instead of the "
+                        "offline analyzer; adds lock times")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+
+
+def _add_track(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio", nargs="?", help="audio file to feed hop by hop as if live")
+    p.add_argument("--live", action="store_true",
+                   help="follow an audio input device instead of a file (Ctrl-C stops)")
+    p.add_argument("--device", default=None, help="input device name or index (--live)")
+    p.add_argument("--rate", type=int, default=None, help="input sample rate (--live; "
+                   "default: the device's)")
+    p.add_argument("--hop", type=int, default=None, metavar="SAMPLES",
+                   help="samples per hop (default: about 11.6 ms)")
+    p.add_argument("--reference", metavar="FILE", help="annotation file (time<TAB>beat_in_bar): "
+                   "also report lock time and F-measure")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--quiet", action="store_true", help="do not print each beat")
 
 
 def _add_plot(p: argparse.ArgumentParser) -> None:
@@ -201,6 +225,8 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
     "analyze": ("analyze audio files into beat maps", _add_analyze, _cmd_analyze),
     "eval": ("score beat tracking against annotations (mir_eval)", _add_eval, _cmd_eval),
+    "track": ("follow beats in real time with the C tracker (a file as if live, or --live)",
+              _add_track, _cmd_track),
     "plot": ("draw a beat map as a PNG", _add_plot, _cmd_plot),
     "keygen": ("make a bundle signing key file", _add_keygen, _cmd_keygen),
     "bundle": ("build, verify or inspect device bundles", _add_bundle, _cmd_bundle),

@@ -136,19 +136,45 @@ def _rounded(row: dict) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
+def _causal_clip(clip: Clip) -> dict:
+    """The real-time C tracker fed hop by hop; adds lock (and re-lock) times."""
+    from gridcast.host import realtime  # needs the compiled extension
+
+    try:
+        run = realtime.track_file(clip.audio_path)
+    except GridcastError as exc:
+        return {"id": clip.id, "error": str(exc)}
+    est = run.times_s
+    bib = run.beat_in_bar
+    row = {"id": clip.id, **score(clip.beats, clip.beat_in_bar, est,
+                                  bib if len(bib) and (bib > 0).any() else None)}
+    relock = realtime.relock_time_s(clip.beats, est, run.duration_s)
+    row.update(lock_s=round(realtime.lock_time_s(clip.beats, est, run.duration_s), 3),
+               relock_s=None if relock is None else round(relock, 3),
+               tempo_bpm=round(float(60 / np.median(np.diff(est))), 2) if len(est) > 2 else 0.0,
+               ref_tempo_bpm=_ref_tempo(clip.beats), cpu_s=round(run.cpu_s, 4))
+    return _rounded(row)
+
+
 SYSTEMS: dict[str, Callable[..., dict]] = {"librosa": _librosa_clip}
 
 
 def evaluate(folder: str, params: AnalyzerParams | None = None, compare: tuple[str, ...] = (),
-             workers: int = 1, on_clip: Callable[[str, dict], None] | None = None) -> dict:
-    """Score gridcast (and baselines) on every clip of ``folder``; one JSON-ready dict."""
+             workers: int = 1, on_clip: Callable[[str, dict], None] | None = None,
+             causal: bool = False) -> dict:
+    """Score gridcast (and baselines) on every clip of ``folder``; one JSON-ready dict.
+
+    ``causal``: score the real-time C tracker instead of the offline analyzer, with
+    per-clip ``lock_s`` (and ``relock_s`` after a tempo change) and their means.
+    """
     for name in compare:
         if name not in SYSTEMS:
             raise DatasetError(f"unknown baseline {name!r} (available: {', '.join(SYSTEMS)})")
     clips = load_dataset(folder)
     params = params or AnalyzerParams()
     tasks: list[tuple[str, Callable[..., dict], tuple]] = [
-        ("gridcast", _gridcast_clip, (c, params)) for c in clips]
+        ("gridcast", _causal_clip, (c,)) if causal else ("gridcast", _gridcast_clip, (c, params))
+        for c in clips]
     tasks += [(name, SYSTEMS[name], (c,)) for name in compare for c in clips]
     rows: dict[str, list[dict]] = {name: [] for name in ("gridcast", *compare)}
     if workers > 1:
@@ -168,11 +194,19 @@ def evaluate(folder: str, params: AnalyzerParams | None = None, compare: tuple[s
 
     def summary(system_rows: list[dict]) -> dict:
         ok = [r for r in system_rows if "error" not in r]
-        return {"mean": mean_scores(ok),
+        mean = mean_scores(ok)
+        if ok and "lock_s" in ok[0]:
+            locks = [r["lock_s"] for r in ok]
+            relocks = [r["relock_s"] for r in ok if r.get("relock_s") is not None]
+            mean.update(lock_s=round(float(np.mean(locks)), 3),
+                        lock_s_median=round(float(np.median(locks)), 3),
+                        relock_s=round(float(np.mean(relocks)), 3) if relocks else None)
+        return {"mean": mean,
                 "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in ok), 3),
                 "clips": system_rows}
 
     main = summary(rows["gridcast"])
-    return {"dataset": folder, "n_clips": len(clips), "system": "gridcast",
+    return {"dataset": folder, "n_clips": len(clips),
+            "system": "gridcast-causal" if causal else "gridcast",
             "params_digest": params.digest(), **main,
             "baselines": {name: summary(rows[name]) for name in compare}}

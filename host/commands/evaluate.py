@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
             console.advance(bar)
 
         result = evaluate.evaluate(args.folder, compare=tuple(args.compare),
-                                   workers=max(1, args.jobs), on_clip=on_clip)
+                                   workers=max(1, args.jobs), on_clip=on_clip,
+                                   causal=args.causal)
     if args.json:
         print_json(result)
     else:
@@ -33,18 +34,23 @@ def _fmt(v: float | None) -> str:
 
 
 def _print_table(result: dict) -> None:
-    table = Table(title=f"{result['dataset']} ({result['n_clips']} clips)")
-    for col in ("clip", "F", "Cemgil", "CMLt", "AMLt", "downbeat F", "BPM", "ref BPM"):
+    causal = "lock_s" in result["mean"]
+    table = Table(title=f"{result['dataset']} ({result['n_clips']} clips, {result['system']})")
+    columns = ["clip", "F", "Cemgil", "CMLt", "AMLt", "downbeat F", "BPM", "ref BPM"]
+    for col in columns + (["lock s"] if causal else []):
         table.add_column(col, justify="left" if col == "clip" else "right")
     for row in result["clips"]:
         if "error" in row:
-            table.add_row(row["id"], "error", "", "", "", "", "", "")
+            table.add_row(row["id"], "error", *[""] * (len(columns) - 2 + causal))
             continue
         table.add_row(row["id"], *(_fmt(row[m]) for m in evaluate.METRICS),
-                      f"{row['tempo_bpm']:.1f}", f"{row['ref_tempo_bpm']:.1f}")
-    systems = {"gridcast": result} | result["baselines"]
+                      f"{row['tempo_bpm']:.1f}", f"{row['ref_tempo_bpm']:.1f}",
+                      *([f"{row['lock_s']:.1f}"] if causal else []))
+    systems = {result["system"]: result} | result["baselines"]
     for name, res in systems.items():
         mean = res["mean"]
+        lock = ([f"{mean['lock_s']:.1f} (median {mean['lock_s_median']:.1f})"]
+                if causal and "lock_s" in mean else [""] * causal)
         table.add_row(f"mean: {name}", *(_fmt(mean[m]) for m in evaluate.METRICS), "", "",
-                      style="bold")
+                      *lock, style="bold")
     console.out.print(table)

@@ -219,12 +219,16 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
 void gc_beat_model_reset(gc_beat_model_t *model)
 {
     uint32_t k, i;
-    float uniform = 1.0f / (float)model->n_states;
-    for (i = 0; i < model->n_states; i++)
-        model->prob[i] = uniform;
+    /* Every tempo equally likely, spread evenly over its phases. (Uniform over states
+       would favour slow tempi, which have more phases; that locked later on the
+       development sets, and so did starting from the tempo prior.) */
     for (k = 0; k < 2 * model->n_tempi; k++) {
+        float per_state;
         model->head[k] = 0;
-        model->tempo_mass[k] = uniform * (float)model->tau[k];
+        model->tempo_mass[k] = 1.0f / (float)(2 * model->n_tempi);
+        per_state = model->tempo_mass[k] / (float)model->tau[k];
+        for (i = 0; i < model->tau[k]; i++)
+            model->prob[model->offset[k] + i] = per_state;
     }
     model->frames_since_renorm = 0;
 }

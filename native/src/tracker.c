@@ -36,7 +36,9 @@
 #define ODF_LIMIT 1e6f
 #define TINY 1e-30f              /* below this, values are flushed to 0 (no denormals) */
 #ifndef REFRACTORY
+#define SANITISE_CHUNK 256u      /* a bad hop is cleaned this many samples at a time */
 #define REFRACTORY 0.5f          /* no second beat within this fraction of a period */
+#define LATE_FRAMES 2u           /* a beat found this many model frames late is still given */
 #endif
 
 struct gc_tracker {
@@ -45,7 +47,6 @@ struct gc_tracker {
     uint32_t hops_per_frame, hop_in_frame;
     float model_rate_hz;
     float pooled_odf;             /* process_odf: values summed over a model frame */
-    float *hop;                   /* sanitised copy of the input hop */
     float *decimated;             /* the hop at the analysis rate */
     uint64_t samples;             /* stream samples consumed so far */
     int64_t pending_beat;         /* predicted sample of the next beat */
@@ -78,10 +79,11 @@ void gc_tracker_default_config(gc_tracker_config_t *config, uint32_t sample_rate
         hop *= 2;
     config->sample_rate_hz = sample_rate_hz;
     config->hop_size = hop;
-    /* The window: the power of two closest to 93 ms (4096 samples at 44.1 kHz). */
+    /* The window: the longest power of two up to 1.2 x 93 ms (4096 samples at 44.1 kHz,
+       1024 at 16 kHz), which keeps the FFT at 1024 points after decimation. */
     config->frame_size = 64;
     while (config->frame_size < 16384 &&
-           (float)config->frame_size * 1.41f < 0.093f * (float)sample_rate_hz)
+           (float)(config->frame_size * 2) <= 1.2f * 0.093f * (float)sample_rate_hz)
         config->frame_size *= 2;
     config->min_bpm = 50.0f;
     config->max_bpm = 220.0f;
@@ -137,7 +139,7 @@ gc_tracker_t *gc_tracker_new(const gc_tracker_config_t *config, gc_status_t *sta
     dec_b = align8(gc_decimator_bytes(factor, config->hop_size));
     onset_b = align8(gc_onset_bytes(config->sample_rate_hz / factor, config->frame_size / factor));
     model_b = align8(gc_beat_model_bytes(rate, config->min_bpm, config->max_bpm));
-    hop_b = align8(config->hop_size * sizeof(float)) + align8((config->hop_size / factor + 1) * sizeof(float));
+    hop_b = align8((config->hop_size / factor + 1) * sizeof(float));
     total = head + dec_b + onset_b + model_b + hop_b;
     mem = (uint8_t *)calloc(1, total);
     if (!mem) {
@@ -156,8 +158,7 @@ gc_tracker_t *gc_tracker_new(const gc_tracker_config_t *config, gc_status_t *sta
     mem += onset_b;
     gc_beat_model_init(&t->model, rate, config->min_bpm, config->max_bpm, mem);
     mem += model_b;
-    t->hop = (float *)mem;
-    t->decimated = (float *)(mem + align8(config->hop_size * sizeof(float)));
+    t->decimated = (float *)mem;
     gc_novelty_init(&t->novelty, rate);
     t->silence_limit = (uint32_t)(SILENCE_S * rate);
     t->quiet_limit = (uint32_t)(QUIET_S * rate);
@@ -232,6 +233,27 @@ static void clear_out(gc_beat_t *out)
     memset(out, 0, sizeof *out);
 }
 
+/* Copy n samples to out with NaN/Inf read as 0, huge values clamped, denormals
+   flushed; returns whether any sample was NaN or Inf. */
+static int sanitise(const float *in, uint32_t n, float *out)
+{
+    int nonfinite = 0;
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        float v = in[i], a = fabsf(v);
+        if (!isfinite(v)) {
+            v = 0.0f;
+            nonfinite = 1;
+        } else if (a > SAMPLE_LIMIT) {
+            v = v > 0.0f ? SAMPLE_LIMIT : -SAMPLE_LIMIT;
+        } else if (a < TINY) {
+            v = 0.0f;
+        }
+        out[i] = v;
+    }
+    return nonfinite;
+}
+
 /* The stream sample `offset` samples from the current position. */
 static int64_t at_offset(const gc_tracker_t *t, float offset)
 {
@@ -297,8 +319,10 @@ static void model_frame(gc_tracker_t *t, const float *flux, uint32_t n_regions, 
         float phase = (float)t->state.phase / (float)t->state.tau;
         /* Offsets from the stream position in float; the position itself stays exact. */
         float centre = -frame_centre_lag(t, from_audio);
-        /* The phase passed the beat without stopping on it: the beat was phase * period ago. */
-        if (t->has_phase && phase < t->prev_phase - 0.5f)
+        /* The phase passed the beat without stopping on it: the beat was phase * period
+           ago. Given late only when that is at most LATE_FRAMES ago; older is missed. */
+        if (t->has_phase && phase < t->prev_phase - 0.5f &&
+            phase * (float)t->state.tau <= (float)LATE_FRAMES)
             offer_beat(t, at_offset(t, centre - phase * period), period);
         t->prev_phase = phase;
         t->has_phase = 1;
@@ -347,7 +371,6 @@ gc_status_t gc_tracker_process_audio(gc_tracker_t *t, const float *samples, size
 {
     gc_status_t st = GC_OK;
     gc_onset_frame_t frame;
-    uint32_t i;
     if (out)
         clear_out(out);
     if (!t || !samples || !out)
@@ -356,31 +379,28 @@ gc_status_t gc_tracker_process_audio(gc_tracker_t *t, const float *samples, size
         return GC_ERR_SIZE;
     {
         /* Fast path: every sample ordinary (finite, not huge, zero or normal). The
-           check is branch-free so that it vectorises; the rare bad hop is fixed below. */
+           check is branch-free so that it vectorises; a bad hop is cleaned in chunks. */
         int ok = 1;
         size_t j;
+        uint32_t written = 0;
         for (j = 0; j < n; j++) {
             float a = fabsf(samples[j]);
             ok &= (a <= SAMPLE_LIMIT) & ((a >= TINY) | (a == 0.0f));
         }
-        memcpy(t->hop, samples, n * sizeof(float));
-        if (!ok)
-            for (i = 0; i < n; i++) {
-                float v = t->hop[i], a = fabsf(v);
-                if (!isfinite(v)) {
-                    v = 0.0f;
+        if (ok) {
+            written = gc_decimator_process(&t->decimator, samples, (uint32_t)n, t->decimated);
+        } else {
+            float chunk[SANITISE_CHUNK];
+            for (j = 0; j < n; j += SANITISE_CHUNK) {
+                uint32_t len = (uint32_t)(n - j < SANITISE_CHUNK ? n - j : SANITISE_CHUNK);
+                if (sanitise(samples + j, len, chunk))
                     st = GC_ERR_NONFINITE;
-                } else if (a > SAMPLE_LIMIT) {
-                    v = v > 0.0f ? SAMPLE_LIMIT : -SAMPLE_LIMIT;
-                } else if (a < TINY) {
-                    v = 0.0f; /* denormal */
-                }
-                t->hop[i] = v;
+                written += gc_decimator_process(&t->decimator, chunk, len, t->decimated + written);
             }
+        }
+        t->samples += n;
+        gc_onset_push(&t->onset, t->decimated, written);
     }
-    t->samples += n;
-    gc_onset_push(&t->onset, t->decimated,
-                  gc_decimator_process(&t->decimator, t->hop, (uint32_t)n, t->decimated));
     /* Hops faster than the model rate only feed the window; the last of them is analysed. */
     if (++t->hop_in_frame >= t->hops_per_frame) {
         gc_onset_analyse(&t->onset, &frame);

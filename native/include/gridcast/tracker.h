@@ -41,8 +41,10 @@ typedef struct {
     int32_t is_beat;           /* 1 when a beat was decided during this hop */
     int32_t beat_in_bar;       /* position of that beat in the bar, 1 = downbeat; 0 = no guess yet */
     uint64_t beat_sample;      /* stream sample index of the beat (when is_beat) */
-    float beat_offset_s;       /* beat time minus the start of this hop; negative by at most
-                                  gc_tracker_latency_s when the analysis window lags the hop */
+    float beat_offset_s;       /* beat time minus the start of this hop: in [0, hop) when the
+                                  beat was predicted in time; negative (by at most
+                                  gc_tracker_latency_s plus two hops' worth of model frames)
+                                  when the window's lag or a phase jump made it late */
     float bpm;                 /* current tempo estimate (0 before any signal) */
     float phase;               /* position in the current beat at the end of the hop, [0, 1) */
     float confidence;          /* [0, 1]: posterior mass of the tempo being followed */

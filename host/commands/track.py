@@ -1,0 +1,80 @@
+"""``gridcast track``: the real-time C tracker on a file (hop by hop, as if live) or an input."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from gridcast.host import console, evaluate, realtime
+from gridcast.host.cli import print_json
+from gridcast.host.errors import AudioError
+from gridcast.native import BeatEvent
+
+
+def _print_beat(event: BeatEvent) -> None:
+    bar = f"beat {event.beat_in_bar}" if event.beat_in_bar else ""
+    console.out.print(f"{event.time_s:9.3f} s  {event.bpm:6.1f} BPM  conf {event.confidence:.2f}"
+                      f"  {bar}", markup=False)
+
+
+def steady_from_s(times_s: np.ndarray, tolerance: float = 0.05) -> float | None:
+    """Without annotations: when the output settled, i.e. the first of four beats whose
+    three intervals agree within 5 % with each other."""
+    ibi = np.diff(times_s)
+    for i in range(len(ibi) - 2):
+        window = ibi[i:i + 3]
+        if window.max() <= window.min() * (1 + tolerance):
+            return float(times_s[i])
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.live:
+        return _run_live(args)
+    if not args.audio:
+        raise AudioError("track", "give an audio file, or --live for an input device")
+    on_beat = None if (args.quiet or args.json) else _print_beat
+    result = realtime.track_file(args.audio, hop_size=args.hop, on_beat=on_beat)
+    times = result.times_s
+    summary: dict = {
+        "audio": args.audio,
+        "duration_s": round(result.duration_s, 3),
+        "beats": len(times),
+        "first_beat_s": round(float(times[0]), 3) if len(times) else None,
+        "steady_from_s": steady_from_s(times),
+        "tempo_bpm": round(float(60 / np.median(np.diff(times))), 2) if len(times) > 2 else None,
+        "cpu_s_per_audio_min": round(result.cpu_s / max(result.duration_s, 1e-9) * 60, 4),
+        "latency_ms": round(result.latency_s * 1000, 1),
+        "state_bytes": result.state_bytes,
+    }
+    if args.reference:
+        ref, ref_bib = evaluate.read_annotation(args.reference)
+        bib = result.beat_in_bar
+        summary["lock_s"] = round(realtime.lock_time_s(ref, times, result.duration_s), 3)
+        summary["scores"] = evaluate.score(ref, ref_bib, times,
+                                           bib if (bib > 0).any() else None)
+    if args.json:
+        print_json(summary | {"beat_times_s": [round(float(t), 4) for t in times]})
+        return 0
+    steady = summary["steady_from_s"]
+    console.info(f"{summary['beats']} beats in {summary['duration_s']:.1f} s, "
+                 f"tempo {summary['tempo_bpm'] or 0:.1f} BPM, first beat at "
+                 f"{summary['first_beat_s'] or 0:.2f} s, steady from "
+                 f"{'never' if steady is None else f'{steady:.2f} s'}; "
+                 f"{summary['cpu_s_per_audio_min']:.3f} CPU s per audio minute")
+    if "lock_s" in summary:
+        console.info(f"against {args.reference}: locked after {summary['lock_s']:.2f} s, "
+                     f"F-measure {summary['scores']['f_measure']:.3f}")
+    return 0
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    console.info("following the input; Ctrl-C stops")
+    try:
+        stats = realtime.follow_input(_print_beat, device=args.device, rate=args.rate,
+                                      hop_size=args.hop)
+    except KeyboardInterrupt:
+        return 0
+    console.info(f"{stats.beats} beats in {stats.seconds:.1f} s")
+    return 0

@@ -1,0 +1,193 @@
+"""Running the C tracker (gridcast.native) over a file as if live, and scoring how fast it locks.
+
+The file is decoded in blocks and fed to the tracker in whatever block sizes
+the decoder yields; the tracker itself sees exact hops, so the beats are the
+ones a live input would have given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from gridcast.host import audio
+from gridcast.native import BeatEvent, Tracker
+
+MAX_TRACKER_RATE_HZ = 96_000
+LOCK_WINDOW_S = 0.07  # as mir_eval's F-measure
+LOCK_RUN = 4  # consecutive annotated beats that must all be matched
+TEMPO_CHANGE_RATIO = 1.1  # a jump of 10 % in local tempo counts as a tempo change
+STEADY_RATIO = 1.03  # intervals within 3 % of each other count as a steady tempo
+STEADY_BEATS = 6
+
+
+@dataclass(frozen=True)
+class TrackRun:
+    beats: list[BeatEvent]
+    duration_s: float
+    sample_rate: int
+    cpu_s: float
+    latency_s: float
+    state_bytes: int
+
+    @property
+    def times_s(self) -> np.ndarray:
+        return np.asarray([b.time_s for b in self.beats], dtype=float)
+
+    @property
+    def beat_in_bar(self) -> np.ndarray:
+        return np.asarray([b.beat_in_bar for b in self.beats], dtype=np.int64)
+
+
+def _tracker_blocks(info: audio.AudioInfo) -> Iterator[np.ndarray]:
+    """Mono blocks at a rate the tracker takes (above 96 kHz: halved, anti-aliased)."""
+    for block in audio.iter_mono_blocks(info):
+        if info.sample_rate > MAX_TRACKER_RATE_HZ:
+            block = resample_poly(block, 1, 2).astype(np.float32)
+        yield block
+
+
+def tracker_rate(info: audio.AudioInfo) -> int:
+    return info.sample_rate // 2 if info.sample_rate > MAX_TRACKER_RATE_HZ else info.sample_rate
+
+
+BeatCallback = Callable[[BeatEvent], None]
+
+
+def track_file(path: str, hop_size: int | None = None,
+               on_beat: BeatCallback | None = None) -> TrackRun:
+    """Feed a file to a fresh tracker block by block; ``on_beat(event)`` sees beats as they come."""
+    info = audio.probe(path)
+    rate = tracker_rate(info)
+    beats: list[BeatEvent] = []
+    started = time.process_time()
+    with Tracker(rate, hop_size=hop_size) as tracker:
+        for block in _tracker_blocks(info):
+            for event in tracker.process(block):
+                beats.append(event)
+                if on_beat:
+                    on_beat(event)
+        return TrackRun(beats, info.duration_s, rate, time.process_time() - started,
+                        tracker.latency_s, tracker.state_bytes)
+
+
+def matched(ref_s: np.ndarray, est_s: np.ndarray, window_s: float = LOCK_WINDOW_S) -> np.ndarray:
+    """For every annotated beat: is there an output beat within the window?"""
+    if len(est_s) == 0:
+        return np.zeros(len(ref_s), dtype=bool)
+    est = np.sort(est_s)
+    idx = np.clip(np.searchsorted(est, ref_s), 1, len(est) - 1) if len(est) > 1 else np.zeros(
+        len(ref_s), dtype=np.int64)
+    nearest = np.minimum(np.abs(est[idx] - ref_s), np.abs(est[np.maximum(idx - 1, 0)] - ref_s))
+    return nearest <= window_s
+
+
+def lock_time_s(ref_s: np.ndarray, est_s: np.ndarray, duration_s: float) -> float:
+    """Seconds from the first annotated beat to the first of LOCK_RUN consecutive annotated
+    beats that are all matched within ±70 ms; the rest of the clip when that never happens."""
+    if len(ref_s) == 0:
+        return 0.0
+    hit = matched(ref_s, est_s)
+    run = 0
+    for i, ok in enumerate(hit):
+        run = run + 1 if ok else 0
+        if run == LOCK_RUN:
+            return float(ref_s[i - LOCK_RUN + 1] - ref_s[0])
+    return float(max(0.0, duration_s - ref_s[0]))
+
+
+def tempo_change_index(ref_s: np.ndarray) -> int | None:
+    """Index of the first annotated beat at the new tempo after an abrupt change, or None.
+
+    Abrupt: six steady intervals (within 3 %), then at most two in between, then
+    six steady intervals again at a tempo at least 10 % away. Rubato, which
+    swings without settling, does not count.
+    """
+    ibi = np.diff(ref_s)
+
+    def steady(x: np.ndarray) -> bool:
+        return bool(x.max() <= x.min() * STEADY_RATIO)
+
+    n = STEADY_BEATS
+    for i in range(n, len(ibi) - n - 1):
+        before, after = ibi[i - n:i], ibi[i + 2:i + 2 + n]
+        ratio = np.median(after) / np.median(before)
+        if steady(before) and steady(after) and max(ratio, 1 / ratio) >= TEMPO_CHANGE_RATIO:
+            # the first interval that leaves the old tempo; its end is the first new beat
+            old = np.median(before)
+            for j in range(i, i + 3):
+                if abs(ibi[j] / old - 1) > STEADY_RATIO - 1:
+                    return j + 1
+    return None
+
+
+def relock_time_s(ref_s: np.ndarray, est_s: np.ndarray, duration_s: float) -> float | None:
+    """Lock time measured from an abrupt tempo change, or None when there is none."""
+    i = tempo_change_index(ref_s)
+    if i is None:
+        return None
+    return lock_time_s(ref_s[i:], est_s, duration_s)
+
+
+@dataclass
+class LiveStats:
+    seconds: float = 0.0
+    beats: int = 0
+    overflows: int = 0
+
+
+def follow_input(on_beat: BeatCallback, device: str | int | None = None,
+                 rate: int | None = None, hop_size: int | None = None,
+                 stream_factory: Callable[..., Any] | None = None,
+                 max_seconds: float | None = None) -> LiveStats:
+    """Follow an audio input device until Ctrl-C (or ``max_seconds`` of audio).
+
+    ``stream_factory`` is ``sounddevice.InputStream`` unless a test passes something
+    with the same interface (there is no audio input on a build machine).
+    """
+    import queue
+
+    from gridcast.host.errors import AudioError
+
+    if stream_factory is None:
+        try:
+            import sounddevice
+        except OSError as exc:  # the PortAudio library itself is missing
+            raise AudioError("--live", f"cannot load PortAudio ({exc}); install it with "
+                             "`apt-get install libportaudio2`") from exc
+        stream_factory = sounddevice.InputStream
+        if rate is None:
+            try:
+                rate = int(sounddevice.query_devices(device, "input")["default_samplerate"])
+            except (ValueError, sounddevice.PortAudioError) as exc:
+                named = f" {device}" if device is not None else ""
+                raise AudioError("--live", f"no audio input device{named} ({exc}); "
+                                 "list them with `python -m sounddevice`") from exc
+    rate = int(rate or 44_100)
+    blocks: queue.Queue[np.ndarray] = queue.Queue()
+    stats = LiveStats()
+
+    def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status:
+            stats.overflows += 1
+        blocks.put(np.asarray(indata, dtype=np.float32).mean(axis=1))
+
+    with Tracker(rate, hop_size=hop_size) as tracker:
+        try:
+            stream = stream_factory(samplerate=rate, blocksize=tracker.hop_size, channels=1,
+                                    dtype="float32", callback=callback, device=device)
+        except Exception as exc:  # sounddevice.PortAudioError and friends
+            raise AudioError("--live", f"cannot open the input ({exc})") from exc
+        with stream:
+            while max_seconds is None or stats.seconds < max_seconds:
+                block = blocks.get()
+                stats.seconds += len(block) / rate
+                for event in tracker.process(block):
+                    stats.beats += 1
+                    on_beat(event)
+    return stats
