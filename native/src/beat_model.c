@@ -51,7 +51,7 @@
 #ifndef FLOOR
 #define FLOOR 1e-9f              /* every state keeps at least this share of the mass */
 #endif
-#define RENORM_FRAMES 32u
+#define RENORM_FRAMES 64u
 #ifndef READOUT_TEMPI
 #define READOUT_TEMPI 2u         /* tempi either side of the best whose mass votes on the phase */
 #endif

@@ -15,7 +15,7 @@
 #define ANALYSIS_RATE_HZ 11025u
 #endif
 #ifndef TAPS_PER_FACTOR
-#define TAPS_PER_FACTOR 6u
+#define TAPS_PER_FACTOR 5u
 #endif
 #define CUTOFF 0.9f /* of the new Nyquist frequency */
 #define PI 3.14159265358979323846

@@ -264,7 +264,10 @@ static int64_t at_offset(const gc_tracker_t *t, float offset)
    REFRACTORY periods before it (the phase estimate may wobble around the beat). */
 static void offer_beat(gc_tracker_t *t, int64_t at, float period)
 {
-    uint64_t sample = at > 0 ? (uint64_t)at : 0u;
+    uint64_t sample;
+    if (at < 0) /* before the stream began: a phase guess, not a beat */
+        return;
+    sample = (uint64_t)at;
     if (t->has_last && (float)((int64_t)sample - (int64_t)t->last_beat) < REFRACTORY * period)
         return;
     t->last_beat = sample;

@@ -4,8 +4,19 @@
  * decoding: what it measures is the tracker.
  *   gridcast_track_raw FILE.f32 SAMPLE_RATE [HOP FRAME]
  */
+#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
+
+/* CPU time of one call (this thread only, so preemption does not count), in
+   microseconds: the worst hop goes to stderr at the end. */
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
 
 #include "gridcast/tracker.h"
 
@@ -18,6 +29,8 @@ int main(int argc, char **argv)
     FILE *f;
     float *hop;
     size_t got;
+    double start_us, took_us, worst_us = 0.0;
+    unsigned long hops = 0;
     if (argc != 3 && argc != 5) {
         fprintf(stderr, "usage: %s FILE.f32 SAMPLE_RATE [HOP FRAME]\n", argv[0]);
         return 2;
@@ -41,12 +54,19 @@ int main(int argc, char **argv)
         return 1;
     }
     while ((got = fread(hop, sizeof(float), config.hop_size, f)) == config.hop_size) {
+        start_us = now_us();
         gc_tracker_process_audio(tracker, hop, config.hop_size, &beat);
+        took_us = now_us() - start_us;
+        if (took_us > worst_us)
+            worst_us = took_us;
+        hops++;
         if (beat.is_beat)
             printf("%.4f\n", (double)beat.beat_sample / (double)config.sample_rate_hz);
     }
     fclose(f);
     free(hop);
+    fprintf(stderr, "hops %lu worst_hop_us %.1f state_bytes %zu\n", hops, worst_us,
+            gc_tracker_state_bytes(tracker));
     gc_tracker_free(tracker);
     return 0;
 }
