@@ -159,7 +159,7 @@ def main() -> None:
             beats, worst_us = run(name, binary, raw)
             worst = max(worst, worst_us)
             if ref is not None:
-                scores.append(evaluate.score(ref, None, beats, None)["f_measure"])
+                scores.append(float(evaluate.score(ref, None, beats, None)["f_measure"] or 0.0))
                 locks.append(realtime.lock_time_s(ref, beats, duration))
         report["systems"][name] = {
             "instructions_per_audio_s": round(instr),
