@@ -38,6 +38,9 @@ def mosquitto_binary() -> str | None:
 
 
 class Mosquitto:
+    kind = "mosquitto"
+    supports_shared_subscriptions = True
+
     def __init__(self, port: int | None = None, folder: str | None = None,
                  bind: str = "127.0.0.1", persistence: bool = True,
                  extra_conf: str = "") -> None:
@@ -110,3 +113,12 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def open_broker(folder: str | None = None, prefer_embedded: bool = False):
+    """mosquitto when it is installed, else the embedded broker (not started yet)."""
+    if mosquitto_binary() is not None and not prefer_embedded:
+        return Mosquitto(folder=folder)
+    from gridcast.agent.embedded_broker import EmbeddedBroker
+
+    return EmbeddedBroker()

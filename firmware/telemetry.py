@@ -17,8 +17,21 @@ MAX_FIRES = 256
 REPORT_AFTER_US = 31000000  # drift is reported once the clock estimate has hindsight
 
 
+def boot_id():
+    """A random number per boot: seq restarts at 0, so (boot, seq) names a batch."""
+    try:
+        import os
+
+        return int.from_bytes(os.urandom(4), "little") & 0x3FFFFFFF
+    except (ImportError, AttributeError):
+        import random
+
+        return random.getrandbits(30)
+
+
 class Telemetry:
-    def __init__(self):
+    def __init__(self, boot=None):
+        self.boot = boot_id() if boot is None else boot
         self.seq = 0
         self.fires = []  # (local_us, target_agent_us)
         self.errors = {}
@@ -51,4 +64,4 @@ class Telemetry:
         return messages.encode(
             "telemetry", seq=seq, device_us=now_local, drift_us=drift, cpu_pct=cpu_pct,
             temp_dc=None if temp_c is None else int(temp_c * 10), free_mem=free_mem,
-            error_counts=counts)
+            error_counts=counts, boot=self.boot)

@@ -219,6 +219,12 @@ def _add_plot(p: argparse.ArgumentParser) -> None:
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="gridcast-demo", help="folder for the demo's files")
     p.add_argument("--seconds", type=float, default=20.0, help="length of the demo song")
+    p.add_argument("--sync-s", type=float, default=20.0, metavar="S",
+                   help="seconds the device clocks get to converge before playing")
+    p.add_argument("--max-drift-ms", type=float, default=1.0, metavar="MS",
+                   help="fail (exit 1) when a device's true error p99 is above this")
+    p.add_argument("--no-devices", action="store_true",
+                   help="only generate, analyze and plot the song (no broker, no devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -61,7 +61,7 @@ SCHEMA = {  # type: dict
     SEEK: ("seek", (("position_us", "u", 0), ("at_us", "u", 0))),
     TELEMETRY: ("telemetry", (("seq", "u", 0), ("device_us", "u", 0), ("drift_us", "li", []),
                               ("cpu_pct", "u", 0), ("temp_dc", "?i", None), ("free_mem", "u", 0),
-                              ("error_counts", "li", []))),
+                              ("error_counts", "li", []), ("boot", "u", 0))),
     STATUS: ("status", (("state", "s", ""), ("fw_version", "u", 0), ("active_track", "s", ""),
                         ("bundle_version", "u", 0), ("uptime_s", "u", 0))),
     ERROR: ("error", (("reason", "u", 0), ("detail", "s", ""), ("ref_tag", "u", 0))),

@@ -1,23 +1,41 @@
-"""``gridcast demo``: generate a song, analyze it, score it against the truth, plot it.
+"""``gridcast demo``: the whole system on one machine, with audio it makes itself.
 
-The device half of the demo (broker, simulated devices, deploy, play, drift
-table) joins when the agent and firmware exist; this part needs no network.
+1. Generate a song with known beats, analyze it, score the beat map, plot it.
+2. Sign it into a bundle with a fresh key.
+3. Start a broker (mosquitto when installed, else an embedded one), the agent
+   (collector into SQLite, registry, clock-sync responder) and three simulated
+   devices running the real firmware in MicroPython, one of them with a clock
+   150 ppm fast.
+4. Deploy, let the clocks converge, play the song, stop, and wait for the
+   devices' drift reports (they report with hindsight).
+5. Print a drift table per device (reported drift, and the true LED error the
+   simulator measured) and write a drift PNG.
+
+``--no-devices`` stops after step 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import shutil
+import time
 
+import numpy as np
 import soundfile as sf
 
 from gridcast.host import batch, console, corrections, demo_audio, evaluate, plot
 from gridcast.host.cli import print_json
 from gridcast.host.params import AnalyzerParams
 
+SKEWS_PPM = [10, -20, 150]
+HINDSIGHT_S = 34  # devices report a beat's drift 31 s after it fired (firmware/telemetry.py)
 
-def run(args: argparse.Namespace) -> int:
-    os.makedirs(args.out, exist_ok=True)
+
+def _analyze(args: argparse.Namespace) -> dict:
+    from gridcast.host import beatmap
+
     wav = os.path.join(args.out, "demo-song.wav")
     signal, beats, bib = demo_audio.render(seconds=args.seconds)
     sf.write(wav, signal, demo_audio.SAMPLE_RATE)
@@ -25,22 +43,174 @@ def run(args: argparse.Namespace) -> int:
     job = batch.Job(wav, os.path.join(args.out, "demo-song.beatmap.json"))
     outcome = batch.run_job(job, AnalyzerParams(), corrections.Corrections())
     if outcome.status == "failed":
-        console.error(outcome.message)
-        return 1
-    from gridcast.host import beatmap
-
+        raise RuntimeError(outcome.message)
     bm = beatmap.load(job.out_path)
     scores = evaluate.score(beats, bib, bm.beats, bm.beat_in_bar)
     png = plot.render(bm, os.path.join(args.out, "demo-song.png"), wav)
-    result = {"audio": wav, "beatmap": job.out_path, "plot": png,
-              "tempo_bpm": round(bm.tempo_bpm, 2), "beats": len(bm.beats), "meter": bm.meter,
-              "scores": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()}}
+    console.info(f"beat map {job.out_path}: {len(bm.beats)} beats, {bm.tempo_bpm:.1f} BPM; "
+                 f"against the generated truth beat F {scores['f_measure']:.3f}, downbeat F "
+                 f"{scores['downbeat_f']:.3f}; plot {png}")
+    return {"audio": wav, "beatmap": job.out_path, "plot": png,
+            "tempo_bpm": round(bm.tempo_bpm, 2), "beats": len(bm.beats), "meter": bm.meter,
+            "scores": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()}}
+
+
+def _bundle(args: argparse.Namespace, beatmap_path: str) -> tuple[str, bytes, str, int]:
+    from gridcast.host import beatmap, bundling
+    from gridcast.protocol import bundle_builder, keys
+
+    key_path = os.path.join(args.out, "demo.key")
+    key = keys.generate(key_path, overwrite=True)
+    bm = beatmap.load(beatmap_path)
+    src = bundling.source_from_map(bm, track_id="demo-song")
+    data = bundle_builder.build(src, key, keys.key_id(key))
+    path = os.path.join(args.out, "demo-song.gcb")
+    with open(path, "wb") as f:
+        f.write(data)
+    return key_path, data, src.track_id, src.bundle_version
+
+
+async def _wait(seconds: float, label: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    show = console.err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                  console=console.err, disable=not show, transient=True) as bar:
+        task = bar.add_task(label, total=seconds)
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.5, left))
+            bar.update(task, completed=seconds - max(0.0, left))
+    if not show:
+        console.info(f"{label}: done")
+
+
+async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
+    from gridcast.agent import deploy, playback
+    from gridcast.agent.broker import open_broker
+    from gridcast.agent.config import AgentConfig
+    from gridcast.agent.core import AgentCore
+    from gridcast.hil.agent_helpers import wait_online
+    from gridcast.hil.observer import Observer
+    from gridcast.hil.simulator import Simulator
+    from gridcast.protocol import keys
+
+    key_path, data, track_id, version = _bundle(args, analysis["beatmap"])
+    key = keys.load(key_path)
+    db = os.path.join(args.out, "demo.db")
+    for stale in (db, db + "-wal", db + "-shm"):
+        if os.path.exists(stale):
+            os.remove(stale)
+    state = os.path.join(args.out, "devices")
+    shutil.rmtree(state, ignore_errors=True)
+    with open_broker(os.path.join(args.out, "broker")) as broker:
+        console.info(f"broker: {broker.kind} on {broker.url}")
+        config = AgentConfig(broker=broker.url, database=f"sqlite://{db}",
+                             alert_threshold_ms=args.max_drift_ms,
+                             shared_subscription=broker.supports_shared_subscriptions)
+        core = AgentCore(config)
+        sim = Simulator(3, f"127.0.0.1:{broker.port}", key, state, SKEWS_PPM, prefix="demo")
+        ids = [d.id for d in sim.devices]
+        observer = Observer("127.0.0.1", broker.port)
+        observer.start()
+        await core.start()
+        started_us = time.time_ns() // 1000
+        sim.start()
+        try:
+            assert core.transport is not None
+            await wait_online(core.transport, ids, timeout_s=60)
+            online = ", ".join(f"{d.id} ({d.skew_ppm:+d} ppm)" for d in sim.devices)
+            console.info(f"devices online: {online}")
+            results = await deploy.deploy(core.transport, ids, data, track_id, version)
+            for r in results:
+                (console.info if r.ok else console.error)(
+                    f"{r.id}: {'active ' + track_id + f' v{version}' if r.ok else r.error} "
+                    f"({r.seconds:.2f} s)")
+            await _wait(args.sync_s, "letting the device clocks converge")
+            start_us = await playback.play(core.transport, ids, track_id, lead_s=2.0)
+            console.info(f"playing {track_id} on {len(ids)} devices")
+            await _wait(2.0 + args.seconds, "playing")
+            await playback.stop(core.transport, ids)
+            await _wait(HINDSIGHT_S, "collecting drift reports")
+        finally:
+            await core.stop()
+            core.rollup.flush()
+            sim.stop()
+            observer.stop()
+        rows = [_device_row(dev, observer, core.store, started_us, f"{track_id} v{version}")
+                for dev in sim.devices]
+        from gridcast.agent import drift_plot
+
+        png = drift_plot.render(core.store, os.path.join(args.out, "demo-drift.png"), ids,
+                                started_us, args.max_drift_ms,
+                                title=f"gridcast demo: {track_id} on {len(ids)} devices")
+        core.store.close()
+    return {"broker": broker.kind, "database": db,
+            "bundle": os.path.join(args.out, "demo-song.gcb"), "play_start_us": start_us,
+            "drift_plot": png, "alerts": core.alerts.sent, "devices": rows}
+
+
+def _ms_percentile(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)) / 1000, 4) if values.size else None
+
+
+def _device_row(dev, observer, store, since_us: int, bundle_label: str) -> dict:
+    """Reported drift from the agent's database; true LED error from the simulator's log."""
+    from gridcast.hil.report import device_report
+
+    report, _ = device_report(dev, observer)
+    drift = np.abs(np.asarray([d for _, d in store.drift_samples(dev.id, since_us)]))
+    record = store.device(dev.id)
+    return {
+        "id": dev.id,
+        "skew_ppm": dev.skew_ppm,
+        # the device's own store and the status it published both name the bundle
+        "bundle_active": bool(report["active_bundle"] == bundle_label and record is not None
+                              and f"{record.active_track} v{record.bundle_version}"
+                              == bundle_label),
+        "drift_p50_ms": _ms_percentile(drift, 50),
+        "drift_p99_ms": _ms_percentile(drift, 99),
+        "true_error_p50_ms": report["true_error_p50_ms"],
+        "true_error_p99_ms": report["true_error_p99_ms"],
+        "beats_shown": report["beats"],
+        "samples": int(drift.size),
+        "lost": store.lost(dev.id),
+    }
+
+
+def _print_table(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="drift per device (|reported drift| and true LED error, ms)")
+    for col in ("device", "skew ppm", "bundle", "drift p50", "drift p99", "true p50",
+                "true p99", "samples", "lost"):
+        table.add_column(col, justify="left" if col == "device" else "right")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for d in result["devices"]:
+        table.add_row(d["id"], f"{d['skew_ppm']:+d}", "active" if d["bundle_active"] else "NO",
+                      ms(d["drift_p50_ms"]), ms(d["drift_p99_ms"]), ms(d["true_error_p50_ms"]),
+                      ms(d["true_error_p99_ms"]), str(d["samples"]), str(d["lost"]))
+    console.out.print(table)
+    console.info(f"drift plot {result['drift_plot']}; database {result['database']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.makedirs(args.out, exist_ok=True)
+    analysis = _analyze(args)
+    result: dict = {"analysis": analysis}
+    if not args.no_devices:
+        result |= asyncio.run(_devices(args, analysis))
     if args.json:
         print_json(result)
-    else:
-        console.info(f"beat map {job.out_path}: {len(bm.beats)} beats, {bm.tempo_bpm:.1f} BPM, "
-                     f"{bm.meter} beats per bar")
-        console.info(f"against the generated truth: beat F {scores['f_measure']:.3f}, "
-                     f"downbeat F {scores['downbeat_f']:.3f}")
-        console.info(f"plot {png}")
+    elif "devices" in result:
+        _print_table(result)
+    bad = [d["id"] for d in result.get("devices", []) if not d["bundle_active"]
+           or d["true_error_p99_ms"] is None or d["true_error_p99_ms"] > args.max_drift_ms]
+    if bad:
+        console.error(f"devices over {args.max_drift_ms} ms or without the bundle: "
+                      f"{', '.join(bad)}")
+        return 1
     return 0

@@ -1,0 +1,123 @@
+"""The agent's configuration: a TOML file, then environment overrides, checked up front.
+
+    [agent]
+    broker = "mqtt://127.0.0.1:1883"
+    database = "sqlite:///var/lib/gridcast/agent.db"   # or postgresql://user:pw@host/db
+    bind = "127.0.0.1"          # any other address requires token
+    port = 8750
+    token = "..."               # bearer token for writes (and for everything off localhost)
+    key_file = "site.key"       # signing key: bundles uploaded to the API are verified with it
+    bundle_dir = "bundles"
+    alert_threshold_ms = 1.0
+    webhook_url = "https://..."
+
+Every field can be overridden with GRIDCAST_<FIELD> (GRIDCAST_DATABASE=...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from gridcast.protocol.errors import GridcastError
+
+LOCAL_BINDS = ("127.0.0.1", "localhost", "::1")
+
+
+class ConfigError(GridcastError):
+    """The agent's configuration is unusable; the message says which field and why."""
+
+
+@dataclass
+class AgentConfig:
+    broker: str = "mqtt://127.0.0.1:1883"
+    broker_username: str | None = None
+    broker_password: str | None = None
+    database: str = "sqlite:///gridcast-agent.db"
+    bind: str = "127.0.0.1"
+    port: int = 8750
+    token: str | None = None
+    key_file: str | None = None
+    bundle_dir: str = "gridcast-bundles"
+    collector_group: str = "gridcast-collectors"
+    shared_subscription: bool = True  # off for brokers without $share (the embedded one)
+    collectors: int = 1
+    alert_threshold_ms: float = 1.0
+    alert_window_s: int = 10
+    webhook_url: str | None = None
+    raw_retention_days: float = 7.0
+    second_retention_days: float = 2.0
+    log_level: str = "info"
+
+    @property
+    def broker_host_port(self) -> tuple[str, int]:
+        parsed = urlparse(self.broker)
+        return parsed.hostname or "127.0.0.1", parsed.port or 1883
+
+    def check(self) -> AgentConfig:
+        parsed = urlparse(self.broker)
+        if parsed.scheme != "mqtt" or not parsed.hostname:
+            raise ConfigError(f"broker = {self.broker!r}: expected mqtt://HOST[:PORT]")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port = {self.port}: expected 1..65535")
+        if self.bind not in LOCAL_BINDS and not self.token:
+            raise ConfigError(f"bind = {self.bind!r} is not localhost: set token (or "
+                              "GRIDCAST_TOKEN) so that the API is not open to the network")
+        if self.token is not None and len(self.token) < 16:
+            raise ConfigError("token: use at least 16 characters (e.g. `openssl rand -hex 16`)")
+        if self.alert_threshold_ms <= 0 or self.alert_window_s <= 0:
+            raise ConfigError("alert_threshold_ms and alert_window_s must be positive")
+        if self.collectors < 1:
+            raise ConfigError(f"collectors = {self.collectors}: at least 1")
+        if self.key_file and not os.path.exists(self.key_file):
+            raise ConfigError(f"key_file = {self.key_file!r}: no such file (make one with "
+                              "`gridcast keygen`)")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level = {self.log_level!r}: debug, info, warning or error")
+        return self
+
+
+def _coerce(name: str, value: object, kind: type) -> object:
+    if value is None:
+        return None
+    try:
+        if kind is bool:
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} = {value!r}: expected {kind.__name__}") from exc
+
+
+def load(path: str | None = None, environ: dict[str, str] | None = None) -> AgentConfig:
+    """Defaults, then the file's [agent] table, then GRIDCAST_* variables."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        table = data.get("agent", data)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [agent] must be a table")
+        values.update(table)
+    fields = {f.name: f for f in dataclasses.fields(AgentConfig)}
+    for name in values:
+        if name not in fields:
+            raise ConfigError(f"{path}: unknown setting {name!r} (known: {', '.join(fields)})")
+    for name in fields:
+        key = f"GRIDCAST_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    types = {"shared_subscription": bool, "port": int, "collectors": int, "alert_window_s": int,
+             "alert_threshold_ms": float, "raw_retention_days": float,
+             "second_retention_days": float}
+    for name, value in list(values.items()):
+        values[name] = _coerce(name, value, types.get(name, str))
+    return AgentConfig(**values).check()  # type: ignore[arg-type]
