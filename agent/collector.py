@@ -152,8 +152,19 @@ class Collector:
                     self.on_batch(b)
             pending = []
 
-    def start(self, timeout_s: float = 5.0) -> None:
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.is_connected())
+
+    def start(self, timeout_s: float = 5.0, wait: bool = True) -> None:
+        """Connect and start writing. ``wait=False``: return at once and keep trying in the
+        background (a daemon that starts before its broker)."""
         self.client.reconnect_delay_set(1, 5)
+        self._writer.start()
+        if not wait:
+            self.client.connect_async(self.host, self.port, keepalive=10)
+            self.client.loop_start()
+            return
         try:
             self.client.connect(self.host, self.port, keepalive=10)
         except OSError as exc:
@@ -164,7 +175,6 @@ class Collector:
             self.client.loop_stop()
             raise StoreError(f"collector: the broker at {self.host}:{self.port} did not accept "
                              f"the connection within {timeout_s:g} s (credentials?)")
-        self._writer.start()
 
     def stop(self) -> None:
         """Stop taking messages, write what was received, then disconnect."""

@@ -16,7 +16,7 @@ from gridcast.agent.registry import Registry
 from gridcast.agent.rollup import AlertPolicy, Rollup
 from gridcast.agent.store import DeviceRecord, Store, TelemetryBatch, open_store
 from gridcast.agent.sync_responder import SyncResponder
-from gridcast.agent.transport import Transport, open_transport
+from gridcast.agent.transport import Transport, TransportError, open_transport
 
 log = logging.getLogger("gridcast.agent")
 
@@ -43,6 +43,7 @@ class AgentCore:
                                  config.broker_password, on_change=self._device_changed)
         self.transport: Transport | None = None
         self.responder: SyncResponder | None = None
+        self._connector: asyncio.Future | None = None
         self._rollup_stop = threading.Event()
         self._rollup_thread = threading.Thread(target=self._rollup_loop, name="rollup",
                                                daemon=True)
@@ -71,19 +72,46 @@ class AgentCore:
         while not self._rollup_stop.wait(1.0):
             self.rollup.run_once()
 
-    async def start(self) -> None:
-        self.transport = open_transport(self.config.broker)
-        await self.transport.__aenter__()
-        self.responder = SyncResponder(self.transport)
-        self.responder.start()
+    @property
+    def broker_connected(self) -> bool:
+        return self.responder is not None and all(c.connected for c in self.collectors)
+
+    async def start(self, retry: bool = False) -> None:
+        """Connect everything. ``retry``: do not fail when the broker is down; keep trying
+        in the background (the daemon serves its API meanwhile)."""
         for c in self.collectors:
-            await asyncio.to_thread(c.start)
-        await asyncio.to_thread(self.registry.start)
+            await asyncio.to_thread(c.start, 5.0, not retry)
+        await asyncio.to_thread(self.registry.start, not retry)
         self._rollup_thread.start()
+        if retry:
+            self._connector = asyncio.ensure_future(self._connect_transport_forever())
+        else:
+            await self._connect_transport()
         log.info("agent core up: broker %s, database %s, %d collector(s)", self.config.broker,
                  self.config.database.split("@")[-1], len(self.collectors))
 
+    async def _connect_transport(self) -> None:
+        transport = open_transport(self.config.broker)
+        await transport.__aenter__()
+        self.transport = transport
+        self.responder = SyncResponder(transport)
+        self.responder.start()
+
+    async def _connect_transport_forever(self) -> None:
+        last = ""
+        while self.transport is None:
+            try:
+                await self._connect_transport()
+                log.info("connected to the broker %s", self.config.broker)
+            except TransportError as exc:
+                if str(exc) != last:
+                    log.error("%s; retrying every 2 s", exc)
+                    last = str(exc)
+                await asyncio.sleep(2.0)
+
     async def stop(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
         if self.responder:
             await self.responder.stop()
         for c in self.collectors:

@@ -85,9 +85,12 @@ class Registry:
             return sorted((DeviceRecord(**vars(d)) for d in self.devices.values()),
                           key=lambda d: d.id)
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         self.client.reconnect_delay_set(1, 5)
-        self.client.connect(self.host, self.port, keepalive=10)
+        if wait:
+            self.client.connect(self.host, self.port, keepalive=10)
+        else:
+            self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
 
     def stop(self) -> None:

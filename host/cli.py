@@ -36,6 +36,49 @@ def _cmd_track(args: argparse.Namespace) -> int:
     return track.run(args)
 
 
+def _agent_command(name: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        from gridcast.host.commands import agent
+
+        return int(getattr(agent, name)(args))
+
+    return handler
+
+
+def _add_agent(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file ([agent] table; docs/agent.md); GRIDCAST_* "
+                   "variables override it")
+    p.add_argument("--token-file", default="gridcast-agent.token",
+                   help="where the API token is kept when the config sets none")
+
+
+def _add_agent_client(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agent", default="http://127.0.0.1:8750", help="the daemon's URL")
+    p.add_argument("--token", help="API token (default: $GRIDCAST_TOKEN or --token-file)")
+    p.add_argument("--token-file", default="gridcast-agent.token")
+
+
+def _add_devices(p: argparse.ArgumentParser) -> None:
+    _add_agent_client(p)
+    p.add_argument("--json", action="store_true")
+
+
+def _add_monitor(p: argparse.ArgumentParser) -> None:
+    _add_agent_client(p)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--png", help="write drift over time per device to this PNG")
+    p.add_argument("--database", help="sqlite:///PATH or postgresql://... (default: the "
+                   "config's)")
+    p.add_argument("--config", help="agent config to take the database from")
+    p.add_argument("--minutes", type=float, default=0, help="only the last N minutes")
+    p.add_argument("--threshold-ms", type=float, default=1.0)
+    p.add_argument("--devices", nargs="*", help="only these devices")
+    p.add_argument("--json", action="store_true")
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from gridcast.host.commands import plot
 
@@ -247,6 +290,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     "stop": ("stop playing", _add_stop, _device_command("stop")),
     "seek": ("jump to a position in the playing track", _add_seek, _device_command("seek")),
     "demo": ("the end-to-end demo on generated audio", _add_demo, _cmd_demo),
+    "agent": ("run the agent daemon: collector, registry, API, dashboard", _add_agent,
+              _agent_command("run_agent")),
+    "devices": ("list devices and their drift (asks the agent)", _add_devices,
+                _agent_command("devices")),
+    "monitor": ("live terminal table of devices and drift", _add_monitor,
+                _agent_command("monitor")),
+    "report": ("drift over time per device, from the database (--png)", _add_report,
+               _agent_command("report")),
 }
 
 

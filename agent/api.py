@@ -1,0 +1,340 @@
+"""The agent's HTTP and WebSocket API (aiohttp), its dashboard and its Prometheus metrics.
+
+Reads:  GET /health, /metrics, /api/devices, /api/devices/{id}, /api/devices/{id}/drift,
+        /api/telemetry, /api/bundles, /api/deployments, /api/deployments/{id},
+        /api/alerts; GET / (dashboard); GET /ws (live telemetry as JSON messages).
+Writes: POST /api/bundles (the bundle's bytes; verified with the agent's key),
+        POST /api/deployments ({"bundle": sha256, "devices": [...] or "all",
+        "canary": N, "max_drift_ms": X, "soak_s": S}).
+
+Every write needs ``Authorization: Bearer <token>``. When the agent listens on
+anything but localhost, every request but /health needs it (the dashboard and
+WebSocket also take ``?token=``, since browsers cannot set headers there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from gridcast.agent.clock import now_us
+from gridcast.agent.config import LOCAL_BINDS
+from gridcast.agent.core import AgentCore
+from gridcast.agent.rollout import RolloutPlan, RolloutResult, rollout
+from gridcast.agent.store import StoreError
+from gridcast.protocol import bundle_format, bundle_reader, keys
+from gridcast.protocol.errors import ProtocolError
+
+log = logging.getLogger("gridcast.api")
+
+DASHBOARD = os.path.join(os.path.dirname(__file__), "dashboard", "index.html")
+SUMMARY_WINDOW_S = 60
+MAX_BUNDLE_UPLOAD = bundle_format.MAX_BUNDLE_BYTES
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+class Api:
+    def __init__(self, core: AgentCore, token: str | None) -> None:
+        self.core, self.token = core, token
+        self.public = core.config.bind not in LOCAL_BINDS
+        self.summary: dict[str, dict] = {}
+        self.deployments: dict[str, RolloutResult] = {}
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.started = time.monotonic()
+        self.requests = 0
+        self.key: bytes | None = keys.load(core.config.key_file) if core.config.key_file else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- app ---------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth], client_max_size=MAX_BUNDLE_UPLOAD + 4096)
+        r = app.router
+        r.add_get("/", self.dashboard)
+        r.add_get("/health", self.health)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/ws", self.websocket)
+        r.add_get("/api/devices", self.devices)
+        r.add_get("/api/devices/{id}", self.device)
+        r.add_get("/api/devices/{id}/drift", self.device_drift)
+        r.add_get("/api/telemetry", self.telemetry)
+        r.add_get("/api/bundles", self.bundles)
+        r.add_post("/api/bundles", self.upload_bundle)
+        r.add_get("/api/deployments", self.list_deployments)
+        r.add_post("/api/deployments", self.create_deployment)
+        r.add_get("/api/deployments/{id}", self.get_deployment)
+        r.add_get("/api/alerts", self.alerts)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.core.add_listener(self._from_thread)
+        self._spawn(self._summary_loop())
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.core.remove_listener(self._from_thread)
+        for ws in list(self.sockets):
+            await ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests += 1
+        write = request.method not in ("GET", "HEAD", "OPTIONS")
+        if request.path == "/health" or not (write or self.public):
+            return await handler(request)
+        if self.token is None:
+            return error(403, "this agent has no token configured, so it accepts no writes; "
+                              "set token in the config (or GRIDCAST_TOKEN)")
+        given = request.headers.get("Authorization", "")
+        supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
+        if not hmac.compare_digest(supplied.encode(), self.token.encode()):
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        return await handler(request)
+
+    # -- live --------------------------------------------------------------------------------
+    def _from_thread(self, kind: str, data: dict) -> None:
+        if self._loop is not None and self.sockets:
+            self._loop.call_soon_threadsafe(self._broadcast, {"type": kind, **data})
+
+    def _broadcast(self, message: dict) -> None:
+        text = json.dumps(message)
+        for ws in list(self.sockets):
+            if ws.closed:
+                self.sockets.discard(ws)
+            else:
+                self._spawn(ws.send_str(text))
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        await ws.send_json({"type": "hello", "devices": list(self.summary.values())})
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.sockets.discard(ws)
+        return ws
+
+    async def _summary_loop(self) -> None:
+        while True:
+            try:
+                self.summary = await asyncio.to_thread(self._summarize)
+            except StoreError as exc:
+                log.error("device summary: %s", exc)
+            await asyncio.sleep(1.0)
+
+    def _summarize(self) -> dict[str, dict]:
+        since = now_us() - SUMMARY_WINDOW_S * 1_000_000
+        out = {}
+        for d in self.core.registry.snapshot():
+            drift = np.abs([v for _, v in self.core.store.drift_samples(d.id, since)])
+            out[d.id] = {**vars(d), "drift_p50_ms": _pct(drift, 50),
+                         "drift_p99_ms": _pct(drift, 99), "samples_60s": int(drift.size),
+                         "lost": self.core.store.lost(d.id),
+                         "alert": self.core.alerts.active.get(d.id, False)}
+        return out
+
+    # -- reads -------------------------------------------------------------------------------
+    async def dashboard(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(DASHBOARD)
+
+    async def health(self, request: web.Request) -> web.Response:
+        ok_db = True
+        try:
+            await asyncio.to_thread(self.core.store.devices)
+        except StoreError:
+            ok_db = False
+        collectors = [vars(c.stats) for c in self.core.collectors]
+        broker = self.core.broker_connected
+        healthy = ok_db and broker
+        return web.json_response({"status": "ok" if healthy else "degraded", "database": ok_db,
+                                  "broker": broker,
+                                  "uptime_s": round(time.monotonic() - self.started, 1),
+                                  "collectors": collectors}, status=200 if healthy else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from gridcast.agent.metrics import exposition
+
+        body, content_type = exposition(self)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def devices(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.summary.values()))
+
+    def _known(self, request: web.Request) -> str:
+        device_id = request.match_info["id"]
+        if device_id not in self.summary and self.core.store.device(device_id) is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"unknown device {device_id!r}"}),
+                                   content_type="application/json")
+        return device_id
+
+    async def device(self, request: web.Request) -> web.Response:
+        device_id = self._known(request)
+        if device_id in self.summary:
+            return web.json_response(self.summary[device_id])
+        record = self.core.store.device(device_id)
+        return web.json_response(vars(record))
+
+    async def device_drift(self, request: web.Request) -> web.Response:
+        device_id = self._known(request)
+        resolution = request.query.get("resolution", "1s")
+        if resolution not in ("1s", "1m"):
+            return error(400, f"resolution={resolution!r}: use 1s or 1m")
+        since = _int_param(request, "since_s", int(time.time()) - 3600)
+        aggs = await asyncio.to_thread(self.core.store.aggregates, device_id, resolution, since)
+        return web.json_response([vars(a) for a in aggs])
+
+    async def telemetry(self, request: web.Request) -> web.Response:
+        device_id = request.query.get("device")
+        if not device_id:
+            return error(400, "give ?device=ID (and optionally since_us, limit)")
+        since = _int_param(request, "since_us", 0)
+        limit = min(_int_param(request, "limit", 1000), 10_000)
+        batches = await asyncio.to_thread(self.core.store.telemetry, device_id, since, limit)
+        return web.json_response([{**vars(b), "drift_us": list(b.drift_us)} for b in batches])
+
+    async def bundles(self, request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(self.core.store.bundles))
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        stored = await asyncio.to_thread(self.core.store.deployments)
+        return web.json_response(stored)
+
+    async def get_deployment(self, request: web.Request) -> web.Response:
+        dep_id = request.match_info["id"]
+        if dep_id in self.deployments:
+            return web.json_response({"id": dep_id, **self.deployments[dep_id].to_dict()})
+        for d in await asyncio.to_thread(self.core.store.deployments):
+            if d["id"] == dep_id:
+                return web.json_response(d)
+        return error(404, f"unknown deployment {dep_id!r}")
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        return web.json_response({"active": self.core.alerts.active,
+                                  "events": self.core.alerts.sent[-100:]})
+
+    # -- writes ------------------------------------------------------------------------------
+    async def upload_bundle(self, request: web.Request) -> web.Response:
+        if self.key is None:
+            return error(409, "this agent has no key_file configured, so it cannot verify "
+                              "bundles; set key_file in the config")
+        data = await request.read()
+        try:
+            info = bundle_reader.verify(io.BytesIO(data), len(data),
+                                        {keys.key_id(self.key): self.key}, 2**31)
+        except ProtocolError as exc:
+            return error(422, f"bundle rejected: {exc}", reason=exc.code)
+        sha = hashlib.sha256(data).hexdigest()
+        folder = self.core.config.bundle_dir
+        path = os.path.join(folder, f"{sha}.gcb")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+            await asyncio.to_thread(self.core.store.add_bundle, sha, info.track_id,
+                                    info.bundle_version, len(data), path)
+        except (OSError, StoreError) as exc:
+            return error(507, f"could not store the bundle: {exc}")
+        return web.json_response({"sha256": sha, "track_id": info.track_id,
+                                  "bundle_version": info.bundle_version, "size": len(data)},
+                                 status=201)
+
+    async def create_deployment(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error(400, "body must be JSON: {\"bundle\": SHA256, \"devices\": [...] or "
+                              "\"all\", \"canary\": N, \"max_drift_ms\": X, \"soak_s\": S}")
+        if not isinstance(body, dict):
+            return error(400, "body must be a JSON object")
+        bundle = await asyncio.to_thread(self.core.store.bundle, str(body.get("bundle", "")))
+        if bundle is None:
+            return error(404, f"unknown bundle {body.get('bundle')!r}; upload it to "
+                              "POST /api/bundles first")
+        devices = body.get("devices", "all")
+        if devices == "all":
+            devices = [d["id"] for d in self.summary.values() if d["online"]]
+        if (not isinstance(devices, list) or not devices
+                or not all(isinstance(d, str) and d in self.summary for d in devices)):
+            return error(400, f"devices: give known device ids or \"all\"; known: "
+                              f"{sorted(self.summary)}")
+        try:
+            plan = RolloutPlan(devices, int(body.get("canary", 0)),
+                               float(body.get("max_drift_ms", self.core.config.alert_threshold_ms)),
+                               float(body.get("soak_s", 0)))
+        except (TypeError, ValueError) as exc:
+            return error(400, f"canary, max_drift_ms and soak_s must be numbers ({exc})")
+        with open(bundle["path"], "rb") as f:
+            data = f.read()
+        dep_id = uuid.uuid4().hex[:12]
+        result = RolloutResult()
+        self.deployments[dep_id] = result
+        self._spawn(self._run_deployment(dep_id, bundle, data, plan))
+        return web.json_response({"id": dep_id, "state": result.state, "devices": devices},
+                                 status=202)
+
+    async def _run_deployment(self, dep_id: str, bundle: dict, data: bytes,
+                              plan: RolloutPlan) -> None:
+        assert self.core.transport is not None
+
+        def save(result: RolloutResult) -> None:
+            self.deployments[dep_id] = result
+            try:
+                self.core.store.save_deployment(dep_id, bundle["sha256"], result.state,
+                                                result.to_dict())
+            except StoreError as exc:
+                log.error("deployment %s: %s", dep_id, exc)
+
+        def online(device_id: str) -> bool:
+            return bool(self.summary.get(device_id, {}).get("online", False))
+
+        result = await rollout(self.core.transport, self.core.store, data, bundle["track_id"],
+                               bundle["bundle_version"], plan, online=online, on_state=save)
+        save(result)
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)) / 1000, 4) if values.size else None
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}={text!r}: expected an "
+                                                           "integer"}),
+                                 content_type="application/json") from None
