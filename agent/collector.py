@@ -87,6 +87,7 @@ class Collector:
                                         daemon=True)
         self._malformed_logged: dict[str, float] = {}
         self._connected = threading.Event()
+        self._closing = False
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
@@ -96,6 +97,8 @@ class Collector:
         self._connected.set()
 
     def _on_message(self, client, userdata, msg):
+        if self._closing:  # not acknowledged: the broker delivers it again next session
+            return
         self.stats.received += 1
         try:
             batch = decode_telemetry(msg.topic, msg.payload, now_us())
@@ -177,8 +180,9 @@ class Collector:
                              f"the connection within {timeout_s:g} s (credentials?)")
 
     def stop(self) -> None:
-        """Stop taking messages, write what was received, then disconnect."""
-        self.client.unsubscribe(self.topic)
+        """Stop taking messages, write what was received, then disconnect. The session
+        stays with the broker: what arrives meanwhile (unacknowledged) comes on restart."""
+        self._closing = True
         self._stop.set()
         if self._writer.is_alive():
             self._writer.join(timeout=30)

@@ -98,8 +98,20 @@ class Rollup:
         """Aggregate everything stored so far (at shutdown: no more batches are coming)."""
         self.run_once(now_us() + (SETTLE_S + 61) * 1_000_000)
 
+    def _skip_empty(self, start_s: int, limit_s: int) -> int:
+        """The first second at or after start_s with stored batches (limit_s + 1 if none):
+        a rollup that starts long after its data, or sees a quiet hour, does not walk it."""
+        first = self.store.first_received_since(start_s * 1_000_000)
+        if first is None or first // 1_000_000 > limit_s:
+            return limit_s + 1
+        return max(start_s, first // 1_000_000)
+
     def _seconds(self, now_s: int) -> None:
-        while self.next_second <= now_s - SETTLE_S:
+        limit = now_s - SETTLE_S
+        while self.next_second <= limit:
+            self.next_second = self._skip_empty(self.next_second, limit)
+            if self.next_second > limit:
+                break
             s = self.next_second
             per_device = self.store.samples_between(s * 1_000_000, (s + 1) * 1_000_000)
             aggs = [summarize(d, s, v) for d, v in per_device.items() if v]
@@ -123,6 +135,10 @@ class Rollup:
 
     def _minutes(self, now_s: int) -> None:
         while self.next_minute + 60 <= now_s - SETTLE_S:
+            first = self._skip_empty(self.next_minute, now_s - SETTLE_S - 60)
+            self.next_minute = max(self.next_minute, first // 60 * 60)
+            if self.next_minute + 60 > now_s - SETTLE_S:
+                break
             m = self.next_minute
             per_device = self.store.samples_between(m * 1_000_000, (m + 60) * 1_000_000)
             aggs = [summarize(d, m, v) for d, v in per_device.items() if v]

@@ -192,6 +192,12 @@ class Store(abc.ABC):
             out.setdefault(device_id, []).extend(unpack_drift(blob))
         return out
 
+    def first_received_since(self, since_us: int) -> int | None:
+        """The earliest receive time at or after since_us (None: nothing stored since)."""
+        rows = self._execute(self._q("SELECT MIN(received_us) FROM telemetry "
+                                     "WHERE received_us >= ?"), (since_us,))
+        return None if rows[0][0] is None else int(rows[0][0])
+
     def seqs_since(self, device_id: str, boot: int, after_seq: int) -> list[int]:
         return [r[0] for r in self._execute(self._q(
             "SELECT seq FROM telemetry WHERE device_id = ? AND boot = ? AND seq > ? ORDER BY seq"),

@@ -45,3 +45,71 @@ def song_copy(tmp_path, demo_song) -> str:
     target = tmp_path / "song.wav"
     shutil.copy(demo_song[0], target)
     return str(target)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real mosquitto on a free loopback port, with its own folder."""
+    from gridcast.agent.broker import Mosquitto
+
+    with Mosquitto(folder=str(tmp_path / "broker")) as broker:
+        yield broker
+
+
+def _pg_bindir() -> str:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql; "
+                           "scripts/setup does it)")
+    return os.path.dirname(found[-1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server from Debian's packages, in a temporary cluster."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from gridcast.agent.broker import free_port
+
+    bindir = _pg_bindir()
+    # Not under pytest's temporary folders: those are private to root, and the server
+    # runs as the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="gridcast-postgres-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    port = free_port()
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use its own user
+        user = pwd.getpwnam("postgres")
+        os.chmod(root, 0o755)
+        shutil.chown(sock, user.pw_uid, user.pw_gid)
+        data.mkdir()
+        shutil.chown(data, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*prefix, f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres",
+                    "--no-sync"], check=True, capture_output=True)
+    server = subprocess.Popen([*prefix, f"{bindir}/postgres", "-D", str(data), "-p", str(port),
+                               "-k", str(sock), "-c", "listen_addresses=127.0.0.1",
+                               "-c", "fsync=off"],
+                              stdout=subprocess.DEVNULL, stderr=open(root / "postgres.log", "wb"))
+    deadline = time.monotonic() + 20
+    while subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                         capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError(f"PostgreSQL did not start; see {root}/postgres.log")
+        time.sleep(0.1)
+    psql = [f"{bindir}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-q", "-c"]
+    subprocess.run([*psql, "CREATE ROLE gridcast LOGIN PASSWORD 'gridcast'"], check=True)
+    subprocess.run([*psql, "CREATE DATABASE gridcast OWNER gridcast"], check=True)
+    yield f"postgresql://gridcast:gridcast@127.0.0.1:{port}/gridcast"
+    server.terminate()
+    server.wait(10)
+    shutil.rmtree(root, ignore_errors=True)
