@@ -95,10 +95,10 @@ def postgres_url():
         prefix = ["runuser", "-u", "postgres", "--"]
     subprocess.run([*prefix, f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres",
                     "--no-sync"], check=True, capture_output=True)
-    server = subprocess.Popen([*prefix, f"{bindir}/postgres", "-D", str(data), "-p", str(port),
-                               "-k", str(sock), "-c", "listen_addresses=127.0.0.1",
-                               "-c", "fsync=off"],
-                              stdout=subprocess.DEVNULL, stderr=open(root / "postgres.log", "wb"))
+    with open(root / "postgres.log", "wb") as log:
+        server = subprocess.Popen([*prefix, f"{bindir}/postgres", "-D", str(data), "-p",
+                                   str(port), "-k", str(sock), "-c", "listen_addresses=127.0.0.1",
+                                   "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 20
     while subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
                          capture_output=True).returncode != 0:

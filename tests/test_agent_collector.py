@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+from typing import ClassVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -32,8 +33,8 @@ def telemetry(seq: int, drift: list[int], boot: int = 1) -> bytes:
                            cpu_pct=10, temp_dc=None, free_mem=50000, boot=boot)
 
 
-def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
-    infos = [client.publish(topic, payload, qos=1) for topic, payload in items]
+def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]], retain: bool = False) -> None:
+    infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in items]
     for info in infos:
         info.wait_for_publish(10)
 
@@ -120,9 +121,9 @@ def test_batches_sent_while_the_collector_is_down_arrive_after_it_returns(mosqui
 
 
 class Webhook(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
+    def do_POST(self):
         Webhook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(204)
         self.end_headers()
@@ -177,11 +178,13 @@ def test_registry_follows_status_and_last_will(mosquitto, tmp_path):
                       (topics.device_topic("dev-s", topics.HELLO),
                        messages.encode("hello", proto_version=1, fw_version=3, device_id="dev-s",
                                        max_frame=2048)),
-                      (topics.device_topic("dev-t", topics.STATUS), b"\x01\x02")])
+                      (topics.device_topic("dev-t", topics.STATUS), b"\x01\x02")],
+                retain=True)  # as devices publish them: the registry may subscribe later
     wait_until(lambda: "dev-s" in registry.devices and registry.devices["dev-s"].online
                and "dev-s" in registry.hello)
     assert store.device("dev-s").active_track == "song"
-    publish_all(pub, [(status, messages.encode("status", state="lost", fw_version=3))])
+    publish_all(pub, [(status, messages.encode("status", state="lost", fw_version=3))],
+                retain=True)
     wait_until(lambda: not registry.devices["dev-s"].online)
     assert store.device("dev-s").state == "lost"
     assert "dev-t" not in registry.devices  # malformed status ignored
