@@ -61,7 +61,8 @@ def decode_telemetry(topic: str, payload: bytes, received_us: int) -> TelemetryB
 
 class Collector:
     def __init__(self, store: Store, host: str, port: int, group: str = DEFAULT_GROUP,
-                 shared: bool = True, client_id: str | None = None, flush_s: float = 0.2,
+                 shared: bool = True, client_id: str | None = None, clean: bool = False,
+                 flush_s: float = 0.2,
                  max_batches: int = 5000, username: str | None = None,
                  password: str | None = None,
                  on_batch: Callable[[TelemetryBatch], None] | None = None) -> None:
@@ -72,9 +73,10 @@ class Collector:
                       else f"{topics.PREFIX}/dev/+/{topics.TELEMETRY}")
         self.stats = CollectorStats()
         # A persistent session with a stable id: unacknowledged batches survive our restart.
+        # (clean=True: a short-lived watcher, such as a rollout from the command line.)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"gridcast-collector-{group}",
-                                  clean_session=False)
+                                  clean_session=clean)
         if username:
             self.client.username_pw_set(username, password)
         self.client.manual_ack_set(True)

@@ -160,6 +160,18 @@ def _add_deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--parallel", type=int, default=128, help="devices served at once")
     p.add_argument("--chunk-bytes", type=int, default=None, help="override the transport's")
+    p.add_argument("--canary", type=int, default=0, metavar="N",
+                   help="staged rollout: the first N devices first, the rest only if they "
+                        "activate and stay under --max-drift-ms for --soak seconds")
+    p.add_argument("--max-drift-ms", type=float, default=1.0, metavar="MS",
+                   help="|drift| p99 the canaries must stay under (default 1 ms)")
+    p.add_argument("--soak", type=float, default=30.0, metavar="S",
+                   help="seconds the canaries are watched (default 30)")
+    p.add_argument("--agent", metavar="URL", help="let the running agent daemon do the "
+                   "deployment (http://127.0.0.1:8750); its database holds the drift")
+    p.add_argument("--token", help="API token for --agent (default: $GRIDCAST_TOKEN or "
+                   "--token-file)")
+    p.add_argument("--token-file", default="gridcast-agent.token")
 
 
 def _add_play(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -127,7 +128,102 @@ async def _deploy(args: argparse.Namespace) -> int:
 
 
 def deploy(args: argparse.Namespace) -> int:
+    if args.agent:
+        return _deploy_via_agent(args)
+    if args.canary:
+        return asyncio.run(_staged(args))
     return asyncio.run(_deploy(args))
+
+
+def _deploy_via_agent(args: argparse.Namespace) -> int:
+    """Upload the bundle to the daemon, start a (staged) deployment, follow it to the end."""
+    from gridcast.host.commands.agent import api_request
+
+    data, info = _bundle_file(args.bundle)
+    uploaded = api_request(args, "/api/bundles", data, "application/octet-stream")
+    assert isinstance(uploaded, dict)
+    body = {"bundle": uploaded["sha256"], "devices": args.to or "all", "canary": args.canary,
+            "max_drift_ms": args.max_drift_ms, "soak_s": args.soak if args.canary else 0}
+    created = api_request(args, "/api/deployments", json.dumps(body).encode())
+    assert isinstance(created, dict)
+    console.info(f"deployment {created['id']} of {info.track_id} v{info.bundle_version} to "
+                 f"{len(created['devices'])} devices started on {args.agent}")
+    state = created
+    last = ""
+    while state.get("state") not in ("done", "done-with-failures", "stopped"):
+        time.sleep(0.5)
+        found = api_request(args, f"/api/deployments/{created['id']}")
+        assert isinstance(found, dict)
+        state = found
+        if state.get("state") != last:
+            last = str(state.get("state"))
+            console.info(f"  {last}: {state.get('reason', '')}")
+    return _rollout_outcome(args, state)
+
+
+def _rollout_outcome(args: argparse.Namespace, result: dict) -> int:
+    if args.json:
+        print_json(result)
+    else:
+        for device_id, why in result.get("failed", {}).items():
+            console.error(f"{device_id}: {why}")
+        if result.get("rolled_back"):
+            console.info(f"rolled back: {', '.join(result['rolled_back'])}")
+        console.info(f"{result['state']}: {result.get('reason', '')}")
+    return 0 if result["state"] == "done" else 1
+
+
+async def _staged(args: argparse.Namespace) -> int:
+    """A staged rollout without the daemon: this command collects the canaries' drift
+    itself (a plain subscription, so a running daemon's collectors lose nothing)."""
+    import tempfile
+
+    from gridcast.agent.collector import Collector
+    from gridcast.agent.rollout import RolloutPlan, rollout
+    from gridcast.agent.store import SqliteStore
+    from gridcast.agent.transport import open_transport
+
+    data, info = _bundle_file(args.bundle)
+    if not args.broker:
+        raise GridcastError("a staged rollout needs --broker mqtt://HOST:PORT (or --agent URL)")
+    host, port = _broker_host_port(args.broker)
+    with tempfile.TemporaryDirectory(prefix="gridcast-rollout-") as folder:
+        store = SqliteStore(os.path.join(folder, "drift.db"))
+        collector = Collector(store, host, port, shared=False, clean=True,
+                              client_id=f"gridcast-rollout-{os.getpid()}")
+        await asyncio.to_thread(collector.start)
+        try:
+            async with open_transport(args.broker) as transport:
+                ids = list(args.to or [])
+                if args.all:
+                    ids = await transport.discover(1.0)
+                if not ids:
+                    raise GridcastError("say which devices: --to ID... or --all")
+                online = set(ids)
+
+                def still_online(device_id: str) -> bool:
+                    payload = transport.status.get(device_id)  # type: ignore[attr-defined]
+                    if payload is None:
+                        return device_id in online
+                    try:
+                        from gridcast.protocol import messages
+
+                        return bool(messages.decode(payload).state == "online")
+                    except ProtocolError:
+                        return False
+
+                plan = RolloutPlan(ids, args.canary, args.max_drift_ms, args.soak)
+                console.info(f"staged rollout of {info.track_id} v{info.bundle_version}: "
+                             f"{min(args.canary, len(ids))} canaries, soak {args.soak:g} s, "
+                             f"|drift| p99 <= {args.max_drift_ms:g} ms")
+                result = await rollout(
+                    transport, store, data, info.track_id, info.bundle_version, plan,
+                    online=still_online,
+                    on_state=lambda r: console.info(f"  {r.state}: {r.reason}"))
+        finally:
+            await asyncio.to_thread(collector.stop)
+            store.close()
+    return _rollout_outcome(args, result.to_dict())
 
 
 def _start_time(text: str | None) -> int | None:

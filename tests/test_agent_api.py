@@ -1,0 +1,251 @@
+"""The agent daemon over HTTP and WebSocket: a real mosquitto, the real server, fake devices
+publishing status and telemetry with paho (the firmware's own telemetry is tested in hil/)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import aiohttp
+import pytest
+
+from gridcast.agent import config as agent_config
+from gridcast.agent.broker import free_port
+from gridcast.agent.daemon import serve
+from gridcast.protocol import keys, messages, topics
+from tests.test_agent_collector import publish_all, publisher, wait_until
+
+TOKEN = "t0ken-for-the-tests-0123456789"
+
+
+class Daemon:
+    def __init__(self, cfg: agent_config.AgentConfig, token_file: str) -> None:
+        self.cfg = cfg
+        self.url = f"http://127.0.0.1:{cfg.port}"
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(token_file,), daemon=True)
+
+    def _run(self, token_file: str) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            started = asyncio.Event()
+            task = asyncio.ensure_future(serve(self.cfg, token_file, self.stop_event, started))
+            await started.wait()
+            self.ready.set()
+            await task
+
+        self.loop.run_until_complete(main())
+
+    def __enter__(self) -> Daemon:
+        self.thread.start()
+        assert self.ready.wait(20), "daemon did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.stop_event is not None
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+
+
+def request(url: str, body: bytes | None = None, token: str | None = None,
+            content_type: str = "application/json") -> tuple[int, object]:
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=body, headers=headers,
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+@pytest.fixture
+def key_path(tmp_path) -> str:
+    path = str(tmp_path / "site.key")
+    keys.generate(path)
+    return path
+
+
+@pytest.fixture
+def daemon(mosquitto, tmp_path, key_path):
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN, key_file=key_path,
+                                   bundle_dir=str(tmp_path / "bundles")).check()
+    with Daemon(cfg, str(tmp_path / "token")) as d:
+        yield d
+
+
+def fake_devices(mosquitto, ids: list[str], drift_us: int = 150):
+    pub = publisher(mosquitto)
+    items = [(topics.device_topic(d, topics.STATUS),
+              messages.encode("status", state="online", fw_version=1, active_track="song",
+                              bundle_version=1)) for d in ids]
+    publish_all(pub, items, retain=True)
+    publish_all(pub, [(topics.device_topic(d, topics.TELEMETRY),
+                       messages.encode("telemetry", seq=s, drift_us=[drift_us, -drift_us // 2],
+                                       boot=1)) for d in ids for s in range(20)])
+    return pub
+
+
+def test_health_metrics_and_devices(daemon, mosquitto):
+    fake_devices(mosquitto, ["dev-a", "dev-b"])
+    wait_until(lambda: len(request(daemon.url + "/api/devices")[1]) == 2
+               and all(d["samples_60s"] == 40 for d in request(daemon.url + "/api/devices")[1]))
+    status, health = request(daemon.url + "/health")
+    assert status == 200 and health["broker"] and health["database"]
+    assert health["collectors"][0]["stored_batches"] == 40
+    _, devices = request(daemon.url + "/api/devices")
+    assert devices[0]["id"] == "dev-a" and devices[0]["online"]
+    assert devices[0]["drift_p99_ms"] == pytest.approx(0.15, abs=0.002)
+    assert devices[0]["active_track"] == "song" and devices[0]["lost"] == 0
+    status, one = request(daemon.url + "/api/devices/dev-b")
+    assert status == 200 and one["id"] == "dev-b"
+    status, missing = request(daemon.url + "/api/devices/nope")
+    assert status == 404 and "unknown device" in missing["error"]
+    status, text = request(daemon.url + "/metrics")
+    assert "gridcast_devices_online 2.0" in text
+    assert 'gridcast_device_drift_p99_ms{device="dev-a"} 0.15' in text
+    status, batches = request(daemon.url + "/api/telemetry?device=dev-a&limit=5")
+    assert status == 200 and [b["seq"] for b in batches] == [0, 1, 2, 3, 4]
+    status, bad = request(daemon.url + "/api/telemetry?device=dev-a&limit=x")
+    assert status == 400 and "integer" in bad["error"]
+
+
+def test_writes_need_the_token(daemon):
+    status, body = request(daemon.url + "/api/deployments", b"{}")
+    assert status == 401 and "bearer token" in body["error"]
+    status, body = request(daemon.url + "/api/deployments", b"{}", token="wrong" * 5)
+    assert status == 401
+    status, body = request(daemon.url + "/api/deployments", b"not json", token=TOKEN)
+    assert status == 400 and "JSON" in body["error"]
+    status, body = request(daemon.url + "/api/deployments", b'{"bundle": "00"}', token=TOKEN)
+    assert status == 404 and "unknown bundle" in body["error"]
+
+
+def test_bundles_are_verified_before_they_are_kept(daemon, key_path, tmp_path):
+    from gridcast.hil.conftest import make_bundle
+
+    key = keys.load(key_path)
+    data = make_bundle(key, 0.5, track="song")
+    status, body = request(daemon.url + "/api/bundles", data, TOKEN, "application/octet-stream")
+    assert status == 201 and body["track_id"] == "song"
+    assert os.path.exists(tmp_path / "bundles" / f"{body['sha256']}.gcb")
+    tampered = bytearray(data)
+    tampered[-40] ^= 1
+    status, body = request(daemon.url + "/api/bundles", bytes(tampered), TOKEN,
+                           "application/octet-stream")
+    assert status == 422 and "rejected" in body["error"]
+    other = make_bundle(b"k" * 32, 0.5, track="song")
+    status, body = request(daemon.url + "/api/bundles", other, TOKEN, "application/octet-stream")
+    assert status == 422 and "key" in body["error"]
+    _, listed = request(daemon.url + "/api/bundles")
+    assert [b["track_id"] for b in listed] == ["song"]
+
+
+def test_websocket_streams_live_telemetry(daemon, mosquitto):
+    async def scenario() -> list[dict]:
+        got: list[dict] = []
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                daemon.url.replace("http", "ws") + "/ws") as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello"
+            fake_devices(mosquitto, ["dev-w"], drift_us=420)
+            async with asyncio.timeout(15):
+                while not any(m.get("device_id") == "dev-w" and m["type"] == "telemetry"
+                              for m in got):
+                    got.append(await ws.receive_json())
+        return got
+
+    messages_seen = asyncio.run(scenario())
+    tele = [m for m in messages_seen if m["type"] == "telemetry"]
+    assert tele[0]["drift_us"] == [420, -210]
+
+
+def test_non_local_bind_requires_a_token_for_everything(mosquitto, tmp_path):
+    with pytest.raises(agent_config.ConfigError, match="not localhost"):
+        agent_config.AgentConfig(bind="0.0.0.0").check()
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/b.db",
+                                   bind="0.0.0.0", port=free_port(), token=TOKEN).check()
+    with Daemon(cfg, str(tmp_path / "token")):
+        base = f"http://127.0.0.1:{cfg.port}"
+        assert request(base + "/api/devices")[0] == 401
+        assert request(base + "/api/devices", token=TOKEN)[0] == 200
+        assert request(base + f"/api/devices?token={TOKEN}")[0] == 200
+        assert request(base + "/health")[0] == 200
+
+
+def test_the_daemon_serves_while_the_broker_is_down_and_says_so(tmp_path):
+    cfg = agent_config.AgentConfig(broker=f"mqtt://127.0.0.1:{free_port()}",
+                                   database=f"sqlite://{tmp_path}/c.db", port=free_port())
+    with Daemon(cfg, str(tmp_path / "token")) as d:
+        status, health = request(d.url + "/health")
+        assert status == 503 and health["broker"] is False and health["status"] == "degraded"
+        assert request(d.url + "/api/devices") == (200, [])
+    token = (tmp_path / "token").read_text().strip()
+    assert len(token) == 32 and oct(os.stat(tmp_path / "token").st_mode)[-3:] == "600"
+
+
+def test_config_file_and_environment(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nbroker = "mqtt://10.0.0.2:1884"\nport = 9000\n')
+    cfg = agent_config.load(str(path), {"GRIDCAST_PORT": "9100", "GRIDCAST_DATABASE": "x.db"})
+    assert cfg.broker_host_port == ("10.0.0.2", 1884) and cfg.port == 9100
+    assert cfg.database == "x.db"
+    path.write_text('[agent]\nbrokr = "x"\n')
+    with pytest.raises(agent_config.ConfigError, match="unknown setting 'brokr'"):
+        agent_config.load(str(path), {})
+    path.write_text("[agent\n")
+    with pytest.raises(agent_config.ConfigError, match="not valid TOML"):
+        agent_config.load(str(path), {})
+    with pytest.raises(agent_config.ConfigError, match="expected int"):
+        agent_config.load(None, {"GRIDCAST_PORT": "eighty"})
+    with pytest.raises(agent_config.ConfigError, match="mqtt://"):
+        agent_config.load(None, {"GRIDCAST_BROKER": "http://x"})
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+def test_dashboard_renders_devices_and_live_plots_in_headless_chromium(daemon, mosquitto,
+                                                                      tmp_path):
+    assert CHROMIUM, "chromium is missing (Debian: apt-get install chromium; scripts/setup)"
+    pub = fake_devices(mosquitto, ["dev-x", "dev-y"])
+    wait_until(lambda: len(request(daemon.url + "/api/devices")[1]) == 2)
+
+    def keep_sending() -> None:  # live telemetry while the page is open
+        for s in range(100, 160):
+            publish_all(pub, [(topics.device_topic("dev-x", topics.TELEMETRY),
+                               messages.encode("telemetry", seq=s, drift_us=[300], boot=1))])
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=keep_sending, daemon=True)
+    sender.start()
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
+         "--virtual-time-budget=4000", "--run-all-compositor-stages-before-draw",
+         "--dump-dom", daemon.url + "/"], capture_output=True, text=True, timeout=90)
+    sender.join()
+    dom = out.stdout
+    assert 'id="row-dev-x"' in dom and 'id="row-dev-y"' in dom, out.stderr[-2000:]
+    assert 'id="plot-dev-x"' in dom  # a live plot appeared from WebSocket telemetry
+    assert "live" in dom
