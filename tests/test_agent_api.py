@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import aiohttp
 import pytest
@@ -59,7 +60,7 @@ class Daemon:
 
 
 def request(url: str, body: bytes | None = None, token: str | None = None,
-            content_type: str = "application/json") -> tuple[int, object]:
+            content_type: str = "application/json") -> tuple[int, Any]:
     headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"

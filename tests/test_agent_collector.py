@@ -182,11 +182,13 @@ def test_registry_follows_status_and_last_will(mosquitto, tmp_path):
                 retain=True)  # as devices publish them: the registry may subscribe later
     wait_until(lambda: "dev-s" in registry.devices and registry.devices["dev-s"].online
                and "dev-s" in registry.hello)
-    assert store.device("dev-s").active_track == "song"
+    record = store.device("dev-s")
+    assert record is not None and record.active_track == "song"
     publish_all(pub, [(status, messages.encode("status", state="lost", fw_version=3))],
                 retain=True)
     wait_until(lambda: not registry.devices["dev-s"].online)
-    assert store.device("dev-s").state == "lost"
+    record = store.device("dev-s")
+    assert record is not None and record.state == "lost"
     assert "dev-t" not in registry.devices  # malformed status ignored
     registry.stop()
 
