@@ -43,7 +43,7 @@ class Mosquitto:
 
     def __init__(self, port: int | None = None, folder: str | None = None,
                  bind: str = "127.0.0.1", persistence: bool = True,
-                 extra_conf: str = "") -> None:
+                 extra_conf: str = "", anonymous: bool = True) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto; "
@@ -57,7 +57,7 @@ class Mosquitto:
         self.conf = os.path.join(self.folder, "mosquitto.conf")
         with open(self.conf, "w") as f:
             f.write(f"listener {self.port} {bind}\n"
-                    "allow_anonymous true\n"
+                    f"allow_anonymous {'true' if anonymous else 'false'}\n"
                     "max_inflight_messages 0\n"
                     # Nagle on the broker's sends delays small sync replies unevenly.
                     "set_tcp_nodelay true\n"

@@ -62,7 +62,10 @@ def main_py(board: str, **board_args: int) -> str:
 
 
 def config_json(device_id: str, key: bytes, broker: str = "", led_count: int = 16,
-                led_pin: int = 48, serial: bool = True) -> str:
-    return json.dumps({"device_id": device_id, "key_hex": key.hex(), "broker": broker,
-                       "led_count": led_count, "led_pin": led_pin, "serial": serial},
-                      indent=1) + "\n"
+                led_pin: int = 48, serial: bool = True, mqtt_user: str = "",
+                mqtt_password: str = "") -> str:
+    cfg = {"device_id": device_id, "key_hex": key.hex(), "broker": broker,
+           "led_count": led_count, "led_pin": led_pin, "serial": serial}
+    if mqtt_user:
+        cfg |= {"mqtt_user": mqtt_user, "mqtt_password": mqtt_password}
+    return json.dumps(cfg, indent=1) + "\n"

@@ -25,7 +25,7 @@ class FlashError(GridcastError):
 
 
 def stage(board: str, device_id: str, key: bytes, broker: str = "", led_count: int = 16,
-          led_pin: int = 48) -> str:
+          led_pin: int = 48, config_text: str | None = None) -> str:
     """A folder holding exactly what goes on the device: lib/, main.py, config.json."""
     folder = tempfile.mkdtemp(prefix="gridcast-flash-")
     device_files.write_library(os.path.join(folder, "lib"), board)
@@ -33,7 +33,9 @@ def stage(board: str, device_id: str, key: bytes, broker: str = "", led_count: i
     with open(os.path.join(folder, "main.py"), "w") as f:
         f.write(device_files.main_py(board, **board_args))
     with open(os.path.join(folder, "config.json"), "w") as f:
-        f.write(device_files.config_json(device_id, key, broker, led_count, led_pin))
+        # A provisioned config (gridcast provision) carries the broker credentials.
+        f.write(config_text if config_text is not None else
+                device_files.config_json(device_id, key, broker, led_count, led_pin))
     return folder
 
 

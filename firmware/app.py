@@ -189,7 +189,8 @@ class Device:
             from gridcast.firmware.links import MqttLink
 
             self.links.append(MqttLink(self, cfg["device_id"], cfg["broker_host"],
-                                       cfg["broker_port"]))
+                                       cfg["broker_port"], cfg["mqtt_user"],
+                                       cfg["mqtt_password"]))
         serial = self.board.serial_streams() if cfg["serial"] else None
         if serial is not None:
             from gridcast.firmware.links import SerialLink

@@ -2,7 +2,8 @@
 
     {"device_id": "stage-left-1", "key_hex": "<64 hex digits>",
      "broker": "192.168.1.10:1883", "led_count": 60, "led_pin": 48,
-     "serial": true, "sync_hz": 8, "telemetry_s": 1}
+     "serial": true, "sync_hz": 8, "telemetry_s": 1,
+     "mqtt_user": "stage-left-1", "mqtt_password": "..."}   (gridcast provision)
 
 A missing or corrupt file does not stop the device: it runs with defaults
 (serial only, no key: every bundle is refused as unknown_key), shows the error
@@ -27,6 +28,8 @@ DEFAULTS = {
     "sync_hz": 8,
     "telemetry_s": 1,
     "serial_path": "",
+    "mqtt_user": "",
+    "mqtt_password": "",
 }
 
 
@@ -65,6 +68,10 @@ def parse(data):
             raise ProtocolError(BAD_CONFIG, "config.json: %s must be a non-negative integer" % k)
     if not 1 <= cfg["sync_hz"] <= 50:
         raise ProtocolError(BAD_CONFIG, "config.json: sync_hz must be 1..50")
+    for k in ("mqtt_user", "mqtt_password"):
+        if not isinstance(cfg[k], str) or len(cfg[k]) > 128:
+            raise ProtocolError(BAD_CONFIG, "config.json: %s must be text of at most 128 "
+                                            "characters" % k)
     broker = cfg["broker"]
     if broker:
         host, _, port = broker.rpartition(":")

@@ -16,7 +16,7 @@ ERROR_REPLY_MS = 100
 class MqttLink:
     name = "mqtt"
 
-    def __init__(self, app, device_id, host, port):
+    def __init__(self, app, device_id, host, port, username="", password=""):
         from gridcast.firmware.mqtt_client import MqttClient
 
         self.app = app
@@ -28,7 +28,8 @@ class MqttLink:
         lost = app.status_message("lost")
         self.client = MqttClient(device_id, host, port,
                                  will=(self.topic[topics.STATUS], lost, 1, True),
-                                 on_message=self._on_message, on_connect=self._on_connect)
+                                 on_message=self._on_message, on_connect=self._on_connect,
+                                 username=username, password=password)
         # Subscribed again on every (re)connect by the client.
         for leaf in (topics.CMD, topics.BUNDLE, topics.SYNC_RESP):
             self.client.subscriptions.append((self.topic[leaf], topics.QOS[leaf]))

@@ -38,8 +38,10 @@ def _str(s):
 
 class MqttClient:
     def __init__(self, client_id, host, port, keepalive_s=10, will=None, on_message=None,
-                 on_connect=None):
+                 on_connect=None, username="", password=""):
         self.client_id = client_id
+        self.username = username
+        self.password = password
         self.host = host
         self.port = port
         self.keepalive_s = keepalive_s
@@ -82,6 +84,12 @@ class MqttClient:
             topic, message, qos, retain = self.will
             flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
             payload += _str(topic) + _str(message)
+        if self.username:  # the broker's password file and ACL (gridcast provision)
+            flags |= 0x80
+            payload += _str(self.username)
+            if self.password:
+                flags |= 0x40
+                payload += _str(self.password)
         var = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", self.keepalive_s)
         body = var + payload
         writer.write(bytes([0x10]) + _varint(len(body)) + body)

@@ -45,6 +45,7 @@ class SimDevice:
     serial_path: str = ""
     proc: subprocess.Popen | None = field(default=None, repr=False)
     boots: int = 0
+    config_text: str | None = None  # a provisioned config.json instead of the generated one
 
     @property
     def led_log(self) -> str:
@@ -53,8 +54,8 @@ class SimDevice:
     def write_config(self, led_count: int = 16) -> None:
         os.makedirs(self.folder, exist_ok=True)
         with open(os.path.join(self.folder, "config.json"), "w") as f:
-            f.write(device_files.config_json(self.id, self.key, self.broker, led_count,
-                                             serial=bool(self.serial_path)))
+            f.write(self.config_text or device_files.config_json(
+                self.id, self.key, self.broker, led_count, serial=bool(self.serial_path)))
 
     def start(self) -> None:
         env = {**os.environ,

@@ -79,6 +79,17 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_provision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", nargs="?", help="device id to create credentials for")
+    p.add_argument("--agent", action="store_true",
+                   help="create the agent's broker user instead (may send commands)")
+    p.add_argument("--key-file", help="the site key the device will trust")
+    p.add_argument("--broker", help="HOST:PORT the device connects to")
+    p.add_argument("--mosquitto-dir", default="/etc/mosquitto/gridcast",
+                   help="where the password and ACL files live")
+    p.add_argument("--out", default=".", help="folder for the device's config.json")
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from gridcast.host.commands import plot
 
@@ -208,8 +219,10 @@ def _add_flash(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the board (or a pty)")
     p.add_argument("--image", help="MicroPython .bin to write first (esptool)")
     p.add_argument("--board", default="esp32s3", choices=("esp32s3", "sim"))
-    p.add_argument("--device-id", required=True, help="the device's name in topics")
-    p.add_argument("--key-file", required=True, help="bundle key the device will trust")
+    p.add_argument("--device-id", help="the device's name in topics")
+    p.add_argument("--key-file", help="bundle key the device will trust")
+    p.add_argument("--config", help="a config.json from `gridcast provision` (id, key, "
+                   "broker credentials) instead of --device-id / --key-file / --broker")
     p.add_argument("--broker", help="HOST:PORT of the MQTT broker (default: serial only)")
     p.add_argument("--led-count", type=int, default=16)
     p.add_argument("--led-pin", type=int, default=48)
@@ -310,6 +323,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
                 _agent_command("monitor")),
     "report": ("drift over time per device, from the database (--png)", _add_report,
                _agent_command("report")),
+    "provision": ("broker credentials and ACL for a device (or the agent)", _add_provision,
+                  _agent_command("provision")),
 }
 
 

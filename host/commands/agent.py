@@ -158,3 +158,27 @@ def report(args: argparse.Namespace) -> int:
     if png:
         console.info(f"plot {png}")
     return 0
+
+
+def provision(args: argparse.Namespace) -> int:
+    """Credentials and ACL entries for a device (or the agent), and the device's config."""
+    from gridcast.agent.provisioning import AGENT_USER, Provisioner
+    from gridcast.protocol import keys
+
+    prov = Provisioner(args.mosquitto_dir)
+    if args.agent:
+        done = prov.provision(args.device or AGENT_USER, role="agent")
+        console.info(f"agent user {done.user}: password in {done.config_path} (set "
+                     f"broker_username / broker_password in the agent's config)")
+    else:
+        if not args.device:
+            raise GridcastError("give the device id (or --agent for the agent's user)")
+        if not args.key_file:
+            raise GridcastError("a device needs --key-file (the site key it will trust)")
+        done = prov.provision(args.device, key=keys.load(args.key_file), broker=args.broker or "",
+                              config_dir=args.out)
+        console.info(f"device {done.user}: config with its credentials in {done.config_path} "
+                     f"(flash it: gridcast flash --config {done.config_path} ...)")
+    console.info(f"mosquitto files in {args.mosquitto_dir}: passwd, acl. The listener needs:\n"
+                 + prov.mosquitto_conf() + "then reload mosquitto (SIGHUP).")
+    return 0

@@ -14,15 +14,39 @@ from gridcast.protocol.errors import GridcastError
 from gridcast.protocol.topics import valid_device_id
 
 
+def _provisioned(args: argparse.Namespace) -> tuple[str, bytes, str]:
+    """(device id, key, config text) from --config (gridcast provision's output)."""
+    from gridcast.firmware import config as device_config
+    from gridcast.protocol.errors import ProtocolError
+
+    try:
+        with open(args.config, encoding="utf-8") as f:
+            text = f.read()
+        cfg = device_config.parse(text)
+    except OSError as exc:
+        raise GridcastError(f"--config {args.config}: cannot read ({exc.strerror})") from exc
+    except ProtocolError as exc:
+        raise GridcastError(f"--config {args.config}: {exc}") from exc
+    return cfg["device_id"], cfg["key"], text
+
+
 def run(args: argparse.Namespace) -> int:
+    config_text = None
+    if args.config:
+        args.device_id, key, config_text = _provisioned(args)
+        args.broker = args.broker or ""
+    else:
+        if not args.device_id or not args.key_file:
+            raise GridcastError("give --device-id and --key-file, or --config FILE from "
+                                "gridcast provision")
+        key = keys.load(args.key_file)
     if not valid_device_id(args.device_id):
         raise GridcastError(f"--device-id {args.device_id!r}: use 1-32 of A-Z a-z 0-9 _ -")
-    key = keys.load(args.key_file)
     if args.image:
         console.info(f"writing MicroPython {args.image} to {args.port} with esptool")
         flashing.write_image(args.port, args.image, on_line=lambda t: None)
     folder = flashing.stage(args.board, args.device_id, key, args.broker or "",
-                            args.led_count, args.led_pin)
+                            args.led_count, args.led_pin, config_text)
     try:
         expected = flashing.manifest(folder)
         with Progress("{task.description}", BarColumn(), MofNCompleteColumn(),

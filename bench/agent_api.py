@@ -1,0 +1,141 @@
+"""Agent API latency under concurrent load: p50/p99 with 200 clients at once on loopback.
+
+Starts mosquitto and the daemon (`gridcast agent`, its own process), gives it --devices
+fake devices with status and a stream of telemetry (so the summaries are real work),
+then sends --requests requests from --concurrency clients at once (a mix of
+/api/devices, /api/devices/{id}, /api/devices/{id}/drift, /health and /metrics) and
+reports latency percentiles, all measured by an aiohttp client in this process.
+
+    python bench/agent_api.py [--devices 100] [--concurrency 200] [--requests 4000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def feed(port: int, devices: int, stop: threading.Event) -> None:
+    import paho.mqtt.client as mqtt
+
+    from gridcast.protocol import messages, topics
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-devices")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for d in range(devices):
+        client.publish(topics.device_topic(f"dev-{d:03d}", topics.STATUS),
+                       messages.encode("status", state="online", fw_version=1,
+                                       active_track="song", bundle_version=1), qos=1, retain=True)
+    seq = 0
+    while not stop.is_set():  # each device: one batch of two beats per second
+        for d in range(devices):
+            client.publish(topics.device_topic(f"dev-{d:03d}", topics.TELEMETRY),
+                           messages.encode("telemetry", seq=seq, drift_us=[120, -80], boot=1),
+                           qos=1)
+        seq += 1
+        stop.wait(1.0)
+    client.loop_stop()
+
+
+async def load(base: str, devices: int, concurrency: int, total: int) -> list[float]:
+    import aiohttp
+
+    paths = ["/api/devices", "/health", "/metrics"]
+    paths += [f"/api/devices/dev-{d:03d}" for d in range(0, devices, 7)]
+    paths += [f"/api/devices/dev-{d:03d}/drift" for d in range(0, devices, 13)]
+    latencies: list[float] = []
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(paths[i % len(paths)])
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker() -> None:
+            while not queue.empty():
+                path = queue.get_nowait()
+                started = time.perf_counter()
+                async with session.get(base + path) as resp:
+                    await resp.read()
+                    if resp.status >= 500 and path != "/health":
+                        raise RuntimeError(f"{path}: {resp.status}")
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from gridcast.agent.broker import Mosquitto, free_port
+
+    folder = tempfile.mkdtemp(prefix="gridcast-bench-api-")
+    with Mosquitto(folder=os.path.join(folder, "broker")) as broker:
+        port = free_port()
+        conf = os.path.join(folder, "agent.toml")
+        with open(conf, "w") as f:
+            f.write(f'[agent]\nbroker = "{broker.url}"\ndatabase = "sqlite://{folder}/a.db"\n'
+                    f"port = {port}\nlog_level = \"warning\"\n")
+        daemon = subprocess.Popen([sys.executable, "-m", "gridcast.host.cli", "agent",
+                                   "--config", conf, "--token-file",
+                                   os.path.join(folder, "token")])
+        stop = threading.Event()
+        feeder = threading.Thread(target=feed, args=(broker.port, args.devices, stop))
+        feeder.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            import urllib.request
+
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/api/devices", timeout=2) as r:
+                        if len(json.loads(r.read())) >= args.devices:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the daemon did not come up with the devices in 30 s")
+                time.sleep(0.2)
+            time.sleep(3)  # some telemetry stored, summaries have samples
+            started = time.monotonic()
+            lat = asyncio.run(load(base, args.devices, args.concurrency, args.requests))
+            wall = time.monotonic() - started
+        finally:
+            stop.set()
+            feeder.join()
+            daemon.terminate()
+            daemon.wait(30)
+    ms = np.asarray(lat) * 1000
+    report = {"devices": args.devices, "concurrency": args.concurrency, "requests": len(ms),
+              "seconds": round(wall, 2), "requests_per_s": round(len(ms) / wall),
+              "p50_ms": round(float(np.percentile(ms, 50)), 2),
+              "p99_ms": round(float(np.percentile(ms, 99)), 2),
+              "max_ms": round(float(ms.max()), 2)}
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"{report['requests']} requests from {args.concurrency} concurrent clients, "
+              f"{args.devices} devices: p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, "
+              f"max {report['max_ms']} ms, {report['requests_per_s']} requests/s")
+
+
+if __name__ == "__main__":
+    main()
