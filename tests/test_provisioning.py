@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from gridcast.agent.provisioning import ProvisionError, Provisioner, device_acl
+from gridcast.agent.provisioning import Provisioner, ProvisionError, device_acl
 from gridcast.firmware import config as device_config
 from gridcast.host import cli
 from gridcast.protocol import keys
