@@ -193,6 +193,11 @@ def _add_play(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lead", type=float, default=3.0, help="seconds from now when --at is "
                    "not given")
     p.add_argument("--seconds", type=float, default=0, help="play this long, then stop")
+    p.add_argument("--live", action="store_true",
+                   help="follow the room: the C tracker listens to an audio input and moves "
+                        "the grid onto the live beats (TRACK must be the bundle file)")
+    p.add_argument("--device", default=None, help="audio input for --live (name or index)")
+    p.add_argument("--rate", type=int, default=None, help="input sample rate for --live")
     p.add_argument("--json", action="store_true")
 
 

@@ -144,11 +144,13 @@ class LiveStats:
 def follow_input(on_beat: BeatCallback, device: str | int | None = None,
                  rate: int | None = None, hop_size: int | None = None,
                  stream_factory: Callable[..., Any] | None = None,
-                 max_seconds: float | None = None) -> LiveStats:
+                 max_seconds: float | None = None,
+                 on_block: Callable[[int, int, int], None] | None = None) -> LiveStats:
     """Follow an audio input device until Ctrl-C (or ``max_seconds`` of audio).
 
     ``stream_factory`` is ``sounddevice.InputStream`` unless a test passes something
     with the same interface (there is no audio input on a build machine).
+    ``on_block(n, rate, total)`` sees every block as it arrives (n samples, total so far).
     """
     import queue
 
@@ -187,6 +189,8 @@ def follow_input(on_beat: BeatCallback, device: str | int | None = None,
             while max_seconds is None or stats.seconds < max_seconds:
                 block = blocks.get()
                 stats.seconds += len(block) / rate
+                if on_block is not None:
+                    on_block(len(block), rate, round(stats.seconds * rate))
                 for event in tracker.process(block):
                     stats.beats += 1
                     on_beat(event)

@@ -243,8 +243,14 @@ async def _play(args: argparse.Namespace) -> int:
     from gridcast.agent.transport import open_transport
 
     track = args.track
+    grid = None
     if os.path.exists(track):
-        track = _bundle_file(track)[1].track_id
+        data, info = _bundle_file(track)
+        track = info.track_id
+        if getattr(args, "live", False):
+            grid = _grid_s(data, info)
+    elif getattr(args, "live", False):
+        raise GridcastError(f"--live needs the bundle file (for its beat grid), not {track!r}")
     async with open_transport(args.broker) as transport:
         responder = SyncResponder(transport)
         responder.start()
@@ -254,7 +260,21 @@ async def _play(args: argparse.Namespace) -> int:
             console.info(f"playing {track!r} from {start / 1e6:.6f} (agent clock)"
                          + (f" for {args.seconds:g} s" if args.seconds else ""))
         try:
-            if args.seconds:
+            if grid is not None:
+                from gridcast.agent.live_follow import run_live
+
+                console.info("following the room (Ctrl-C stops)")
+                try:
+                    stats = await asyncio.to_thread(
+                        run_live, transport, ids, grid, start, asyncio.get_running_loop(),
+                        device=args.device, rate=args.rate,
+                        max_seconds=args.seconds or None)
+                    console.info(f"live follow: {stats.matched} of {stats.live_beats} live "
+                                 f"beats matched, {stats.seeks} grid moves "
+                                 f"{stats.corrections_ms}")
+                finally:
+                    await playback.stop(transport, ids)
+            elif args.seconds:
                 await asyncio.sleep(max(0.0, start / 1e6 - time.time()) + args.seconds)
                 await playback.stop(transport, ids)
         finally:
@@ -263,6 +283,16 @@ async def _play(args: argparse.Namespace) -> int:
         print_json({"track_id": track, "start_unix_us": start, "devices": ids or "all",
                     "sync_answers": responder.answered})
     return 0
+
+
+def _grid_s(data: bytes, info: bundle_reader.BundleInfo) -> list[float]:
+    """The bundle's beat times in seconds (the grid live follow keeps in phase)."""
+    import io
+
+    f = io.BytesIO(data)
+    cursor = bundle_reader.BeatCursor(f, info)
+    times = [cursor.next_time_us() for _ in range(info.beat_count)]
+    return [t / 1e6 for t in times if t is not None]
 
 
 def play(args: argparse.Namespace) -> int:
