@@ -34,8 +34,8 @@ class FollowStats:
 
 class LiveFollower:
     def __init__(self, grid_s: np.ndarray | list[float], start_us: int,
-                 seek: Callable[[int, int], None], threshold_ms: float = 15.0, window: int = 5, lead_s: float = 0.3,
-                 min_confidence: float = 0.3) -> None:
+                 seek: Callable[[int, int], None], threshold_ms: float = 15.0,
+                 window: int = 5, lead_s: float = 0.3, min_confidence: float = 0.3) -> None:
         """``seek(position_us, at_us)`` moves the devices (gridcast.agent.playback.seek)."""
         self.grid_us = np.asarray(grid_s, dtype=float) * 1e6
         self.start_us = start_us
