@@ -30,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import numpy as np
+
 from gridcast.protocol.errors import GridcastError
 
 
@@ -187,16 +189,25 @@ class Store(abc.ABC):
         rows = self._execute(self._q(
             "SELECT device_id, drift FROM telemetry WHERE received_us >= ? AND received_us < ?"),
             (start_us, end_us))
-        out: dict[str, list[int]] = {}
+        parts: dict[str, list[bytes]] = {}
         for device_id, blob in rows:
-            out.setdefault(device_id, []).extend(unpack_drift(blob))
-        return out
+            parts.setdefault(device_id, []).append(bytes(blob))
+        # one decode per device: numpy reads the packed int32 samples directly
+        return {d: np.frombuffer(b"".join(p), dtype="<i4").tolist() for d, p in parts.items()}
 
     def first_received_since(self, since_us: int) -> int | None:
         """The earliest receive time at or after since_us (None: nothing stored since)."""
         rows = self._execute(self._q("SELECT MIN(received_us) FROM telemetry "
                                      "WHERE received_us >= ?"), (since_us,))
         return None if rows[0][0] is None else int(rows[0][0])
+
+    def recent_drift(self, since_us: int) -> dict[str, list[int]]:
+        """Every device's drift samples received since a time, in one query."""
+        return self.samples_between(since_us, 2**62)
+
+    def lost_by_device(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self._execute(
+            "SELECT device_id, SUM(count) FROM gaps GROUP BY device_id")}
 
     def seqs_since(self, device_id: str, boot: int, after_seq: int) -> list[int]:
         return [r[0] for r in self._execute(self._q(

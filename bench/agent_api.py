@@ -50,6 +50,28 @@ def feed(port: int, devices: int, stop: threading.Event) -> None:
     client.loop_stop()
 
 
+async def bursts(base: str, devices: int, concurrency: int, rounds: int) -> list[float]:
+    """`concurrency` requests sent at the same instant, `rounds` times, 0.2 s apart."""
+    import aiohttp
+
+    paths = ["/api/devices", "/health", "/metrics"]
+    paths += [f"/api/devices/dev-{d:03d}" for d in range(devices)]
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(path: str) -> None:
+            started = time.perf_counter()
+            async with session.get(base + path) as resp:
+                await resp.read()
+            latencies.append(time.perf_counter() - started)
+
+        for r in range(rounds):
+            await asyncio.gather(*(one(paths[(r * concurrency + i) % len(paths)])
+                                   for i in range(concurrency)))
+            await asyncio.sleep(0.2)
+    return latencies
+
+
 async def load(base: str, devices: int, concurrency: int, total: int) -> list[float]:
     import aiohttp
 
@@ -74,6 +96,32 @@ async def load(base: str, devices: int, concurrency: int, total: int) -> list[fl
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
+
+
+def run_wrk(base: str, connections: int) -> dict | None:
+    """wrk (Debian's, in C): `connections` clients on /api/devices for 5 s, each sending
+    again as soon as it is answered. None when wrk is not installed."""
+    import re
+    import shutil
+
+    if shutil.which("wrk") is None:
+        return None
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", "-d5s", "--latency",
+                          base + "/api/devices"], capture_output=True, text=True, check=True)
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out.stdout)
+        assert m, out.stdout
+        value, unit = float(m.group(1)), m.group(2)
+        return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+    errors = re.search(r"Socket errors: (.*)", out.stdout)
+    return {"p50_ms": ms("50"), "p99_ms": ms("99"),
+            "requests_per_s": round(float(rate.group(1))) if rate else None,
+            "non_2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else None}
 
 
 def main() -> None:
@@ -115,6 +163,8 @@ def main() -> None:
                     raise SystemExit("the daemon did not come up with the devices in 30 s")
                 time.sleep(0.2)
             time.sleep(3)  # some telemetry stored, summaries have samples
+            wrk = run_wrk(base, args.concurrency)
+            burst = asyncio.run(bursts(base, args.devices, args.concurrency, 20))
             started = time.monotonic()
             lat = asyncio.run(load(base, args.devices, args.concurrency, args.requests))
             wall = time.monotonic() - started
@@ -124,17 +174,30 @@ def main() -> None:
             daemon.terminate()
             daemon.wait(30)
     ms = np.asarray(lat) * 1000
-    report = {"devices": args.devices, "concurrency": args.concurrency, "requests": len(ms),
-              "seconds": round(wall, 2), "requests_per_s": round(len(ms) / wall),
-              "p50_ms": round(float(np.percentile(ms, 50)), 2),
-              "p99_ms": round(float(np.percentile(ms, 99)), 2),
-              "max_ms": round(float(ms.max()), 2)}
+    bms = np.asarray(burst) * 1000
+    report = {"devices": args.devices, "concurrency": args.concurrency, "wrk": wrk,
+              "burst": {"requests": len(bms), "p50_ms": round(float(np.percentile(bms, 50)), 2),
+                        "p99_ms": round(float(np.percentile(bms, 99)), 2),
+                        "max_ms": round(float(bms.max()), 2)},
+              "saturated": {"requests": len(ms), "seconds": round(wall, 2),
+                            "requests_per_s": round(len(ms) / wall),
+                            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                            "max_ms": round(float(ms.max()), 2)}}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{report['requests']} requests from {args.concurrency} concurrent clients, "
-              f"{args.devices} devices: p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, "
-              f"max {report['max_ms']} ms, {report['requests_per_s']} requests/s")
+        b, s = report["burst"], report["saturated"]
+        if wrk:
+            print(f"wrk, {args.concurrency} connections on /api/devices: p50 {wrk['p50_ms']} ms, "
+                  f"p99 {wrk['p99_ms']} ms, {wrk['requests_per_s']} requests/s, non-2xx "
+                  f"{wrk['non_2xx']}, socket errors {wrk['socket_errors'] or 'none'}.")
+        print(f"{args.devices} devices. Bursts of {args.concurrency} simultaneous requests "
+              f"({b['requests']} in all): p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms, max "
+              f"{b['max_ms']} ms.")
+        print(f"Saturated ({args.concurrency} clients, each sending again at once, "
+              f"{s['requests']} requests): p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+              f"{s['requests_per_s']} requests/s.")
 
 
 if __name__ == "__main__":

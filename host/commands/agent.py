@@ -27,7 +27,13 @@ def run_agent(args: argparse.Namespace) -> int:
     cfg = agent_config.load(args.config)
     setup_logging(cfg.log_level)
     try:
-        asyncio.run(serve(cfg, args.token_file))
+        import uvloop  # a faster event loop: about twice the requests per second
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(serve(cfg, args.token_file))
     except OSError as exc:
         raise GridcastError(str(exc)) from exc
     return 0
