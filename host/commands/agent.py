@@ -9,6 +9,8 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +28,13 @@ def run_agent(args: argparse.Namespace) -> int:
 
     cfg = agent_config.load(args.config)
     setup_logging(cfg.log_level)
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
         import uvloop  # a faster event loop: about twice the requests per second
 
         runner = uvloop.run
     except ImportError:
-        runner = asyncio.run
+        pass
     try:
         runner(serve(cfg, args.token_file))
     except OSError as exc:
