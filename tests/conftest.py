@@ -47,6 +47,49 @@ def song_copy(tmp_path, demo_song) -> str:
     return str(target)
 
 
+class ClickInput:
+    """sounddevice.InputStream's interface, playing a 120 BPM click track (there is no audio
+    input on a build machine). As fast as it can by default; with ``pace`` set, at a sound
+    card's pace from the agent time ``ClickInput.music_at_us`` on (0: at once)."""
+
+    music_at_us = 0
+    pace = False
+    seconds = 14.0
+    start_s = 0.25
+
+    def __init__(self, samplerate, blocksize, channels, dtype, callback, device=None):
+        import threading
+
+        self.signal, _ = click_track(120.0, self.seconds, sr=int(samplerate),
+                                     start_s=self.start_s)
+        self.rate, self.blocksize, self.callback = int(samplerate), blocksize, callback
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        from gridcast.agent.clock import now_us
+
+        if self.pace and self.stopped.wait(max(0.0, (self.music_at_us - now_us()) / 1e6)):
+            return
+        t0 = time.monotonic()
+        for i, start in enumerate(range(0, len(self.signal) - self.blocksize, self.blocksize)):
+            due = t0 + (i + 1) * self.blocksize / self.rate if self.pace else 0.0
+            if self.stopped.wait(max(0.0, due - time.monotonic())):
+                return
+            self.callback(self.signal[start:start + self.blocksize, None], self.blocksize,
+                          None, None)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
 @pytest.fixture
 def mosquitto(tmp_path):
     """A real mosquitto on a free loopback port, with its own folder."""

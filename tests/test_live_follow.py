@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 import numpy as np
 
 from gridcast.agent.live_follow import LiveFollower, run_live
 from gridcast.agent.transport import Transport
 from gridcast.protocol import messages
-from tests.conftest import click_track
+from tests.conftest import ClickInput
 
 
 def simulate(offset_ms: float, tempo_ratio: float, jitter_ms: float = 4.0, beats: int = 120):
@@ -79,38 +77,8 @@ class RecordingTransport(Transport):
         self.sent.append(("*", payload))
 
 
-class RealTimeClicks:
-    """sounddevice.InputStream's interface, delivering a click track at the pace of a real
-    sound card (there is no audio input here)."""
-
-    def __init__(self, samplerate, blocksize, channels, dtype, callback, device=None):
-        self.signal, _ = click_track(120.0, 14.0, sr=int(samplerate), start_s=0.25)
-        self.rate, self.blocksize, self.callback = int(samplerate), blocksize, callback
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    music_at_us = 0  # agent time at which the "room" starts playing (sample 0)
-
-    def _run(self) -> None:
-        from gridcast.agent.clock import now_us
-
-        if self.stopped.wait(max(0.0, (RealTimeClicks.music_at_us - now_us()) / 1e6)):
-            return
-        t0 = time.monotonic()
-        for i, start in enumerate(range(0, len(self.signal) - self.blocksize, self.blocksize)):
-            due = t0 + (i + 1) * self.blocksize / self.rate
-            if self.stopped.wait(max(0.0, due - time.monotonic())):
-                return
-            self.callback(self.signal[start:start + self.blocksize, None], self.blocksize,
-                          None, None)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join()
+class RealTimeClicks(ClickInput):
+    pace = True
 
 
 def test_play_live_moves_the_devices_onto_the_room(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import soundfile as sf
 
 from gridcast.host import cli, realtime
 from gridcast.native import Tracker, TrackerError, track_signal
-from tests.conftest import SHARED, click_track
+from tests.conftest import SHARED, ClickInput, click_track
 
 
 def beat_errors(est: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -149,34 +148,9 @@ def test_track_command_errors_name_the_file(tmp_path, capsys):
     assert "--live" in capsys.readouterr().err
 
 
-class FakeInputStream:
-    """sounddevice.InputStream's interface, fed from an array (no audio input here)."""
-
-    def __init__(self, samplerate, blocksize, channels, dtype, callback, device=None):
-        self.signal, _ = click_track(120.0, 12.0, sr=int(samplerate))
-        self.blocksize, self.callback = blocksize, callback
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.stopped = threading.Event()
-
-    def _run(self):
-        for start in range(0, len(self.signal) - self.blocksize, self.blocksize):
-            if self.stopped.is_set():
-                return
-            block = self.signal[start:start + self.blocksize, None]
-            self.callback(block, self.blocksize, None, None)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join()
-
-
 def test_live_input_is_followed():
     beats = []
-    stats = realtime.follow_input(beats.append, rate=44100, stream_factory=FakeInputStream,
+    stats = realtime.follow_input(beats.append, rate=44100, stream_factory=ClickInput,
                                   max_seconds=11.0)
     times = np.array([b.time_s for b in beats])
     assert stats.seconds >= 11.0 and stats.beats == len(beats)
