@@ -21,6 +21,10 @@ from urllib.parse import urlparse
 from gridcast.protocol.errors import GridcastError
 
 CHUNK_OVERHEAD_BYTES = 64  # chunk message fields and framing around the data
+# On links without topics (serial, BLE) the message kind says what a topic leaf would.
+LEAF_OF_KIND = {"chunk_ack": "reply", "chunk_nack": "reply", "activated": "reply",
+                "rejected": "reply", "error": "reply", "hello": "hello", "status": "status",
+                "telemetry": "telemetry", "sync_req": "sync/req"}
 DEFAULT_DEVICE_MAX_FRAME = 1024
 
 

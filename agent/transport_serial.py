@@ -8,14 +8,9 @@ import threading
 import serial
 
 from gridcast.agent.clock import now_us
-from gridcast.agent.transport import Incoming, Transport, TransportError
+from gridcast.agent.transport import LEAF_OF_KIND, Incoming, Transport, TransportError
 from gridcast.protocol import frames, messages, topics
 from gridcast.protocol.errors import ProtocolError
-
-_LEAF_OF_KIND = {"chunk_ack": topics.REPLY, "chunk_nack": topics.REPLY,
-                 "activated": topics.REPLY, "rejected": topics.REPLY, "error": topics.REPLY,
-                 "hello": topics.HELLO, "status": topics.STATUS,
-                 "telemetry": topics.TELEMETRY, "sync_req": topics.SYNC_REQ}
 
 
 class SerialTransport(Transport):
@@ -74,7 +69,7 @@ class SerialTransport(Transport):
         if msg.kind == "hello":
             self.device_id = self.device_id or msg.device_id
             self._hello.set()
-        leaf = _LEAF_OF_KIND.get(msg.kind)
+        leaf = LEAF_OF_KIND.get(msg.kind)
         if leaf is not None and self.device_id:
             self._deliver(Incoming(self.device_id, leaf, payload, received))
 

@@ -1,19 +1,20 @@
 """BLE GATT service in the aioble idiom (on boards with Bluetooth).
 
-One service with a write characteristic (agent -> device) and a notify
-characteristic (device -> agent), both carrying the same CRC frames as serial,
-split to the connection's MTU. This machine has no Bluetooth, so this module is
-not exercised by the test suite here; the agent side is tested against a bumble
-virtual controller.
+The link of protocol/ble_gatt.py: one service with a write characteristic
+(agent -> device) and a notify characteristic (device -> agent), both carrying
+the same CRC frames as serial, split to the connection's MTU. This machine has
+no Bluetooth, so this module does not run in the test suite here; the agent's
+BLE transport is tested against a bumble peripheral that speaks the same GATT
+contract.
 """
 
 import asyncio
 
-from gridcast.protocol import frames
+from gridcast.protocol import ble_gatt, frames
 
-SERVICE_UUID = "6e400001-9a1c-4c5c-8c2e-67726964a001"
-RX_UUID = "6e400002-9a1c-4c5c-8c2e-67726964a001"  # agent writes here
-TX_UUID = "6e400003-9a1c-4c5c-8c2e-67726964a001"  # device notifies here
+SERVICE_UUID = ble_gatt.SERVICE_UUID
+RX_UUID = ble_gatt.RX_UUID  # agent writes here
+TX_UUID = ble_gatt.TX_UUID  # device notifies here
 ADV_INTERVAL_US = 250000
 
 
@@ -45,6 +46,9 @@ class BleLink:
             self.connection = await aioble.advertise(
                 ADV_INTERVAL_US, name=self.device_name, services=[self.service.uuid])
             try:
+                # as on serial: the agent learns who this is and what it runs
+                await self._send(self.app.hello_message())
+                await self._send(self.app.status_message("online"))
                 while self.connection.is_connected():
                     _, data = await self.rx.written()
                     received = self.app.clock.now_us()
@@ -59,10 +63,8 @@ class BleLink:
     async def _send(self, data):
         if self.connection is None:
             return False
-        frame = frames.encode_frame(data)
-        mtu = max(20, self.connection.mtu - 3)
-        for i in range(0, len(frame), mtu):
-            self.tx.notify(self.connection, frame[i:i + mtu])
+        for piece in ble_gatt.pieces(frames.encode_frame(data), self.connection.mtu):
+            self.tx.notify(self.connection, piece)
         return True
 
     async def reply(self, data):

@@ -1,0 +1,97 @@
+"""BLE backend: one device over GATT (protocol/ble_gatt.py), with bleak on real hardware.
+
+The GATT client is anything with bleak's ``BleakClient`` methods used here
+(``connect``, ``disconnect``, ``start_notify``, ``write_gatt_char``, ``mtu_size``):
+bleak by default; the tests pass one built on bumble, because this machine has no
+Bluetooth. Frames are the serial link's, cut to the MTU on the way out and joined
+by a Deframer on the way in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from gridcast.agent.clock import now_us
+from gridcast.agent.transport import LEAF_OF_KIND, Incoming, Transport, TransportError
+from gridcast.protocol import ble_gatt, frames, messages, topics
+from gridcast.protocol.errors import ProtocolError
+
+
+def _bleak_client(address: str) -> Any:
+    try:
+        from bleak import BleakClient
+    except ImportError as exc:
+        raise TransportError("BLE needs bleak: pip install bleak") from exc
+    return BleakClient(address)
+
+
+class BleTransport(Transport):
+    chunk_bytes = 1024
+    window = 4
+
+    def __init__(self, address: str, client_factory: Callable[[str], Any] | None = None,
+                 device_id: str | None = None, hello_timeout_s: float = 10.0,
+                 write_with_response: bool = True) -> None:
+        super().__init__()
+        self.address = address
+        self.client = (client_factory or _bleak_client)(address)
+        self.device_id = device_id
+        self.hello_timeout_s = hello_timeout_s
+        self.with_response = write_with_response
+        self.deframer = frames.Deframer()
+        self._hello = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        try:
+            await self.client.connect()
+            await self.client.start_notify(ble_gatt.TX_UUID, self._on_notify)
+        except TransportError:
+            raise
+        except Exception as exc:  # bleak raises BleakError, OSError, TimeoutError...
+            raise TransportError(f"BLE {self.address}: cannot connect ({exc})") from exc
+        if self.device_id is None:
+            try:
+                async with asyncio.timeout(self.hello_timeout_s):
+                    await self._hello.wait()
+            except TimeoutError:
+                await self.close()
+                raise TransportError(f"BLE {self.address}: connected, but no gridcast hello "
+                                     f"within {self.hello_timeout_s:g} s") from None
+
+    def _on_notify(self, sender: object, data: bytearray) -> None:
+        received = now_us()
+        for payload in self.deframer.feed(bytes(data)):
+            try:
+                msg = messages.decode(payload)
+            except ProtocolError:
+                continue
+            if msg.kind == "hello":
+                self.device_id = self.device_id or msg.device_id
+                self._hello.set()
+            leaf = LEAF_OF_KIND.get(msg.kind)
+            if leaf is not None and self.device_id:
+                self._deliver(Incoming(self.device_id, leaf, payload, received))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # already gone: nothing left to close
+            await self.client.disconnect()
+
+    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+        mtu = int(getattr(self.client, "mtu_size", ble_gatt.MIN_MTU))
+        async with self._write_lock:  # pieces of one frame must not interleave
+            try:
+                for piece in ble_gatt.pieces(frames.encode_frame(payload), mtu):
+                    await self.client.write_gatt_char(ble_gatt.RX_UUID, piece,
+                                                      response=self.with_response)
+            except Exception as exc:
+                raise TransportError(f"BLE {self.address}: write failed ({exc})") from exc
+
+    async def broadcast(self, payload: bytes) -> None:
+        await self.send(self.device_id or "", topics.CMD, payload)
+
+    async def discover(self, wait_s: float = 1.0) -> list[str]:
+        return [self.device_id] if self.device_id else []
