@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -225,28 +224,100 @@ def test_config_file_and_environment(tmp_path):
 CHROMIUM = shutil.which("chromium")
 
 
+class HeadlessChromium:
+    """Debian's Chromium, headless, driven over the DevTools protocol (a WebSocket), so
+    that a test can wait for what the page shows instead of guessing how long it takes."""
+
+    def __init__(self, profile: str) -> None:
+        assert CHROMIUM, "chromium is missing (Debian: apt-get install chromium; scripts/setup)"
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             f"--remote-debugging-port={self.port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def page(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/json/list") as r:
+                        targets = [t for t in await r.json() if t["type"] == "page"]
+                    if targets:
+                        return await session.ws_connect(targets[0]["webSocketDebuggerUrl"],
+                                                        max_msg_size=0)
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Cdp:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws, self.next_id = ws, 0
+
+    async def call(self, method: str, **params: Any) -> dict:
+        self.next_id += 1
+        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
+        while True:
+            msg = await self.ws.receive_json()
+            if msg.get("id") == self.next_id:
+                return msg.get("result", {})
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    async def wait_for(self, expression: str, timeout_s: float = 20.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not await self.evaluate(expression):
+                await asyncio.sleep(0.1)
+
+
 def test_dashboard_renders_devices_and_live_plots_in_headless_chromium(daemon, mosquitto,
                                                                       tmp_path):
-    assert CHROMIUM, "chromium is missing (Debian: apt-get install chromium; scripts/setup)"
     pub = fake_devices(mosquitto, ["dev-x", "dev-y"])
     wait_until(lambda: len(request(daemon.url + "/api/devices")[1]) == 2)
+    stop = threading.Event()
 
     def keep_sending() -> None:  # live telemetry while the page is open
-        for s in range(100, 160):
+        s = 100
+        while not stop.is_set():
             publish_all(pub, [(topics.device_topic("dev-x", topics.TELEMETRY),
                                messages.encode("telemetry", seq=s, drift_us=[300], boot=1))])
-            time.sleep(0.1)
+            s += 1
+            stop.wait(0.1)
 
     sender = threading.Thread(target=keep_sending, daemon=True)
     sender.start()
-    out = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}",
-         "--virtual-time-budget=4000", "--run-all-compositor-stages-before-draw",
-         "--dump-dom", daemon.url + "/"], capture_output=True, text=True, timeout=90)
-    sender.join()
-    dom = out.stdout
-    assert 'id="row-dev-x"' in dom and 'id="row-dev-y"' in dom, out.stderr[-2000:]
-    assert 'id="plot-dev-x"' in dom  # a live plot appeared from WebSocket telemetry
-    assert "live" in dom
+    browser = HeadlessChromium(str(tmp_path / "chrome"))
+
+    async def scenario() -> tuple[str, bytes]:
+        async with aiohttp.ClientSession() as session:
+            cdp = Cdp(await browser.page(session))
+            await cdp.call("Page.enable")
+            await cdp.call("Page.navigate", url=daemon.url + "/")
+            await cdp.wait_for("document.getElementById('row-dev-x') !== null && "
+                               "document.getElementById('row-dev-y') !== null")
+            # a live plot appears once WebSocket telemetry for dev-x has arrived
+            await cdp.wait_for("document.getElementById('plot-dev-x') !== null")
+            await cdp.wait_for("document.getElementById('status').textContent === 'live'")
+            status = await cdp.evaluate("document.getElementById('status').textContent")
+            shot = await cdp.call("Page.captureScreenshot", format="png")
+            import base64
+
+            return status, base64.b64decode(shot["data"])
+
+    try:
+        status, png = asyncio.run(scenario())
+    finally:
+        stop.set()
+        sender.join()
+        browser.close()
+    assert status == "live"
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    (tmp_path / "dashboard.png").write_bytes(png)
