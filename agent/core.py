@@ -91,7 +91,8 @@ class AgentCore:
                  self.config.database.split("@")[-1], len(self.collectors))
 
     async def _connect_transport(self) -> None:
-        transport = open_transport(self.config.broker)
+        transport = open_transport(self.config.broker, username=self.config.broker_username,
+                                   password=self.config.broker_password)
         await transport.__aenter__()
         self.transport = transport
         self.responder = SyncResponder(transport)

@@ -102,10 +102,16 @@ def args_for(name: str, binary: str, raw: str) -> list[str]:
     return [binary, raw, str(RATE), str(HOP), str(WINDOW[name])]
 
 
+LAST_STATE_BYTES: dict[str, int] = {}
+
+
 def run(name: str, binary: str, raw: str) -> tuple[np.ndarray, float]:
     proc = subprocess.run(args_for(name, binary, raw), capture_output=True, text=True, check=True)
     beats = np.array([float(v) for v in proc.stdout.split()])
     worst = float(re.search(r"worst_hop_us ([\d.]+)", proc.stderr).group(1))  # type: ignore[union-attr]
+    state = re.search(r"state_bytes (\d+)", proc.stderr)  # gridcast's driver reports it
+    if state:
+        LAST_STATE_BYTES[name] = int(state.group(1))
     return beats, worst
 
 
@@ -166,6 +172,7 @@ def main() -> None:
             "cpu_s_per_audio_min": round(cpu / audio_s * 60, 4),
             "worst_hop_us": round(worst, 1),
             "peak_heap_bytes": peak_heap(name, binary, probe_raw, workdir),
+            "state_bytes": LAST_STATE_BYTES.get(name),
             "f_measure": round(float(np.mean(scores)), 4) if scores else None,
             "lock_s_mean": round(float(np.mean(locks)), 3) if locks else None,
             "lock_s_median": round(float(np.median(locks)), 3) if locks else None,
@@ -188,7 +195,8 @@ def main() -> None:
               f"{r['f_measure'] or 0:6.3f} {r['lock_s_mean'] or 0:9.2f}s "
               f"{r['lock_s_median'] or 0:11.2f}s")
     print(f"gridcast / aubio: instructions {report['instruction_ratio']:.3f}, "
-          f"CPU {report['cpu_ratio']:.3f}")
+          f"CPU {report['cpu_ratio']:.3f}; gridcast's tracker state "
+          f"{report['systems']['gridcast']['state_bytes']:,} bytes")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,35 @@ def test_provisioned_fleet_is_fenced_into_its_own_topics(tmp_path, key):
                            for t, p in seen)
         finally:
             sim.stop()
+
+
+def test_the_daemon_says_when_the_broker_refuses_its_credentials(tmp_path, caplog):
+    from gridcast.agent import config as agent_config
+    from gridcast.agent.broker import free_port
+    from tests.test_agent_api import Daemon, request
+
+    prov = Provisioner(str(tmp_path / "mosq"))
+    agent = prov.provision("gridcast-agent", role="agent")
+    with Mosquitto(folder=str(tmp_path / "broker"), anonymous=False,
+                   extra_conf=prov.mosquitto_conf(anonymous_line=False)) as broker:
+        cfg = agent_config.AgentConfig(broker=broker.url, broker_username="gridcast-agent",
+                                       broker_password=agent.password + "x",
+                                       database=f"sqlite://{tmp_path}/a.db",
+                                       port=free_port()).check()
+        with Daemon(cfg, str(tmp_path / "token")) as d:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "refused" not in caplog.text:
+                time.sleep(0.1)
+            status, health = request(d.url + "/health")
+            assert status == 503 and health["broker"] is False
+            assert request(d.url + "/api/devices") == (200, [])  # still serving
+        assert "refused" in caplog.text
+        good = agent_config.AgentConfig(broker=broker.url, broker_username="gridcast-agent",
+                                        broker_password=agent.password,
+                                        database=f"sqlite://{tmp_path}/b.db",
+                                        port=free_port()).check()
+        with Daemon(good, str(tmp_path / "token2")) as d:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and request(d.url + "/health")[0] != 200:
+                time.sleep(0.1)
+            assert request(d.url + "/health")[1]["broker"] is True

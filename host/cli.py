@@ -66,6 +66,7 @@ def _add_devices(p: argparse.ArgumentParser) -> None:
 def _add_monitor(p: argparse.ArgumentParser) -> None:
     _add_agent_client(p)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--count", type=int, default=0, help="stop after N refreshes (0: Ctrl-C)")
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:

@@ -321,3 +321,29 @@ def test_dashboard_renders_devices_and_live_plots_in_headless_chromium(daemon, m
     assert status == "live"
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     (tmp_path / "dashboard.png").write_bytes(png)
+
+
+def test_devices_monitor_and_report_commands(daemon, mosquitto, tmp_path, capsys):
+    from gridcast.host import cli
+
+    fake_devices(mosquitto, ["dev-m", "dev-n"], drift_us=250)
+    wait_until(lambda: all(d["samples_60s"] == 40 for d in request(daemon.url +
+                                                                   "/api/devices")[1])
+               and len(request(daemon.url + "/api/devices")[1]) == 2)
+    assert cli.main(["devices", "--agent", daemon.url]) == 0
+    table = capsys.readouterr().out
+    assert "dev-m" in table and "0.250" in table
+    assert cli.main(["monitor", "--agent", daemon.url, "--count", "2", "--interval", "0.1"]) == 0
+    assert "dev-n" in capsys.readouterr().out
+    assert cli.main(["devices", "--agent", "http://127.0.0.1:1"]) == 1
+    assert "not reachable" in capsys.readouterr().err
+    # the report reads the database directly (the daemon keeps it open: WAL allows that)
+    wait_until(lambda: bool(request(daemon.url + "/api/devices/dev-m/drift")[1]))
+    png = tmp_path / "drift.png"
+    assert cli.main(["report", "--database", daemon.cfg.database, "--png", str(png),
+                     "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["id"]: r for r in report["devices"]}
+    assert rows["dev-m"]["samples"] == 40 and rows["dev-m"]["drift_p99_ms"] == 0.25
+    assert rows["dev-m"]["seconds"] >= 1 and rows["dev-m"]["lost"] == 0
+    assert png.stat().st_size > 10_000

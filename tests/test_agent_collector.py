@@ -202,3 +202,24 @@ def test_collector_refuses_a_broker_that_is_not_there(tmp_path, shared):
     collector = Collector(store, "127.0.0.1", free_port(), shared=shared)
     with pytest.raises(StoreError, match="cannot reach the broker"):
         collector.start()
+
+
+def test_a_full_database_delays_but_loses_nothing(mosquitto, tmp_path):
+    """SQLite's page limit stands in for a full disk: the same SQLITE_FULL error."""
+    path = str(tmp_path / "a.db")
+    store = SqliteStore(path)
+    store._execute("PRAGMA max_page_count = " + str(
+        store._execute("PRAGMA page_count")[0][0] + 1))
+    collector = Collector(store, "127.0.0.1", mosquitto.port, client_id="c-full")
+    collector.start()
+    pub = publisher(mosquitto)
+    publish_all(pub, [(tel_topic("dev-f"), telemetry(s, list(range(200)))) for s in range(100)])
+    wait_until(lambda: collector.stats.write_errors >= 2)
+    assert "full" in collector.stats.last_error
+    # what fitted before the disk filled is stored whole; the failed transactions left nothing
+    before = store.telemetry("dev-f")
+    assert len(before) < 100 and all(len(b.drift_us) == 200 for b in before)
+    store._execute("PRAGMA max_page_count = 1000000")  # space again
+    wait_until(lambda: collector.stats.stored_batches == 100)
+    collector.stop()
+    assert store.batch_seqs("dev-f") == list(range(100))

@@ -115,10 +115,14 @@ def monitor(args: argparse.Namespace) -> int:
 
     with Live(console=console.out, refresh_per_second=4, screen=False) as live:
         try:
+            shown = 0
             while True:
                 found = api_request(args, "/api/devices")
                 assert isinstance(found, list)
                 live.update(_device_table(found))
+                shown += 1
+                if args.count and shown >= args.count:
+                    break
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             pass
