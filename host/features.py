@@ -3,9 +3,12 @@
 One pass over the decoded blocks gives, per frame (``FRAME_RATE_HZ`` frames per
 second, frame k centred on k / FRAME_RATE_HZ seconds):
 
-- ``flux``: SuperFlux onset strength (Böck & Widmer 2013) on a log-frequency,
-  log-magnitude spectrogram; a maximum filter across bands on the reference
-  frame suppresses vibrato, which matters for strings and voice without drums;
+- ``flux``: SuperFlux onset strength (Böck & Widmer 2013) on the log-magnitude
+  spectrogram, bin by bin from 30 Hz to 16 kHz; a maximum filter across
+  neighbouring bins on the reference frame suppresses vibrato, which matters for
+  strings and voice without drums. (Per-bin flux found beats better than 12 bands
+  per octave on the rendered development set, F 0.686 -> 0.717, as it did for the
+  real-time tracker, docs/native.md);
 - ``band_flux``: the same flux split into bass / mid / high regions;
 - ``band_energy``: energy in bass / mid / high, in dB (the envelopes);
 - ``chroma``: 12 pitch-class energies (for harmonic change at downbeats);
@@ -25,13 +28,12 @@ import scipy.fft
 
 FRAME_RATE_HZ = 100.0
 WINDOW_S = 0.0464  # 2048 samples at 44.1 kHz: long enough for bass, short enough for onsets
-BANDS_PER_OCTAVE = 12
 FMIN_HZ = 30.0
 FMAX_HZ = 16_000.0
 BASS_MAX_HZ = 250.0
 MID_MAX_HZ = 2_000.0
 CHROMA_RANGE_HZ = (55.0, 2_000.0)
-SUPERFLUX_MAX_BANDS = 3
+SUPERFLUX_MAX_BINS = 3
 BATCH_FRAMES = 512
 
 
@@ -57,30 +59,6 @@ def fft_size_for(sample_rate: int) -> int:
     return int(2 ** np.round(np.log2(WINDOW_S * sample_rate)))
 
 
-def log_filterbank(sample_rate: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """Triangular filters on a log-frequency axis, area-normalised, duplicates removed.
-
-    Returns (filters of shape (n_bins, n_bands), band centre frequencies in Hz).
-    """
-    n_bins = n_fft // 2 + 1
-    bin_hz = np.arange(n_bins) * sample_rate / n_fft
-    fmax = min(FMAX_HZ, 0.95 * sample_rate / 2)
-    n_centres = int(np.floor(np.log2(fmax / FMIN_HZ) * BANDS_PER_OCTAVE)) + 1
-    centres_hz = FMIN_HZ * 2.0 ** (np.arange(n_centres) / BANDS_PER_OCTAVE)
-    # Where bands are narrower than FFT bins, several centres map to one bin: keep one.
-    centre_bins = np.unique(np.round(centres_hz * n_fft / sample_rate).astype(int))
-    centre_bins = centre_bins[(centre_bins > 0) & (centre_bins < n_bins - 1)]
-    filters = np.zeros((n_bins, len(centre_bins) - 2), dtype=np.float32)
-    for j in range(1, len(centre_bins) - 1):
-        lo, mid, hi = centre_bins[j - 1], centre_bins[j], centre_bins[j + 1]
-        rise = np.linspace(0.0, 1.0, mid - lo, endpoint=False)
-        fall = np.linspace(1.0, 0.0, hi - mid, endpoint=False)
-        filters[lo:mid, j - 1] = rise
-        filters[mid:hi, j - 1] = fall
-        filters[:, j - 1] /= max(filters[:, j - 1].sum(), 1e-9)
-    return filters, bin_hz[centre_bins[1:-1]]
-
-
 class _Extractor:
     """Frame-exact STFT over a stream of blocks, keeping only what later frames need."""
 
@@ -90,9 +68,10 @@ class _Extractor:
         self.window = np.hanning(self.n_fft).astype(np.float32)
         # Scale so that magnitudes match a 2048-point FFT at any sample rate.
         self.mag_scale = np.float32(2048.0 / self.n_fft)
-        self.filters, centres = log_filterbank(sample_rate, self.n_fft)
-        self.band_of = np.digitize(centres, [BASS_MAX_HZ, MID_MAX_HZ])  # 0 bass, 1 mid, 2 high
         bin_hz = np.arange(self.n_fft // 2 + 1) * sample_rate / self.n_fft
+        fmax = min(FMAX_HZ, 0.95 * sample_rate / 2)
+        self.bins = np.flatnonzero((bin_hz >= FMIN_HZ) & (bin_hz < fmax))  # the flux's bins
+        self.band_of = np.digitize(bin_hz[self.bins], [BASS_MAX_HZ, MID_MAX_HZ])  # 0 bass..
         self.energy_masks = np.stack([
             (bin_hz >= 20) & (bin_hz < BASS_MAX_HZ),
             (bin_hz >= BASS_MAX_HZ) & (bin_hz < MID_MAX_HZ),
@@ -134,10 +113,10 @@ class _Extractor:
         self.out["rms"].append(np.sqrt(np.mean(frames**2, axis=1)).astype(np.float32))
         mag = np.abs(scipy.fft.rfft(frames * self.window, axis=1, workers=1))
         mag *= self.mag_scale
-        log = np.log10(1.0 + mag @ self.filters)
+        log = np.log10(1.0 + mag[:, self.bins])
         # SuperFlux: positive difference to the max-filtered previous frame (lag 1 frame).
         ref = np.concatenate([log[:1] if self.prev_log is None else self.prev_log[None], log[:-1]])
-        ref = _max_filter_bands(ref, SUPERFLUX_MAX_BANDS)
+        ref = _max_filter_bins(ref, SUPERFLUX_MAX_BINS)
         diff = np.maximum(log - ref, 0.0)
         self.prev_log = log[-1]
         self.out["flux"].append(diff.sum(axis=1))
@@ -159,7 +138,7 @@ class _Extractor:
                         cat("chroma", 12), cat("rms", None))
 
 
-def _max_filter_bands(x: np.ndarray, size: int) -> np.ndarray:
+def _max_filter_bins(x: np.ndarray, size: int) -> np.ndarray:
     half = size // 2
     padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
     out = x.copy()

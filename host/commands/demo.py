@@ -179,14 +179,13 @@ def _device_row(dev, observer, store, since_us: int, bundle_label: str) -> dict:
 
 
 def _print_table(result: dict) -> None:
-    from rich.table import Table
-
     from rich import box
+    from rich.table import Table
 
     table = Table(title="per device: |drift| it reported and the true LED error, in ms",
                   box=box.SIMPLE_HEAD)
     for col in ("device", "skew\nppm", "bundle", "drift\np50", "drift\np99", "true\np50",
-                "true\np99", "beats", "lost"):
+                "true\np99", "samples", "lost"):
         table.add_column(col, justify="left" if col == "device" else "right", no_wrap=True)
 
     def ms(v: float | None) -> str:
