@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlparse
 
+from gridcast.protocol import topics
 from gridcast.protocol.errors import GridcastError
 
 CHUNK_OVERHEAD_BYTES = 64  # chunk message fields and framing around the data
@@ -120,6 +121,37 @@ class Transport(abc.ABC):
     async def discover(self, wait_s: float = 1.0) -> list[str]:
         """Ids of the devices this transport can reach."""
         return sorted(self._queues)
+
+
+class SingleDeviceLink(Transport):
+    """A link to one device with no topics (serial, BLE): CRC frames both ways, and the
+    message kind says which topic leaf it would have come on."""
+
+    device_id: str | None = None
+
+    def _hello_seen(self) -> None:
+        """Called when the device has named itself (backends wake their start())."""
+
+    def _incoming(self, payload: bytes, received: int) -> None:
+        from gridcast.protocol import messages
+        from gridcast.protocol.errors import ProtocolError
+
+        try:
+            msg = messages.decode(payload)
+        except ProtocolError:
+            return
+        if msg.kind == "hello":
+            self.device_id = self.device_id or msg.device_id
+            self._hello_seen()
+        leaf = LEAF_OF_KIND.get(msg.kind)
+        if leaf is not None and self.device_id:
+            self._deliver(Incoming(self.device_id, leaf, payload, received))
+
+    async def broadcast(self, payload: bytes) -> None:
+        await self.send(self.device_id or "", topics.CMD, payload)
+
+    async def discover(self, wait_s: float = 1.0) -> list[str]:
+        return [self.device_id] if self.device_id else []
 
 
 def open_transport(url: str, **options: Any) -> Transport:

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gridcast.agent.clock import now_us
-from gridcast.agent.transport import LEAF_OF_KIND, Incoming, Transport, TransportError
-from gridcast.protocol import ble_gatt, frames, messages, topics
-from gridcast.protocol.errors import ProtocolError
+from gridcast.agent.transport import SingleDeviceLink, TransportError
+from gridcast.protocol import ble_gatt, frames
 
 
 def _bleak_client(address: str) -> Any:
@@ -28,7 +27,7 @@ def _bleak_client(address: str) -> Any:
     return BleakClient(address)
 
 
-class BleTransport(Transport):
+class BleTransport(SingleDeviceLink):
     chunk_bytes = 1024
     window = 4
 
@@ -65,16 +64,10 @@ class BleTransport(Transport):
     def _on_notify(self, sender: object, data: bytearray) -> None:
         received = now_us()
         for payload in self.deframer.feed(bytes(data)):
-            try:
-                msg = messages.decode(payload)
-            except ProtocolError:
-                continue
-            if msg.kind == "hello":
-                self.device_id = self.device_id or msg.device_id
-                self._hello.set()
-            leaf = LEAF_OF_KIND.get(msg.kind)
-            if leaf is not None and self.device_id:
-                self._deliver(Incoming(self.device_id, leaf, payload, received))
+            self._incoming(payload, received)
+
+    def _hello_seen(self) -> None:
+        self._hello.set()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # already gone: nothing left to close
@@ -90,8 +83,3 @@ class BleTransport(Transport):
             except Exception as exc:
                 raise TransportError(f"BLE {self.address}: write failed ({exc})") from exc
 
-    async def broadcast(self, payload: bytes) -> None:
-        await self.send(self.device_id or "", topics.CMD, payload)
-
-    async def discover(self, wait_s: float = 1.0) -> list[str]:
-        return [self.device_id] if self.device_id else []

@@ -8,12 +8,11 @@ import threading
 import serial
 
 from gridcast.agent.clock import now_us
-from gridcast.agent.transport import LEAF_OF_KIND, Incoming, Transport, TransportError
-from gridcast.protocol import frames, messages, topics
-from gridcast.protocol.errors import ProtocolError
+from gridcast.agent.transport import SingleDeviceLink, TransportError
+from gridcast.protocol import frames
 
 
-class SerialTransport(Transport):
+class SerialTransport(SingleDeviceLink):
     chunk_bytes = 1024
     window = 4
 
@@ -61,17 +60,8 @@ class SerialTransport(Transport):
             for payload in self.deframer.feed(data):
                 self._incoming(payload, received)
 
-    def _incoming(self, payload: bytes, received: int) -> None:
-        try:
-            msg = messages.decode(payload)
-        except ProtocolError:
-            return
-        if msg.kind == "hello":
-            self.device_id = self.device_id or msg.device_id
-            self._hello.set()
-        leaf = LEAF_OF_KIND.get(msg.kind)
-        if leaf is not None and self.device_id:
-            self._deliver(Incoming(self.device_id, leaf, payload, received))
+    def _hello_seen(self) -> None:
+        self._hello.set()
 
     async def close(self) -> None:
         self._stop.set()
@@ -91,8 +81,3 @@ class SerialTransport(Transport):
     async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.write_frame, payload)
 
-    async def broadcast(self, payload: bytes) -> None:
-        await self.send(self.device_id or "", topics.CMD, payload)
-
-    async def discover(self, wait_s: float = 1.0) -> list[str]:
-        return [self.device_id] if self.device_id else []
