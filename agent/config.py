@@ -36,7 +36,7 @@ class AgentConfig:
     broker: str = "mqtt://127.0.0.1:1883"
     broker_username: str | None = None
     broker_password: str | None = None
-    database: str = "sqlite:///gridcast-agent.db"
+    database: str = "sqlite://gridcast-agent.db"  # sqlite://PATH: relative, or /absolute
     bind: str = "127.0.0.1"
     port: int = 8750
     token: str | None = None

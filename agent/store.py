@@ -418,11 +418,13 @@ def _redact(url: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """``sqlite:///path/to.db`` (or a plain path) or ``postgresql://user:pw@host/db``."""
+    """``sqlite://PATH`` (PATH as written: ``sqlite://agent.db`` is relative,
+    ``sqlite:///var/lib/gridcast/agent.db`` absolute), a plain path, or
+    ``postgresql://user:pw@host/db``."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     if url.startswith("sqlite://"):
-        return SqliteStore(url[len("sqlite://"):] or "gridcast-agent.db")  # sqlite:///abs -> /abs
+        return SqliteStore(url[len("sqlite://"):] or "gridcast-agent.db")
     if "://" in url:
-        raise StoreError(f"database {url!r}: expected sqlite:///PATH or postgresql://...")
+        raise StoreError(f"database {url!r}: expected sqlite://PATH or postgresql://...")
     return SqliteStore(url)

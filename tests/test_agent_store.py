@@ -120,3 +120,14 @@ def test_bad_database_urls_are_explained(tmp_path):
         open_store(str(tmp_path / "file" / "agent.db"))
     with pytest.raises(StoreError, match="cannot connect"):
         open_store("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_sqlite_urls_take_the_path_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    open_store("sqlite://relative.db").close()
+    assert (tmp_path / "relative.db").exists()
+    open_store(f"sqlite://{tmp_path}/absolute.db").close()  # sqlite:///tmp/... -> /tmp/...
+    assert (tmp_path / "absolute.db").exists()
+    from gridcast.agent.config import AgentConfig
+
+    assert AgentConfig().database == "sqlite://gridcast-agent.db"  # next to where it runs
