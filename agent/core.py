@@ -61,6 +61,8 @@ class AgentCore:
             fn(kind, data)
 
     def _batch_stored(self, b: TelemetryBatch) -> None:
+        if not self._listeners:  # called for every stored batch: build nothing for nobody
+            return
         self._emit("telemetry", {"device_id": b.device_id, "seq": b.seq,
                                  "received_us": b.received_us, "drift_us": list(b.drift_us),
                                  "cpu_pct": b.cpu_pct, "free_mem": b.free_mem})

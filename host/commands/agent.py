@@ -18,7 +18,6 @@ from gridcast.host import console
 from gridcast.host.cli import print_json
 from gridcast.protocol.errors import GridcastError
 
-DEFAULT_AGENT = "http://127.0.0.1:8750"
 TOKEN_FILE = "gridcast-agent.token"
 
 

@@ -76,5 +76,7 @@ def _run_live(args: argparse.Namespace) -> int:
                                       hop_size=args.hop)
     except KeyboardInterrupt:
         return 0
-    console.info(f"{stats.beats} beats in {stats.seconds:.1f} s")
+    console.info(f"{stats.beats} beats in {stats.seconds:.1f} s"
+                 + (f"; the input overflowed {stats.overflows} times (audio lost)"
+                    if stats.overflows else ""))
     return 0
