@@ -13,7 +13,7 @@ from gridcast.host.beatmap import BeatMap
 from gridcast.host.params import AnalyzerParams
 
 ANALYZER_NAME = "gridcast"
-ANALYZER_VERSION = "0.2.0"  # 0.2: per-bin flux
+ANALYZER_VERSION = "0.2.1"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars
 SILENCE_DBFS = -60.0  # a file whose loudest frame is below this is treated as silence
 ACTIVE_DB_BELOW_PEAK = 40.0  # frames this far under the loudest are "not playing"
 # Below this periodicity (onset autocorrelation at the beat period) the beats are a

@@ -3,7 +3,8 @@
 1. Meter (beats per bar, 2, 3 or 4): harmony and rhythm repeat every bar, so
    beat-synchronous chroma and band onsets are most similar at lags that are
    multiples of the bar length.
-2. Phase: bars start where chords change and bass notes or kick drums enter.
+2. Phase: bars start where chords change (half a bar before against half a bar
+   after) and bass notes or kick drums enter.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def _lag_similarity(x: np.ndarray, lag: int) -> float:
     return float((x[lag:] * x[:-lag]).sum(axis=1).mean())
 
 
+def bar_contrast(accent: np.ndarray, meter: int) -> tuple[int, float]:
+    """The bar phase whose beats stand out most, and by how much (mean accent on
+    them minus the mean on the other beats)."""
+    index = np.arange(len(accent))
+    contrast = [float(accent[(index - ph) % meter == 0].mean()
+                      - accent[(index - ph) % meter != 0].mean()) for ph in range(meter)]
+    best = int(np.argmax(contrast))
+    return best, contrast[best]
+
+
+def bar_accent(chroma: np.ndarray, onsets: np.ndarray, meter: int) -> np.ndarray:
+    return (BASS_ONSET_WEIGHT * onsets[:, 0]
+            + HARMONIC_CHANGE_WEIGHT * harmonic_change(chroma, max(1, meter // 2)))
+
+
 def estimate_meter(chroma: np.ndarray, onsets: np.ndarray) -> int:
     sim = {lag: _lag_similarity(chroma, lag) + _lag_similarity(onsets, lag) / onsets.shape[1]
            for lag in range(1, MAX_LAG_BEATS + 1)}
@@ -56,6 +72,24 @@ def estimate_meter(chroma: np.ndarray, onsets: np.ndarray) -> int:
     return max(scores, key=lambda m: scores[m])
 
 
+def harmonic_change(chroma: np.ndarray, span: int) -> np.ndarray:
+    """Per beat: how much the harmony over the next ``span`` beats differs from the
+    previous ``span`` beats (z-scored). The bar phase compares half a bar on each
+    side: with oracle beats and meters on the rendered development set that put the
+    downbeat right on 31 of 40 clips, against 28 comparing beat with beat."""
+    n = len(chroma)
+    cum = np.vstack([np.zeros((1, chroma.shape[1])), np.cumsum(chroma, axis=0)])
+    i = np.arange(n)
+    before = cum[i] - cum[np.maximum(i - span, 0)]
+    after = cum[np.minimum(i + span, n)] - cum[i]
+    before /= np.linalg.norm(before, axis=1, keepdims=True) + 1e-9
+    after /= np.linalg.norm(after, axis=1, keepdims=True) + 1e-9
+    change = 1.0 - (before * after).sum(axis=1)
+    change[0] = 0.0  # nothing before the first beat
+    # z-scored, but a harmony that never changes stays flat instead of blowing up noise
+    return (change - change.mean()) / max(float(change.std()), 1e-3)
+
+
 def beat_in_bar(features: Features, times_s: np.ndarray, meter: int | None = None) -> np.ndarray:
     """Position of every beat in its bar, 1 = downbeat."""
     n = len(times_s)
@@ -65,10 +99,5 @@ def beat_in_bar(features: Features, times_s: np.ndarray, meter: int | None = Non
         return np.arange(n) % (meter or 4) + 1
     chroma, onsets = beat_synchronous(features, times_s)
     meter = meter or estimate_meter(chroma, onsets)
-    change = np.r_[0.0, 1.0 - (chroma[1:] * chroma[:-1]).sum(axis=1)]
-    change = (change - change.mean()) / (change.std() + 1e-9)
-    accent = BASS_ONSET_WEIGHT * onsets[:, 0] + HARMONIC_CHANGE_WEIGHT * change
-    index = np.arange(n)
-    phase = max(range(meter), key=lambda ph: accent[(index - ph) % meter == 0].mean()
-                - accent[(index - ph) % meter != 0].mean())
-    return (index - phase) % meter + 1
+    phase, _ = bar_contrast(bar_accent(chroma, onsets, meter), meter)
+    return (np.arange(n) - phase) % meter + 1

@@ -1,0 +1,54 @@
+"""Downbeat inference: bar phase from harmonic change, and the whole path on rendered audio."""
+
+import numpy as np
+import pytest
+
+from gridcast.host import demo_audio, downbeats, features
+
+PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9}
+
+
+def beat_chroma(chords: list[int], melody: list[int]) -> np.ndarray:
+    """Mean-removed unit chroma per beat: a major triad on each root plus a melody note."""
+    rows = []
+    for root, note in zip(chords, melody, strict=True):
+        row = np.zeros(12)
+        row[[(root + k) % 12 for k in (0, 4, 7)]] = 1.0
+        row[note % 12] += 1.0
+        rows.append(row - row.mean())
+    out = np.array(rows)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def bar_line_margin(change: np.ndarray, beats_per_bar: int) -> float:
+    pos = np.arange(len(change)) % beats_per_bar
+    return float(change[pos == 0][1:].mean() - change[pos != 0].mean())
+
+
+@pytest.mark.parametrize("span", [1, 2])
+def test_chord_changes_peak_at_the_bar_lines(span):
+    # One chord per 4/4 bar (I-V-vi-IV in C), a melody note on every beat.
+    rng = np.random.default_rng(3)
+    chords = [r for r in [0, 7, 9, 5] * 6 for _ in range(4)]
+    chroma = beat_chroma(chords, list(rng.integers(0, 12, len(chords))))
+    assert bar_line_margin(downbeats.harmonic_change(chroma, span), 4) > 1.5
+
+
+def test_no_change_gives_a_flat_curve_not_nan():
+    chroma = beat_chroma([0] * 8, [4] * 8)
+    change = downbeats.harmonic_change(chroma, 2)
+    assert np.all(np.isfinite(change))
+    assert np.allclose(change, 0.0, atol=1e-6)
+
+
+def test_rendered_waltz_gets_its_meter_and_bar_phase():
+    signal, beats, bib = demo_audio.render(seconds=24.0, bpm=104.0, beats_per_bar=3)
+    feats = features.extract_array(signal, demo_audio.SAMPLE_RATE)
+    np.testing.assert_array_equal(downbeats.beat_in_bar(feats, beats), bib)
+
+
+def test_rendered_4_4_song_gets_its_bar_phase_given_the_meter():
+    # Kick on 1 and 3 makes beat 3 look like a downbeat; the chord change on 1 decides.
+    signal, beats, bib = demo_audio.render(seconds=24.0, bpm=104.0, beats_per_bar=4)
+    feats = features.extract_array(signal, demo_audio.SAMPLE_RATE)
+    np.testing.assert_array_equal(downbeats.beat_in_bar(feats, beats, meter=4), bib)
