@@ -46,21 +46,6 @@ def _lag_similarity(x: np.ndarray, lag: int) -> float:
     return float((x[lag:] * x[:-lag]).sum(axis=1).mean())
 
 
-def bar_contrast(accent: np.ndarray, meter: int) -> tuple[int, float]:
-    """The bar phase whose beats stand out most, and by how much (mean accent on
-    them minus the mean on the other beats)."""
-    index = np.arange(len(accent))
-    contrast = [float(accent[(index - ph) % meter == 0].mean()
-                      - accent[(index - ph) % meter != 0].mean()) for ph in range(meter)]
-    best = int(np.argmax(contrast))
-    return best, contrast[best]
-
-
-def bar_accent(chroma: np.ndarray, onsets: np.ndarray, meter: int) -> np.ndarray:
-    return (BASS_ONSET_WEIGHT * onsets[:, 0]
-            + HARMONIC_CHANGE_WEIGHT * harmonic_change(chroma, max(1, meter // 2)))
-
-
 def estimate_meter(chroma: np.ndarray, onsets: np.ndarray) -> int:
     sim = {lag: _lag_similarity(chroma, lag) + _lag_similarity(onsets, lag) / onsets.shape[1]
            for lag in range(1, MAX_LAG_BEATS + 1)}
@@ -99,5 +84,9 @@ def beat_in_bar(features: Features, times_s: np.ndarray, meter: int | None = Non
         return np.arange(n) % (meter or 4) + 1
     chroma, onsets = beat_synchronous(features, times_s)
     meter = meter or estimate_meter(chroma, onsets)
-    phase, _ = bar_contrast(bar_accent(chroma, onsets, meter), meter)
-    return (np.arange(n) - phase) % meter + 1
+    accent = (BASS_ONSET_WEIGHT * onsets[:, 0]
+              + HARMONIC_CHANGE_WEIGHT * harmonic_change(chroma, max(1, meter // 2)))
+    index = np.arange(n)
+    phase = max(range(meter), key=lambda ph: accent[(index - ph) % meter == 0].mean()
+                - accent[(index - ph) % meter != 0].mean())
+    return (index - phase) % meter + 1
