@@ -40,10 +40,10 @@
 #define BEAT_WINDOW 0.03125f     /* half-width of the beat / subdivision classes, in periods */
 #endif
 #ifndef PRIOR_BPM
-#define PRIOR_BPM 110.0f
+#define PRIOR_BPM 125.0f
 #endif
 #ifndef PRIOR_SIGMA_OCT
-#define PRIOR_SIGMA_OCT 0.8f
+#define PRIOR_SIGMA_OCT 1.05f
 #endif
 #ifndef PRIOR_WEIGHT_PER_S
 #define PRIOR_WEIGHT_PER_S 10.0f /* log-prior paid per second (0.1 per frame at 100 frames/s) */

@@ -16,7 +16,7 @@
 #define SCALE_S 4.0f
 #endif
 #ifndef PEAK_OVER_MEAN
-#define PEAK_OVER_MEAN 4.0f /* a clear onset rises about this many times above the mean rise */
+#define PEAK_OVER_MEAN 3.25f /* a clear onset rises about this many times above the mean rise */
 #endif
 #define EPS 1e-6f
 
