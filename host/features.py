@@ -12,6 +12,8 @@ second, frame k centred on k / FRAME_RATE_HZ seconds):
 - ``band_flux``: the same flux split into bass / mid / high regions;
 - ``band_energy``: energy in bass / mid / high, in dB (the envelopes);
 - ``chroma``: 12 pitch-class energies (for harmonic change at downbeats);
+- ``band_mag``: magnitude in N_LOG_BANDS log-spaced bands (40 Hz to 10 kHz), the
+  input of the beat model (host/beat_model.py);
 - ``rms``: frame RMS, for silence detection and plots.
 
 Filters are defined in Hz and the FFT size follows the sample rate, so results
@@ -34,6 +36,8 @@ BASS_MAX_HZ = 250.0
 MID_MAX_HZ = 2_000.0
 CHROMA_RANGE_HZ = (55.0, 2_000.0)
 SUPERFLUX_MAX_BINS = 3
+N_LOG_BANDS = 24
+LOG_BANDS_HZ = (40.0, 10_000.0)  # centres of the first and last band; 10 kHz fits 22.05 kHz audio
 BATCH_FRAMES = 512
 
 
@@ -45,6 +49,7 @@ class Features:
     band_energy_db: np.ndarray  # (n, 3) float32
     chroma: np.ndarray  # (n, 12) float32
     rms: np.ndarray  # (n,) float32
+    band_mag: np.ndarray  # (n, N_LOG_BANDS) float32
 
     @property
     def n_frames(self) -> int:
@@ -78,12 +83,14 @@ class _Extractor:
             bin_hz >= MID_MAX_HZ,
         ]).astype(np.float32)
         self.chroma_map = _chroma_map(bin_hz)
+        self.band_map = log_band_map(bin_hz)
         self.prev_log: np.ndarray | None = None
         self.buf = np.zeros(self.n_fft // 2, dtype=np.float32)  # zero padding before t = 0
         self.buf_start = -(self.n_fft // 2)  # absolute sample index of buf[0]
         self.next_frame = 0
         self.out: dict[str, list[np.ndarray]] = {k: [] for k in
-                                                  ("flux", "bflux", "energy", "chroma", "rms")}
+                                                  ("flux", "bflux", "energy", "chroma", "rms",
+                                                           "bands")}
 
     def centre(self, k: np.ndarray | int) -> np.ndarray:
         return np.round(np.asarray(k) * self.sr / FRAME_RATE_HZ).astype(np.int64)
@@ -126,6 +133,7 @@ class _Extractor:
         self.out["energy"].append(
             (10 * np.log10(1e-10 + (power @ self.energy_masks.T) / self.n_fft)).astype(np.float32))
         self.out["chroma"].append(np.log1p(power @ self.chroma_map).astype(np.float32))
+        self.out["bands"].append((mag @ self.band_map).astype(np.float32))
 
     def result(self) -> Features:
         def cat(key: str, width: int | None) -> np.ndarray:
@@ -135,7 +143,7 @@ class _Extractor:
             return np.zeros((0,) if width is None else (0, width), dtype=np.float32)
 
         return Features(FRAME_RATE_HZ, cat("flux", None), cat("bflux", 3), cat("energy", 3),
-                        cat("chroma", 12), cat("rms", None))
+                        cat("chroma", 12), cat("rms", None), cat("bands", N_LOG_BANDS))
 
 
 def _max_filter_bins(x: np.ndarray, size: int) -> np.ndarray:
@@ -145,6 +153,30 @@ def _max_filter_bins(x: np.ndarray, size: int) -> np.ndarray:
     for offset in range(size):
         np.maximum(out, padded[:, offset:offset + x.shape[1]], out=out)
     return out
+
+
+def log_band_map(bin_hz: np.ndarray) -> np.ndarray:
+    """(bins, N_LOG_BANDS): triangular filters on a log-frequency axis, each of unit sum.
+
+    A band too narrow to hold an FFT bin (low bands at low sample rates) takes its
+    nearest bin instead, so every band has a value at any sample rate.
+    """
+    lo, hi = LOG_BANDS_HZ
+    centres = np.geomspace(lo, hi, N_LOG_BANDS)
+    edges = np.concatenate([[centres[0] ** 2 / centres[1]], centres,
+                            [centres[-1] ** 2 / centres[-2]]])
+    logf = np.log2(np.maximum(bin_hz, 1e-3))
+    mapping = np.zeros((len(bin_hz), N_LOG_BANDS), dtype=np.float32)
+    for b in range(N_LOG_BANDS):
+        left, centre, right = np.log2(edges[b:b + 3])
+        w = np.minimum((logf - left) / (centre - left), (right - logf) / (right - centre))
+        w = np.maximum(w, 0.0)
+        if w.sum() == 0:
+            nearest = int(np.argmin(np.abs(bin_hz - centres[b])))
+            if bin_hz[nearest] < bin_hz[-1]:  # not above Nyquist: leave such bands empty
+                w[nearest] = 1.0
+        mapping[:, b] = w / max(float(w.sum()), 1e-9)
+    return mapping
 
 
 def _chroma_map(bin_hz: np.ndarray) -> np.ndarray:
