@@ -1,0 +1,1 @@
+"""Training the beat model: composed music, rendered with exact beats, and the trainer."""

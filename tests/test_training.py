@@ -1,0 +1,64 @@
+"""The training material: composed scores, their tempo maps and the network's targets.
+
+Rendering needs FluidSynth and the training extra, which CI does not install;
+what decides the labels (scores, beat times, targets) is pure numpy and is
+tested here.
+"""
+
+import numpy as np
+import pytest
+
+from gridcast.host.training import dataset, scoregen
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_composed_notes_sit_on_the_meter_grid(seed):
+    rng = np.random.default_rng(seed)
+    score, bpm = scoregen.compose(rng, 30.0)
+    lo, hi = score.meter.bpm_range
+    assert lo <= bpm <= hi
+    assert score.notes, "a score with no notes"
+    grid = 12 * score.meter.pulses_per_beat  # 16ths and triplet 16ths both land on it
+    for note in score.notes:
+        assert 0 <= note.pitch <= 127 and 1 <= note.velocity <= 127
+        assert note.length > 0
+        assert note.beat >= -score.pickup_beats - 1e-9
+        assert note.beat <= score.n_bars * score.meter.beats_per_bar
+        steps = note.beat * grid
+        assert abs(steps - round(steps)) < 1e-6, (note, score.meter)
+
+
+def test_every_meter_is_composed():
+    seen = {scoregen.compose(np.random.default_rng(s), 20.0)[0].meter.name for s in range(200)}
+    assert seen == {m.name for m in scoregen.METERS}
+
+
+def test_chorales_change_chord_on_every_beat():
+    meter = scoregen.METERS[0]  # 4/4
+    bars = scoregen.progression(np.random.default_rng(0), 8, meter, per_beat=True)
+    assert all(len(chords) == 4 for chords in bars)
+    assert scoregen.chord_at([1, 2, 3, 4], 2.5, 4) == 3
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tempo_map_is_increasing_and_follows_its_curve(seed):
+    rng = np.random.default_rng(seed)
+    tempo, kind, info = scoregen.tempo_map(rng, 120.0, -1, 80, 0.4)
+    times = tempo.times
+    assert times[0] == pytest.approx(0.4)
+    periods = np.diff(times)
+    assert np.all(periods > 0)
+    assert tempo.seconds(-1) == pytest.approx(0.4)
+    assert tempo.seconds(0.5) == pytest.approx((times[1] + times[2]) / 2)
+    if kind == "steady":
+        np.testing.assert_allclose(periods, 0.5)
+    elif kind == "change":
+        before, after = periods[5], periods[-5]
+        assert before / after == pytest.approx(info["tempo_ratio"], rel=2e-3)  # stored rounded
+
+
+def test_targets_mark_the_beat_frame_and_its_neighbours():
+    y = dataset.targets(np.array([0.10, 0.503, 9.99]), 100, 100.0)
+    assert y[10] == 1.0 and y[9] == y[11] == 0.5
+    assert y[50] == 1.0 and y[49] == y[51] == 0.5
+    assert y.sum() == pytest.approx(2 * 2.0)  # 9.99 s is past the last frame
