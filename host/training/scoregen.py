@@ -49,7 +49,8 @@ METERS = (
 )
 
 # General MIDI programs by role (0-based).
-MELODY_PROGRAMS = (0, 1, 4, 6, 11, 19, 22, 24, 25, 40, 41, 56, 60, 65, 66, 68, 71, 73, 74, 80, 81)
+MELODY_PROGRAMS = (0, 1, 4, 6, 11, 19, 21, 22, 24, 25, 40, 41, 56, 60, 65, 66, 68, 71, 73, 74, 78,
+                   79, 80, 81, 105, 109, 110)
 CHORD_PROGRAMS = (0, 2, 4, 5, 16, 18, 19, 24, 25, 26, 27, 29, 46, 48, 49, 50, 61, 88, 89, 90)
 BASS_PROGRAMS = (32, 33, 34, 35, 36, 38, 39, 42, 43, 58, 70)
 DRUM_CHANNEL = 9
@@ -210,6 +211,9 @@ def melody(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic:
     octave = int(rng.choice([5, 6]))
     pitch_idx = 7 * octave + 4 * int(rng.random() < 0.5)  # index on the scale
     rest_p = rng.uniform(0.0, 0.25)
+    # contour: stepwise, arpeggiating (leaps along the chord) or with repeated notes
+    steps = [[-2, -1, -1, 0, 1, 1, 2], [-4, -2, -2, 2, 2, 4, -1, 1],
+             [0, 0, 0, -1, 1, -2, 2]][int(rng.choice(3, p=[0.6, 0.25, 0.15]))]
     phrase = 4
     for b, chords in enumerate(bars):
         rhythm = motifs[(b // 2) % 2] if rng.random() < 0.8 else motif(rng, meter, style)
@@ -221,7 +225,7 @@ def melody(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic:
             nxt = rhythm[i + 1] if i + 1 < len(rhythm) else meter.beats_per_bar
             chord = chord_at(chords, on, meter.beats_per_bar)
             on_beat = abs(on - round(on)) < 1e-6
-            step = int(rng.choice([-2, -1, -1, 0, 1, 1, 2]))
+            step = int(rng.choice(steps))
             pitch_idx = int(np.clip(pitch_idx + step, 7 * 5 - 3, 7 * 6 + 6))
             if on_beat:  # strong positions take a chord tone
                 tones = [chord, chord + 2, chord + 4]
@@ -297,8 +301,8 @@ def accompaniment(rng: np.random.Generator, score: Score, bars: list[list[int]],
                   scale: tuple[int, ...], accent: float, channel: int) -> str:
     meter = score.meter
     bpb, pulses = meter.beats_per_bar, meter.pulses_per_beat
-    styles = ["block", "sustain", "arpeggio", "alberti", "offbeat", "afterbeat", "strum"]
-    p = np.array([1.2, 1.2, 1.0, 0.6, 0.5, 0.8, 0.8])
+    styles = ["block", "sustain", "arpeggio", "alberti", "offbeat", "afterbeat", "strum", "vamp"]
+    p = np.array([1.2, 1.2, 1.0, 0.6, 0.5, 0.8, 0.8, 0.8])
     style = str(rng.choice(styles, p=p / p.sum()))
     octave = int(rng.choice([4, 5]))
     for b, chords in enumerate(bars):
@@ -314,6 +318,10 @@ def accompaniment(rng: np.random.Generator, score: Score, bars: list[list[int]],
                 hits = [(float(k), 0.8, tones) for k in range(n_beats)]
             elif style == "afterbeat":  # oom-pah: chords off the first beat
                 hits = [(float(k), 0.6, tones) for k in range(n_beats) if (half * n_beats + k)]
+            elif style == "vamp":  # boom-chick: a low chord tone on the beat, the chord after it
+                off = 0.5 if pulses == 2 else 2 / 3
+                hits = [h for k in range(n_beats)
+                        for h in ((float(k), 0.4, [tones[0] - 12]), (k + off, 0.3, tones[1:]))]
             elif style == "offbeat":  # ska / reggae: chords between the beats
                 off = 0.5 if pulses == 2 else 2 / 3
                 hits = [(k + off, 0.3, tones) for k in range(n_beats)]
@@ -543,7 +551,7 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
     scale = MAJOR if rng.random() < 0.65 else MINOR
     texture = str(rng.choice(["band", "chorale", "solo"], p=[0.77, 0.15, 0.08]))
     bars = progression(rng, n_bars, meter, per_beat=texture == "chorale")
-    accent = float(rng.choice([0.0, rng.uniform(0.2, 1.0)], p=[0.3, 0.7]))
+    accent = float(rng.choice([0.0, rng.uniform(0.2, 1.0)], p=[0.45, 0.55]))
     parts: list[str] = []
     has_drums = rng.random() < (0.55 if texture == "band" else 0.15)
     if texture == "chorale":
