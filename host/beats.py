@@ -1,4 +1,4 @@
-"""Beat tracking: onset strength -> metrical HMM -> beat times and tempo."""
+"""Beat tracking: onset strength and the beat network -> metrical HMM -> beats and tempo."""
 
 from __future__ import annotations
 
@@ -44,9 +44,29 @@ def observation_log_likelihoods(strength: np.ndarray, params: AnalyzerParams) ->
     return np.log(1e-6 + s * p[None, :] + (1 - s) * (1 - p[None, :]))
 
 
-def track(strength: np.ndarray, frame_rate_hz: float, params: AnalyzerParams) -> BeatTrack:
+def activation_log_likelihoods(activation: np.ndarray, params: AnalyzerParams) -> np.ndarray:
+    """Per frame and phase class: the network's beat probability a for BEAT states,
+    (1 - a) / (lambda - 1) for all others (Böck et al.'s DBN observation)."""
+    a = np.clip(activation.astype(np.float64), 1e-4, 1 - 1e-4)
+    out = np.empty((len(a), beat_hmm.N_CLASSES))
+    out[:] = np.log((1 - a) / (params.activation_lambda - 1))[:, None]
+    out[:, beat_hmm.BEAT] = np.log(a)
+    return out
+
+
+def track(strength: np.ndarray, frame_rate_hz: float, params: AnalyzerParams,
+          activation: np.ndarray | None = None) -> BeatTrack:
+    """Decode beats from the onset strength and, when given, the network's activation.
+
+    The two are weighted experts: the onset model knows where notes start on any
+    material; the network knows which of them are beats on material like what it
+    was trained on, and says little elsewhere (its activation stays low).
+    """
     space = _space(frame_rate_hz, params)
-    frames, states, _ = beat_hmm.decode(space, observation_log_likelihoods(strength, params))
+    log_obs = params.onset_weight * observation_log_likelihoods(strength, params)
+    if activation is not None and params.network_weight > 0:
+        log_obs += params.network_weight * activation_log_likelihoods(activation, params)
+    frames, states, _ = beat_hmm.decode(space, log_obs)
     return BeatTrack(frames / frame_rate_hz,
                      space.intervals[states] / frame_rate_hz,
                      space.families[states] == beat_hmm.TERNARY)

@@ -90,3 +90,56 @@ def beat_in_bar(features: Features, times_s: np.ndarray, meter: int | None = Non
     phase = max(range(meter), key=lambda ph: accent[(index - ph) % meter == 0].mean()
                 - accent[(index - ph) % meter != 0].mean())
     return (index - phase) % meter + 1
+
+
+METER_CHANGE_LOGP = -10.0  # per bar line: a meter change must be carried by several bars
+
+
+def beat_in_bar_from_activation(times_s: np.ndarray, downbeat_act: np.ndarray,
+                                frame_rate_hz: float, features: Features | None = None,
+                                accent_weight: float = 0.0) -> np.ndarray:
+    """Position of every beat in its bar from the network's downbeat activation.
+
+    A Viterbi pass over (beats per bar, position in bar) at the beats: the
+    position advances by one per beat, the meter may change only at a bar line
+    and at a high price, and each beat is scored by the activation's peak near
+    it (log d at a downbeat, log(1 - d) elsewhere).
+    """
+    n = len(times_s)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    idx = np.clip(np.round(times_s * frame_rate_hz).astype(int), 0, len(downbeat_act) - 1)
+    d = np.array([downbeat_act[max(0, i - 2):i + 3].max(initial=0.0) for i in idx])
+    d = np.clip(d.astype(np.float64), 1e-4, 1 - 1e-4)
+    states = [(m, k) for m in METERS for k in range(m)]
+    is_down = np.array([k == 0 for _, k in states])
+    emit = np.where(is_down[None, :], np.log(d)[:, None], np.log(1 - d)[:, None])
+    if features is not None and accent_weight > 0 and n >= MIN_BEATS:
+        # harmony changing and bass entering at a bar line, measured per meter
+        chroma, onsets = beat_synchronous(features, times_s)
+        for j, (m, k) in enumerate(states):
+            if k == 0:
+                emit[:, j] += accent_weight * (
+                    BASS_ONSET_WEIGHT * onsets[:, 0]
+                    + HARMONIC_CHANGE_WEIGHT * harmonic_change(chroma, max(1, m // 2)))
+    score = emit[0].copy()
+    back = np.zeros((n, len(states)), dtype=np.int64)
+    for t in range(1, n):
+        new = np.full(len(states), -np.inf)
+        for j, (m, k) in enumerate(states):
+            if k > 0:
+                i = states.index((m, k - 1))
+                new[j], back[t, j] = score[i], i
+            else:  # a bar starts: from the last position of any meter
+                for i, (m2, k2) in enumerate(states):
+                    if k2 == m2 - 1:
+                        v = score[i] + (0.0 if m2 == m else METER_CHANGE_LOGP)
+                        if v > new[j]:
+                            new[j], back[t, j] = v, i
+        score = new + emit[t]
+    j = int(np.argmax(score))
+    out = np.empty(n, dtype=np.int64)
+    for t in range(n - 1, -1, -1):
+        out[t] = states[j][1] + 1
+        j = int(back[t, j])
+    return out

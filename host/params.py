@@ -18,7 +18,7 @@ class AnalyzerParams:
     # Tempo prior: log-normal around prior_bpm (sigma in octaves), paid per frame.
     prior_bpm: float = 110.0
     prior_sigma_oct: float = 0.8
-    prior_weight: float = 0.1
+    prior_weight: float = 0.05
     # A tempo hint (BPM) narrows the tempo range to hint / hint_range .. hint * hint_range.
     tempo_hint_bpm: float | None = None
     hint_range: float = 1.3
@@ -33,6 +33,14 @@ class AnalyzerParams:
     family_switch_logp: float = -5.0
     # Expected onset probability per phase class: beat, half, first third, second third, none.
     class_onset_prob: tuple[float, float, float, float, float] = (0.9, 0.4, 0.3, 0.5, 0.1)
+    # The decoder's evidence is the onset model above plus the beat network's
+    # activation a (log a at the beat, log((1 - a) / (lambda - 1)) elsewhere), weighted.
+    onset_weight: float = 1.0
+    network_weight: float = 0.5
+    activation_lambda: float = 16.0
+    # Bar positions: the network's downbeat activation, plus this much of the bass
+    # onset and harmonic change accent (z-scored) at a bar line.
+    downbeat_accent_weight: float = 0.6
     envelope_rate_hz: float = 50.0
 
     def with_hint(self, tempo_hint_bpm: float | None) -> AnalyzerParams:

@@ -52,3 +52,41 @@ def test_rendered_4_4_song_gets_its_bar_phase_given_the_meter():
     signal, beats, bib = demo_audio.render(seconds=24.0, bpm=104.0, beats_per_bar=4)
     feats = features.extract_array(signal, demo_audio.SAMPLE_RATE)
     np.testing.assert_array_equal(downbeats.beat_in_bar(feats, beats, meter=4), bib)
+
+
+def downbeat_activation(bib: np.ndarray, rate: float, times: np.ndarray, n: int,
+                        rng: np.random.Generator, high: float = 0.7) -> np.ndarray:
+    """A noisy network output: `high` at true downbeats, low elsewhere."""
+    act = rng.uniform(0.0, 0.15, n)
+    for t, b in zip(times, bib, strict=True):
+        act[round(t * rate)] = high if b == 1 else rng.uniform(0.05, 0.3)
+    return act
+
+
+@pytest.mark.parametrize("meter", [2, 3, 4])
+def test_bar_positions_follow_the_downbeat_activation(meter):
+    rng = np.random.default_rng(meter)
+    times = np.arange(0.5, 30, 0.5)
+    bib = (np.arange(len(times)) + 1) % meter + 1  # starts on beat 2: a pickup
+    act = downbeat_activation(bib, 100.0, times, 3100, rng)
+    np.testing.assert_array_equal(
+        downbeats.beat_in_bar_from_activation(times, act, 100.0), bib)
+
+
+def test_a_meter_change_is_followed_at_the_bar_line():
+    rng = np.random.default_rng(0)
+    times = np.arange(0.5, 40, 0.5)
+    bib = np.r_[np.arange(40) % 4 + 1, np.arange(len(times) - 40) % 3 + 1]
+    act = downbeat_activation(bib, 100.0, times, 4100, rng)
+    np.testing.assert_array_equal(
+        downbeats.beat_in_bar_from_activation(times, act, 100.0), bib)
+
+
+def test_one_missed_downbeat_does_not_shift_the_bars():
+    rng = np.random.default_rng(1)
+    times = np.arange(0.5, 30, 0.5)
+    bib = np.arange(len(times)) % 4 + 1
+    act = downbeat_activation(bib, 100.0, times, 3100, rng)
+    act[round(times[20] * 100)] = 0.05  # bar 6's downbeat has no evidence
+    np.testing.assert_array_equal(
+        downbeats.beat_in_bar_from_activation(times, act, 100.0), bib)
