@@ -204,11 +204,12 @@ def motif(rng: np.random.Generator, meter: Meter, style: str = "mixed") -> list[
 # ---------------------------------------------------------------- parts
 
 def melody(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic: int,
-           scale: tuple[int, ...], accent: float, channel: int) -> None:
+           scale: tuple[int, ...], accent: float, channel: int, register: int = 0) -> None:
+    """A melodic line; register -1 puts a second, lower voice an octave down."""
     meter = score.meter
     style = str(rng.choice(["mixed", "running", "lyrical"], p=[0.5, 0.3, 0.2]))
     motifs = [motif(rng, meter, style) for _ in range(2)]
-    octave = int(rng.choice([5, 6]))
+    octave = int(rng.choice([5, 6])) + register
     pitch_idx = 7 * octave + 4 * int(rng.random() < 0.5)  # index on the scale
     rest_p = rng.uniform(0.0, 0.25)
     # contour: stepwise, arpeggiating (leaps along the chord) or with repeated notes
@@ -226,7 +227,8 @@ def melody(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic:
             chord = chord_at(chords, on, meter.beats_per_bar)
             on_beat = abs(on - round(on)) < 1e-6
             step = int(rng.choice(steps))
-            pitch_idx = int(np.clip(pitch_idx + step, 7 * 5 - 3, 7 * 6 + 6))
+            pitch_idx = int(np.clip(pitch_idx + step, 7 * (5 + register) - 3,
+                                    7 * (6 + register) + 6))
             if on_beat:  # strong positions take a chord tone
                 tones = [chord, chord + 2, chord + 4]
                 options = [7 * (pitch_idx // 7) + t % 7 for t in tones]
@@ -235,7 +237,7 @@ def melody(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic:
             vel = velocity(rng, on, meter, accent, 80)
             score.notes.append(Note(b * meter.beats_per_bar + on, (nxt - on) * 0.9, pitch,
                                     vel, channel))
-    if score.pickup_beats:  # the melody leads into the first bar
+    if score.pickup_beats and register == 0:  # the melody leads into the first bar
         for k in range(score.pickup_beats * meter.pulses_per_beat):
             on = -score.pickup_beats + k / meter.pulses_per_beat
             pitch = 12 * octave + tonic + scale[(4 + k) % 7]
@@ -549,7 +551,8 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
     score.pickup_beats = int(rng.choice([0, 0, 0, 1])) if meter.beats_per_bar > 1 else 0
     tonic = int(rng.integers(0, 12))
     scale = MAJOR if rng.random() < 0.65 else MINOR
-    texture = str(rng.choice(["band", "chorale", "solo"], p=[0.77, 0.15, 0.08]))
+    texture = str(rng.choice(["band", "chorale", "solo", "polyphony"],
+                             p=[0.67, 0.13, 0.08, 0.12]))
     bars = progression(rng, n_bars, meter, per_beat=texture == "chorale")
     accent = float(rng.choice([0.0, rng.uniform(0.2, 1.0)], p=[0.45, 0.55]))
     parts: list[str] = []
@@ -559,6 +562,13 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
         ensemble = CHORD_PROGRAMS if rng.random() < 0.5 else MELODY_PROGRAMS
         score.programs = {ch: int(rng.choice(ensemble)) for ch in range(4)}
         parts.append("chorale")
+    elif texture == "polyphony":  # independent voices over a bass: quartets, wind bands
+        ensemble = CHORD_PROGRAMS if rng.random() < 0.5 else MELODY_PROGRAMS
+        melody(rng, score, bars, tonic, scale, accent, 0)
+        melody(rng, score, bars, tonic, scale, accent, 2, register=-1)
+        bass_style = bass(rng, score, bars, tonic, scale, accent, 1)
+        score.programs = {ch: int(rng.choice(ensemble)) for ch in range(3)}
+        parts += ["polyphony", f"bass_{bass_style}"]
     elif texture == "solo":
         melody(rng, score, bars, tonic, scale, accent, 0)
         score.programs[0] = int(rng.choice(MELODY_PROGRAMS))
