@@ -122,21 +122,22 @@ def beat_in_bar_from_activation(times_s: np.ndarray, downbeat_act: np.ndarray,
                 emit[:, j] += accent_weight * (
                     BASS_ONSET_WEIGHT * onsets[:, 0]
                     + HARMONIC_CHANGE_WEIGHT * harmonic_change(chroma, max(1, m // 2)))
+    # log transition i -> j: the next position of the same meter, or from a bar's
+    # last position to any meter's first (a change of meter costs METER_CHANGE_LOGP)
+    trans = np.full((len(states), len(states)), -np.inf)
+    for i, (m, k) in enumerate(states):
+        if k + 1 < m:
+            trans[i, states.index((m, k + 1))] = 0.0
+        else:
+            for j, (m2, k2) in enumerate(states):
+                if k2 == 0:
+                    trans[i, j] = 0.0 if m2 == m else METER_CHANGE_LOGP
     score = emit[0].copy()
     back = np.zeros((n, len(states)), dtype=np.int64)
     for t in range(1, n):
-        new = np.full(len(states), -np.inf)
-        for j, (m, k) in enumerate(states):
-            if k > 0:
-                i = states.index((m, k - 1))
-                new[j], back[t, j] = score[i], i
-            else:  # a bar starts: from the last position of any meter
-                for i, (m2, k2) in enumerate(states):
-                    if k2 == m2 - 1:
-                        v = score[i] + (0.0 if m2 == m else METER_CHANGE_LOGP)
-                        if v > new[j]:
-                            new[j], back[t, j] = v, i
-        score = new + emit[t]
+        cand = score[:, None] + trans
+        back[t] = np.argmax(cand, axis=0)
+        score = cand[back[t], np.arange(len(states))] + emit[t]
     j = int(np.argmax(score))
     out = np.empty(n, dtype=np.int64)
     for t in range(n - 1, -1, -1):
