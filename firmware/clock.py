@@ -17,3 +17,8 @@ class LocalClock:
         self._now += self.board.ticks_diff(raw, self._last)
         self._last = raw
         return self._now
+
+    def at(self, raw):
+        """The unwrapped time of a raw tick reading taken since the last now_us() (or
+        shortly before it): a reading from the board, not a new one from the clock."""
+        return self._now + self.board.ticks_diff(raw, self._last)

@@ -54,11 +54,13 @@ class Renderer:
         self.level, self.colour, self.step, self.buf = live
 
     def show_beat(self):
-        """Write the prepared beat frame; the in-between frames decay from it."""
+        """Write the prepared beat frame; the in-between frames decay from it. Returns the
+        board's tick at which the frame showed."""
         self.frames += 1
-        self.board.led_write(self.beat_buf, self._beat_index)
+        shown = self.board.led_write(self.beat_buf, self._beat_index)
         self.buf[:] = self.beat_buf
         self.level, self.colour, self.step = self._beat_state
+        return shown
 
     def beat(self, index, bar_pos, strength, env):
         self.prepare_beat(index, bar_pos, strength, env)

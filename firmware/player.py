@@ -117,8 +117,11 @@ class Player:
             self.leds.prepare_beat(index, bar, strength, env)
             if not await self._wait_until(target, gen):
                 continue
-            fired = self.clock.now_us()
-            self.leds.show_beat()
+            # The fire time is the board's own stamp of when the frame showed: a stall
+            # between the spin and the write (an interrupt, a preempted process) makes
+            # the beat late, and the drift report must say so.
+            shown = self.leds.show_beat()
+            fired = self.clock.now_us() if shown is None else self.clock.at(shown)
             self.telemetry.record_fire(fired, target)
             self.beats_fired += 1
             # Collect garbage now, right after a beat, so that an allocation-triggered

@@ -38,10 +38,14 @@ class Board:
         return WS2812_US_PER_LED * self.led_count
 
     def led_write(self, buf, beat_index=None):
+        """Show a frame; returns the tick at which the strip latched it (write() returns
+        once the last bit is out; led_latency_us() is what the scheduler allows for that)."""
         t0 = time.ticks_us()
         self.np.buf[:] = buf
         self.np.write()
-        self._busy_us += time.ticks_diff(time.ticks_us(), t0)
+        shown = time.ticks_us()
+        self._busy_us += time.ticks_diff(shown, t0)
+        return shown
 
     def temperature_c(self):
         # S2/S3/C3 have mcu_temperature(); chips without a usable sensor report nil.

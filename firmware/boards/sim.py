@@ -50,7 +50,10 @@ class Board:
 
     # --- clock --------------------------------------------------------------
     def ticks_us(self):
-        true = time.time_ns() // 1000
+        return self._ticks_at(time.time_ns() // 1000)
+
+    def _ticks_at(self, true):
+        """The device's tick reading at true time ``true``."""
         local = true + (true - self._t0) * self.skew_ppm // 1000000 + self.offset_us
         return local & TICKS_MAX
 
@@ -65,6 +68,8 @@ class Board:
         return 0
 
     def led_write(self, buf, beat_index=None):
+        """Show a frame; returns the device tick at which it showed (the instant the LED
+        log stamps in true time, so a stall before the write counts on both sides)."""
         true = time.time_ns() // 1000
         self.frames += 1
         if beat_index is not None and self._ledlog is not None:
@@ -75,6 +80,7 @@ class Board:
             self._frames_saved_us = true
             with open("frames.count", "w") as f:
                 f.write(str(self.frames))
+        return self._ticks_at(true)
 
     # --- sensors ---------------------------------------------------------------
     def temperature_c(self):
