@@ -13,7 +13,8 @@ from gridcast.host.beatmap import BeatMap
 from gridcast.host.params import AnalyzerParams
 
 ANALYZER_NAME = "gridcast"
-ANALYZER_VERSION = "0.3.0"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network
+ANALYZER_VERSION = "0.4.0"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network;
+# 0.4: two-network ensemble, network weight 0.75, downbeat accents 1.0
 SILENCE_DBFS = -60.0  # a file whose loudest frame is below this is treated as silence
 ACTIVE_DB_BELOW_PEAK = 40.0  # frames this far under the loudest are "not playing"
 # Below this rhythmic contrast (see rhythmic_contrast) the beats are a guess: white

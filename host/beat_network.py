@@ -8,20 +8,25 @@ frame about 20 s of context on both sides, which is what tells a beat from an
 off-beat when both carry onsets.
 
 It was trained on music composed and rendered for the purpose
-(host/training/), never on the evaluation sets. Inference is plain numpy:
-about 24k multiply-adds per frame; the weights are a 114 KB file shipped with
-the package.
+(host/training/), never on the evaluation sets. Two copies trained the same
+way from different random seeds ship with the package (114 KB each) and their
+activations are averaged: where one copy alone hesitates between the beat and
+the off-beat or between two bar phases, the pair is steadier (a one-seed
+network's accuracy on a 40-clip set moves by about 0.02 from seed to seed).
+Inference is plain numpy: about 24k multiply-adds per frame per copy.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-MODEL_PATH = os.path.join(os.path.dirname(__file__), "models", "beat_tcn.npz")
+MODEL_DIR = os.path.join(os.path.dirname(__file__), "models")
+MODEL_PATHS = tuple(os.path.join(MODEL_DIR, f"beat_tcn_seed{seed}.npz") for seed in (1, 2))
 KERNEL = 3
 
 
@@ -49,8 +54,8 @@ def network_input(band_mag: np.ndarray, gain: float = 1.0) -> np.ndarray:
     return np.concatenate([log, rise], axis=1).astype(np.float32)
 
 
-@lru_cache(maxsize=2)
-def load(path: str = MODEL_PATH) -> Network:
+@lru_cache(maxsize=4)
+def load(path: str) -> Network:
     with np.load(path) as z:
         n_blocks = int(z["n_blocks"])
         blocks = tuple((int(z[f"dilation{k}"]), z[f"w_dil{k}"], z[f"b_dil{k}"], z[f"w_mix{k}"],
@@ -63,13 +68,28 @@ def _elu(x: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
 
 
-def activations(band_mag: np.ndarray, net: Network | None = None) -> np.ndarray:
-    """(n, 2) probabilities per frame: column 0 beat, column 1 downbeat."""
-    net = net or load()
-    n = len(band_mag)
-    if n == 0:
+def shipped() -> tuple[Network, ...]:
+    """The networks that ship with the package (the ensemble ``activations`` averages)."""
+    return tuple(load(path) for path in MODEL_PATHS)
+
+
+def activations(band_mag: np.ndarray,
+                nets: Network | Sequence[Network] | None = None) -> np.ndarray:
+    """(n, 2) probabilities per frame: column 0 beat, column 1 downbeat; the mean over
+    ``nets`` (by default the shipped ensemble)."""
+    if nets is None:
+        nets = shipped()
+    elif isinstance(nets, Network):
+        nets = (nets,)
+    if len(band_mag) == 0:
         return np.zeros((0, 2), dtype=np.float32)
-    x = (network_input(band_mag) - net.mean) / net.std
+    x = network_input(band_mag)
+    return np.mean([_forward(x, net) for net in nets], axis=0).astype(np.float32)
+
+
+def _forward(x_raw: np.ndarray, net: Network) -> np.ndarray:
+    n = len(x_raw)
+    x = (x_raw - net.mean) / net.std
     h = _elu(x @ net.w_in + net.b_in)
     for dilation, w_dil, b_dil, w_mix, b_mix in net.blocks:
         pad = np.pad(h, ((dilation, dilation), (0, 0)))

@@ -36,11 +36,11 @@ class AnalyzerParams:
     # The decoder's evidence is the onset model above plus the beat network's
     # activation a (log a at the beat, log((1 - a) / (lambda - 1)) elsewhere), weighted.
     onset_weight: float = 1.0
-    network_weight: float = 0.5
+    network_weight: float = 0.75
     activation_lambda: float = 16.0
     # Bar positions: the network's downbeat activation, plus this much of the bass
     # onset and harmonic change accent (z-scored) at a bar line.
-    downbeat_accent_weight: float = 0.6
+    downbeat_accent_weight: float = 1.0
     envelope_rate_hz: float = 50.0
 
     def with_hint(self, tempo_hint_bpm: float | None) -> AnalyzerParams:

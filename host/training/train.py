@@ -1,4 +1,4 @@
-"""Train the beat network on a composed corpus; write host/models/beat_tcn.npz.
+"""Train the beat network on a composed corpus; write host/models/beat_tcn_seed<N>.npz.
 
     python -m gridcast.host.training.train TRAIN_DIR[,TRAIN_DIR...] VAL_DIR [-o OUT.npz]
 
@@ -12,6 +12,7 @@ no part in training.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -151,13 +152,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("train_dir")
     parser.add_argument("val_dir")
-    parser.add_argument("-o", "--out", default=beat_network.MODEL_PATH)
+    parser.add_argument("-o", "--out", help="default: the shipped model of this --seed "
+                        "(host/models/beat_tcn_seed<N>.npz)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--channels", type=int, default=CHANNELS)
     parser.add_argument("--cache-dir", help="keep the corpus features here between runs")
     args = parser.parse_args(argv)
-    train(args.train_dir, args.val_dir, args.out, args.epochs, args.seed, args.cache_dir,
+    out = args.out or os.path.join(beat_network.MODEL_DIR, f"beat_tcn_seed{args.seed}.npz")
+    train(args.train_dir, args.val_dir, out, args.epochs, args.seed, args.cache_dir,
           args.channels)
 
 
