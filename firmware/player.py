@@ -120,8 +120,7 @@ class Player:
             # The fire time is the board's own stamp of when the frame showed: a stall
             # between the spin and the write (an interrupt, a preempted process) makes
             # the beat late, and the drift report must say so.
-            shown = self.leds.show_beat()
-            fired = self.clock.now_us() if shown is None else self.clock.at(shown)
+            fired = self.clock.at(self.leds.show_beat())
             self.telemetry.record_fire(fired, target)
             self.beats_fired += 1
             # Collect garbage now, right after a beat, so that an allocation-triggered
