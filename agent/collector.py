@@ -82,6 +82,7 @@ class Collector:
         self.client.manual_ack_set(True)
         self.client.max_inflight_messages_set(0)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self._queue: queue.Queue[tuple[TelemetryBatch | None, int, int]] = queue.Queue()
         self._stop = threading.Event()
@@ -96,6 +97,14 @@ class Collector:
             log.error("broker %s:%d refused the collector: %s", self.host, self.port, reason_code)
             return
         client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        # Ready only once the broker confirmed the subscription: what a device publishes
+        # before that reaches no session, and a start() that returned early would lose it.
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("broker %s:%d refused the subscription to %s", self.host, self.port,
+                      self.topic)
+            return
         self._connected.set()
 
     def _on_message(self, client, userdata, msg):
@@ -179,7 +188,8 @@ class Collector:
         if not self._connected.wait(timeout_s):
             self.client.loop_stop()
             raise StoreError(f"collector: the broker at {self.host}:{self.port} did not accept "
-                             f"the connection within {timeout_s:g} s (credentials?)")
+                             f"the connection and subscription within {timeout_s:g} s "
+                             "(credentials? an ACL that denies the telemetry topics?)")
 
     def stop(self) -> None:
         """Stop taking messages, write what was received, then disconnect. The session

@@ -35,6 +35,7 @@ class MqttTransport(Transport):
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.connect_timeout_s = connect_timeout_s
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -50,6 +51,12 @@ class MqttTransport(Transport):
         client.subscribe([(topics.PREFIX + "/dev/+/" + leaf, topics.QOS[leaf]) for leaf in
                           (topics.REPLY, topics.HELLO, topics.STATUS, topics.TELEMETRY,
                            topics.SYNC_REQ)])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        # Connected means subscribed: a device's message that beats the SUBACK is lost.
+        if any(rc.is_failure for rc in reason_codes):
+            self._refused = "subscription to the device topics denied (ACL?)"
+            return
         self._connected.set()
 
     def _on_message(self, client, userdata, msg):

@@ -49,6 +49,8 @@ class Observer:
                                   client_id=f"gridcast-observer-{id(self)}")
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self._subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.host, self.port = host, port
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -81,9 +83,14 @@ class Observer:
                 pairs = m.error_counts
                 t.error_counts = {pairs[i]: pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect and return once subscribed: a command it missed would skew the report."""
         self.client.connect(self.host, self.port)
         self.client.loop_start()
+        if not self._subscribed.wait(timeout_s):
+            self.stop()
+            raise RuntimeError(f"observer: no SUBACK from {self.host}:{self.port} "
+                               f"within {timeout_s:g} s")
 
     def stop(self) -> None:
         self.client.disconnect()

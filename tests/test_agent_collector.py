@@ -16,6 +16,7 @@ from gridcast.agent.collector import Collector
 from gridcast.agent.registry import Registry
 from gridcast.agent.rollup import AlertPolicy, Rollup
 from gridcast.agent.store import SqliteStore
+from gridcast.hil.faults import Jitter, MqttJitterProxy
 from gridcast.protocol import messages, topics
 
 
@@ -223,3 +224,19 @@ def test_a_full_database_delays_but_loses_nothing(mosquitto, tmp_path):
     wait_until(lambda: collector.stats.stored_batches == 100)
     collector.stop()
     assert store.batch_seqs("dev-f") == list(range(100))
+
+
+def test_start_returns_once_subscribed_so_an_immediate_batch_is_kept(mosquitto, tmp_path):
+    """The collector's packets reach the broker 300 ms late (a slow link): a device that
+    publishes the moment start() returns must still find the subscription in place."""
+    proxy = MqttJitterProxy("127.0.0.1", mosquitto.port, Jitter(300, 300), Jitter(0, 0)).start()
+    store = SqliteStore(str(tmp_path / "a.db"))
+    collector = Collector(store, "127.0.0.1", proxy.port, client_id="c-slow", shared=False)
+    try:
+        collector.start()
+        publish_all(publisher(mosquitto), [(tel_topic("dev-s"), telemetry(0, [5, 6]))])
+        wait_until(lambda: collector.stats.stored_batches == 1)
+    finally:
+        collector.stop()
+        proxy.stop()
+    assert store.batch_seqs("dev-s") == [0]
