@@ -35,7 +35,6 @@ class MqttTransport(Transport):
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
         self.connect_timeout_s = connect_timeout_s
         self._connected = threading.Event()
         self._refused: str | None = None
@@ -51,12 +50,10 @@ class MqttTransport(Transport):
         client.subscribe([(topics.PREFIX + "/dev/+/" + leaf, topics.QOS[leaf]) for leaf in
                           (topics.REPLY, topics.HELLO, topics.STATUS, topics.TELEMETRY,
                            topics.SYNC_REQ)])
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        # Connected means subscribed: a device's message that beats the SUBACK is lost.
-        if any(rc.is_failure for rc in reason_codes):
-            self._refused = "subscription to the device topics denied (ACL?)"
-            return
+        # Ready at CONNACK, before the SUBACK: replies answer commands this client
+        # publishes after its SUBSCRIBE, which the broker handles in order. The retained
+        # hello and status messages follow the SUBACK, possibly before a caller's
+        # listener exists; ``hellos`` and ``status`` keep them (see wait_online).
         self._connected.set()
 
     def _on_message(self, client, userdata, msg):

@@ -9,10 +9,17 @@ from gridcast.agent.transport import Transport
 from gridcast.protocol import messages, topics
 
 
-async def wait_online(transport: Transport, ids: list[str], timeout_s: float = 20.0) -> None:
-    """Until every device has said hello (or shown a fresh online status)."""
-    queue = transport.listen_all()
-    seen: set[str] = set()
+async def wait_online(transport: Transport, ids: list[str], timeout_s: float = 20.0,
+                      count_earlier: bool = True) -> None:
+    """Until every device has said hello (or sent a sync request).
+
+    A device's retained hello can reach the transport before this listener exists
+    (it arrives right after the SUBACK, while the caller is still setting up), so
+    hellos the transport already holds count, unless ``count_earlier`` is False:
+    after a reboot the old hello is no sign of life.
+    """
+    queue = transport.listen_all()  # same event loop as the transport's delivery: no gap
+    seen: set[str] = {d for d in ids if d in transport.hellos} if count_earlier else set()
     deadline = time.monotonic() + timeout_s
     while not set(ids) <= seen:
         left = deadline - time.monotonic()
