@@ -38,6 +38,7 @@ class Player:
         self._info = None
         self._cursor = None
         self._generation = 0  # bumped by play/stop/seek: an ongoing wait gives up
+        self._due_local = None  # device time of the beat being waited for (None: none)
         self._wake = asyncio.Event()
 
     def now_agent(self):
@@ -115,7 +116,9 @@ class Player:
             bar, strength = self._cursor.beat_info(index)
             env = self._envelope(t)
             self.leds.prepare_beat(index, bar, strength, env)
-            if not await self._wait_until(target, gen):
+            fired_ok = await self._wait_until(target, gen)
+            self._due_local = None
+            if not fired_ok:
                 continue
             # The fire time is the board's own stamp of when the frame showed: a stall
             # between the spin and the write (an interrupt, a preempted process) makes
@@ -127,6 +130,20 @@ class Player:
             # collection never lands in the spin before the next one.
             gc.collect()
             self.free_after_gc = gc.mem_free()
+
+    async def quiet(self, work_us):
+        """Return when ``work_us`` of other work cannot delay a beat: at once if no beat
+        is due sooner, else once the coming beat has fired. Other tasks call this before
+        long work (a telemetry batch), which would otherwise hold the event loop while
+        this task should wake for its final spin."""
+        while True:
+            due = self._due_local
+            if due is None:
+                return
+            left = due - self.clock.now_us()
+            if left > work_us + SPIN_US:
+                return
+            await asyncio.sleep_ms(max(1, left // 1000 + 1))
 
     def _envelope(self, map_us):
         info = self._info
@@ -142,6 +159,7 @@ class Player:
                 return False
             now = self.clock.now_us()
             due = self.sync.to_local(target_agent, now) - latency
+            self._due_local = due
             left = due - now
             if left > SPIN_US + 1000 * FRAME_MS + 5000:
                 self.leds.frame(self._envelope(self.now_agent() - self.start_us))

@@ -1,9 +1,13 @@
 """Run with MicroPython: beats whose LED write stalls are recorded at the instant they showed.
 
 usage: micropython player_stall.py BUNDLE STALL_US
-Prints one line per beat: 'drift_us shown_minus_fired_us'. A stall between the
-scheduler's spin and the LED write (an interrupt, a preempted process) makes the
-beat late; the drift the device reports must include it.
+Prints the drift of each of the first beats. A stall between the scheduler's
+spin and the LED write (an interrupt, a preempted process) makes the beat late;
+the drift the device reports must include it.
+
+usage: micropython player_stall.py BUNDLE quiet
+Waits until a beat is due within 50 ms, then awaits Player.quiet(100 ms of work) and
+prints the beats fired before and after: long work must wait for the beat.
 """
 
 import asyncio
@@ -75,4 +79,23 @@ async def main(path, stall_us):
         print(sync.to_agent(local) - target)
 
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+async def quiet(path):
+    board = StallingBoard(0)
+    clock = LocalClock(board)
+    player = Player(board, clock, SyncEstimator(), Renderer(board, 4), Telemetry(boot=1),
+                    OneBundle(path))
+    player.play(player.store.active_info.track_id, clock.now_us() + 50000)
+    task = asyncio.create_task(player.run())
+    while player.beats_fired < 1 or player._due_local is None or \
+            player._due_local - clock.now_us() > 50000:
+        await asyncio.sleep_ms(1)
+    before = player.beats_fired
+    await player.quiet(100000)
+    print(before, player.beats_fired)
+    task.cancel()
+
+
+if sys.argv[2] == "quiet":
+    asyncio.run(quiet(sys.argv[1]))
+else:
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
