@@ -51,18 +51,18 @@ GRID = {"PRIOR_BPM": (120.0, 125.0, 130.0), "PRIOR_SIGMA_OCT": (0.95, 1.05, 1.15
         "PEAK_OVER_MEAN": (3.0, 3.25)}
 
 
-def _score_clip(args: tuple[str, str]) -> tuple[float, list[float]]:
+def _score_clip(args: tuple[str, str]) -> tuple[float, list[float], float | None]:
     import mir_eval
     import soundfile as sf
 
-    from gridcast.host.realtime import lock_time_s
+    from gridcast.host.realtime import lock_time_s, relock_time_s
     from gridcast.native import track_signal
 
     audio_path, ann_path = args
     ref = np.loadtxt(ann_path, ndmin=2)[:, 0]
     x, sr = sf.read(audio_path, dtype="float32", always_2d=True)
     x = np.ascontiguousarray(x.mean(axis=1))
-    f, locks = 0.0, []
+    f, locks, relock = 0.0, [], None
     for start in STARTS_S:
         i = int(start * sr)
         est = track_signal(np.ascontiguousarray(x[i:]), sr).beats_s
@@ -72,20 +72,25 @@ def _score_clip(args: tuple[str, str]) -> tuple[float, list[float]]:
         if start == 0.0:
             f = float(mir_eval.beat.f_measure(mir_eval.beat.trim_beats(ref),
                                               mir_eval.beat.trim_beats(est)))
+            relock = relock_time_s(ref, est, len(x) / sr)
         locks.append(lock_time_s(later, est, (len(x) - i) / sr))
-    return f, locks
+    return f, locks, relock
 
 
-def worker() -> None:
+def worker(extra: str | None) -> None:
     """Score the extension as built now; print one JSON object."""
     out = {}
-    for folder in ("beats-rendered", "beats"):
-        pattern = os.path.join(SHARED, folder, "audio", "*")
-        jobs = [(p, os.path.join(SHARED, folder, "annotations",
+    folders = {"beats-rendered": os.path.join(SHARED, "beats-rendered"),
+               "beats": os.path.join(SHARED, "beats")}
+    if extra:
+        folders["extra"] = extra
+    for name, folder in folders.items():
+        pattern = os.path.join(folder, "audio", "*")
+        jobs = [(p, os.path.join(folder, "annotations",
                                  os.path.splitext(os.path.basename(p))[0] + ".beats"))
                 for p in sorted(glob.glob(pattern))]
         with ProcessPoolExecutor(2) as ex:
-            out[folder] = list(ex.map(_score_clip, jobs))
+            out[name] = list(ex.map(_score_clip, jobs))
     print(json.dumps(out))
 
 
@@ -95,14 +100,14 @@ def build(defines: dict[str, float]) -> None:
                    env={**os.environ, "GC_DEFINES": text}, check=True, capture_output=True)
 
 
-def evaluate(defines: dict[str, float]) -> dict:
+def evaluate(defines: dict[str, float], extra: str | None = None) -> dict:
     build(defines)
-    run = subprocess.run([sys.executable, __file__, "--worker"], check=True,
-                         capture_output=True, text=True)
+    run = subprocess.run([sys.executable, __file__, "--worker", *(["--extra", extra] if extra else [])],
+                         check=True, capture_output=True, text=True)
     res = json.loads(run.stdout)
     rendered = res["beats-rendered"]
     locks = np.array([r[1] for r in rendered])
-    return {
+    row = {
         "defines": defines,
         "f": round(float(np.mean([r[0] for r in rendered])), 4),
         "lock_mean": round(float(locks[:, 0].mean()), 2),
@@ -111,7 +116,14 @@ def evaluate(defines: dict[str, float]) -> dict:
         "lock_mean_all_starts": round(float(locks.mean()), 2),
         "lock_median_halves": [round(float(np.median(locks[h::2, 0])), 2) for h in (0, 1)],
         "real_f": round(float(np.mean([r[0] for r in res["beats"]])), 4),
+        "relock_s": [r[2] for r in rendered if r[2] is not None],
     }
+    if "extra" in res:
+        extra_locks = np.array([r[1] for r in res["extra"]])
+        row["extra_f"] = round(float(np.mean([r[0] for r in res["extra"]])), 4)
+        row["extra_lock_mean"] = round(float(extra_locks[:, 0].mean()), 2)
+        row["extra_lock_median"] = round(float(np.median(extra_locks[:, 0])), 2)
+    return row
 
 
 def settings(args: argparse.Namespace) -> list[dict[str, float]]:
@@ -137,22 +149,27 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--define", help="one setting: NAME=VALUE,...")
     ap.add_argument("--json", action="store_true", help="one JSON line per setting")
+    ap.add_argument("--extra", help="also score this corpus folder (audio/, annotations/), "
+                                    "for example a composed validation corpus")
     args = ap.parse_args()
     if args.worker:
-        worker()
+        worker(args.extra)
         return
     if not os.path.isdir(os.path.join(SHARED, "beats-rendered")):
         sys.exit(f"bench/native_params.py: {SHARED}/beats-rendered not found (the development set)")
     try:
         for defines in settings(args):
-            row = evaluate(defines)
+            row = evaluate(defines, args.extra)
             if args.json:
                 print(json.dumps(row), flush=True)
             else:
                 print(f"F {row['f']:.3f}  lock mean {row['lock_mean']:5.2f}  median "
                       f"{row['lock_median']:4.2f}  by start {row['lock_median_by_start']}  "
                       f"halves {row['lock_median_halves']}  real F {row['real_f']:.3f}  "
-                      f"{defines or 'defaults'}", flush=True)
+                      f"relock {row['relock_s']}  "
+                      + (f"extra F {row['extra_f']:.3f} lock {row['extra_lock_mean']:.2f} / "
+                         f"{row['extra_lock_median']:.2f}  " if "extra_f" in row else "")
+                      + f"{defines or 'defaults'}", flush=True)
     finally:
         build({})  # the default build again
 

@@ -111,20 +111,46 @@ static uint32_t class_of(uint32_t p, uint32_t tau, int ternary)
     return NONE;
 }
 
+/* Tempo tau's runs of non-NONE phases, in phase order; the beat run starts before
+   phase 0 and wraps. Writes up to 4 runs when the arrays are given; returns how many. */
+static uint32_t runs_of(uint32_t tau, int ternary, uint16_t *phase, uint8_t *len, uint8_t *cls)
+{
+    uint32_t n = 0, p, start = 0, first;
+    /* Start the scan at the first phase after the beat run's end, so no run is split. */
+    for (first = 0; first < tau && class_of(first, tau, ternary) == BEAT; first++)
+        ;
+    if (first == tau) /* tau so short that every phase is a beat */
+        first = 0;
+    for (p = 0; p <= tau; p++) {
+        uint32_t ph = (first + p) % tau;
+        uint32_t c = p < tau ? class_of(ph, tau, ternary) : NONE;
+        uint32_t prev = p > 0 ? class_of((first + p - 1) % tau, tau, ternary) : NONE;
+        if (c != prev && prev != NONE) { /* a run ended at p - 1 */
+            if (phase) {
+                phase[n] = (uint16_t)((first + start) % tau);
+                len[n] = (uint8_t)(p - start);
+                cls[n] = (uint8_t)prev;
+            }
+            n++;
+        }
+        if (c != prev)
+            start = p;
+    }
+    return n;
+}
+
 static void count_states(float frame_rate_hz, float min_bpm, float max_bpm, uint32_t *m,
-                         uint32_t *n_states, uint32_t *n_special)
+                         uint32_t *n_states, uint32_t *n_runs)
 {
     uint16_t tau[MAX_TEMPI];
-    uint32_t i, p, f;
+    uint32_t i, f;
     *m = gc_beat_model_tempi(frame_rate_hz, min_bpm, max_bpm, tau);
     *n_states = 0;
-    *n_special = 0;
+    *n_runs = 0;
     for (f = 0; f < 2; f++)
         for (i = 0; i < *m; i++) {
             *n_states += tau[i];
-            for (p = 0; p < tau[i]; p++)
-                if (class_of(p, tau[i], (int)f) != NONE)
-                    (*n_special)++;
+            *n_runs += runs_of(tau[i], (int)f, NULL, NULL, NULL);
         }
 }
 
@@ -147,7 +173,7 @@ size_t gc_beat_model_bytes(float frame_rate_hz, float min_bpm, float max_bpm)
            + align8(2 * m * sizeof(float)) * 4           /* tempo_mass, leaving, entering, prior */
            + align8(m * sizeof(float)) * 3               /* forward_sum, decay, row_norm */
            + align8(max_tau_of(frame_rate_hz, min_bpm, max_bpm) * sizeof(float))
-           + align8((2 * m + 1) * sizeof(uint32_t)) + align8(s * sizeof(uint16_t)) + align8(s);
+           + align8((2 * m + 1) * sizeof(uint32_t)) + align8(s * sizeof(uint16_t)) + 2 * align8(s);
 }
 
 void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_bpm, float max_bpm,
@@ -159,7 +185,7 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
     count_states(frame_rate_hz, min_bpm, max_bpm, &m, &n, &s);
     model->n_tempi = m;
     model->n_states = n;
-    model->n_special = s;
+    model->n_runs = s;
     model->frame_rate_hz = frame_rate_hz;
     model->tau = (uint16_t *)p; p += align8(2 * m * sizeof(uint16_t));
     model->head = (uint16_t *)p; p += align8(2 * m * sizeof(uint16_t));
@@ -174,9 +200,10 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
     model->row_norm = (float *)p; p += align8(m * sizeof(float));
     model->max_tau = max_tau_of(frame_rate_hz, min_bpm, max_bpm);
     model->until_beat = (float *)p; p += align8(model->max_tau * sizeof(float));
-    model->sp_start = (uint32_t *)p; p += align8((2 * m + 1) * sizeof(uint32_t));
-    model->sp_phase = (uint16_t *)p; p += align8(s * sizeof(uint16_t));
-    model->sp_class = p;
+    model->run_start = (uint32_t *)p; p += align8((2 * m + 1) * sizeof(uint32_t));
+    model->run_phase = (uint16_t *)p; p += align8(s * sizeof(uint16_t));
+    model->run_len = p; p += align8(s);
+    model->run_class = p;
 
     gc_beat_model_tempi(frame_rate_hz, min_bpm, max_bpm, model->tau);
     memcpy(model->tau + m, model->tau, m * sizeof(uint16_t));
@@ -199,20 +226,14 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
     }
     for (f = 0; f < 2; f++)
         for (i = 0; i < m; i++) {
-            uint32_t k = f * m + i, ph;
+            uint32_t k = f * m + i;
             model->offset[k] = off;
-            model->sp_start[k] = c;
+            model->run_start[k] = c;
             off += model->tau[k];
-            for (ph = 0; ph < model->tau[k]; ph++) {
-                uint32_t cls = class_of(ph, model->tau[k], (int)f);
-                if (cls != NONE) {
-                    model->sp_phase[c] = (uint16_t)ph;
-                    model->sp_class[c] = (uint8_t)cls;
-                    c++;
-                }
-            }
+            c += runs_of(model->tau[k], (int)f, model->run_phase + c, model->run_len + c,
+                         model->run_class + c);
         }
-    model->sp_start[2 * m] = c;
+    model->run_start[2 * m] = c;
     gc_beat_model_reset(model);
 }
 
@@ -305,19 +326,30 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t 
     none_lik = s * ONSET_P[NONE] + (1.0f - s) * (1.0f - ONSET_P[NONE]);
     for (c = 0; c < GC_CLASSES; c++)
         ratio[c] = (s * ONSET_P[c] + (1.0f - s) * (1.0f - ONSET_P[c])) / none_lik;
+    /* Per run of consecutive phases of one class: one factor over one or two
+       contiguous stretches of the ring (the run may wrap around its end). */
     for (k = 0; k < 2 * m; k++) {
-        uint32_t tau = model->tau[k], head = model->head[k], end = model->sp_start[k + 1];
-        float *ring = model->prob + model->offset[k], delta = 0.0f;
-        for (c = model->sp_start[k]; c < end; c++) {
-            uint32_t slot = head + model->sp_phase[c];
-            float v, nv;
+        uint32_t tau = model->tau[k], head = model->head[k], end = model->run_start[k + 1];
+        float *ring = model->prob + model->offset[k], sum = 0.0f;
+        for (c = model->run_start[k]; c < end; c++) {
+            uint32_t slot = head + model->run_phase[c], len = model->run_len[c], i, first;
+            const float r = ratio[model->run_class[c]];
+            float run_sum = 0.0f;
+            float *a;
             slot = slot >= tau ? slot - tau : slot;
-            v = ring[slot];
-            nv = v * ratio[model->sp_class[c]];
-            ring[slot] = nv;
-            delta += nv - v;
+            first = tau - slot < len ? tau - slot : len;
+            a = ring + slot;
+            for (i = 0; i < first; i++) {
+                run_sum += a[i];
+                a[i] *= r;
+            }
+            for (i = 0; i < len - first; i++) {
+                run_sum += ring[i];
+                ring[i] *= r;
+            }
+            sum += run_sum * (r - 1.0f);
         }
-        model->tempo_mass[k] += delta;
+        model->tempo_mass[k] += sum;
     }
     if (++model->frames_since_renorm >= RENORM_FRAMES)
         renormalise(model);
@@ -332,28 +364,36 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t 
     /* The phase: neighbouring tempi vote with their mass on the frames left until
        the next beat. Reading the best tempo alone would make the beat jump whenever
        the mass moves between two tempi around a tempo that falls between them. */
-    memset(model->until_beat, 0, model->max_tau * sizeof(float));
     {
-        uint32_t fam0 = best < m ? 0 : m, lo = best - fam0, hi;
+        /* until_beat is stored back to front: frames-to-go p lives at index
+           max_tau - 1 - p, so that each tempo's ring adds to one ascending stretch
+           (two, where the ring wraps), which vectorises. */
+        uint32_t fam0 = best < m ? 0 : m, lo = best - fam0, hi, top = model->max_tau - 1, span = 0;
+        float *acc = model->until_beat;
         lo = lo > READOUT_TEMPI ? lo - READOUT_TEMPI : 0;
         hi = best - fam0 + READOUT_TEMPI + 1 < m ? best - fam0 + READOUT_TEMPI + 1 : m;
+        for (k = fam0 + lo; k < fam0 + hi; k++)
+            span = model->tau[k] > span ? model->tau[k] : span;
+        memset(acc + model->max_tau - span, 0, span * sizeof(float));
         for (k = fam0 + lo; k < fam0 + hi; k++) {
-            uint32_t tau = model->tau[k], slot = model->head[k];
+            uint32_t tau = model->tau[k], head = model->head[k], d, first;
             const float *ring = model->prob + model->offset[k];
-            /* phase 0 is on the beat; phase p > 0 has tau - p frames to go */
-            model->until_beat[0] += ring[slot];
-            for (p = tau - 1; p > 0; p--) {
-                if (++slot == tau)
-                    slot = 0;
-                model->until_beat[p] += ring[slot];
+            /* phase d frames past the beat (ring slot head + d) has tau - d frames to go,
+               phase 0 none: index top - (tau - d) for d >= 1, top for d = 0 */
+            float *dst = acc + top - tau;
+            acc[top] += ring[head];
+            first = tau - head; /* d = 1 .. first - 1 without wrapping */
+            for (d = 1; d < first; d++)
+                dst[d] += ring[head + d];
+            for (d = first > 1 ? first : 1; d < tau; d++)
+                dst[d] += ring[head + d - tau];
+        }
+        for (p = 0, best_v = -1.0f; p < span; p++)
+            if (acc[top - p] > best_v) {
+                best_v = acc[top - p];
+                best_p = (model->tau[best] - p % model->tau[best]) % model->tau[best];
             }
-        }
     }
-    for (p = 0, best_v = -1.0f; p < model->max_tau; p++)
-        if (model->until_beat[p] > best_v) {
-            best_v = model->until_beat[p];
-            best_p = (model->tau[best] - p % model->tau[best]) % model->tau[best];
-        }
     near = model->tempo_mass[best];
     if (best % m > 0)
         near += model->tempo_mass[best - 1];

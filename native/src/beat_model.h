@@ -10,7 +10,7 @@
 typedef struct {
     uint32_t n_tempi;      /* tempo states per family; the model has 2 * n_tempi */
     uint32_t n_states;
-    uint32_t n_special;    /* states whose class is not NONE */
+    uint32_t n_runs;       /* runs of consecutive phases of one class other than NONE */
     float frame_rate_hz;
     uint16_t *tau;         /* [2m] beat interval in frames, ascending within a family */
     uint32_t *offset;      /* [2m] first slot of each tempo's ring buffer */
@@ -25,9 +25,10 @@ typedef struct {
     float *beat_prior;     /* [2m] tempo prior paid once per beat */
     float *until_beat;     /* [max tau] scratch: mass by frames until the next beat */
     uint32_t max_tau;
-    uint32_t *sp_start;    /* [2m + 1]: tempo k's non-NONE states are sp_start[k] .. sp_start[k+1] */
-    uint16_t *sp_phase;    /* [n_special] */
-    uint8_t *sp_class;
+    uint32_t *run_start;   /* [2m + 1]: tempo k's runs are run_start[k] .. run_start[k+1] - 1 */
+    uint16_t *run_phase;   /* [n_runs] first phase of the run (may wrap past tau - 1 to 0) */
+    uint8_t *run_len;      /* [n_runs] */
+    uint8_t *run_class;    /* [n_runs] */
     uint32_t frames_since_renorm;
 } gc_beat_model_t;
 

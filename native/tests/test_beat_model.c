@@ -124,6 +124,35 @@ static void check_mass_is_normalised(void)
     free(mem);
 }
 
+/* The observation is applied per run of consecutive phases of one class: every run
+   lies inside its tempo, runs do not overlap, and the beat run covers phase 0. */
+static void check_runs(void)
+{
+    float rate = 86.13f;
+    void *mem = malloc(gc_beat_model_bytes(rate, 50.0f, 220.0f));
+    gc_beat_model_t model;
+    uint32_t k, c;
+    gc_beat_model_init(&model, rate, 50.0f, 220.0f, mem);
+    for (k = 0; k < 2 * model.n_tempi; k++) {
+        uint32_t tau = model.tau[k], covered = 0, beat_has_zero = 0, p;
+        uint8_t seen[512] = {0};
+        CHECK(model.run_start[k + 1] - model.run_start[k] == (k < model.n_tempi ? 2u : 3u));
+        for (c = model.run_start[k]; c < model.run_start[k + 1]; c++) {
+            CHECK(model.run_phase[c] < tau && model.run_len[c] > 0 && model.run_class[c] < 4);
+            for (p = 0; p < model.run_len[c]; p++) {
+                uint32_t ph = (model.run_phase[c] + p) % tau;
+                CHECK_MSG(!seen[ph], "tempo %u: phase %u in two runs", k, ph);
+                seen[ph] = 1;
+                covered++;
+                if (ph == 0 && model.run_class[c] == 0)
+                    beat_has_zero = 1;
+            }
+        }
+        CHECK(covered < tau && beat_has_zero);
+    }
+    free(mem);
+}
+
 int main(void)
 {
     check_state_space();
@@ -132,5 +161,6 @@ int main(void)
     check_octave_ambiguity(36, 0); /* between two grid tempi */
     check_octave_ambiguity(83, 1);
     check_mass_is_normalised();
+    check_runs();
     return check_report("test_beat_model");
 }
