@@ -26,6 +26,7 @@ FW_VERSION = config_mod.FW_VERSION
 # its way from the socket to flash, and must fit in a fragmented 256 KB heap.
 MAX_FRAME = 2048
 TELEMETRY_WORK_US = 100000  # time allowed for building a telemetry batch (see telemetry_loop)
+SYNC_REFIT_WORK_US = 30000  # time allowed for the clock-skew refit (see sync_refit_loop)
 _DEVICE_KINDS = ("hello", "chunk_ack", "chunk_nack", "activated", "rejected", "sync_req",
                  "telemetry", "status")
 
@@ -40,7 +41,8 @@ class Device:
         self.board = board
         self.cfg = cfg
         self.clock = LocalClock(board)
-        self.sync = SyncEstimator()
+        self.sync = SyncEstimator(defer_refit=True)
+        self._refit_wanted = asyncio.Event()
         keys = {key_id(cfg["key"]): cfg["key"]} if cfg["key"] else {}
         self.store = BundleStore(keys, FW_VERSION)
         self.receiver = transfer.Receiver(self.store, keys, FW_VERSION)
@@ -104,6 +106,8 @@ class Device:
         kind = msg.kind
         if kind == "sync_resp":
             self.sync.add(msg.t1_us, msg.t2_us, msg.t3_us, received_us)
+            if self.sync.refit_due:
+                self._refit_wanted.set()
             return None
         if kind in ("bundle_offer", "chunk", "activate"):
             reply = self.receiver.handle(msg)
@@ -158,6 +162,16 @@ class Device:
                 await link.send_sync(messages.encode("sync_req", seq=self.sync_seq, t1_us=t1))
             await asyncio.sleep_ms(period_ms)
 
+    async def sync_refit_loop(self):
+        """Refit the clock skew once a second (when a bin closes), between beats: the
+        fit takes about 0.4 ms on a PC and tens of ms on a board, and run from the
+        message handler it could hold the event loop just before a beat."""
+        while True:
+            await self._refit_wanted.wait()
+            self._refit_wanted.clear()
+            await self.player.quiet(SYNC_REFIT_WORK_US)
+            self.sync.refit()
+
     async def telemetry_loop(self):
         while True:
             await asyncio.sleep_ms(1000 * self.cfg["telemetry_s"])
@@ -204,6 +218,7 @@ class Device:
         tasks = [asyncio.create_task(link.run()) for link in self.links]
         tasks.append(asyncio.create_task(self.player.run()))
         tasks.append(asyncio.create_task(self.sync_loop()))
+        tasks.append(asyncio.create_task(self.sync_refit_loop()))
         tasks.append(asyncio.create_task(self.telemetry_loop()))
         tasks.append(asyncio.create_task(self.clock_keeper()))
         await asyncio.gather(*tasks)

@@ -58,3 +58,28 @@ def test_impossible_exchanges_are_rejected():
     est = SyncEstimator()
     assert not est.add(1000, 5000, 5010, 900)  # receive before send
     assert est.rejected == 1 and not est.synced
+
+
+def test_a_deferred_refit_waits_for_the_owner_and_then_agrees():
+    """The device defers the skew refit out of the message handler: until refit() the
+    skew stays as it was; after it, the estimate equals the immediate one."""
+    rng = random.Random(4)
+    now_est, later_est = SyncEstimator(), SyncEstimator(defer_refit=True)
+    s = 150e-6
+    local, refits = 0, 0
+    for _ in range(30 * 8):
+        local += 125_000
+        d_up, d_down = rng.uniform(2000, 6000), rng.uniform(2000, 6000)
+        t2 = int(local + d_up + 7_000_000 + s * (local + d_up))
+        args = (local, t2, t2 + 50, int(local + d_up + 50 + d_down))
+        now_est.add(*args)
+        skew_before = later_est.skew
+        later_est.add(*args)
+        if later_est.refit_due:
+            assert later_est.skew == skew_before  # nothing fitted inside add()
+            later_est.refit()
+            refits += 1
+            assert not later_est.refit_due
+        assert later_est.skew == now_est.skew
+        assert later_est.offset_us(local) == now_est.offset_us(local)
+    assert refits >= 25 and now_est.skew * 1e6 == pytest.approx(150, abs=20)
