@@ -102,7 +102,8 @@ def build(defines: dict[str, float]) -> None:
 
 def evaluate(defines: dict[str, float], extra: str | None = None) -> dict:
     build(defines)
-    run = subprocess.run([sys.executable, __file__, "--worker", *(["--extra", extra] if extra else [])],
+    extra_args = ["--extra", extra] if extra else []
+    run = subprocess.run([sys.executable, __file__, "--worker", *extra_args],
                          check=True, capture_output=True, text=True)
     res = json.loads(run.stdout)
     rendered = res["beats-rendered"]

@@ -16,7 +16,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HEADER = os.path.join(HERE, "include", "gridcast", "tracker.h")
-SOURCES = ["fft.c", "decimator.c", "onset.c", "novelty.c", "beat_model.c", "meter.c", "tracker.c"]
+SOURCES = ["fft.c", "decimator.c", "onset.c", "novelty.c", "beat_model.c", "position_net.c",
+           "meter.c", "tracker.c"]
 
 
 def cdef_source() -> str:

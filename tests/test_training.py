@@ -62,3 +62,44 @@ def test_targets_mark_the_beat_frame_and_its_neighbours():
     assert y[10] == 1.0 and y[9] == y[11] == 0.5
     assert y[50] == 1.0 and y[49] == y[51] == 0.5
     assert y.sum() == pytest.approx(2 * 2.0)  # 9.99 s is past the last frame
+
+
+def test_position_labels_follow_the_beat_model_classes():
+    """Frames are labelled beat / half / thirds / none by their phase between annotated
+    beats, with the beat model's windows; frames outside the annotations are ignored."""
+    from gridcast.host.training import train_position_net as tp
+
+    frame_hz, latency = 100.0, 0.0
+    beats = np.array([1.0, 1.6, 2.2])  # period 60 frames: window max(1/32, 0.5/60) * 60
+    y = tp.positions(beats, 300, latency, frame_hz, ternary=False)
+    t = (np.arange(300) + 1) / frame_hz  # frame k shows time (k + 1) / frame_hz
+
+    def at(sec):
+        return y[int(np.argmin(np.abs(t - sec)))]
+
+    assert at(0.5) == tp.IGNORE and at(2.5) == tp.IGNORE
+    assert at(1.0) == tp.BEAT and at(1.6) == tp.BEAT and at(1.3) == tp.HALF
+    assert at(1.2) == tp.NONE and at(1.4) == tp.NONE
+    y3 = tp.positions(beats, 300, latency, frame_hz, ternary=True)
+    assert y3[int(np.argmin(np.abs(t - 1.2)))] == tp.THIRD_1
+    assert y3[int(np.argmin(np.abs(t - 1.4)))] == tp.THIRD_2
+    assert y3[int(np.argmin(np.abs(t - 1.3)))] == tp.NONE
+    # about 1.875 frames either side of a beat at this period: 3 or 4 beat frames per beat
+    assert 3 <= np.sum(y[:160] == tp.BEAT) <= 8
+
+
+def test_compound_meters_and_swing_count_as_ternary():
+    from gridcast.host.training import train_position_net as tp
+
+    assert tp.is_ternary("6/8") and tp.is_ternary("12/8") and tp.is_ternary("4/4 swing")
+    assert not tp.is_ternary("4/4") and not tp.is_ternary("3/4") and not tp.is_ternary("2/2")
+
+
+def test_history_rows_hold_this_frame_then_the_ones_before():
+    from gridcast.host.training import train_position_net as tp
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    h = tp.stack_history(x, 2)
+    assert h.shape == (4, 6)
+    np.testing.assert_array_equal(h[2], [6, 7, 8, 3, 4, 5])
+    np.testing.assert_array_equal(h[0], [0, 1, 2, 0, 0, 0])

@@ -42,6 +42,12 @@
 #ifndef PRIOR_BPM
 #define PRIOR_BPM 125.0f
 #endif
+#ifndef TERNARY_PRIOR_BPM
+/* Beats divided in three: the prior is on the same subdivision rate (two thirds of the
+   binary centre: 83 BPM in thirds = 125 BPM in halves), so a 6/8 jig at 72 dotted
+   quarters is not pushed to 108 BPM in "halves". */
+#define TERNARY_PRIOR_BPM (PRIOR_BPM * 2.0f / 3.0f)
+#endif
 #ifndef PRIOR_SIGMA_OCT
 #define PRIOR_SIGMA_OCT 1.05f
 #endif
@@ -52,11 +58,22 @@
 #define FLOOR 1e-9f              /* every state keeps at least this share of the mass */
 #endif
 #define RENORM_FRAMES 64u
+#define MASS_LOW 1e-12f          /* renormalise at once when the total mass leaves this range */
+#define MASS_HIGH 1e12f
 #ifndef READOUT_TEMPI
 #define READOUT_TEMPI 2u         /* tempi either side of the best whose mass votes on the phase */
 #endif
 #ifndef TERNARY_PRIOR
 #define TERNARY_PRIOR 0.5f       /* per beat, relative to binary: most music divides beats in two */
+#endif
+
+/* Both observation models see the same onsets, so each is tempered: exponents on the
+   position network's and the onset strength's likelihood ratios. */
+#ifndef NET_WEIGHT
+#define NET_WEIGHT 0.5f
+#endif
+#ifndef ONSET_WEIGHT
+#define ONSET_WEIGHT 0.8f
 #endif
 
 enum { BEAT = 0, HALF = 1, THIRD_1 = 2, THIRD_2 = 3, NONE = 4 };
@@ -213,7 +230,9 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
         float oct = log2f(bpm / PRIOR_BPM) / PRIOR_SIGMA_OCT;
         float log_prior_per_frame = -0.5f * oct * oct * PRIOR_WEIGHT_PER_S / frame_rate_hz;
         model->beat_prior[i] = expf(log_prior_per_frame * (float)model->tau[i]);
-        model->beat_prior[m + i] = TERNARY_PRIOR * model->beat_prior[i];
+        oct = log2f(bpm / TERNARY_PRIOR_BPM) / PRIOR_SIGMA_OCT;
+        log_prior_per_frame = -0.5f * oct * oct * PRIOR_WEIGHT_PER_S / frame_rate_hz;
+        model->beat_prior[m + i] = TERNARY_PRIOR * expf(log_prior_per_frame * (float)model->tau[i]);
         cum[i] = log_tau;
         model->decay[i] = i + 1 < m ? expf(-TRANSITION_LAMBDA * (logf((float)model->tau[i + 1]) - log_tau))
                                     : 0.0f;
@@ -297,7 +316,8 @@ static void renormalise(gc_beat_model_t *model)
     model->frames_since_renorm = 0;
 }
 
-void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t *out)
+void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *class_llr,
+                        gc_beat_state_t *out)
 {
     uint32_t m = model->n_tempi, k, c, best = 0, p, best_p = 0;
     float ratio[GC_CLASSES], none_lik, total = 0.0f, best_v = -1.0f, near;
@@ -326,6 +346,12 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t 
     none_lik = s * ONSET_P[NONE] + (1.0f - s) * (1.0f - ONSET_P[NONE]);
     for (c = 0; c < GC_CLASSES; c++)
         ratio[c] = (s * ONSET_P[c] + (1.0f - s) * (1.0f - ONSET_P[c])) / none_lik;
+    if (ONSET_WEIGHT != 1.0f)
+        for (c = 0; c < GC_CLASSES; c++)
+            ratio[c] = powf(ratio[c], ONSET_WEIGHT);
+    if (class_llr) /* the position network's evidence, as log likelihood ratios against NONE */
+        for (c = 0; c < NONE; c++)
+            ratio[c] *= expf(NET_WEIGHT * class_llr[c]);
     /* Per run of consecutive phases of one class: one factor over one or two
        contiguous stretches of the ring (the run may wrap around its end). */
     for (k = 0; k < 2 * m; k++) {
@@ -351,11 +377,18 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t 
         }
         model->tempo_mass[k] += sum;
     }
-    if (++model->frames_since_renorm >= RENORM_FRAMES)
+    /* Renormalise every RENORM_FRAMES, or sooner when strong evidence has moved the
+       total far from 1 (the position network's ratios reach e^20 per frame). */
+    for (k = 0; k < 2 * m; k++)
+        total += model->tempo_mass[k];
+    if (++model->frames_since_renorm >= RENORM_FRAMES || !(total > MASS_LOW && total < MASS_HIGH)) {
         renormalise(model);
+        total = 0.0f;
+        for (k = 0; k < 2 * m; k++)
+            total += model->tempo_mass[k];
+    }
     /* 4. Read out: the tempo with most mass, then its most probable phase. */
     for (k = 0; k < 2 * m; k++) {
-        total += model->tempo_mass[k];
         if (model->tempo_mass[k] > best_v) {
             best_v = model->tempo_mass[k];
             best = k;

@@ -45,7 +45,9 @@ size_t gc_beat_model_bytes(float frame_rate_hz, float min_bpm, float max_bpm);
 void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_bpm, float max_bpm,
                         void *mem);
 void gc_beat_model_reset(gc_beat_model_t *model);
-/* One frame: strength in [0, 1] is how onset-like this frame is. */
-void gc_beat_model_step(gc_beat_model_t *model, float strength, gc_beat_state_t *out);
+/* One frame: strength in [0, 1] is how onset-like this frame is; class_llr (NULL when
+   there is none) the position network's log likelihood ratio of each class against NONE. */
+void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *class_llr,
+                        gc_beat_state_t *out);
 
 #endif

@@ -93,11 +93,31 @@ static void butterflies(float *restrict ar, float *restrict ai, float *restrict 
     }
 }
 
+/* Stages of size 8 and 16 with the group size a constant, so that each group's
+   butterflies compile to straight vector code instead of a short loop per group. */
+#define FIXED_STAGE(name, half_len)                                                        \
+    static void name(float *re, float *im, const float *wr, const float *wi, uint32_t m)  \
+    {                                                                                      \
+        uint32_t i;                                                                        \
+        for (i = 0; i < m; i += 2 * (half_len))                                            \
+            butterflies(re + i, im + i, re + i + (half_len), im + i + (half_len), wr, wi,  \
+                        (half_len));                                                       \
+    }
+FIXED_STAGE(stage_8, 4u)
+FIXED_STAGE(stage_16, 8u)
+
 static void later_stages(gc_fft_t *fft)
 {
-    uint32_t m = fft->n / 2, len, i;
+    uint32_t m = fft->n / 2, len = 8, i;
     const float *wr = fft->stage_re, *wi = fft->stage_im;
-    for (len = 8; len <= m; len <<= 1) {
+    if (m >= 16) {
+        stage_8(fft->re, fft->im, wr, wi, m);
+        stage_16(fft->re, fft->im, wr + 4, wi + 4, m);
+        wr += 12;
+        wi += 12;
+        len = 32;
+    }
+    for (; len <= m; len <<= 1) {
         uint32_t half_len = len / 2;
         for (i = 0; i < m; i += len)
             butterflies(fft->re + i, fft->im + i, fft->re + i + half_len, fft->im + i + half_len,

@@ -19,6 +19,10 @@
 #define FMAX_HZ 16000.0f
 #define BASS_MAX_HZ 250.0f
 #define MID_MAX_HZ 2000.0f
+/* Upper band edges: two bass bands, three mid, two high (the last ends at fmax). */
+static const float BAND_MAX_HZ[GC_BANDS - 1] = {120.0f, BASS_MAX_HZ, 500.0f, 1000.0f, MID_MAX_HZ,
+                                                3500.0f};
+static const uint32_t REGION_LAST_BAND[GC_REGIONS] = {1, 4, 6};
 #ifndef LOG_GAIN
 #define LOG_GAIN 1000.0f /* log(1 + gain * magnitude): compresses like a dB scale above the noise */
 #endif
@@ -26,25 +30,27 @@
 static size_t align8(size_t n) { return (n + 7u) & ~(size_t)7u; }
 
 static void bin_range(uint32_t sample_rate_hz, uint32_t frame_size, uint32_t *first,
-                      uint32_t end[GC_REGIONS])
+                      uint32_t band_end[GC_BANDS], uint32_t end[GC_REGIONS])
 {
+    uint32_t b, r;
     float bin_hz = (float)sample_rate_hz / (float)frame_size;
     float fmax = 0.95f * 0.5f * (float)sample_rate_hz;
     uint32_t n_bins = frame_size / 2 + 1;
     if (fmax > FMAX_HZ)
         fmax = FMAX_HZ;
     *first = (uint32_t)ceilf(FMIN_HZ / bin_hz);
-    end[0] = (uint32_t)ceilf(BASS_MAX_HZ / bin_hz);
-    end[1] = (uint32_t)ceilf(MID_MAX_HZ / bin_hz);
-    end[2] = (uint32_t)ceilf(fmax / bin_hz);
-    if (end[2] > n_bins)
-        end[2] = n_bins;
-    if (end[1] > end[2])
-        end[1] = end[2];
-    if (end[0] > end[1])
-        end[0] = end[1];
-    if (*first > end[0])
-        *first = end[0];
+    band_end[GC_BANDS - 1] = (uint32_t)ceilf(fmax / bin_hz);
+    if (band_end[GC_BANDS - 1] > n_bins)
+        band_end[GC_BANDS - 1] = n_bins;
+    for (b = GC_BANDS - 1; b-- > 0;) {
+        band_end[b] = (uint32_t)ceilf(BAND_MAX_HZ[b] / bin_hz);
+        if (band_end[b] > band_end[b + 1])
+            band_end[b] = band_end[b + 1];
+    }
+    if (*first > band_end[0])
+        *first = band_end[0];
+    for (r = 0; r < GC_REGIONS; r++)
+        end[r] = band_end[REGION_LAST_BAND[r]];
 }
 
 size_t gc_onset_bytes(uint32_t sample_rate_hz, uint32_t frame_size)
@@ -61,7 +67,7 @@ void gc_onset_init(gc_onset_t *onset, uint32_t sample_rate_hz, uint32_t frame_si
     uint8_t *p = (uint8_t *)mem;
     uint32_t k;
     onset->frame_size = frame_size;
-    bin_range(sample_rate_hz, frame_size, &onset->first_bin, onset->end_bin);
+    bin_range(sample_rate_hz, frame_size, &onset->first_bin, onset->band_end, onset->end_bin);
     onset->frame = (float *)p; p += align8(frame_size * sizeof(float));
     onset->window = (float *)p; p += align8(frame_size * sizeof(float));
     onset->power = (float *)p; p += align8((frame_size / 2 + 1) * sizeof(float));
@@ -93,6 +99,23 @@ static float log_ge1(float x)
                           (2.8212026f + (-1.4699568f + (0.44717955f - 0.056570851f * m) * m) * m) * m);
 }
 
+/* Sum of x[0 .. n) in four running sums, so that it vectorises without reordering
+   float additions. */
+static float sum4(const float *x, int32_t n)
+{
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int32_t i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        s0 += x[i];
+        s1 += x[i + 1];
+        s2 += x[i + 2];
+        s3 += x[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
 void gc_onset_reset(gc_onset_t *onset)
 {
     uint32_t k;
@@ -121,7 +144,7 @@ void gc_onset_push(gc_onset_t *onset, const float *x, uint32_t n)
 
 void gc_onset_analyse(gc_onset_t *onset, gc_onset_frame_t *out)
 {
-    uint32_t k, r, lo = onset->first_bin;
+    uint32_t k, b, r, lo = onset->first_bin;
     const float scale = onset->power_scale;
     float *cur = onset->log_mag + 1, *prev = onset->prev_log + 1; /* index -1 is a guard */
     out->rms = onset->pushed ? sqrtf(onset->pushed_energy / (float)onset->pushed) : 0.0f;
@@ -144,21 +167,17 @@ void gc_onset_analyse(gc_onset_t *onset, gc_onset_frame_t *out)
             rise[i] = d > 0.0f ? d : 0.0f;
         }
     }
-    for (r = 0; r < GC_REGIONS; r++) {
-        /* Four running sums, so that the sum vectorises without reordering float additions. */
-        const float *rise = onset->power + lo;
-        int32_t i, n = (int32_t)(onset->end_bin[r] - lo);
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        for (i = 0; i + 4 <= n; i += 4) {
-            s0 += rise[i];
-            s1 += rise[i + 1];
-            s2 += rise[i + 2];
-            s3 += rise[i + 3];
-        }
-        for (; i < n; i++)
-            s0 += rise[i];
-        out->flux[r] = (s0 + s1) + (s2 + s3);
-        lo = onset->end_bin[r];
+    for (b = 0; b < GC_BANDS; b++) {
+        int32_t n = (int32_t)(onset->band_end[b] - lo);
+        out->band_flux[b] = sum4(onset->power + lo, n);
+        out->band_level[b] = n > 0 ? sum4(cur + lo, n) / (float)n : 0.0f;
+        lo = onset->band_end[b];
+    }
+    for (r = 0, b = 0; r < GC_REGIONS; r++) {
+        float sum = 0.0f;
+        for (; b <= REGION_LAST_BAND[r]; b++)
+            sum += out->band_flux[b];
+        out->flux[r] = sum;
     }
     memcpy(prev + onset->first_bin, cur + onset->first_bin,
            (onset->end_bin[2] - onset->first_bin) * sizeof(float));

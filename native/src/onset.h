@@ -8,11 +8,13 @@
 #include "fft.h"
 
 #define GC_REGIONS 3 /* bass, mid, high */
+#define GC_BANDS 7   /* finer split of the same bins for the position network; regions are unions of bands */
 
 typedef struct {
     uint32_t frame_size;    /* samples at the analysis rate */
     uint32_t first_bin;     /* bins first_bin .. end_bin[2] - 1 are analysed */
     uint32_t end_bin[GC_REGIONS]; /* region r ends before end_bin[r] */
+    uint32_t band_end[GC_BANDS];  /* band b ends before band_end[b] */
     float *frame;           /* the latest frame_size samples, oldest first */
     float *window;          /* Hann window */
     float *power;           /* frame_size/2 + 1 bins */
@@ -26,6 +28,8 @@ typedef struct {
 
 typedef struct {
     float flux[GC_REGIONS]; /* positive log-spectral change per region */
+    float band_flux[GC_BANDS]; /* the same per band */
+    float band_level[GC_BANDS]; /* mean log magnitude per band */
     float rms;              /* RMS of the samples pushed since the last analysis */
 } gc_onset_frame_t;
 

@@ -18,6 +18,8 @@
 #include "meter.h"
 #include "novelty.h"
 #include "onset.h"
+#include "position_net.h"
+#include "tracker_debug.h"
 
 #ifndef MAX_MODEL_RATE_HZ
 #define MAX_MODEL_RATE_HZ 110.0f /* faster hops are pooled into one model frame */
@@ -58,10 +60,12 @@ struct gc_tracker {
     uint32_t quiet_frames, quiet_limit;
     int silent;
     float recent_bass[3];
+    int frame_analysed;           /* the last process_audio call analysed a frame */
     gc_beat_state_t state;
     gc_decimator_t decimator;
     gc_onset_t onset;
     gc_novelty_t novelty;
+    gc_position_net_t net;
     gc_beat_model_t model;
     gc_meter_t meter;
 };
@@ -160,6 +164,7 @@ gc_tracker_t *gc_tracker_new(const gc_tracker_config_t *config, gc_status_t *sta
     mem += model_b;
     t->decimated = (float *)mem;
     gc_novelty_init(&t->novelty, rate);
+    gc_position_net_init(&t->net, rate);
     t->silence_limit = (uint32_t)(SILENCE_S * rate);
     t->quiet_limit = (uint32_t)(QUIET_S * rate);
     gc_tracker_reset(t);
@@ -176,8 +181,10 @@ void gc_tracker_reset(gc_tracker_t *t)
     gc_decimator_reset(&t->decimator);
     gc_onset_reset(&t->onset);
     gc_novelty_reset(&t->novelty);
+    gc_position_net_reset(&t->net);
     gc_beat_model_reset(&t->model);
     gc_meter_reset(&t->meter);
+    t->frame_analysed = 0;
     t->pooled_odf = 0.0f;
     memset(t->recent_bass, 0, sizeof t->recent_bass);
     memset(&t->state, 0, sizeof t->state);
@@ -289,9 +296,10 @@ static void go_silent(gc_tracker_t *t)
     memset(&t->state, 0, sizeof t->state);
 }
 
-/* Run the model on one pooled frame and refresh the beat prediction. */
+/* Run the model on one pooled frame and refresh the beat prediction. `class_llr` is the
+   position network's evidence, or NULL when there is none (onset-function input). */
 static void model_frame(gc_tracker_t *t, const float *flux, uint32_t n_regions, float level,
-                        int from_audio)
+                        const float *class_llr, int from_audio)
 {
     float strength, bass = 0.0f;
     if (level < (from_audio ? SILENCE_RMS : TINY)) {
@@ -315,7 +323,7 @@ static void model_frame(gc_tracker_t *t, const float *flux, uint32_t n_regions, 
     t->recent_bass[0] = t->recent_bass[1];
     t->recent_bass[1] = t->recent_bass[2];
     t->recent_bass[2] = bass;
-    gc_beat_model_step(&t->model, strength, &t->state);
+    gc_beat_model_step(&t->model, strength, class_llr, &t->state);
     {
         float frame_samples = (float)t->hops_per_frame * (float)t->config.hop_size;
         float period = (float)t->state.tau * frame_samples;
@@ -405,10 +413,15 @@ gc_status_t gc_tracker_process_audio(gc_tracker_t *t, const float *samples, size
         gc_onset_push(&t->onset, t->decimated, written);
     }
     /* Hops faster than the model rate only feed the window; the last of them is analysed. */
+    t->frame_analysed = 0;
     if (++t->hop_in_frame >= t->hops_per_frame) {
+        float class_llr[GC_CLASSES];
         gc_onset_analyse(&t->onset, &frame);
-        model_frame(t, frame.flux, GC_REGIONS, frame.rms, 1);
+        /* The network runs through silence too, as it did in training. */
+        gc_position_net_step(&t->net, frame.band_flux, frame.band_level, class_llr);
+        model_frame(t, frame.flux, GC_REGIONS, frame.rms, class_llr, 1);
         t->hop_in_frame = 0;
+        t->frame_analysed = 1;
     }
     emit(t, out);
     return st;
@@ -431,10 +444,20 @@ gc_status_t gc_tracker_process_odf(gc_tracker_t *t, float odf_value, gc_beat_t *
     t->pooled_odf += v;
     if (++t->hop_in_frame >= t->hops_per_frame) {
         float pooled = t->pooled_odf;
-        model_frame(t, &pooled, 1, pooled, 0);
+        model_frame(t, &pooled, 1, pooled, NULL, 0);
         t->pooled_odf = 0.0f;
         t->hop_in_frame = 0;
     }
     emit(t, out);
     return st;
+}
+
+size_t gc_tracker_debug_features(const gc_tracker_t *t, float *out, size_t cap)
+{
+    size_t k;
+    if (!t || !t->frame_analysed)
+        return 0;
+    for (k = 0; k < GC_NET_FEATURES && k < cap; k++)
+        out[k] = t->net.history[k];
+    return k;
 }

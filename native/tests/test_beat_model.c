@@ -35,7 +35,7 @@ static void follow(gc_beat_model_t *model, uint32_t period, uint32_t first, uint
     *pulses = 0;
     for (t = 0; t < frames; t++) {
         int peak = t >= first && (t - first) % period == 0;
-        gc_beat_model_step(model, pulse(t, period, first), st);
+        gc_beat_model_step(model, pulse(t, period, first), NULL, st);
         if (peak && t > frames / 2) {
             (*pulses)++;
             if (st->phase <= 1 || st->phase + 1 >= st->tau) /* within a frame of the beat */
@@ -91,7 +91,7 @@ static void check_octave_ambiguity(uint32_t period, int with_eighths)
     for (t = 0; t < 2000; t++)
         gc_beat_model_step(&model, pulse(t, period, 5) +
                                        (with_eighths ? 0.5f * pulse(t, period, 5 + period / 2) : 0.0f),
-                           &st);
+                           NULL, &st);
     tau = (int)st.tau;
     CHECK_MSG(abs(tau - (int)period) <= 3 || abs(2 * tau - (int)period) <= 3 ||
                   abs(tau - 2 * (int)period) <= 3,
@@ -108,7 +108,7 @@ static void check_mass_is_normalised(void)
     uint32_t t, k, i;
     gc_beat_model_init(&model, rate, 60.0f, 180.0f, mem);
     for (t = 0; t < 64; t++) /* a multiple of the renormalisation interval */
-        gc_beat_model_step(&model, (t % 50) == 0 ? 0.8f : 0.05f, &st);
+        gc_beat_model_step(&model, (t % 50) == 0 ? 0.8f : 0.05f, NULL, &st);
     {
         double total = 0.0, ring_total = 0.0;
         for (k = 0; k < 2 * model.n_tempi; k++)
