@@ -67,8 +67,8 @@
 #define TERNARY_PRIOR 0.5f       /* per beat, relative to binary: most music divides beats in two */
 #endif
 
-/* Both observation models see the same onsets, so each is tempered: exponents on the
-   position network's and the onset strength's likelihood ratios. */
+/* Both observation models see the same onsets, so when both are there each is
+   tempered: exponents on the position network's and the onset strength's ratios. */
 #ifndef NET_WEIGHT
 #define NET_WEIGHT 0.5f
 #endif
@@ -346,12 +346,9 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *cla
     none_lik = s * ONSET_P[NONE] + (1.0f - s) * (1.0f - ONSET_P[NONE]);
     for (c = 0; c < GC_CLASSES; c++)
         ratio[c] = (s * ONSET_P[c] + (1.0f - s) * (1.0f - ONSET_P[c])) / none_lik;
-    if (ONSET_WEIGHT != 1.0f)
-        for (c = 0; c < GC_CLASSES; c++)
-            ratio[c] = powf(ratio[c], ONSET_WEIGHT);
     if (class_llr) /* the position network's evidence, as log likelihood ratios against NONE */
         for (c = 0; c < NONE; c++)
-            ratio[c] *= expf(NET_WEIGHT * class_llr[c]);
+            ratio[c] = powf(ratio[c], ONSET_WEIGHT) * expf(NET_WEIGHT * class_llr[c]);
     /* Per run of consecutive phases of one class: one factor over one or two
        contiguous stretches of the ring (the run may wrap around its end). */
     for (k = 0; k < 2 * m; k++) {
