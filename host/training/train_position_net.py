@@ -227,7 +227,8 @@ def main() -> None:
         console.info(f"epoch {epoch + 1}: val loss {v:.4f} ({time.time() - start:.0f} s)")
         if v < best[0]:
             best = (v, {k: t.clone() for k, t in model.state_dict().items()})
-    model.load_state_dict(best[1])  # type: ignore[arg-type]
+    assert best[1] is not None  # at least one epoch ran
+    model.load_state_dict(best[1])
     p = {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}
     # Fold the input standardisation into the first layer: the device feeds raw features.
     w1 = p["0.weight"] / std[None, :]
