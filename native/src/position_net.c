@@ -16,7 +16,8 @@
  * apart from its input history, and cheap.
  *
  * One hidden layer of GC_NET_HIDDEN rectified units: about 1,500 multiply-adds
- * per frame, no transcendental functions at run time. The weights are in
+ * and seven logs (the inputs) per frame; the output needs no exp, since the
+ * softmax's normaliser cancels in the ratios. The weights are in
  * position_net_weights.h, written by host/training/train_position_net.py.
  */
 #include "position_net.h"
