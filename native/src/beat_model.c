@@ -193,6 +193,13 @@ size_t gc_beat_model_bytes(float frame_rate_hz, float min_bpm, float max_bpm)
            + align8((2 * m + 1) * sizeof(uint32_t)) + align8(s * sizeof(uint16_t)) + 2 * align8(s);
 }
 
+/* The log-normal tempo prior, paid per second, as the factor one beat of tau frames pays. */
+static float prior_per_beat(float bpm, float centre_bpm, uint32_t tau, float frame_rate_hz)
+{
+    float oct = log2f(bpm / centre_bpm) / PRIOR_SIGMA_OCT;
+    return expf(-0.5f * oct * oct * PRIOR_WEIGHT_PER_S / frame_rate_hz * (float)tau);
+}
+
 void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_bpm, float max_bpm,
                         void *mem)
 {
@@ -227,12 +234,9 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
     for (i = 0; i < m; i++) {
         float log_tau = logf((float)model->tau[i]);
         float bpm = 60.0f * frame_rate_hz / (float)model->tau[i];
-        float oct = log2f(bpm / PRIOR_BPM) / PRIOR_SIGMA_OCT;
-        float log_prior_per_frame = -0.5f * oct * oct * PRIOR_WEIGHT_PER_S / frame_rate_hz;
-        model->beat_prior[i] = expf(log_prior_per_frame * (float)model->tau[i]);
-        oct = log2f(bpm / TERNARY_PRIOR_BPM) / PRIOR_SIGMA_OCT;
-        log_prior_per_frame = -0.5f * oct * oct * PRIOR_WEIGHT_PER_S / frame_rate_hz;
-        model->beat_prior[m + i] = TERNARY_PRIOR * expf(log_prior_per_frame * (float)model->tau[i]);
+        model->beat_prior[i] = prior_per_beat(bpm, PRIOR_BPM, model->tau[i], frame_rate_hz);
+        model->beat_prior[m + i] =
+            TERNARY_PRIOR * prior_per_beat(bpm, TERNARY_PRIOR_BPM, model->tau[i], frame_rate_hz);
         cum[i] = log_tau;
         model->decay[i] = i + 1 < m ? expf(-TRANSITION_LAMBDA * (logf((float)model->tau[i + 1]) - log_tau))
                                     : 0.0f;
