@@ -60,7 +60,6 @@ struct gc_tracker {
     uint32_t quiet_frames, quiet_limit;
     int silent;
     float recent_bass[3];
-    int frame_analysed;           /* the last process_audio call analysed a frame */
     gc_beat_state_t state;
     gc_decimator_t decimator;
     gc_onset_t onset;
@@ -184,7 +183,6 @@ void gc_tracker_reset(gc_tracker_t *t)
     gc_position_net_reset(&t->net);
     gc_beat_model_reset(&t->model);
     gc_meter_reset(&t->meter);
-    t->frame_analysed = 0;
     t->pooled_odf = 0.0f;
     memset(t->recent_bass, 0, sizeof t->recent_bass);
     memset(&t->state, 0, sizeof t->state);
@@ -413,7 +411,6 @@ gc_status_t gc_tracker_process_audio(gc_tracker_t *t, const float *samples, size
         gc_onset_push(&t->onset, t->decimated, written);
     }
     /* Hops faster than the model rate only feed the window; the last of them is analysed. */
-    t->frame_analysed = 0;
     if (++t->hop_in_frame >= t->hops_per_frame) {
         float class_llr[GC_CLASSES];
         gc_onset_analyse(&t->onset, &frame);
@@ -421,7 +418,6 @@ gc_status_t gc_tracker_process_audio(gc_tracker_t *t, const float *samples, size
         gc_position_net_step(&t->net, frame.band_flux, frame.band_level, class_llr);
         model_frame(t, frame.flux, GC_REGIONS, frame.rms, class_llr, 1);
         t->hop_in_frame = 0;
-        t->frame_analysed = 1;
     }
     emit(t, out);
     return st;
@@ -455,7 +451,8 @@ gc_status_t gc_tracker_process_odf(gc_tracker_t *t, float odf_value, gc_beat_t *
 size_t gc_tracker_debug_features(const gc_tracker_t *t, float *out, size_t cap)
 {
     size_t k;
-    if (!t || !t->frame_analysed)
+    /* a frame was analysed by the last call exactly when the hop count wrapped to 0 */
+    if (!t || t->hop_in_frame != 0 || t->net.frames == 0)
         return 0;
     for (k = 0; k < GC_NET_FEATURES && k < cap; k++)
         out[k] = t->net.history[k];
