@@ -32,7 +32,7 @@ def _one(clip: evaluate.Clip) -> tuple[str, np.ndarray, np.ndarray]:
     return clip.id, f.band_mag, y
 
 
-def _objects(arrays: list[np.ndarray]) -> np.ndarray:
+def object_array(arrays: list[np.ndarray]) -> np.ndarray:
     """A 1-D object array of arrays of different lengths (np.array would stack them)."""
     out = np.empty(len(arrays), dtype=object)
     for i, a in enumerate(arrays):
@@ -53,7 +53,7 @@ def load_corpus(folder: str, cache: str | None = None, jobs: int = 2) -> dict[st
             xs.append(x)
             ys.append(y)
             console.advance(bar)
-    data = {"ids": np.array(ids), "x": _objects(xs), "y": _objects(ys)}
+    data = {"ids": np.array(ids), "x": object_array(xs), "y": object_array(ys)}
     if cache:
         np.savez(cache, ids=data["ids"], x=data["x"], y=data["y"])
     return data

@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import soundfile as sf
 
-from gridcast.host import console
+from gridcast.host import console, evaluate
+from gridcast.host.training import dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SRC = os.path.join(ROOT, "native", "src")
@@ -113,26 +114,23 @@ def load_dir(folder: str, n_features: int, cache_dir: str) -> list[tuple[np.ndar
         return list(zip(z["x"], z["y"], strict=True))
     with open(os.path.join(folder, "MANIFEST.tsv"), encoding="utf-8") as f:
         meters = {row["id"]: row["meter"] for row in csv.DictReader(f, delimiter="\t")}
-    audio_dir, ann_dir = os.path.join(folder, "audio"), os.path.join(folder, "annotations")
-    paths = {os.path.splitext(f)[0]: os.path.join(audio_dir, f) for f in os.listdir(audio_dir)}
-    names = sorted(paths)
+    clips = evaluate.load_dataset(folder)
 
-    def one(name: str) -> tuple[np.ndarray, np.ndarray]:
-        feats, latency, frame_hz = clip_features(paths[name], n_features)
-        beats = np.loadtxt(os.path.join(ann_dir, name + ".beats"), ndmin=2)[:, 0]
-        return feats, positions(beats, len(feats), latency, frame_hz, is_ternary(meters[name]))
+    def one(clip: evaluate.Clip) -> tuple[np.ndarray, np.ndarray]:
+        feats, latency, frame_hz = clip_features(clip.audio_path, n_features)
+        return feats, positions(clip.beats, len(feats), latency, frame_hz,
+                                is_ternary(meters[clip.id]))
 
     out = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, \
-            console.progress(len(names), f"features {folder}") as bar:
-        for item in pool.map(one, names):
+            console.progress(len(clips), f"features {folder}") as bar:
+        for item in pool.map(one, clips):
             out.append(item)
             console.advance(bar)
     os.makedirs(cache_dir, exist_ok=True)
-    np.savez(cache, x=np.array([a for a, _ in out], dtype=object),
-             y=np.array([b for _, b in out], dtype=object))
+    np.savez(cache, x=dataset.object_array([a for a, _ in out]),
+             y=dataset.object_array([b for _, b in out]))
     return out
-
 
 def stack_history(x: np.ndarray, history: int) -> np.ndarray:
     """Row k: features of frame k, then k - 1, ... (zeros before the first frame)."""
