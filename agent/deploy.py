@@ -41,11 +41,6 @@ class DeployResult:
         return asdict(self)
 
 
-def _leaf_for(payload: bytes) -> str:
-    kind = messages.decode(payload).kind
-    return topics.BUNDLE if kind == "chunk" else topics.CMD
-
-
 async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_id: str,
                      bundle_version: int, *, chunk_bytes: int | None = None,
                      window: int | None = None, reply_timeout_s: float = REPLY_TIMEOUT_S,
@@ -64,8 +59,9 @@ async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_
     reported = 0
     try:
         while not sender.finished:
-            for payload in outgoing:
-                await transport.send(device_id, _leaf_for(payload), payload)
+            for out in outgoing:  # chunks on the bundle topic, offer/activate as commands
+                await transport.send(device_id, topics.BUNDLE if out.kind == "chunk"
+                                     else topics.CMD, out.payload)
             outgoing = []
             try:
                 # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that

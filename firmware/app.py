@@ -6,9 +6,7 @@ same on an ESP32 and in the simulator.
 """
 
 import asyncio
-import binascii
 import gc
-import hashlib
 
 from gridcast.firmware import config as config_mod
 from gridcast.firmware.clock import LocalClock
@@ -19,6 +17,7 @@ from gridcast.firmware.store import BundleStore
 from gridcast.firmware.telemetry import Telemetry
 from gridcast.protocol import messages, transfer
 from gridcast.protocol.errors import ProtocolError
+from gridcast.protocol.keys import key_id
 from gridcast.protocol.reasons import BAD_CONFIG, INTERNAL, NOT_FOUND, OK, UNKNOWN_MESSAGE
 
 FW_VERSION = config_mod.FW_VERSION
@@ -29,11 +28,6 @@ TELEMETRY_WORK_US = 100000  # time allowed for building a telemetry batch (see t
 SYNC_REFIT_WORK_US = 30000  # time allowed for the clock-skew refit (see sync_refit_loop)
 _DEVICE_KINDS = ("hello", "chunk_ack", "chunk_nack", "activated", "rejected", "sync_req",
                  "telemetry", "status")
-
-
-def key_id(key):
-    digest = hashlib.sha256(b"gridcast-key-id:" + key).digest()
-    return binascii.hexlify(digest).decode()[:8]
 
 
 class Device:
@@ -111,10 +105,11 @@ class Device:
             return None
         if kind in ("bundle_offer", "chunk", "activate"):
             reply = self.receiver.handle(msg)
-            if kind == "activate" and reply is not None and \
-                    messages.decode(reply).kind == "activated":
+            if reply is None:
+                return None
+            if reply.kind == "activated" and kind == "activate":
                 self.player.bundle_changed()
-            return reply
+            return reply.payload
         if kind == "rollback":
             if self.store.rollback():
                 self.player.bundle_changed()

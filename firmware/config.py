@@ -14,9 +14,10 @@ import json
 
 from gridcast.protocol.errors import ProtocolError
 from gridcast.protocol.reasons import BAD_CONFIG
+from gridcast.protocol.version import FIRMWARE_VERSION
 
 PATH = "config.json"
-FW_VERSION = 0x000100  # 0.1.0
+FW_VERSION = FIRMWARE_VERSION  # the release, from protocol/version.py
 
 DEFAULTS = {
     "device_id": "",

@@ -5,4 +5,5 @@ devices; they import only each other and what MicroPython has.
 """
 
 DEVICE_MODULES = ("errors", "reasons", "codec", "frames", "messages", "hmac_sha256",
-                  "bundle_format", "bundle_reader", "topics", "transfer", "ble_gatt")
+                  "bundle_format", "bundle_reader", "topics", "transfer", "ble_gatt", "version",
+                  "keys")

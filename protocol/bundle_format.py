@@ -15,6 +15,8 @@ the same map always gives the same bytes on every platform. Runs on CPython and
 MicroPython. docs/protocol.md is the normative description.
 """
 
+from . import version as _version
+
 MAGIC = "gridcast.bundle"
 SCHEMA_VERSION = 1
 
@@ -34,19 +36,6 @@ HEADER_FIELDS = ("magic", "schema_version", "bundle_version", "min_firmware", "t
                  "audio_sha256", "created_s", "key_id", "duration_us", "tempo_mbpm", "meter")
 
 
-def version_to_int(text):
-    """'1.2.3' -> 0x010203 (major, minor, patch each 0..255)."""
-    parts = text.split(".")
-    if len(parts) != 3:
-        raise ValueError("version must look like MAJOR.MINOR.PATCH, got %r" % text)
-    value = 0
-    for p in parts:
-        n = int(p)
-        if not 0 <= n <= 255:
-            raise ValueError("version part %d is outside 0..255 in %r" % (n, text))
-        value = (value << 8) | n
-    return value
-
-
-def int_to_version(value):
-    return "%d.%d.%d" % ((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF)
+# Firmware versions in bundle headers take the release form of version.py.
+version_to_int = _version.version_to_int
+int_to_version = _version.version_text

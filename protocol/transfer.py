@@ -50,6 +50,23 @@ def file_sha256(f, buf_bytes=256):
         h.update(view[:n] if n < buf_bytes else view)
 
 
+class Outgoing:
+    """One message to send: its kind (callers route on it, e.g. to a topic) and its bytes.
+
+    The sans-I/O parts return these, so no caller decodes what was just encoded."""
+
+    def __init__(self, kind, payload):
+        self.kind = kind
+        self.payload = payload
+
+    def __repr__(self):
+        return "Outgoing(%s, %d bytes)" % (self.kind, len(self.payload))
+
+
+def _out(kind, **fields):
+    return Outgoing(kind, messages.encode(kind, **fields))
+
+
 class Receiver:
     """Device side: answers offers, chunks and activate with the messages to send back."""
 
@@ -68,14 +85,14 @@ class Receiver:
         self.activated = (None, None)  # (transfer id, reply): a repeated activate gets it again
 
     def _reply(self, kind, **fields):
-        return messages.encode(kind, **fields)
+        return _out(kind, **fields)
 
     def _reject(self, transfer_id, code, detail):
         self.last_error = code
         return self._reply("rejected", transfer_id=transfer_id, reason=code, detail=detail[:200])
 
     def handle(self, msg):
-        """Reply bytes for one decoded message (None when it needs no reply)."""
+        """The reply (an ``Outgoing``) to one decoded message; None when it needs none."""
         if msg.kind == "bundle_offer":
             return self._offer(msg)
         if msg.kind == "chunk":
@@ -271,7 +288,7 @@ class Sender:
         self.error = None  # (reason, detail) when failed
 
     def offer(self):
-        return messages.encode("bundle_offer", transfer_id=self.transfer_id,
+        return _out("bundle_offer", transfer_id=self.transfer_id,
                                size=len(self.bundle), sha256=self.sha256,
                                chunk_size=self.chunk_size, track_id=self.track_id,
                                bundle_version=self.bundle_version)
@@ -281,13 +298,13 @@ class Sender:
         while self.sent_to < len(self.bundle) and \
                 self.sent_to < self.acked + self.window * self.chunk_size:
             end = min(self.sent_to + self.chunk_size, len(self.bundle))
-            out.append(messages.encode("chunk", transfer_id=self.transfer_id, offset=self.sent_to,
-                                       data=self.bundle[self.sent_to:end]))
+            out.append(_out("chunk", transfer_id=self.transfer_id, offset=self.sent_to,
+                            data=self.bundle[self.sent_to:end]))
             self.sent_to = end
         return out
 
     def on_reply(self, msg):
-        """Messages to send after a reply from the device."""
+        """The ``Outgoing`` messages to send after a reply from the device."""
         if msg.kind == "activated":
             if msg.sha256 == self.sha256:
                 self.state = "done"
@@ -303,7 +320,7 @@ class Sender:
             self.sent_to = max(self.sent_to, self.acked)
             if self.acked == len(self.bundle):
                 self.state = "activating"
-                return [messages.encode("activate", transfer_id=self.transfer_id)]
+                return [_out("activate", transfer_id=self.transfer_id)]
             self.state = "sending"
             return self._fill_window()
         if msg.kind == "chunk_nack":
@@ -321,7 +338,7 @@ class Sender:
         if self.state == "offering":
             return [self.offer()]
         if self.state == "activating":
-            return [messages.encode("activate", transfer_id=self.transfer_id)]
+            return [_out("activate", transfer_id=self.transfer_id)]
         self.sent_to = self.acked
         return self._fill_window()
 

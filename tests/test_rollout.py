@@ -35,7 +35,8 @@ class LoopbackDevice:
             self.store.active_entry, self.store.previous_entry = self.store.previous_entry, None
             t, v, sha = self.store.active()
             return messages.encode("activated", track_id=t, bundle_version=v, sha256=sha)
-        return self.receiver.handle(msg)
+        reply = self.receiver.handle(msg)
+        return None if reply is None else reply.payload
 
 
 class LoopbackTransport(Transport):

@@ -32,9 +32,9 @@ def run(bundle, store, loss=0.0, duplicate=0.0, reorder=0.0, seed=0, transfer_id
             wire.insert(0, m)
         if rng.random() < loss:
             continue
-        reply = rx.handle(messages.decode(m))
+        reply = rx.handle(messages.decode(m.payload))
         if reply is not None and rng.random() >= loss:
-            wire.extend(tx.on_reply(messages.decode(reply)))
+            wire.extend(tx.on_reply(messages.decode(reply.payload)))
     return tx
 
 
@@ -56,15 +56,15 @@ def test_no_loss_transfer_needs_one_ack_per_chunk():
     while wire:
         m = wire.pop(0)
         sent += 1
-        reply = rx.handle(messages.decode(m))
+        reply = rx.handle(messages.decode(m.payload))
         if reply is not None:
-            wire.extend(tx.on_reply(messages.decode(reply)))
+            wire.extend(tx.on_reply(messages.decode(reply.payload)))
     chunks = -(-len(GOOD) // 512)
     assert tx.state == "done" and sent == chunks + 2  # offer + chunks + activate
 
 
 def _deliver(rx, kind, **fields):
-    return messages.decode(rx.handle(messages.decode(messages.encode(kind, **fields))))
+    return messages.decode(rx.handle(messages.decode(messages.encode(kind, **fields))).payload)
 
 
 @pytest.mark.parametrize(("bundle", "key", "reason"), [

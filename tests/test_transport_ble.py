@@ -125,7 +125,7 @@ class Peripheral:
                 continue
             reply = self.receiver.handle(msg)
             if reply is not None:
-                self._spawn(self._send_all([reply]))
+                self._spawn(self._send_all([reply.payload]))
 
     async def request_sync(self, seq: int) -> None:
         await self._send_all([messages.encode("sync_req", seq=seq, t1_us=1000 + seq)])
