@@ -26,9 +26,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
+from gridcast.agent import drift_stats
 from gridcast.agent.clock import now_us
 from gridcast.agent.config import LOCAL_BINDS
 from gridcast.agent.core import AgentCore
@@ -166,9 +166,10 @@ class Api:
         lost = self.core.store.lost_by_device()
         out = {}
         for d in self.core.registry.snapshot():
-            drift = np.abs(np.asarray(recent.get(d.id, []), dtype=np.int64))
-            out[d.id] = {**vars(d), "drift_p50_ms": _pct(drift, 50),
-                         "drift_p99_ms": _pct(drift, 99), "samples_60s": int(drift.size),
+            drift = drift_stats.absolute(recent.get(d.id, []))
+            out[d.id] = {**vars(d), "drift_p50_ms": drift_stats.percentile_ms(drift, 50),
+                         "drift_p99_ms": drift_stats.percentile_ms(drift, 99),
+                         "samples_60s": int(drift.size),
                          "lost": lost.get(d.id, 0),
                          "alert": self.core.alerts.active.get(d.id, False)}
         return out
@@ -333,10 +334,6 @@ class Api:
         result = await rollout(self.core.transport, self.core.store, data, bundle["track_id"],
                                bundle["bundle_version"], plan, online=online, on_state=save)
         save(result)
-
-
-def _pct(values: np.ndarray, q: float) -> float | None:
-    return round(float(np.percentile(values, q)) / 1000, 4) if values.size else None
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from gridcast.agent import deploy
+from gridcast.agent import deploy, drift_stats
 from gridcast.agent.clock import now_us
 from gridcast.agent.store import Store
 from gridcast.agent.transport import Transport
@@ -118,8 +118,7 @@ async def rollout(transport: Transport, store: Store, bundle: bytes, track_id: s
             drift = await asyncio.to_thread(soak_drift, store, canaries, since)
             result.soak_samples = int(sum(v.size for v in drift.values()))
             result.soak_drift_p99_ms = {
-                d: (round(float(np.percentile(v, 99)) / 1000, 4) if v.size else None)
-                for d, v in drift.items()}
+                d: drift_stats.percentile_ms(v, 99) for d, v in drift.items()}
             over = {d: p for d, p in result.soak_drift_p99_ms.items()
                     if p is not None and p > plan.max_drift_ms}
             gone = [d for d in canaries if not online(d)]

@@ -16,8 +16,7 @@ import threading
 import urllib.request
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from gridcast.agent import drift_stats
 from gridcast.agent.clock import now_us
 from gridcast.agent.store import DriftAggregate, Store, StoreError
 
@@ -27,9 +26,8 @@ SETTLE_S = 2
 
 
 def summarize(device_id: str, bucket_s: int, drift_us: list[int]) -> DriftAggregate:
-    a = np.abs(np.asarray(drift_us, dtype=np.int64))
-    return DriftAggregate(device_id, bucket_s, int(a.size), int(np.percentile(a, 50)),
-                          int(np.percentile(a, 99)), int(a.max()))
+    p50, p99, top = drift_stats.percentiles_us(drift_us, (50, 99, 100))
+    return DriftAggregate(device_id, bucket_s, len(drift_us), p50, p99, top)
 
 
 @dataclass
@@ -129,8 +127,8 @@ class Rollup:
         for d, recent in self.window.items():
             recent[:] = [(t, v) for t, v in recent if t > s - self.alerts.window_s]
             values = [x for _, v in recent for x in v]
-            if values:
-                p99 = float(np.percentile(np.abs(values), 99)) / 1000
+            p99 = drift_stats.percentile_ms(values, 99)
+            if p99 is not None:
                 self.alerts.check(d, p99, s)
 
     def _minutes(self, now_s: int) -> None:

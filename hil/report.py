@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
+from gridcast.agent import drift_stats
 from gridcast.hil.observer import Observer
 from gridcast.hil.simulator import Simulator
 from gridcast.protocol import bundle_reader
@@ -48,10 +48,6 @@ def read_led_log(path: str) -> list[dict]:
     return out
 
 
-def _ms(values: Sequence[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) / 1000, 4) if values else None
-
-
 def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]:
     label, beats = bundle_beats(os.path.join(sim_dev.folder, "bundles", "active.gcb"))
     lines = read_led_log(sim_dev.led_log)
@@ -68,9 +64,8 @@ def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]
             frames = int(f.read() or 0)
     except (OSError, ValueError):
         pass
-    absolute = [abs(e) for e in errors]
     tele = observer.telemetry.get(sim_dev.id) if observer else None
-    drift_abs = [abs(d) for d in tele.drift_us] if tele else []
+    drift_us = tele.drift_us if tele else []
     # The device reports one drift sample per beat it fired, in firing order, so its
     # claims can be checked beat by beat against the bench's measurement.
     gaps = []
@@ -82,14 +77,12 @@ def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]
         "frames": frames,
         "beats": len(lines),
         "beats_scored": len(errors),
-        "true_error_p50_ms": _ms(absolute, 50),
-        "true_error_p99_ms": _ms(absolute, 99),
-        "true_error_max_ms": _ms(absolute, 100),
+        **drift_stats.summary_ms(errors, "true_error"),
         "true_error_mean_ms": round(float(np.mean(errors)) / 1000, 4) if errors else None,
-        "drift_p50_ms": _ms(drift_abs, 50),
-        "drift_p99_ms": _ms(drift_abs, 99),
-        "drift_vs_true_p99_ms": _ms(gaps, 99),
-        "drift_vs_true_max_ms": _ms(gaps, 100),
+        "drift_p50_ms": drift_stats.percentile_ms(drift_us, 50),
+        "drift_p99_ms": drift_stats.percentile_ms(drift_us, 99),
+        "drift_vs_true_p99_ms": drift_stats.percentile_ms(gaps, 99),
+        "drift_vs_true_max_ms": drift_stats.percentile_ms(gaps, 100),
         "telemetry_batches": len(tele.seqs) if tele else 0,
         "telemetry_lost": tele.lost if tele else 0,
         "skew_ppm": sim_dev.skew_ppm,
