@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import soundfile as sf
 
-from gridcast.host import console
+from gridcast.host.cli import output as console
 from gridcast.host.training import render
 
 FIELDS = ("id", "meter", "bpm", "tempo_curve", "humanized_ms", "soundfont", "tags", "fx")

@@ -7,7 +7,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from gridcast.host import audio, console, evaluate, features
+from gridcast.host import audio, evaluate, features
+from gridcast.host.cli import output as console
 
 
 def targets(times_s: np.ndarray, n_frames: int, rate: float) -> np.ndarray:

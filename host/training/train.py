@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 
-from gridcast.host import beat_network, console
+from gridcast.host import beat_network
+from gridcast.host.cli import output as console
 from gridcast.host.training import dataset
 
 CHANNELS = 24

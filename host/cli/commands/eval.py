@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from rich.table import Table
+from gridcast.host.cli import output
 
-from gridcast.host import console, evaluate
-from gridcast.host.cli import print_json
+HELP = "score beat tracking against annotations (mir_eval)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="dataset folder with audio/ and annotations/")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--compare", action="append", default=[], metavar="SYSTEM",
+                   help="also score a baseline in the same run (librosa)")
+    p.add_argument("--causal", action="store_true",
+                   help="score the real-time C tracker (fed hop by hop) instead of the "
+                        "offline analyzer; adds lock times")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridcast.host import evaluate
+
     clips = evaluate.load_dataset(args.folder)
     total = len(clips) * (1 + len(args.compare))
-    with console.progress(total, "evaluating") as bar:
+    with output.progress(total, "evaluating") as bar:
         def on_clip(system: str, row: dict) -> None:
             if "error" in row:
-                console.error(row["error"])
-            console.advance(bar)
+                output.error(row["error"])
+            output.advance(bar)
 
         result = evaluate.evaluate(args.folder, compare=tuple(args.compare),
                                    workers=max(1, args.jobs), on_clip=on_clip,
                                    causal=args.causal)
     if args.json:
-        print_json(result)
+        output.print_json(result)
     else:
         _print_table(result)
     return 0
@@ -34,6 +47,10 @@ def _fmt(v: float | None) -> str:
 
 
 def _print_table(result: dict) -> None:
+    from rich.table import Table
+
+    from gridcast.host import evaluate
+
     causal = "lock_s" in result["mean"]
     table = Table(title=f"{result['dataset']} ({result['n_clips']} clips, {result['system']})")
     columns = ["clip", "F", "Cemgil", "CMLt", "AMLt", "downbeat F", "BPM", "ref BPM"]
@@ -53,4 +70,4 @@ def _print_table(result: dict) -> None:
                 if causal and "lock_s" in mean else [""] * causal)
         table.add_row(f"mean: {name}", *(_fmt(mean[m]) for m in evaluate.METRICS), "", "",
                       *lock, style="bold")
-    console.out.print(table)
+    output.out.print(table)

@@ -21,25 +21,41 @@ import asyncio
 import os
 import shutil
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-import soundfile as sf
+from gridcast.host.cli import output
 
-from gridcast.host import batch, console, corrections, demo_audio, evaluate, plot
-from gridcast.host.cli import print_json
-from gridcast.host.params import AnalyzerParams
+if TYPE_CHECKING:
+    import numpy as np
+
+HELP = "the end-to-end demo on generated audio"
 
 SKEWS_PPM = [10, -20, 150]
 HINDSIGHT_S = 34  # devices report a beat's drift 31 s after it fired (firmware/telemetry.py)
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="gridcast-demo", help="folder for the demo's files")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the demo song")
+    p.add_argument("--sync-s", type=float, default=20.0, metavar="S",
+                   help="seconds the device clocks get to converge before playing")
+    p.add_argument("--max-drift-ms", type=float, default=1.0, metavar="MS",
+                   help="fail (exit 1) when a device's true error p99 is above this")
+    p.add_argument("--no-devices", action="store_true",
+                   help="only generate, analyze and plot the song (no broker, no devices)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _analyze(args: argparse.Namespace) -> dict:
-    from gridcast.host import beatmap
+    import soundfile as sf
+
+    from gridcast.host import batch, beatmap, corrections, demo_audio, evaluate, plot
+    from gridcast.host.params import AnalyzerParams
 
     wav = os.path.join(args.out, "demo-song.wav")
     signal, beats, bib = demo_audio.render(seconds=args.seconds)
     sf.write(wav, signal, demo_audio.SAMPLE_RATE)
-    console.info(f"generated {wav} ({args.seconds:.0f} s, {len(beats)} beats)")
+    output.info(f"generated {wav} ({args.seconds:.0f} s, {len(beats)} beats)")
     job = batch.Job(wav, os.path.join(args.out, "demo-song.beatmap.json"))
     outcome = batch.run_job(job, AnalyzerParams(), corrections.Corrections())
     if outcome.status == "failed":
@@ -47,9 +63,9 @@ def _analyze(args: argparse.Namespace) -> dict:
     bm = beatmap.load(job.out_path)
     scores = evaluate.score(beats, bib, bm.beats, bm.beat_in_bar)
     png = plot.render(bm, os.path.join(args.out, "demo-song.png"), wav)
-    console.info(f"beat map {job.out_path}: {len(bm.beats)} beats, {bm.tempo_bpm:.1f} BPM; "
-                 f"against the generated truth beat F {scores['f_measure']:.3f}, downbeat F "
-                 f"{scores['downbeat_f']:.3f}; plot {png}")
+    output.info(f"beat map {job.out_path}: {len(bm.beats)} beats, {bm.tempo_bpm:.1f} BPM; "
+                f"against the generated truth beat F {scores['f_measure']:.3f}, downbeat F "
+                f"{scores['downbeat_f']:.3f}; plot {png}")
     return {"audio": wav, "beatmap": job.out_path, "plot": png,
             "tempo_bpm": round(bm.tempo_bpm, 2), "beats": len(bm.beats), "meter": bm.meter,
             "scores": {k: (round(v, 4) if v is not None else None) for k, v in scores.items()}}
@@ -73,16 +89,16 @@ def _bundle(args: argparse.Namespace, beatmap_path: str) -> tuple[str, bytes, st
 async def _wait(seconds: float, label: str) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    show = console.err.is_terminal
+    show = output.err.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
-                  console=console.err, disable=not show, transient=True) as bar:
+                  console=output.err, disable=not show, transient=True) as bar:
         task = bar.add_task(label, total=seconds)
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             await asyncio.sleep(min(0.5, left))
             bar.update(task, completed=seconds - max(0.0, left))
     if not show:
-        console.info(f"{label}: done")
+        output.info(f"{label}: done")
 
 
 async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
@@ -104,7 +120,7 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
     state = os.path.join(args.out, "devices")
     shutil.rmtree(state, ignore_errors=True)
     with open_broker(os.path.join(args.out, "broker")) as broker:
-        console.info(f"broker: {broker.kind} on {broker.url}")
+        output.info(f"broker: {broker.kind} on {broker.url}")
         config = AgentConfig(broker=broker.url, database=f"sqlite://{db}",
                              alert_threshold_ms=args.max_drift_ms,
                              shared_subscription=broker.supports_shared_subscriptions)
@@ -120,15 +136,15 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             assert core.transport is not None
             await wait_online(core.transport, ids, timeout_s=60)
             online = ", ".join(f"{d.id} ({d.skew_ppm:+d} ppm)" for d in sim.devices)
-            console.info(f"devices online: {online}")
+            output.info(f"devices online: {online}")
             results = await deploy.deploy(core.transport, ids, data, track_id, version)
             for r in results:
-                (console.info if r.ok else console.error)(
+                (output.info if r.ok else output.error)(
                     f"{r.id}: {'active ' + track_id + f' v{version}' if r.ok else r.error} "
                     f"({r.seconds:.2f} s)")
             await _wait(args.sync_s, "letting the device clocks converge")
             start_us = await playback.play(core.transport, ids, track_id, lead_s=2.0)
-            console.info(f"playing {track_id} on {len(ids)} devices")
+            output.info(f"playing {track_id} on {len(ids)} devices")
             await _wait(2.0 + args.seconds, "playing")
             await playback.stop(core.transport, ids)
             await _wait(HINDSIGHT_S, "collecting drift reports")
@@ -151,11 +167,15 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
 
 
 def _ms_percentile(values: np.ndarray, q: float) -> float | None:
+    import numpy as np
+
     return round(float(np.percentile(values, q)) / 1000, 4) if values.size else None
 
 
 def _device_row(dev, observer, store, since_us: int, bundle_label: str) -> dict:
     """Reported drift from the agent's database; true LED error from the simulator's log."""
+    import numpy as np
+
     from gridcast.hil.report import device_report
 
     report, _ = device_report(dev, observer)
@@ -195,8 +215,8 @@ def _print_table(result: dict) -> None:
         table.add_row(d["id"], f"{d['skew_ppm']:+d}", "active" if d["bundle_active"] else "NO",
                       ms(d["drift_p50_ms"]), ms(d["drift_p99_ms"]), ms(d["true_error_p50_ms"]),
                       ms(d["true_error_p99_ms"]), str(d["samples"]), str(d["lost"]))
-    console.out.print(table)
-    console.info(f"drift plot {result['drift_plot']}; database {result['database']}")
+    output.out.print(table)
+    output.info(f"drift plot {result['drift_plot']}; database {result['database']}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,13 +226,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_devices:
         result |= asyncio.run(_devices(args, analysis))
     if args.json:
-        print_json(result)
+        output.print_json(result)
     elif "devices" in result:
         _print_table(result)
     bad = [d["id"] for d in result.get("devices", []) if not d["bundle_active"]
            or d["true_error_p99_ms"] is None or d["true_error_p99_ms"] > args.max_drift_ms]
     if bad:
-        console.error(f"devices over {args.max_drift_ms} ms or without the bundle: "
-                      f"{', '.join(bad)}")
+        output.error(f"devices over {args.max_drift_ms} ms or without the bundle: "
+                     f"{', '.join(bad)}")
         return 1
     return 0

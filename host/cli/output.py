@@ -1,7 +1,9 @@
-"""Terminal output shared by the CLI commands: messages on stderr, progress bars."""
+"""Terminal output of the CLI commands: messages on stderr, JSON and tables on stdout,
+progress bars."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,12 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     err.print(f"gridcast: {message}", style="red", markup=False)
+
+
+def print_json(data: object) -> None:
+    """``data`` as indented JSON on stdout (what ``--json`` prints), flushed at once."""
+    sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    sys.stdout.flush()
 
 
 @contextmanager

@@ -1,27 +1,50 @@
-"""``gridcast keygen`` and ``gridcast bundle build|verify|inspect``."""
+"""``gridcast bundle build|verify|inspect``: signed device bundles from beat maps."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+from typing import TYPE_CHECKING
 
-from gridcast.host import batch, beatmap, bundling, console, corrections
-from gridcast.host.cli import print_json
+from gridcast.host.cli import output
 from gridcast.host.errors import BeatMapError
-from gridcast.host.params import AnalyzerParams
-from gridcast.protocol import bundle_builder, bundle_format, bundle_reader, keys, reasons
+from gridcast.protocol import bundle_format, bundle_reader, keys, reasons
 from gridcast.protocol.errors import ProtocolError
 
+if TYPE_CHECKING:
+    from gridcast.host import beatmap
 
-def keygen(args: argparse.Namespace) -> int:
-    key = keys.generate(args.key_file, overwrite=args.force)
-    console.info(f"wrote {args.key_file} ({len(key)} random bytes, key id {keys.key_id(key)}, "
-                 "mode 0600)")
-    return 0
+HELP = "build, verify or inspect device bundles"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bundle_command", metavar="ACTION")
+    sub.required = True
+    b = sub.add_parser("build", help="beat map or audio -> signed bundle")
+    b.add_argument("source", help="beat map (.json/.msgpack) or audio file (analyzed first)")
+    b.add_argument("--key-file", required=True)
+    b.add_argument("-o", "--out", required=True, help="bundle file to write")
+    b.add_argument("--track-id", help="track name on devices (default: the audio file name)")
+    b.add_argument("--min-firmware", default="0.1.0", help="oldest firmware that may play it")
+    v = sub.add_parser("verify", help="exit 0 when authentic and intact, else 1 and the reason")
+    v.add_argument("file")
+    v.add_argument("--key-file", required=True)
+    v.add_argument("--firmware", default="0.1.0", help="firmware version to check against")
+    i = sub.add_parser("inspect", help="header, sizes and integrity (no key needed)")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    actions = {"build": build, "verify": verify, "inspect": inspect}
+    return actions[args.bundle_command](args)
 
 
 def _load_map(path: str) -> beatmap.BeatMap:
+    from gridcast.host import batch, beatmap, corrections
+    from gridcast.host.params import AnalyzerParams
+
     if path.endswith((".json", ".msgpack")):
         return beatmap.load(path)
     # Audio: analyze it (through the cache) into a map beside the bundle.
@@ -34,6 +57,9 @@ def _load_map(path: str) -> beatmap.BeatMap:
 
 
 def build(args: argparse.Namespace) -> int:
+    from gridcast.host import bundling
+    from gridcast.protocol import bundle_builder
+
     key = keys.load(args.key_file)
     bm = _load_map(args.source)
     src = bundling.source_from_map(bm, args.track_id, args.min_firmware)
@@ -42,8 +68,8 @@ def build(args: argparse.Namespace) -> int:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, args.out)
-    console.info(f"wrote {args.out}: {len(data)} bytes, {len(src.beats_s)} beats, track "
-                 f"{src.track_id!r} v{src.bundle_version}, key {keys.key_id(key)}")
+    output.info(f"wrote {args.out}: {len(data)} bytes, {len(src.beats_s)} beats, track "
+                f"{src.track_id!r} v{src.bundle_version}, key {keys.key_id(key)}")
     return 0
 
 
@@ -55,10 +81,10 @@ def verify(args: argparse.Namespace) -> int:
             info = bundle_reader.verify(f, size, {keys.key_id(key): key},
                                         bundle_format.version_to_int(args.firmware))
     except ProtocolError as exc:
-        console.error(f"{args.file}: rejected ({reasons.name(exc.code)}): {exc}")
+        output.error(f"{args.file}: rejected ({reasons.name(exc.code)}): {exc}")
         return 1
-    console.info(f"{args.file}: authentic and intact (track {info.track_id!r} "
-                 f"v{info.bundle_version}, {info.beat_count} beats, key {info.key_id})")
+    output.info(f"{args.file}: authentic and intact (track {info.track_id!r} "
+                f"v{info.bundle_version}, {info.beat_count} beats, key {info.key_id})")
     return 0
 
 
@@ -68,7 +94,7 @@ def inspect(args: argparse.Namespace) -> int:
         with open(args.file, "rb") as f:
             info = bundle_reader.inspect(f, size)
     except ProtocolError as exc:
-        console.error(f"{args.file}: not a valid bundle ({reasons.name(exc.code)}): {exc}")
+        output.error(f"{args.file}: not a valid bundle ({reasons.name(exc.code)}): {exc}")
         return 1
     h = info.header
     result = {
@@ -90,7 +116,7 @@ def inspect(args: argparse.Namespace) -> int:
         "bytes_per_audio_minute": round(size / max(h["duration_us"] / 6e7, 1e-9)),
     }
     if args.json:
-        print_json(result)
+        output.print_json(result)
     else:
-        console.out.print(json.dumps(result, indent=1), markup=False)
+        output.out.print(json.dumps(result, indent=1), markup=False)
     return 0

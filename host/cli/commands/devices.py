@@ -1,0 +1,26 @@
+"""``gridcast devices``: the fleet and its drift, as the agent daemon sees it."""
+
+from __future__ import annotations
+
+import argparse
+
+from gridcast.host.cli import output
+from gridcast.host.cli.device_table import device_table
+from gridcast.host.cli.options import add_agent_client_arguments, api_request
+
+HELP = "list devices and their drift (asks the agent)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_agent_client_arguments(p)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    found = api_request(args, "/api/devices")
+    assert isinstance(found, list)
+    if args.json:
+        output.print_json(found)
+    else:
+        output.out.print(device_table(found))
+    return 0
