@@ -97,7 +97,7 @@ def run_live(transport, device_ids: list[str] | None, grid_s: np.ndarray | list[
 
     from gridcast.agent import playback
     from gridcast.agent.clock import now_us
-    from gridcast.host import realtime
+    from gridcast.host.live import realtime
 
     def seek(position_us: int, at_us: int) -> None:
         future = asyncio.run_coroutine_threadsafe(

@@ -34,7 +34,7 @@ def worker(system: str, files: list[str]) -> dict:
     import soundfile as sf
 
     if system == "gridcast":
-        from gridcast.host import analyzer
+        from gridcast.host.analysis import analyzer
 
         def run(path: str) -> int:
             return len(analyzer.analyze_file(path).beats)
@@ -71,7 +71,7 @@ def long_track(folder: str, minutes: float = 10.0) -> str:
     import numpy as np
     import soundfile as sf
 
-    from gridcast.host import demo_audio
+    from gridcast.host.evaluation import demo_audio
 
     signal, _, _ = demo_audio.render(seconds=30.0)
     path = os.path.join(folder, "ten-minutes.flac")

@@ -78,7 +78,7 @@ def clips(limit: int | None) -> list[tuple[str, np.ndarray | None]]:
                                os.path.splitext(os.path.basename(path))[0] + ".beats")
             found.append((path, np.loadtxt(ann, ndmin=2)[:, 0] if os.path.exists(ann) else None))
     if not found:
-        from gridcast.host import demo_audio
+        from gridcast.host.evaluation import demo_audio
 
         signal, beats, _ = demo_audio.render(seconds=30.0)
         path = os.path.join(tempfile.mkdtemp(), "demo.wav")
@@ -143,7 +143,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from gridcast.host import evaluate, realtime
+    from gridcast.host.evaluation import evaluate
+    from gridcast.host.live import realtime
 
     workdir = tempfile.mkdtemp(prefix="gridcast-bench-")
     systems = dict(zip(("gridcast", "aubio"), build(workdir), strict=True))

@@ -55,7 +55,7 @@ def _score_clip(args: tuple[str, str]) -> tuple[float, list[float], float | None
     import mir_eval
     import soundfile as sf
 
-    from gridcast.host.realtime import lock_time_s, relock_time_s
+    from gridcast.host.live.realtime import lock_time_s, relock_time_s
     from gridcast.native import track_signal
 
     audio_path, ann_path = args

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gridcast.host import demo_audio
+from gridcast.host.evaluation import demo_audio
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gridcast.host import audio
+from gridcast.host.analysis import audio
 from gridcast.host.errors import AudioError
 
 

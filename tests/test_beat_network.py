@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from gridcast.host import beat_network, demo_audio, features
+from gridcast.host.analysis import beat_network, features
+from gridcast.host.evaluation import demo_audio
 
 
 def random_network(rng: np.random.Generator, n_in: int = 48, channels: int = 5,

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gridcast.host import analyzer, beatmap
+from gridcast.host.analysis import analyzer
+from gridcast.host.beatmaps import beatmap
 from gridcast.host.errors import BeatMapError
 
 

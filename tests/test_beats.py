@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from gridcast.host import analyzer, beat_hmm, features
-from gridcast.host.params import AnalyzerParams
+from gridcast.host.analysis import analyzer, beat_hmm, features
+from gridcast.host.analysis.params import AnalyzerParams
 from tests.conftest import click_track
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gridcast.host import beatmap
+from gridcast.host.beatmaps import beatmap
 from gridcast.host.cli import main
 
 

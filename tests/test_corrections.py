@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from gridcast.host import analyzer, corrections
+from gridcast.host.analysis import analyzer
+from gridcast.host.beatmaps import corrections
 from gridcast.host.errors import BeatMapError
 
 

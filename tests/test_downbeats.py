@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from gridcast.host import demo_audio, downbeats, features
+from gridcast.host.analysis import downbeats, features
+from gridcast.host.evaluation import demo_audio
 
 PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9}
 

@@ -5,9 +5,9 @@ import shutil
 import numpy as np
 import pytest
 
-from gridcast.host import evaluate
 from gridcast.host.cli import main
 from gridcast.host.errors import DatasetError
+from gridcast.host.evaluation import evaluate
 from tests.conftest import SHARED
 
 

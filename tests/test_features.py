@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gridcast.host import features
+from gridcast.host.analysis import features
 from tests.conftest import click_track
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gridcast.host import cli, realtime
+from gridcast.host import cli
+from gridcast.host.live import realtime
 from gridcast.native import Tracker, TrackerError, track_signal
 from tests.conftest import SHARED, ClickInput, click_track
 

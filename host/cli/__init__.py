@@ -35,7 +35,7 @@ def load(name: str) -> ModuleType:
 def version_text() -> str:
     """``gridcast 0.5.0 (analyzer 0.4.0, firmware 0.5.0, protocol 1)``: the release, the
     analyzer's version (written into each beat map), the firmware's, the wire protocol's."""
-    from gridcast.host.analyzer import ANALYZER_VERSION
+    from gridcast.host.analysis.analyzer import ANALYZER_VERSION
     from gridcast.protocol.messages import PROTOCOL_VERSION
     from gridcast.protocol.version import FIRMWARE_VERSION, __version__, version_text
 

@@ -7,8 +7,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from gridcast.host import audio, evaluate, features
+from gridcast.host.analysis import audio, features
 from gridcast.host.cli import output as console
+from gridcast.host.evaluation import evaluate
 
 
 def targets(times_s: np.ndarray, n_frames: int, rate: float) -> np.ndarray:

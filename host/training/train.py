@@ -1,9 +1,9 @@
-"""Train the beat network on a composed corpus; write host/models/beat_tcn_seed<N>.npz.
+"""Train the beat network on a composed corpus; write host/analysis/models/beat_tcn_seed<N>.npz.
 
     python -m gridcast.host.training.train TRAIN_DIR[,TRAIN_DIR...] VAL_DIR [-o OUT.npz]
 
 Needs the ``train`` extra (torch, mido). The network is the one
-host/beat_network.py runs in numpy; this file mirrors it layer by layer and
+host/analysis/beat_network.py runs in numpy; this file mirrors it layer by layer and
 exports the weights in that module's layout. Selection is by loss on the
 validation corpus (composed too, from another seed): the evaluation sets play
 no part in training.
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from gridcast.host import beat_network
+from gridcast.host.analysis import beat_network
 from gridcast.host.cli import output as console
 from gridcast.host.training import dataset
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("train_dir")
     parser.add_argument("val_dir")
     parser.add_argument("-o", "--out", help="default: the shipped model of this --seed "
-                        "(host/models/beat_tcn_seed<N>.npz)")
+                        "(host/analysis/models/beat_tcn_seed<N>.npz)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--channels", type=int, default=CHANNELS)

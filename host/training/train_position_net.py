@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import soundfile as sf
 
-from gridcast.host import evaluate
 from gridcast.host.cli import output as console
+from gridcast.host.evaluation import evaluate
 from gridcast.host.training import dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,7 +10,8 @@ from gridcast.host.cli import output
 from gridcast.host.errors import BeatMapError
 
 if TYPE_CHECKING:
-    from gridcast.host import batch, corrections
+    from gridcast.host.beatmaps import corrections
+    from gridcast.host.library import batch
 
 HELP = "analyze audio files into beat maps"
 
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _corrections(args: argparse.Namespace) -> corrections.Corrections:
-    from gridcast.host import corrections
+    from gridcast.host.beatmaps import corrections
 
     corr = corrections.Corrections()
     if args.overrides:
@@ -63,8 +64,8 @@ def _report(outcome: batch.Outcome) -> None:
 def analyze_paths(paths: list[str], args: argparse.Namespace,
                   corr: corrections.Corrections) -> list[batch.Outcome]:
     """Analyze the audio files under ``paths`` (files or folders), one line per file."""
-    from gridcast.host import batch
-    from gridcast.host.params import AnalyzerParams
+    from gridcast.host.analysis.params import AnalyzerParams
+    from gridcast.host.library import batch
 
     inputs = batch.collect_inputs(paths)
     if not inputs:
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         output.info(f"{len(outcomes)} files: {written} written, "
                     f"{len(outcomes) - written - failed} unchanged, {failed} failed")
     if args.watch:
-        from gridcast.host import watch
+        from gridcast.host.library import watch
 
         if not os.path.isdir(args.watch):
             raise BeatMapError(f"{args.watch}: --watch needs an existing folder")

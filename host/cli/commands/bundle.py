@@ -13,7 +13,7 @@ from gridcast.protocol import bundle_format, bundle_reader, keys, reasons
 from gridcast.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from gridcast.host import beatmap
+    from gridcast.host.beatmaps import beatmap
 
 HELP = "build, verify or inspect device bundles"
 
@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_map(path: str) -> beatmap.BeatMap:
-    from gridcast.host import batch, beatmap, corrections
-    from gridcast.host.params import AnalyzerParams
+    from gridcast.host.analysis.params import AnalyzerParams
+    from gridcast.host.beatmaps import beatmap, corrections
+    from gridcast.host.library import batch
 
     if path.endswith((".json", ".msgpack")):
         return beatmap.load(path)
@@ -57,7 +58,7 @@ def _load_map(path: str) -> beatmap.BeatMap:
 
 
 def build(args: argparse.Namespace) -> int:
-    from gridcast.host import bundling
+    from gridcast.host.beatmaps import bundling
     from gridcast.protocol import bundle_builder
 
     key = keys.load(args.key_file)

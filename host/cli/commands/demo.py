@@ -49,8 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _analyze(args: argparse.Namespace) -> dict:
     import soundfile as sf
 
-    from gridcast.host import batch, beatmap, corrections, demo_audio, evaluate, plot
-    from gridcast.host.params import AnalyzerParams
+    from gridcast.host.analysis.params import AnalyzerParams
+    from gridcast.host.beatmaps import beatmap, corrections, plot
+    from gridcast.host.evaluation import demo_audio, evaluate
+    from gridcast.host.library import batch
 
     wav = os.path.join(args.out, "demo-song.wav")
     signal, beats, bib = demo_audio.render(seconds=args.seconds)
@@ -72,7 +74,7 @@ def _analyze(args: argparse.Namespace) -> dict:
 
 
 def _bundle(args: argparse.Namespace, beatmap_path: str) -> tuple[str, bytes, str, int]:
-    from gridcast.host import beatmap, bundling
+    from gridcast.host.beatmaps import beatmap, bundling
     from gridcast.protocol import bundle_builder, keys
 
     key_path = os.path.join(args.out, "demo.key")

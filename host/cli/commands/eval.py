@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gridcast.host import evaluate
+    from gridcast.host.evaluation import evaluate
 
     clips = evaluate.load_dataset(args.folder)
     total = len(clips) * (1 + len(args.compare))
@@ -49,7 +49,7 @@ def _fmt(v: float | None) -> str:
 def _print_table(result: dict) -> None:
     from rich.table import Table
 
-    from gridcast.host import evaluate
+    from gridcast.host.evaluation import evaluate
 
     causal = "lock_s" in result["mean"]
     table = Table(title=f"{result['dataset']} ({result['n_clips']} clips, {result['system']})")

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gridcast.host import beatmap, plot
+    from gridcast.host.beatmaps import beatmap, plot
 
     bm = beatmap.load(args.map)
     audio_path = args.audio

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_live(args)
     import numpy as np
 
-    from gridcast.host import evaluate, realtime
+    from gridcast.host.evaluation import evaluate
+    from gridcast.host.live import realtime
 
     if not args.audio:
         raise AudioError("track", "give an audio file, or --live for an input device")
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_live(args: argparse.Namespace) -> int:
-    from gridcast.host import realtime
+    from gridcast.host.live import realtime
 
     output.info("following the input; Ctrl-C stops")
     try:

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from gridcast.host import analyzer, audio, beatmap, corrections
-from gridcast.host.beatmap import BeatMap
+from gridcast.host.analysis import analyzer, audio
+from gridcast.host.analysis.params import AnalyzerParams
+from gridcast.host.beatmaps import beatmap, corrections
+from gridcast.host.beatmaps.beatmap import BeatMap
 from gridcast.host.errors import BeatMapError
-from gridcast.host.params import AnalyzerParams
 from gridcast.protocol.errors import GridcastError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")

@@ -7,8 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from gridcast.host import beat_hmm
-from gridcast.host.params import AnalyzerParams
+from gridcast.host.analysis import beat_hmm
+from gridcast.host.analysis.params import AnalyzerParams
 
 
 @dataclass(frozen=True)

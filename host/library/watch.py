@@ -14,7 +14,7 @@ from collections.abc import Callable
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from gridcast.host import batch
+from gridcast.host.library import batch
 
 SETTLE_S = 1.0
 POLL_S = 0.25

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from gridcast.host.analyzer import global_tempo, local_tempo
-from gridcast.host.beatmap import BeatMap
+from gridcast.host.analysis.analyzer import global_tempo, local_tempo
+from gridcast.host.beatmaps.beatmap import BeatMap
 from gridcast.host.errors import BeatMapError
 
 MATCH_WINDOW_S = 0.070

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridcast.host.features import Features
+from gridcast.host.analysis.features import Features
 
 BANDS = ("bass", "mid", "high")
 FLOOR_PERCENTILE = 5.0

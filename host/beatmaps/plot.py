@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from gridcast.host import audio
-from gridcast.host.beatmap import BeatMap
+from gridcast.host.analysis import audio
+from gridcast.host.beatmaps.beatmap import BeatMap
 
 BAND_COLOURS = {"bass": "#c0392b", "mid": "#27ae60", "high": "#2980b9"}
 

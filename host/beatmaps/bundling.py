@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import re
 
-from gridcast.host.beatmap import BeatMap
+from gridcast.host.beatmaps.beatmap import BeatMap
 from gridcast.protocol import bundle_format
 from gridcast.protocol.bundle_builder import BundleSource
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridcast.host.features import Features
-from gridcast.host.params import AnalyzerParams
+from gridcast.host.analysis.features import Features
+from gridcast.host.analysis.params import AnalyzerParams
 
 
 def local_positive(x: np.ndarray, window: int) -> np.ndarray:

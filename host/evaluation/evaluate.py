@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import mir_eval
 import numpy as np
 
-from gridcast.host import analyzer, batch
+from gridcast.host.analysis import analyzer
+from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.errors import DatasetError
-from gridcast.host.params import AnalyzerParams
+from gridcast.host.library import batch
 from gridcast.protocol.errors import GridcastError
 
 METRICS = ("f_measure", "cemgil", "cmlt", "amlt", "downbeat_f")
@@ -138,7 +139,7 @@ def _rounded(row: dict) -> dict:
 
 def _causal_clip(clip: Clip) -> dict:
     """The real-time C tracker fed hop by hop; adds lock (and re-lock) times."""
-    from gridcast.host import realtime  # needs the compiled extension
+    from gridcast.host.live import realtime  # needs the compiled extension
 
     try:
         run = realtime.track_file(clip.audio_path)

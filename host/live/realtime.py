@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import resample_poly
 
-from gridcast.host import audio
+from gridcast.host.analysis import audio
 from gridcast.native import BeatEvent, Tracker
 
 MAX_TRACKER_RATE_HZ = 96_000

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from gridcast.host import audio, beat_network, beats, downbeats, envelopes, features, onset
-from gridcast.host.beatmap import BeatMap
-from gridcast.host.params import AnalyzerParams
+from gridcast.host.analysis import audio, beat_network, beats, downbeats, envelopes, features, onset
+from gridcast.host.analysis.params import AnalyzerParams
+from gridcast.host.beatmaps.beatmap import BeatMap
 
 ANALYZER_NAME = "gridcast"
 ANALYZER_VERSION = "0.4.0"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network;

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gridcast.host.features import Features
+from gridcast.host.analysis.features import Features
 
 METERS = (2, 3, 4)
 MAX_LAG_BEATS = 8
