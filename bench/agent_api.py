@@ -149,15 +149,15 @@ def main() -> None:
         feeder.start()
         base = f"http://127.0.0.1:{port}"
         try:
-            import urllib.request
+            from gridcast.agent.client import AgentClient, AgentError
 
+            client = AgentClient(base, timeout_s=2)
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    with urllib.request.urlopen(base + "/api/devices", timeout=2) as r:
-                        if len(json.loads(r.read())) >= args.devices:
-                            break
-                except OSError:
+                    if len(client.get("/api/devices")) >= args.devices:
+                        break
+                except AgentError:
                     pass
                 if time.monotonic() > deadline:
                     raise SystemExit("the daemon did not come up with the devices in 30 s")

@@ -9,15 +9,15 @@ import os
 import shutil
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
 from gridcast.agent import config as agent_config
 from gridcast.agent.broker import free_port
+from gridcast.agent.client import AgentClient
 from gridcast.agent.daemon import serve
 from gridcast.protocol import keys, messages, topics
 from tests.test_agent_collector import publish_all, publisher, wait_until
@@ -60,21 +60,11 @@ class Daemon:
 
 def request(url: str, body: bytes | None = None, token: str | None = None,
             content_type: str = "application/json") -> tuple[int, Any]:
-    headers = {"Content-Type": content_type}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=body, headers=headers,
-                                 method="POST" if body is not None else "GET")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode()
+    """(status, JSON or text) of one call to the daemon, whatever the status."""
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    answer = AgentClient(base, token).request(url[len(base):], body, content_type)
+    return answer.status, answer.data
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import time
 
 from gridcast.host.cli import bundle_file, output
-from gridcast.host.cli.options import api_request, broker_host_port
+from gridcast.host.cli.options import agent_client, broker_host_port
 from gridcast.protocol.errors import GridcastError, ProtocolError
 
 HELP = "send a bundle to devices (MQTT or serial)"
@@ -97,11 +96,12 @@ async def _deploy(args: argparse.Namespace) -> int:
 def _deploy_via_agent(args: argparse.Namespace) -> int:
     """Upload the bundle to the daemon, start a (staged) deployment, follow it to the end."""
     data, info = bundle_file.read(args.bundle)
-    uploaded = api_request(args, "/api/bundles", data, "application/octet-stream")
+    client = agent_client(args)
+    uploaded = client.post("/api/bundles", data)
     assert isinstance(uploaded, dict)
     body = {"bundle": uploaded["sha256"], "devices": args.to or "all", "canary": args.canary,
             "max_drift_ms": args.max_drift_ms, "soak_s": args.soak if args.canary else 0}
-    created = api_request(args, "/api/deployments", json.dumps(body).encode())
+    created = client.post("/api/deployments", body)
     assert isinstance(created, dict)
     output.info(f"deployment {created['id']} of {info.track_id} v{info.bundle_version} to "
                 f"{len(created['devices'])} devices started on {args.agent}")
@@ -109,7 +109,7 @@ def _deploy_via_agent(args: argparse.Namespace) -> int:
     last = ""
     while state.get("state") not in ("done", "done-with-failures", "stopped"):
         time.sleep(0.5)
-        found = api_request(args, f"/api/deployments/{created['id']}")
+        found = client.get(f"/api/deployments/{created['id']}")
         assert isinstance(found, dict)
         state = found
         if state.get("state") != last:

@@ -6,7 +6,7 @@ import argparse
 
 from gridcast.host.cli import output
 from gridcast.host.cli.device_table import device_table
-from gridcast.host.cli.options import add_agent_client_arguments, api_request
+from gridcast.host.cli.options import add_agent_client_arguments, agent_client
 
 HELP = "list devices and their drift (asks the agent)"
 
@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    found = api_request(args, "/api/devices")
+    client = agent_client(args)
+    found = client.get("/api/devices")
     assert isinstance(found, list)
     if args.json:
         output.print_json(found)

@@ -7,7 +7,7 @@ import time
 
 from gridcast.host.cli import output
 from gridcast.host.cli.device_table import device_table
-from gridcast.host.cli.options import add_agent_client_arguments, api_request
+from gridcast.host.cli.options import add_agent_client_arguments, agent_client
 
 HELP = "live terminal table of devices and drift"
 
@@ -19,13 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    client = agent_client(args)
     from rich.live import Live
 
     with Live(console=output.out, refresh_per_second=4, screen=False) as live:
         try:
             shown = 0
             while True:
-                found = api_request(args, "/api/devices")
+                found = client.get("/api/devices")
                 assert isinstance(found, list)
                 live.update(device_table(found))
                 shown += 1
