@@ -12,12 +12,20 @@ bytes, ``li`` list of ints, ``?i`` int or nil.
 
 from . import codec
 from .errors import ProtocolError
-from .reasons import LIMIT_EXCEEDED, MALFORMED, UNKNOWN_MESSAGE
+from .reasons import INCONSISTENT, LIMIT_EXCEEDED, MALFORMED, RATE_OUT_OF_RANGE, UNKNOWN_MESSAGE
 
-PROTOCOL_VERSION = 1
+# 2: playback rate (play, seek, rate), live beats and envelopes, light offset.
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 65536
 MAX_TEXT_BYTES = 256
 MAX_LIST_ITEMS = 1024
+
+NORMAL_RATE_PPM = 1000000  # rate = map microseconds per agent microsecond, in ppm: normal speed
+MIN_RATE_PPM = 920000  # 92 %: a DJ's pitch fader at -8 %
+MAX_RATE_PPM = 1080000  # 108 %
+MAX_LIVE_BEATS = 32  # predictions per live_beats message
+MAX_LIVE_ENV_FRAMES = 256  # frames per band per live_env message
+MAX_LIGHT_OFFSET_US = 1000000  # |light_offset_us|: a projector's delay is well under a second
 
 HELLO = 1
 BUNDLE_OFFER = 2
@@ -36,12 +44,16 @@ TELEMETRY = 14
 STATUS = 15
 ERROR = 16
 ROLLBACK = 17
+RATE = 18
+LIVE_BEATS = 19
+LIVE_ENV = 20
+LIGHT_OFFSET = 21
 
 # tag -> (name, ((field, type, default), ...)). Append fields; never reorder.
 SCHEMA = {  # type: dict
     HELLO: ("hello", (("proto_version", "u", 0), ("fw_version", "u", 0), ("device_id", "s", ""),
                       ("max_frame", "u", 0), ("window", "u", 1), ("active_track", "s", ""),
-                      ("active_version", "u", 0))),
+                      ("active_version", "u", 0), ("light_offset_us", "i", 0))),
     BUNDLE_OFFER: ("bundle_offer", (("transfer_id", "u", 0), ("size", "u", 0),
                                     ("sha256", "b", b""), ("chunk_size", "u", 0),
                                     ("track_id", "s", ""), ("bundle_version", "u", 0))),
@@ -56,16 +68,26 @@ SCHEMA = {  # type: dict
     SYNC_REQ: ("sync_req", (("seq", "u", 0), ("t1_us", "u", 0))),
     SYNC_RESP: ("sync_resp", (("seq", "u", 0), ("t1_us", "u", 0), ("t2_us", "u", 0),
                               ("t3_us", "u", 0))),
-    PLAY: ("play", (("track_id", "s", ""), ("start_us", "u", 0))),
+    PLAY: ("play", (("track_id", "s", ""), ("start_us", "u", 0),
+                    ("rate_ppm", "u", NORMAL_RATE_PPM))),
     STOP: ("stop", (("at_us", "u", 0),)),
-    SEEK: ("seek", (("position_us", "u", 0), ("at_us", "u", 0))),
+    SEEK: ("seek", (("position_us", "u", 0), ("at_us", "u", 0),
+                    ("rate_ppm", "u", NORMAL_RATE_PPM))),
     TELEMETRY: ("telemetry", (("seq", "u", 0), ("device_us", "u", 0), ("drift_us", "li", []),
                               ("cpu_pct", "u", 0), ("temp_dc", "?i", None), ("free_mem", "u", 0),
                               ("error_counts", "li", []), ("boot", "u", 0))),
     STATUS: ("status", (("state", "s", ""), ("fw_version", "u", 0), ("active_track", "s", ""),
-                        ("bundle_version", "u", 0), ("uptime_s", "u", 0))),
+                        ("bundle_version", "u", 0), ("uptime_s", "u", 0),
+                        ("light_offset_us", "i", 0))),
     ERROR: ("error", (("reason", "u", 0), ("detail", "s", ""), ("ref_tag", "u", 0))),
     ROLLBACK: ("rollback", ()),
+    RATE: ("rate", (("rate_ppm", "u", NORMAL_RATE_PPM), ("at_us", "u", 0))),
+    LIVE_BEATS: ("live_beats", (("session", "u", 0), ("generation", "u", 0),
+                                ("first_index", "u", 0), ("times_us", "li", []),
+                                ("beat_in_bar", "li", []), ("strength", "li", []))),
+    LIVE_ENV: ("live_env", (("start_us", "u", 0), ("rate_mhz", "u", 0), ("bass", "b", b""),
+                            ("mid", "b", b""), ("high", "b", b""))),
+    LIGHT_OFFSET: ("light_offset", (("offset_us", "i", 0),)),
 }
 TAGS = {}
 for _tag in SCHEMA:
@@ -185,3 +207,51 @@ def decode(data):
             value = default
         fields[name] = value
     return Message(kind, fields)
+
+
+# --- meaning checks shared by the agent (before sending) and the device (on receipt) ----
+
+def check_rate(rate_ppm):
+    """ProtocolError(RATE_OUT_OF_RANGE) unless 92 % <= rate <= 108 %."""
+    if not MIN_RATE_PPM <= rate_ppm <= MAX_RATE_PPM:
+        raise ProtocolError(RATE_OUT_OF_RANGE, "rate %d ppm is outside %d..%d ppm (92-108 %%)"
+                            % (rate_ppm, MIN_RATE_PPM, MAX_RATE_PPM))
+
+
+def check_live_beats(msg):
+    """A live_beats message that contradicts itself or is too long raises ProtocolError."""
+    times = msg.times_us
+    n = len(times)
+    if n > MAX_LIVE_BEATS:
+        raise ProtocolError(LIMIT_EXCEEDED, "live_beats: %d beats, at most %d"
+                            % (n, MAX_LIVE_BEATS))
+    if len(msg.beat_in_bar) != n or len(msg.strength) != n:
+        raise ProtocolError(INCONSISTENT, "live_beats: %d times, %d beat_in_bar, %d strength"
+                            % (n, len(msg.beat_in_bar), len(msg.strength)))
+    for i in range(n):
+        if times[i] < 0 or (i and times[i] <= times[i - 1]):
+            raise ProtocolError(INCONSISTENT, "live_beats: times_us not increasing at $[4][%d]"
+                                % i)
+        if not 0 <= msg.beat_in_bar[i] <= 16 or not 0 <= msg.strength[i] <= 255:
+            raise ProtocolError(INCONSISTENT, "live_beats: beat_in_bar must be 0..16 and "
+                                              "strength 0..255, at beat %d" % i)
+
+
+def check_live_env(msg):
+    """A live_env message with bands of different lengths, too many frames or no rate."""
+    n = len(msg.bass)
+    if n > MAX_LIVE_ENV_FRAMES:
+        raise ProtocolError(LIMIT_EXCEEDED, "live_env: %d frames, at most %d"
+                            % (n, MAX_LIVE_ENV_FRAMES))
+    if len(msg.mid) != n or len(msg.high) != n:
+        raise ProtocolError(INCONSISTENT, "live_env: bands of %d, %d and %d frames"
+                            % (n, len(msg.mid), len(msg.high)))
+    if not 1 <= msg.rate_mhz <= 200000:
+        raise ProtocolError(INCONSISTENT, "live_env: rate_mhz %d outside 1..200000"
+                            % msg.rate_mhz)
+
+
+def check_light_offset(offset_us):
+    if not -MAX_LIGHT_OFFSET_US <= offset_us <= MAX_LIGHT_OFFSET_US:
+        raise ProtocolError(LIMIT_EXCEEDED, "light offset %d us is over +-%d us"
+                            % (offset_us, MAX_LIGHT_OFFSET_US))

@@ -25,6 +25,7 @@ INCONSISTENT = 17  # fields that contradict each other (counts, lengths, order)
 NOT_FOUND = 18  # no such track / no previous bundle to roll back to
 BAD_CONFIG = 19  # device configuration unreadable or invalid
 INTERNAL = 20  # unexpected failure on the device (details in the message)
+RATE_OUT_OF_RANGE = 21  # a playback rate outside 92..108 %: refused, playback goes on unchanged
 
 NAMES = {
     OK: "ok", BAD_FRAME: "bad_frame", TOO_LARGE: "too_large", MALFORMED: "malformed",
@@ -34,7 +35,7 @@ NAMES = {
     FIRMWARE_TOO_OLD: "firmware_too_old", LIMIT_EXCEEDED: "limit_exceeded",
     TRUNCATED: "truncated", STORAGE_ERROR: "storage_error", NO_TRANSFER: "no_transfer",
     REPLAYED: "replayed", BUSY: "busy", INCONSISTENT: "inconsistent", NOT_FOUND: "not_found",
-    BAD_CONFIG: "bad_config", INTERNAL: "internal",
+    BAD_CONFIG: "bad_config", INTERNAL: "internal", RATE_OUT_OF_RANGE: "rate_out_of_range",
 }
 
 

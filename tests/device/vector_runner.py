@@ -73,6 +73,29 @@ def run_messages(v):
                                                   reasons.name(case["reason"]), e))
 
 
+def check_meaning(msg):
+    """What a receiver would say of a decoded message: OK or the refusal's reason."""
+    try:
+        if msg.kind in ("rate", "play", "seek"):
+            messages.check_rate(msg.rate_ppm)
+        elif msg.kind == "live_beats":
+            messages.check_live_beats(msg)
+        elif msg.kind == "live_env":
+            messages.check_live_env(msg)
+        elif msg.kind == "light_offset":
+            messages.check_light_offset(msg.offset_us)
+    except ProtocolError as e:
+        return e.code
+    return reasons.OK
+
+
+def run_checks(v):
+    for case in v.get("checks", []):
+        code = check_meaning(messages.decode(unhex(case["hex"])))
+        check(case["name"], code == case["reason"],
+              "reason %s, expected %s" % (reasons.name(code), reasons.name(case["reason"])))
+
+
 def run_frames(v):
     for case in v["good"]:
         payload = unhex(case["payload"])
@@ -194,6 +217,7 @@ def run_names(v):
 def main(folder):
     run_names(load(folder, "bundles"))
     run_messages(load(folder, "messages"))
+    run_checks(load(folder, "messages"))
     run_frames(load(folder, "frames"))
     run_bundles(load(folder, "bundles"))
     run_transfer(load(folder, "bundles"))

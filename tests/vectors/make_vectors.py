@@ -47,8 +47,10 @@ MESSAGES = [
     ("sync_resp", dict(seq=41, t1_us=1_795_000_000_123_456, t2_us=1_795_000_000_130_001,
                        t3_us=1_795_000_000_130_020)),
     ("play", dict(track_id="song", start_us=1_795_000_002_000_000)),
+    ("play", dict(track_id="song", start_us=1_795_000_002_000_000, rate_ppm=940_000)),
     ("stop", dict(at_us=0)),
     ("seek", dict(position_us=30_000_000, at_us=1_795_000_010_000_000)),
+    ("seek", dict(position_us=30_000_000, at_us=1_795_000_010_000_000, rate_ppm=1_060_000)),
     ("telemetry", dict(seq=1001, device_us=2**40 + 5, drift_us=[120, -85, 3, -2000, 70000],
                        cpu_pct=37, temp_dc=-52, free_mem=81234, error_counts=[3, 2, 6, 1])),
     ("telemetry", dict(seq=0, device_us=0, drift_us=[], cpu_pct=0, temp_dc=None, free_mem=0,
@@ -57,6 +59,22 @@ MESSAGES = [
                     uptime_s=86400)),
     ("error", dict(reason=reasons.UNKNOWN_MESSAGE, detail="tag 99", ref_tag=99)),
     ("rollback", {}),
+    ("rate", dict(rate_ppm=1_023_500, at_us=1_795_000_012_500_000)),
+    ("live_beats", dict(session=0xC0FFEE, generation=17, first_index=412,
+                        times_us=[1_795_000_020_000_000, 1_795_000_020_468_750,
+                                  1_795_000_020_937_500, 1_795_000_021_406_250],
+                        beat_in_bar=[1, 2, 3, 4], strength=[255, 128, 170, 128])),
+    ("live_beats", dict(session=0xC0FFEE, generation=18, first_index=413, times_us=[],
+                        beat_in_bar=[], strength=[])),
+    ("live_env", dict(start_us=1_795_000_020_000_000, rate_mhz=50_000,
+                      bass=bytes([0, 40, 255, 90]), mid=bytes([1, 2, 3, 4]),
+                      high=bytes([200, 100, 50, 0]))),
+    ("light_offset", dict(offset_us=-12_500)),
+    ("light_offset", dict(offset_us=80_000)),
+    ("hello", dict(proto_version=2, fw_version=0x000500, device_id="dev-02", max_frame=2048,
+                   window=4, active_track="", active_version=0, light_offset_us=-12_500)),
+    ("status", dict(state="online", fw_version=0x000500, active_track="song", bundle_version=2,
+                    uptime_s=60, light_offset_us=80_000)),
 ]
 
 BAD_MESSAGES = [
@@ -70,6 +88,46 @@ BAD_MESSAGES = [
     ("huge array count", b"\xdd\xff\xff\xff\xff", reasons.TRUNCATED),
     ("bad utf-8", b"\x92\x0f\xa2\xff\xfe", reasons.MALFORMED),
     ("deep nesting", b"\x91" * 20 + b"\x00", reasons.LIMIT_EXCEEDED),
+    ("negative rate", msgpack.packb([18, -940_000, 0]), reasons.MALFORMED),
+    ("live beat time as text", msgpack.packb([19, 1, 1, 0, ["soon"], [1], [9]]),
+     reasons.MALFORMED),
+    ("light offset as bytes", msgpack.packb([21, b"\x10"]), reasons.MALFORMED),
+]
+
+# Messages that decode but mean something a receiver refuses (messages.check_*).
+_T0 = 1_795_000_020_000_000
+CHECKS = [
+    ("rate at 92 %", "rate", dict(rate_ppm=920_000), reasons.OK),
+    ("rate at 108 %", "rate", dict(rate_ppm=1_080_000), reasons.OK),
+    ("rate below 92 %", "rate", dict(rate_ppm=919_999), reasons.RATE_OUT_OF_RANGE),
+    ("rate above 108 %", "rate", dict(rate_ppm=1_080_001), reasons.RATE_OUT_OF_RANGE),
+    ("play at half speed", "play", dict(track_id="s", rate_ppm=500_000),
+     reasons.RATE_OUT_OF_RANGE),
+    ("seek at 120 %", "seek", dict(rate_ppm=1_200_000), reasons.RATE_OUT_OF_RANGE),
+    ("live beats in order", "live_beats", dict(times_us=[_T0, _T0 + 1], beat_in_bar=[1, 2],
+                                               strength=[0, 255]), reasons.OK),
+    ("live beats out of order", "live_beats",
+     dict(times_us=[_T0, _T0], beat_in_bar=[1, 2], strength=[9, 9]), reasons.INCONSISTENT),
+    ("live beats with a missing strength", "live_beats",
+     dict(times_us=[_T0, _T0 + 5], beat_in_bar=[1, 2], strength=[9]), reasons.INCONSISTENT),
+    ("live beats with strength 256", "live_beats",
+     dict(times_us=[_T0], beat_in_bar=[1], strength=[256]), reasons.INCONSISTENT),
+    ("33 live beats", "live_beats",
+     dict(times_us=[_T0 + k for k in range(33)], beat_in_bar=[1] * 33, strength=[0] * 33),
+     reasons.LIMIT_EXCEEDED),
+    ("live envelope", "live_env", dict(rate_mhz=50_000, bass=b"\x01", mid=b"\x02",
+                                       high=b"\x03"), reasons.OK),
+    ("live envelope bands differ", "live_env", dict(rate_mhz=50_000, bass=b"\x01\x02",
+                                                    mid=b"\x02", high=b"\x03"),
+     reasons.INCONSISTENT),
+    ("live envelope without a rate", "live_env", dict(bass=b"\x01", mid=b"\x02",
+                                                      high=b"\x03"), reasons.INCONSISTENT),
+    ("257 envelope frames", "live_env", dict(rate_mhz=50_000, bass=bytes(257),
+                                             mid=bytes(257), high=bytes(257)),
+     reasons.LIMIT_EXCEEDED),
+    ("light offset -1 s", "light_offset", dict(offset_us=-1_000_000), reasons.OK),
+    ("light offset over 1 s", "light_offset", dict(offset_us=1_000_001),
+     reasons.LIMIT_EXCEEDED),
 ]
 
 
@@ -91,9 +149,25 @@ def message_vectors() -> dict:
         {"name": "newer chunk_ack with an extra field",
          "hex": msgpack.packb([4, 7, 100, "future"]).hex(), "kind": "chunk_ack",
          "expect": {"transfer_id": 7, "next_offset": 100}},
+        # Protocol 1 senders: no rate means normal speed, no light offset means none.
+        {"name": "protocol 1 play plays at normal speed",
+         "hex": msgpack.packb([11, "song", 1_795_000_002_000_000]).hex(), "kind": "play",
+         "expect": {"track_id": "song", "start_us": 1_795_000_002_000_000,
+                    "rate_ppm": 1_000_000}},
+        {"name": "protocol 1 seek plays at normal speed",
+         "hex": msgpack.packb([13, 5_000_000, 1_795_000_002_000_000]).hex(), "kind": "seek",
+         "expect": {"position_us": 5_000_000, "rate_ppm": 1_000_000}},
+        {"name": "protocol 1 hello has no light offset",
+         "hex": msgpack.packb([1, 1, 256, "d", 4096, 4, "s", 3]).hex(), "kind": "hello",
+         "expect": {"active_version": 3, "light_offset_us": 0}},
+        {"name": "protocol 1 status has no light offset",
+         "hex": msgpack.packb([15, "online", 256, "s", 3, 9]).hex(), "kind": "status",
+         "expect": {"uptime_s": 9, "light_offset_us": 0}},
     ]
     bad = [{"name": n, "hex": d.hex(), "reason": r} for n, d, r in BAD_MESSAGES]
-    return {"good": good, "evolved": evolved, "bad": bad}
+    checks = [{"name": n, "hex": messages.encode(kind, **fields).hex(), "reason": r}
+              for n, kind, fields, r in CHECKS]
+    return {"good": good, "evolved": evolved, "bad": bad, "checks": checks}
 
 
 def frame_vectors() -> dict:
