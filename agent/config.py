@@ -10,21 +10,29 @@
     bundle_dir = "bundles"
     alert_threshold_ms = 1.0
     webhook_url = "https://..."
+    links = ["serial:/dev/ttyUSB0", "ble://AA:BB:CC:DD:EE:FF?device=stage-2"]
 
-Every field can be overridden with GRIDCAST_<FIELD> (GRIDCAST_DATABASE=...).
+Every field can be overridden with GRIDCAST_<FIELD> (GRIDCAST_DATABASE=...); a list
+is comma-separated there (GRIDCAST_LINKS=serial:/dev/ttyUSB0,serial:/dev/ttyUSB1).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from gridcast.protocol.errors import GridcastError
 
 LOCAL_BINDS = ("127.0.0.1", "localhost", "::1")
+LINK_SCHEMES = ("serial:", "ble://")
+# Settings that are gone, and what to do instead.
+REMOVED = {"collectors": "an agent process has one MQTT connection and one collector; for more "
+                         "throughput run more agent processes with the same collector_group "
+                         "(the broker splits the telemetry between them)"}
 
 
 class ConfigError(GridcastError):
@@ -36,6 +44,7 @@ class AgentConfig:
     broker: str = "mqtt://127.0.0.1:1883"
     broker_username: str | None = None
     broker_password: str | None = None
+    mqtt_client_id: str | None = None  # default gridcast-agent-<host>-<port>: stable, unique
     database: str = "sqlite://gridcast-agent.db"  # sqlite://PATH: relative, or /absolute
     bind: str = "127.0.0.1"
     port: int = 8750
@@ -44,7 +53,7 @@ class AgentConfig:
     bundle_dir: str = "gridcast-bundles"
     collector_group: str = "gridcast-collectors"
     shared_subscription: bool = True  # off for brokers without $share (the embedded one)
-    collectors: int = 1
+    links: list[str] = field(default_factory=list)  # serial/BLE devices this agent hosts
     alert_threshold_ms: float = 1.0
     alert_window_s: int = 10
     webhook_url: str | None = None
@@ -70,8 +79,10 @@ class AgentConfig:
             raise ConfigError("token: use at least 16 characters (e.g. `openssl rand -hex 16`)")
         if self.alert_threshold_ms <= 0 or self.alert_window_s <= 0:
             raise ConfigError("alert_threshold_ms and alert_window_s must be positive")
-        if self.collectors < 1:
-            raise ConfigError(f"collectors = {self.collectors}: at least 1")
+        for url in self.links:
+            if not url.startswith(LINK_SCHEMES) or len(url.split(":", 1)[1].strip("/")) == 0:
+                raise ConfigError(f"links: {url!r}: expected serial:/dev/PORT or ble://ADDRESS "
+                                  "(MQTT devices come through broker)")
         if self.key_file and not os.path.exists(self.key_file):
             raise ConfigError(f"key_file = {self.key_file!r}: no such file (make one with "
                               "`gridcast keygen`)")
@@ -91,6 +102,15 @@ def _coerce(name: str, value: object, kind: type) -> object:
         raise ConfigError(f"{name} = {value!r}: expected {kind.__name__}") from exc
 
 
+def _links(value: object) -> list[str]:
+    """A TOML list, or a comma-separated string (from the environment)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"links = {value!r}: expected a list of link URLs")
+
+
 def load(path: str | None = None, environ: dict[str, str] | None = None) -> AgentConfig:
     """Defaults, then the file's [agent] table, then GRIDCAST_* variables."""
     env = os.environ if environ is None else environ
@@ -108,6 +128,14 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Agen
             raise ConfigError(f"{path}: [agent] must be a table")
         values.update(table)
     fields = {f.name: f for f in dataclasses.fields(AgentConfig)}
+    for name in REMOVED:
+        value = values.pop(name, env.get(f"GRIDCAST_{name.upper()}"))
+        if value is None:
+            continue
+        if str(value) != "1":
+            raise ConfigError(f"{name} = {value!r}: this setting was removed; {REMOVED[name]}")
+        logging.getLogger("gridcast.agent").warning("%s = 1 is no longer needed (remove it); "
+                                                    "%s", name, REMOVED[name])
     for name in values:
         if name not in fields:
             raise ConfigError(f"{path}: unknown setting {name!r} (known: {', '.join(fields)})")
@@ -115,9 +143,12 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Agen
         key = f"GRIDCAST_{name.upper()}"
         if key in env:
             values[name] = env[key]
-    types = {"shared_subscription": bool, "port": int, "collectors": int, "alert_window_s": int,
+    types = {"shared_subscription": bool, "port": int, "alert_window_s": int,
              "alert_threshold_ms": float, "raw_retention_days": float,
              "second_retention_days": float}
     for name, value in list(values.items()):
+        if name == "links":
+            values[name] = _links(value)
+            continue
         values[name] = _coerce(name, value, types.get(name, str))
     return AgentConfig(**values).check()  # type: ignore[arg-type]

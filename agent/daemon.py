@@ -61,9 +61,12 @@ def resolve_token(config: AgentConfig, token_file: str) -> str:
 
 async def serve(config: AgentConfig, token_file: str = "gridcast-agent.token",
                 stop: asyncio.Event | None = None,
-                started: asyncio.Event | None = None) -> None:
+                started: asyncio.Event | None = None,
+                core: AgentCore | None = None) -> None:
+    """Run the daemon until ``stop`` is set (or SIGINT/SIGTERM). ``core``: one built by
+    the caller (embedding, tests), else one from ``config``."""
     token = resolve_token(config, token_file)
-    core = AgentCore(config)
+    core = core or AgentCore(config)
     await core.start(retry=True)
     api = Api(core, token)
     runner = web.AppRunner(api.app(), access_log=None)

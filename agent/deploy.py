@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from gridcast.agent.transport import Transport, TransportError
-from gridcast.protocol import messages, reasons, topics
-from gridcast.protocol.errors import ProtocolError
+from gridcast.protocol import reasons, topics
 from gridcast.protocol.transfer import Sender
 
 REPLY_TIMEOUT_S = 1.0
@@ -81,10 +80,7 @@ async def deploy_one(transport: Transport, device_id: str, bundle: bytes, track_
                 continue
             silent = 0
             timeout = reply_timeout_s
-            try:
-                msg = messages.decode(item.payload)
-            except ProtocolError:
-                continue
+            msg = item.message  # decoded by the link
             if msg.kind == "error":
                 if msg.reason in LINK_ERRORS:  # a frame was damaged on the way: send again
                     outgoing = sender.on_timeout()

@@ -1,9 +1,11 @@
-"""The device registry: what the broker's retained status and hello say about each device.
+"""The device registry: what each device last said about itself (status and hello).
 
 Devices publish a retained ``status`` (online, with firmware and active bundle)
 and leave a retained last will ``lost``; a retained ``hello`` carries protocol
-and frame limits. The registry mirrors them into the store and keeps a copy in
-memory for the API.
+and frame limits. Devices on serial or BLE links send the same messages over the
+link. The registry mirrors them into the store and keeps a copy in memory for
+the API; ``observe`` is its one entry, fed by its MQTT subscriptions and by the
+links the agent hosts. Whether a device is online is presence.is_online's call.
 """
 
 from __future__ import annotations
@@ -12,67 +14,72 @@ import logging
 import threading
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
-
+from gridcast.agent import presence
 from gridcast.agent.clock import now_us
+from gridcast.agent.mqtt import MqttConnection, MqttMessage, Subscription
 from gridcast.agent.store import DeviceRecord, Store, StoreError
 from gridcast.protocol import messages, topics
 from gridcast.protocol.errors import ProtocolError
 
 log = logging.getLogger("gridcast.registry")
 
-ONLINE_STATES = ("online", "playing", "idle")
+ONLINE_STATES = presence.ONLINE_STATES  # kept for importers; the rule lives in presence
 
 
 class Registry:
-    def __init__(self, store: Store, host: str, port: int, username: str | None = None,
-                 password: str | None = None,
+    def __init__(self, store: Store, mqtt: MqttConnection | str | None = None, port: int = 1883,
+                 username: str | None = None, password: str | None = None,
                  on_change: Callable[[DeviceRecord], None] | None = None) -> None:
-        self.store, self.host, self.port = store, host, port
+        """``mqtt``: the process's connection (shared), a broker host (the registry makes
+        and owns a connection), or None (fed only through ``observe``)."""
+        self.store = store
         self.on_change = on_change
         self.devices: dict[str, DeviceRecord] = {d.id: d for d in store.devices()}
         self.hello: dict[str, dict] = {}
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"gridcast-registry-{id(self)}")
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
+        self._owned = isinstance(mqtt, str)
+        self.mqtt = (MqttConnection(mqtt, port, username=username, password=password)
+                     if isinstance(mqtt, str) else mqtt)
+        self._subs: list[Subscription] = []
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            log.error("broker refused the registry: %s", reason_code)
-            return
-        client.subscribe([(f"{topics.PREFIX}/dev/+/{topics.STATUS}", 1),
-                          (f"{topics.PREFIX}/dev/+/{topics.HELLO}", 1)])
-
-    def _on_message(self, client, userdata, msg):
-        parsed = topics.parse_device_topic(msg.topic)
-        if parsed is None or not topics.valid_device_id(parsed[0]) or not msg.payload:
+    def _on_mqtt(self, m: MqttMessage) -> None:
+        parsed = topics.parse_device_topic(m.topic)
+        if parsed is None or not topics.valid_device_id(parsed[0]) or not m.payload:
             return
         device_id, leaf = parsed
         try:
-            m = messages.decode(msg.payload)
+            msg = messages.decode(m.payload)
         except ProtocolError as exc:
             log.warning("%s: malformed %s message ignored (%s)", device_id, leaf, exc)
             return
+        self.observe(device_id, msg, m.received_us)
+
+    def observe(self, device_id: str, msg: messages.Message, seen_us: int | None = None) -> None:
+        """A status or hello from a device, on any link; other messages are ignored."""
         with self._lock:
             record = self.devices.get(device_id) or DeviceRecord(device_id)
-            if m.kind == "status":
-                record.state = m.state
-                record.online = m.state in ONLINE_STATES
-                record.fw_version = m.fw_version
-                record.active_track = m.active_track
-                record.bundle_version = m.bundle_version
-            elif m.kind == "hello":
-                self.hello[device_id] = {"proto_version": m.proto_version,
-                                         "max_frame": m.max_frame, "window": m.window}
-                record.fw_version = m.fw_version or record.fw_version
+            if msg.kind == "status":
+                record.state = msg.state
+                record.online = presence.is_online(msg)
+                record.fw_version = msg.fw_version
+                record.active_track = msg.active_track
+                record.bundle_version = msg.bundle_version
+            elif msg.kind == "hello":
+                self.hello[device_id] = {"proto_version": msg.proto_version,
+                                         "max_frame": msg.max_frame, "window": msg.window}
+                record.fw_version = msg.fw_version or record.fw_version
             else:
                 return
-            record.last_seen_us = now_us()
+            record.last_seen_us = seen_us or now_us()
             self.devices[device_id] = record
+        self._save(record)
+
+    def link_lost(self, device_id: str) -> None:
+        """A serial or BLE link broke: the agent says ``lost`` for the device, as the
+        broker's last will does for MQTT devices."""
+        self.observe(device_id, messages.decode(messages.encode("status", state=presence.LOST)))
+
+    def _save(self, record: DeviceRecord) -> None:
         try:
             self.store.upsert_device(record)
         except StoreError as exc:
@@ -86,13 +93,18 @@ class Registry:
                           key=lambda d: d.id)
 
     def start(self, wait: bool = True) -> None:
-        self.client.reconnect_delay_set(1, 5)
-        if wait:
-            self.client.connect(self.host, self.port, keepalive=10)
-        else:
-            self.client.connect_async(self.host, self.port, keepalive=10)
-        self.client.loop_start()
+        """Subscribe to status and hello (retained: the broker sends what it holds).
+        An owned connection is started too (``wait``: until ready, else in the background)."""
+        if self.mqtt is None:
+            return
+        self._subs = [self.mqtt.subscribe(f"{topics.PREFIX}/dev/+/{leaf}", 1, self._on_mqtt)
+                      for leaf in (topics.STATUS, topics.HELLO)]
+        if self._owned:
+            self.mqtt.start(wait=wait)
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        for sub in self._subs:
+            sub.cancel()
+        self._subs = []
+        if self._owned and self.mqtt is not None:
+            self.mqtt.stop()

@@ -14,15 +14,10 @@ import contextlib
 from gridcast.agent.clock import now_us
 from gridcast.agent.transport import Transport
 from gridcast.protocol import messages, topics
-from gridcast.protocol.errors import ProtocolError
 
 
-def answer(payload: bytes, received_us: int) -> bytes | None:
-    """The sync_resp for one sync_req (None for anything else)."""
-    try:
-        req = messages.decode(payload)
-    except ProtocolError:
-        return None
+def answer(req: messages.Message, received_us: int) -> bytes | None:
+    """The sync_resp for one decoded sync_req (None for anything else)."""
     if req.kind != "sync_req":
         return None
     return messages.encode("sync_resp", seq=req.seq, t1_us=req.t1_us, t2_us=received_us,
@@ -43,8 +38,8 @@ class SyncResponder:
         self.bad = 0
         self._task: asyncio.Task[None] | None = None
 
-    def _direct(self, device_id: str, payload: bytes, received_us: int) -> bytes | None:
-        reply = answer(payload, received_us)
+    def _direct(self, device_id: str, req: messages.Message, received_us: int) -> bytes | None:
+        reply = answer(req, received_us)
         if reply is None:
             self.bad += 1
         else:
@@ -57,7 +52,7 @@ class SyncResponder:
             item = await queue.get()
             if item.leaf != topics.SYNC_REQ:
                 continue
-            reply = answer(item.payload, item.received_us)
+            reply = answer(item.message, item.received_us)
             if reply is None:
                 self.bad += 1
                 continue

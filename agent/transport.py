@@ -1,25 +1,31 @@
 """One transport interface, several backends chosen by URL.
 
-    mqtt://HOST:PORT        every device on a broker (paho-mqtt)
-    serial:/dev/ttyUSB0     one device on a serial port (pyserial), CRC frames
-    ble://AA:BB:CC:DD:EE:FF one device over BLE (bleak)
+    mqtt://HOST:PORT                 every device on a broker (paho-mqtt, agent/mqtt.py)
+    serial:/dev/ttyUSB0[?device=ID]  one device on a serial port (pyserial), CRC frames
+    ble://AA:BB:CC:DD:EE:FF[?device=ID]  one device over BLE (bleak)
 
-Deployment, sync and control are written once above this interface. Incoming
-device messages arrive as ``Incoming`` in per-device asyncio queues; backends
-are imported lazily so that a missing optional library only matters when used.
-Transport errors are ``TransportError`` (an OSError, so ordinary handlers work).
+Deployment, sync and control are written once above this interface. What devices
+send is decoded once, where it comes off the link, and arrives as ``Incoming``
+(the typed message, and its bytes) in per-device asyncio queues; a message that
+does not decode is dropped there. Backends are imported lazily so that a missing
+optional library only matters when used. Transport errors are ``TransportError``
+(an OSError, so ordinary handlers work).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
-from gridcast.protocol import topics
-from gridcast.protocol.errors import GridcastError
+from gridcast.protocol import messages, topics
+from gridcast.protocol.errors import GridcastError, ProtocolError
+
+log = logging.getLogger("gridcast.transport")
 
 CHUNK_OVERHEAD_BYTES = 64  # chunk message fields and framing around the data
 # On links without topics (serial, BLE) the message kind says what a topic leaf would.
@@ -35,10 +41,17 @@ class TransportError(GridcastError, OSError):
 
 @dataclass(frozen=True)
 class Incoming:
+    """One message from a device, decoded at the link's edge."""
+
     device_id: str
     leaf: str  # topic leaf: reply, hello, status, telemetry, sync/req
-    payload: bytes
-    received_us: int
+    payload: bytes  # as it came (kept for relays and logs)
+    received_us: int  # agent clock when the link received it
+    message: messages.Message = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.message is None:  # built from bytes alone (tests, simple backends)
+            object.__setattr__(self, "message", messages.decode(self.payload))
 
 
 class Transport(abc.ABC):
@@ -48,10 +61,13 @@ class Transport(abc.ABC):
     window: int = 4
 
     def __init__(self) -> None:
-        self.hellos: dict[str, bytes] = {}  # device id -> its last hello (capabilities)
+        self.hellos: dict[str, messages.Message] = {}  # device id -> its last hello
         self._queues: dict[str, asyncio.Queue[Incoming]] = {}
         self._all: list[asyncio.Queue[Incoming]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called with every Incoming in the backend's receiving thread, before the hop to
+        # asyncio (the agent feeds its registry and collector from here).
+        self.taps: list[Callable[[Incoming], None]] = []
 
     def queue(self, device_id: str) -> asyncio.Queue[Incoming]:
         """Replies from one device (created on first use)."""
@@ -66,6 +82,11 @@ class Transport(abc.ABC):
 
     def _deliver(self, item: Incoming) -> None:
         """Called from any thread by a backend."""
+        for tap in self.taps:
+            try:
+                tap(item)
+            except Exception:  # a failing consumer must not stop the link
+                log.exception("%s: handling %s failed", item.device_id, item.message.kind)
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -73,24 +94,17 @@ class Transport(abc.ABC):
 
     def chunk_bytes_for(self, device_id: str) -> int:
         """Chunk data size: this transport's, capped by what the device said it takes."""
-        from gridcast.protocol import messages
-
         size = self.chunk_bytes
         hello = self.hellos.get(device_id)
         if hello is None:  # unknown device: assume the smallest frame a device may have
             return min(size, DEFAULT_DEVICE_MAX_FRAME - CHUNK_OVERHEAD_BYTES)
-        if hello is not None:
-            try:
-                max_frame = messages.decode(hello).max_frame
-            except Exception:
-                return size
-            if max_frame:
-                size = min(size, max_frame - CHUNK_OVERHEAD_BYTES)
+        if hello.max_frame:
+            size = min(size, hello.max_frame - CHUNK_OVERHEAD_BYTES)
         return max(64, size)
 
     def _put(self, item: Incoming) -> None:
-        if item.leaf == "hello":
-            self.hellos[item.device_id] = item.payload
+        if item.leaf == topics.HELLO:
+            self.hellos[item.device_id] = item.message
         if item.leaf == "reply" and item.device_id in self._queues:
             self._queues[item.device_id].put_nowait(item)
         for q in self._all:
@@ -129,23 +143,33 @@ class SingleDeviceLink(Transport):
 
     device_id: str | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = asyncio.Event()  # set when the link broke (the port went away)
+        self.lost_reason = ""
+
+    def _link_lost(self, why: str) -> None:
+        """Called by a backend, from any thread, when the link broke."""
+        self.lost_reason = why
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.lost.set)
+
     def _hello_seen(self) -> None:
         """Called when the device has named itself (backends wake their start())."""
 
     def _incoming(self, payload: bytes, received: int) -> None:
-        from gridcast.protocol import messages
-        from gridcast.protocol.errors import ProtocolError
-
         try:
             msg = messages.decode(payload)
-        except ProtocolError:
+        except ProtocolError as exc:  # a good CRC around a bad message: a firmware bug
+            log.warning("%s: undecodable message dropped (%s)", self.device_id or "device", exc)
             return
         if msg.kind == "hello":
             self.device_id = self.device_id or msg.device_id
             self._hello_seen()
         leaf = LEAF_OF_KIND.get(msg.kind)
         if leaf is not None and self.device_id:
-            self._deliver(Incoming(self.device_id, leaf, payload, received))
+            self._deliver(Incoming(self.device_id, leaf, payload, received, msg))
 
     async def broadcast(self, payload: bytes) -> None:
         await self.send(self.device_id or "", topics.CMD, payload)
@@ -155,7 +179,14 @@ class SingleDeviceLink(Transport):
 
 
 def open_transport(url: str, **options: Any) -> Transport:
+    """The backend for a URL (not started: ``async with``). On serial and BLE,
+    ``?device=ID`` names the device up front instead of waiting for its hello."""
     parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    if "device" in query and parsed.scheme in ("serial", "ble"):
+        options.setdefault("device_id", query["device"][-1])
+        url = url.split("?", 1)[0]
+        parsed = urlparse(url)
     if parsed.scheme == "mqtt":
         from gridcast.agent.transport_mqtt import MqttTransport
 

@@ -32,7 +32,7 @@ class BleTransport(SingleDeviceLink):
     window = 4
 
     def __init__(self, address: str, client_factory: Callable[[str], Any] | None = None,
-                 device_id: str | None = None, hello_timeout_s: float = 10.0,
+                 device_id: str | None = None, hello_timeout_s: float | None = 10.0,
                  write_with_response: bool = True) -> None:
         super().__init__()
         self.address = address
@@ -52,7 +52,7 @@ class BleTransport(SingleDeviceLink):
             raise
         except Exception as exc:  # bleak raises BleakError, OSError, TimeoutError...
             raise TransportError(f"BLE {self.address}: cannot connect ({exc})") from exc
-        if self.device_id is None:
+        if self.device_id is None and self.hello_timeout_s is not None:
             try:
                 async with asyncio.timeout(self.hello_timeout_s):
                     await self._hello.wait()

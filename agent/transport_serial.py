@@ -17,7 +17,9 @@ class SerialTransport(SingleDeviceLink):
     window = 4
 
     def __init__(self, path: str, baudrate: int = 115200, device_id: str | None = None,
-                 hello_timeout_s: float = 5.0) -> None:
+                 hello_timeout_s: float | None = 5.0) -> None:
+        """``hello_timeout_s``: how long start() waits for the device to name itself
+        (None: not at all; messages are delivered once it has)."""
         super().__init__()
         self.path = path
         self.baudrate = baudrate
@@ -38,7 +40,7 @@ class SerialTransport(SingleDeviceLink):
         self._thread = threading.Thread(target=self._reader, name=f"serial {self.path}",
                                         daemon=True)
         self._thread.start()
-        if self.device_id is None:
+        if self.device_id is None and self.hello_timeout_s is not None:
             ok = await asyncio.get_running_loop().run_in_executor(
                 None, self._hello.wait, self.hello_timeout_s)
             if not ok:
@@ -52,7 +54,9 @@ class SerialTransport(SingleDeviceLink):
         while not self._stop.is_set():
             try:
                 data = self.port.read(4096)
-            except (serial.SerialException, OSError):
+            except (serial.SerialException, OSError) as exc:
+                if not self._stop.is_set():
+                    self._link_lost(f"{self.path}: {exc}")
                 break
             if not data:
                 continue

@@ -10,9 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-
-from gridcast.agent.clock import now_us
+from gridcast.agent.mqtt import MqttConnection, MqttError, MqttMessage
 from gridcast.protocol import messages, topics
 from gridcast.protocol.errors import ProtocolError
 
@@ -41,60 +39,59 @@ class DeviceTelemetry:
 
 
 class Observer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str | MqttConnection, port: int = 1883) -> None:
+        """``host``: a broker (the observer makes and owns its connection), or the
+        process's MqttConnection (started and stopped by its owner)."""
         self.commands: list[Command] = []
         self.telemetry: dict[str, DeviceTelemetry] = {}
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"gridcast-observer-{id(self)}")
-        self.client.on_message = self._on_message
-        self.client.on_connect = self._on_connect
-        self._subscribed = threading.Event()
-        self.client.on_subscribe = lambda *args: self._subscribed.set()
-        self.host, self.port = host, port
+        self._owned = not isinstance(host, MqttConnection)
+        self.mqtt = (MqttConnection(host, port, client_id=f"gridcast-observer-{id(self)}")
+                     if isinstance(host, str) else host)
+        self.host, self.port = self.mqtt.host, self.mqtt.port
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        client.subscribe([(topics.PREFIX + "/dev/+/" + topics.CMD, 1),
-                          (topics.BROADCAST_CMD, 1),
-                          (topics.PREFIX + "/dev/+/" + topics.TELEMETRY, 1)])
-
-    def _on_message(self, client, userdata, msg):
-        received = now_us()
+    def _on_message(self, m: MqttMessage) -> None:
         try:
-            m = messages.decode(msg.payload)
+            msg = messages.decode(m.payload)
         except ProtocolError:
             return
-        parsed = topics.parse_device_topic(msg.topic)
+        parsed = topics.parse_device_topic(m.topic)
         device_id = parsed[0] if parsed else None
         with self._lock:
-            if m.kind == "play":
-                self.commands.append(Command(received, device_id, "play", m.start_us))
-            elif m.kind == "seek":
-                self.commands.append(Command(received, device_id, "seek",
-                                             m.at_us - m.position_us))
-            elif m.kind == "stop":
-                self.commands.append(Command(received, device_id, "stop", at_us=m.at_us))
-            elif m.kind == "telemetry" and device_id:
+            if msg.kind == "play":
+                self.commands.append(Command(m.received_us, device_id, "play", msg.start_us))
+            elif msg.kind == "seek":
+                self.commands.append(Command(m.received_us, device_id, "seek",
+                                             msg.at_us - msg.position_us))
+            elif msg.kind == "stop":
+                self.commands.append(Command(m.received_us, device_id, "stop", at_us=msg.at_us))
+            elif msg.kind == "telemetry" and device_id:
                 t = self.telemetry.setdefault(device_id, DeviceTelemetry())
-                t.seqs.append(m.seq)
-                t.drift_us.extend(m.drift_us)
-                t.cpu_pct.append(m.cpu_pct)
-                t.free_mem.append(m.free_mem)
-                pairs = m.error_counts
+                t.seqs.append(msg.seq)
+                t.drift_us.extend(msg.drift_us)
+                t.cpu_pct.append(msg.cpu_pct)
+                t.free_mem.append(msg.free_mem)
+                pairs = msg.error_counts
                 t.error_counts = {pairs[i]: pairs[i + 1] for i in range(0, len(pairs) - 1, 2)}
 
     def start(self, timeout_s: float = 10.0) -> None:
-        """Connect and return once subscribed: a command it missed would skew the report."""
-        self.client.connect(self.host, self.port)
-        self.client.loop_start()
-        if not self._subscribed.wait(timeout_s):
-            self.stop()
-            raise RuntimeError(f"observer: no SUBACK from {self.host}:{self.port} "
+        """Subscribe, and return once the broker acknowledged it: a command it missed
+        would skew the report."""
+        for topic in (f"{topics.PREFIX}/dev/+/{topics.CMD}", topics.BROADCAST_CMD,
+                      f"{topics.PREFIX}/dev/+/{topics.TELEMETRY}"):
+            self.mqtt.subscribe(topic, 1, self._on_message)
+        if self._owned:
+            try:
+                self.mqtt.start(timeout_s)
+            except MqttError as exc:
+                raise RuntimeError(f"observer: {exc}") from exc
+        elif not self.mqtt.wait_ready(timeout_s):
+            raise RuntimeError(f"observer: no SUBACK from {self.mqtt.broker} "
                                f"within {timeout_s:g} s")
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self._owned:
+            self.mqtt.stop()
 
     def start_for(self, device_id: str, true_us: int) -> int | None:
         """start_us in force for a device at a true time (None if stopped or never played)."""
