@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import mir_eval
 import numpy as np
 
+from gridcast.host import extras
 from gridcast.host.analysis import analyzer
 from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.errors import DatasetError
@@ -158,6 +159,7 @@ def _causal_clip(clip: Clip) -> dict:
 
 
 SYSTEMS: dict[str, Callable[..., dict]] = {"librosa": _librosa_clip}
+SYSTEM_PACKAGES = {"librosa": "librosa"}  # the optional package each baseline needs
 
 
 def evaluate(folder: str, params: AnalyzerParams | None = None, compare: tuple[str, ...] = (),
@@ -171,6 +173,7 @@ def evaluate(folder: str, params: AnalyzerParams | None = None, compare: tuple[s
     for name in compare:
         if name not in SYSTEMS:
             raise DatasetError(f"unknown baseline {name!r} (available: {', '.join(SYSTEMS)})")
+        extras.require(SYSTEM_PACKAGES[name], f"the {name} baseline")
     clips = load_dataset(folder)
     params = params or AnalyzerParams()
     tasks: list[tuple[str, Callable[..., dict], tuple]] = [

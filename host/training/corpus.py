@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import soundfile as sf
 
+from gridcast.host import extras
 from gridcast.host.cli import output as console
 from gridcast.host.training import render
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    extras.require_for_script("mido", "rendering the training corpus")
     build(args.out, args.count, args.seed, args.seconds, args.jobs)
 
 

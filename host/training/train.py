@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from gridcast.host import extras
 from gridcast.host.analysis import beat_network
 from gridcast.host.cli import output as console
 from gridcast.host.training import dataset
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, default=CHANNELS)
     parser.add_argument("--cache-dir", help="keep the corpus features here between runs")
     args = parser.parse_args(argv)
+    extras.require_for_script("torch", "training the beat network")
     out = args.out or os.path.join(beat_network.MODEL_DIR, f"beat_tcn_seed{args.seed}.npz")
     train(args.train_dir, args.val_dir, out, args.epochs, args.seed, args.cache_dir,
           args.channels)

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import soundfile as sf
 
+from gridcast.host import extras
 from gridcast.host.cli import output as console
 from gridcast.host.evaluation import evaluate
 from gridcast.host.training import dataset
@@ -173,6 +174,7 @@ def export(w1, b1, w2, b2, log_prior, path: str, note: str) -> None:
 
 
 def main() -> None:
+    extras.require_for_script("torch", "training the position network")
     import torch
     from torch import nn
 

@@ -22,8 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridcast.host import extras
     from gridcast.host.evaluation import evaluate
 
+    for name in args.compare:
+        if name in evaluate.SYSTEM_PACKAGES:
+            extras.require(evaluate.SYSTEM_PACKAGES[name], f"--compare {name}")
     clips = evaluate.load_dataset(args.folder)
     total = len(clips) * (1 + len(args.compare))
     with output.progress(total, "evaluating") as bar:
