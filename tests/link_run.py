@@ -1,0 +1,233 @@
+"""A Link session in a loopback namespace: gridcast following a second peer, measured.
+
+Two programs run inside one namespace from tests/netns.py (never in the machine's own
+network namespace, where Link would multicast to the LAN):
+
+- ``peer``: the session's other peer (a DJ's software, say). It opens the session at
+  a tempo, changes the tempo at the times given (each time half-way between two
+  beats), and reports every beat of its own timeline once the beat has passed: the
+  time it computes with its own session state, mapped to CLOCK_REALTIME µs by its
+  own paired clock reads. It leaves (disables Link) after ``--seconds``.
+- ``follow``: gridcast's LinkBeatSource, asked ``upcoming()`` every ``poll`` ms as the
+  live sender would; it prints each answer and each change of state.
+
+``run_session()`` runs both and ``analyse()`` compares, for each beat of the peer,
+the prediction gridcast held ``LEAD_US`` before it (what a device would have by then)
+with the peer's own time. Used by tests/test_link_follow.py and bench/link.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.netns import in_netns, loopback_netns
+
+ROOT = Path(__file__).resolve().parent.parent
+# A prediction counts if gridcast held it this long before the beat: time for the
+# live sender's correction to cross a LAN to a device.
+LEAD_US = 30_000
+
+
+def _emit(**record: object) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def _realtime_of(link_micros, link_us: float) -> float:
+    """Link instant -> CLOCK_REALTIME µs, with a fresh narrowest-bracket read."""
+    best = None
+    for _ in range(20):
+        before = time.time_ns() / 1000
+        now_link = link_micros()
+        after = time.time_ns() / 1000
+        if best is None or after - before < best[0]:
+            best = (after - before, (before + after) / 2 - now_link)
+    assert best is not None
+    return link_us + best[1]
+
+
+def run_peer(args: argparse.Namespace) -> None:
+    import link
+
+    changes = [(float(at), float(bpm)) for at, bpm in
+               (item.split(":") for item in args.tempo_changes.split(",") if item)]
+    session_link = link.Link(args.bpm)
+    clock = session_link.clock()
+    quantum = args.quantum
+    session_link.enabled = True
+    _emit(kind="peer_up", at_us=time.time_ns() // 1000)
+    while session_link.numPeers() == 0:
+        time.sleep(0.005)
+    joined = time.monotonic()
+    state = session_link.captureAppSessionState()
+    next_beat = math.ceil(state.beatAtTime(clock.micros(), quantum))
+    _emit(kind="peer_joined", at_us=time.time_ns() // 1000)
+    while time.monotonic() - joined < args.seconds:
+        time.sleep(0.01)
+        now_link = clock.micros()
+        state = session_link.captureAppSessionState()
+        if changes and time.monotonic() - joined >= changes[0][0]:
+            beat_now = state.beatAtTime(now_link, quantum)
+            if beat_now - math.floor(beat_now) >= 0.5:  # half-way: next beat well ahead
+                bpm = changes.pop(0)[1]
+                state.setTempo(bpm, now_link)
+                session_link.commitAppSessionState(state)
+                _emit(kind="tempo", at_us=round(_realtime_of(clock.micros, now_link)), bpm=bpm)
+                continue
+        # A beat is reported once it is 20 ms past, from the state of that moment.
+        while state.timeAtBeat(next_beat, quantum) < now_link - 20_000:
+            at_link = state.timeAtBeat(next_beat, quantum)
+            in_bar = round(state.phaseAtTime(at_link, quantum)) % quantum + 1
+            _emit(kind="beat", at_us=round(_realtime_of(clock.micros, at_link)),
+                  beat_in_bar=in_bar, bpm=state.tempo())
+            next_beat += 1
+    session_link.enabled = False
+    _emit(kind="peer_left", at_us=time.time_ns() // 1000)
+
+
+def run_follow(args: argparse.Namespace) -> None:
+    from gridcast.agent.clock import now_us
+    from gridcast.agent.link_follow import LinkBeatSource
+
+    source = LinkBeatSource(beats_per_bar=args.quantum, coast_s=args.coast_s)
+    source.start()
+    _emit(kind="start", at_us=source.started_at_us)
+    last_state = None
+    end = time.monotonic() + args.seconds
+    poll_s = args.poll_ms / 1000
+    while time.monotonic() < end:
+        now = now_us()
+        beats = source.upcoming(now, args.horizon_ms * 1000)
+        if source.state is not last_state:
+            last_state = source.state
+            _emit(kind="state", at_us=now, state=last_state.value, bpm=source.tempo_bpm)
+        if beats:
+            _emit(kind="upcoming", at_us=now,
+                  beats=[[b.at_us, b.beat_in_bar, round(b.confidence, 4)] for b in beats])
+        if args.stop_when_idle and last_state.value == "idle" and source.locked_at_us:
+            break
+        time.sleep(poll_s)
+    clock = source.clock_map
+    _emit(kind="end", at_us=now_us(), clock_steps=clock.steps if clock else 0,
+          clock_rate_ppm=clock.rate_ppm if clock else 0.0)
+    source.close()
+
+
+@dataclass
+class Session:
+    """What the two programs reported (one dict per line)."""
+
+    peer: list[dict] = field(default_factory=list)
+    follow: list[dict] = field(default_factory=list)
+
+
+def _command(role: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "tests.link_run", role, *options]
+
+
+def run_session(seconds: float, bpm: float = 120.0, tempo_changes: str = "",
+                quantum: int = 4, coast_s: float = 2.0, poll_ms: int = 10,
+                horizon_ms: int = 600) -> Session:
+    """The peer for ``seconds`` (then it leaves), gridcast until it went idle."""
+    with loopback_netns() as ns:
+        peer = subprocess.Popen(
+            in_netns(ns, _command("peer", "--seconds", str(seconds), "--bpm", str(bpm),
+                                  "--quantum", str(quantum), "--tempo-changes", tempo_changes)),
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            # The peer is up first, as the DJ's software is before gridcast joins.
+            first = peer.stdout.readline() if peer.stdout else ""
+            if not first:
+                raise RuntimeError("the Link peer exited before it started")
+            follow_s = seconds + coast_s + 15.0
+            follow = subprocess.run(
+                in_netns(ns, _command("follow", "--seconds", str(follow_s), "--quantum",
+                                      str(quantum), "--coast-s", str(coast_s), "--poll-ms",
+                                      str(poll_ms), "--horizon-ms", str(horizon_ms),
+                                      "--stop-when-idle")),
+                cwd=ROOT, capture_output=True, text=True, timeout=follow_s + 30)
+            rest, _ = peer.communicate(timeout=30)
+        finally:
+            if peer.poll() is None:
+                peer.kill()
+                peer.wait()
+        if follow.returncode != 0:
+            raise RuntimeError(f"the follower failed: {follow.stderr.strip()[-2000:]}")
+        lines = [first, *rest.splitlines()]
+        return Session(peer=[json.loads(x) for x in lines if x.strip()],
+                       follow=[json.loads(x) for x in follow.stdout.splitlines() if x.strip()])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def analyse(session: Session, lead_us: int = LEAD_US, tolerance_ms: float = 1.0) -> dict:
+    """Figures: beats compared, |error| p50/p99 (ms), join time, tempo-change follow."""
+    answers = [r for r in session.follow if r["kind"] == "upcoming"]
+    times = [r["at_us"] for r in answers]
+    start = next(r["at_us"] for r in session.follow if r["kind"] == "start")
+    peer_beats = [r for r in session.peer if r["kind"] == "beat"]
+    errors_ms: list[float] = []
+    compared: list[tuple[int, float, bool]] = []  # (peer beat µs, error ms, bar agrees)
+    for beat in peer_beats:
+        i = bisect.bisect_right(times, beat["at_us"] - lead_us) - 1
+        if i < 0 or answers[i]["at_us"] < start:
+            continue
+        period_us = 60e6 / beat["bpm"]
+        best = min(answers[i]["beats"], key=lambda b: abs(b[0] - beat["at_us"]))
+        if abs(best[0] - beat["at_us"]) > period_us / 2:
+            continue
+        error_ms = (best[0] - beat["at_us"]) / 1000
+        errors_ms.append(abs(error_ms))
+        compared.append((beat["at_us"], error_ms, best[1] == beat["beat_in_bar"]))
+    first_beat = answers[0]["beats"][0][0] if answers else None
+    follow = []
+    for change in (r for r in session.peer if r["kind"] == "tempo"):
+        after = [c for c in compared if c[0] > change["at_us"]]
+        off = 0
+        for _, error_ms, _ in after:
+            if abs(error_ms) <= tolerance_ms:
+                break
+            off += 1
+        follow.append(off)
+    states = [(r["at_us"], r["state"]) for r in session.follow if r["kind"] == "state"]
+    return {
+        "beats": len(errors_ms),
+        "peer_beats": len(peer_beats),
+        "p50_abs_ms": round(statistics.median(errors_ms), 4) if errors_ms else None,
+        "p99_abs_ms": round(_percentile(errors_ms, 99), 4) if errors_ms else None,
+        "max_abs_ms": round(max(errors_ms), 4) if errors_ms else None,
+        "bar_mismatches": sum(1 for c in compared if not c[2]),
+        "join_s": round((first_beat - start) / 1e6, 3) if first_beat else None,
+        "tempo_change_follow_beats": max(follow) if follow else None,
+        "states": states,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=["peer", "follow"])
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--bpm", type=float, default=120.0)
+    parser.add_argument("--quantum", type=int, default=4)
+    parser.add_argument("--tempo-changes", default="", help="S:BPM,S:BPM (peer)")
+    parser.add_argument("--coast-s", type=float, default=2.0)
+    parser.add_argument("--poll-ms", type=float, default=10.0)
+    parser.add_argument("--horizon-ms", type=float, default=600.0)
+    parser.add_argument("--stop-when-idle", action="store_true")
+    args = parser.parse_args(argv)
+    (run_peer if args.role == "peer" else run_follow)(args)
+
+
+if __name__ == "__main__":
+    main()
