@@ -1,0 +1,109 @@
+"""The daemon hosting a device on a serial link: a registry record, clock sync, and its
+telemetry stored and shown on the dashboard, like any MQTT device's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gridcast.agent import config as agent_config
+from gridcast.agent import deploy, playback
+from gridcast.agent.broker import free_port
+from gridcast.agent.core import AgentCore
+from gridcast.agent.daemon import serve
+from gridcast.hil.conftest import make_bundle
+from gridcast.hil.faults import SerialPair
+from tests.test_agent_api import TOKEN, Cdp, Daemon, HeadlessChromium, request
+from tests.test_agent_collector import wait_until
+
+pytestmark = pytest.mark.sim_only
+
+
+class HostingDaemon(Daemon):
+    """The daemon with its core at hand, to drive its links from the test."""
+
+    core: AgentCore
+
+    def _run(self, token_file: str) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.core = AgentCore(self.cfg)
+            self.stop_event = asyncio.Event()
+            started = asyncio.Event()
+            task = asyncio.ensure_future(serve(self.cfg, token_file, self.stop_event, started,
+                                               core=self.core))
+            await started.wait()
+            self.ready.set()
+            await task
+
+        self.loop.run_until_complete(main())
+
+    def call(self, coro: Any, timeout_s: float = 60.0) -> Any:
+        """Run a coroutine in the daemon's event loop (where its links live)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+
+def test_serial_device_telemetry_is_stored_and_shown_on_the_dashboard(broker, simulator, key,
+                                                                      tmp_path):
+    pair = SerialPair().start()
+    link = f"serial:{pair.agent_path}"
+    cfg = agent_config.AgentConfig(broker=broker.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN, links=[link]).check()
+    browser = None
+    try:
+        with HostingDaemon(cfg, str(tmp_path / "token")) as daemon:
+            wait_until(lambda: link in daemon.core.links, 10)  # the port is open
+            sim = simulator(1, "", serial_paths=[pair.device_path])  # serial only
+            dev = sim.devices[0].id
+
+            def row() -> dict:
+                return next((d for d in request(daemon.url + "/api/devices")[1]
+                             if d["id"] == dev), {})
+
+            wait_until(lambda: row().get("online"), 60)  # its hello and status, via the link
+            serial = daemon.core.links[link]
+            bundle = make_bundle(key, 0.5, track="serial-song")
+            result = daemon.call(deploy.deploy(serial, [dev], bundle, "serial-song", 1))[0]
+            assert result.ok, result.error
+            daemon.call(playback.play(serial, [dev], "serial-song", lead_s=1.0))
+            wait_until(lambda: (row().get("samples_60s") or 0) >= 8, 60)
+            stored = daemon.core.store.telemetry(dev)
+            assert stored and sum(len(b.drift_us) for b in stored) >= 8
+            # within milliseconds: the link's clock sync works (unsynced, the simulated
+            # clock's offset of up to 2**30 us would show)
+            assert row()["drift_p99_ms"] is not None and row()["drift_p99_ms"] < 5.0
+            assert row()["active_track"] == "serial-song"
+
+            browser = HeadlessChromium(str(tmp_path / "chrome"))
+
+            async def page() -> tuple[list[str], bool]:
+                async with aiohttp.ClientSession() as session:
+                    cdp = Cdp(await browser.page(session))
+                    await cdp.call("Page.enable")
+                    await cdp.call("Page.navigate", url=f"{daemon.url}/?token={TOKEN}")
+                    cells = (f"Array.from(document.querySelectorAll('#row-{dev} td'))"
+                             ".map(td => td.textContent)")
+                    # the device's row, with its drift p99 (a number, not the dash)
+                    await cdp.wait_for(f"({cells}).length > 4 && "
+                                       f"/^[0-9.]+$/.test(({cells})[4])")
+                    # live telemetry over the WebSocket draws its plot
+                    await cdp.wait_for(f"document.getElementById('plot-{dev}') !== null", 30)
+                    row_cells = await cdp.evaluate(cells)
+                    plotted = await cdp.evaluate(f"document.getElementById('plot-{dev}') "
+                                                 "!== null")
+                    return row_cells, plotted
+
+            cells, plotted = asyncio.run(page())
+            assert cells[0] == dev and cells[1] == "online" and plotted
+            assert float(cells[4]) == pytest.approx(row()["drift_p99_ms"], abs=0.5)
+            daemon.call(playback.stop(serial, [dev]))
+    finally:
+        if browser is not None:
+            browser.close()
+        pair.stop()
+    assert os.path.exists(tmp_path / "a.db")
