@@ -13,8 +13,8 @@ import os
 import time
 
 from gridcast.host.cli import bundle_file, output
-from gridcast.host.cli.options import agent_client, broker_host_port
-from gridcast.protocol.errors import GridcastError, ProtocolError
+from gridcast.host.cli.options import TOKEN_FILE, agent_client, broker_host_port
+from gridcast.protocol.errors import GridcastError
 
 HELP = "send a bundle to devices (MQTT or serial)"
 
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "deployment (http://127.0.0.1:8750); its database holds the drift")
     p.add_argument("--token", help="API token for --agent (default: $GRIDCAST_TOKEN or "
                    "--token-file)")
-    p.add_argument("--token-file", default="gridcast-agent.token")
+    p.add_argument("--token-file", default=TOKEN_FILE)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,6 +136,7 @@ async def _staged(args: argparse.Namespace) -> int:
     import tempfile
 
     from gridcast.agent.collector import Collector
+    from gridcast.agent.presence import is_online
     from gridcast.agent.rollout import RolloutPlan, rollout
     from gridcast.agent.store import SqliteStore
     from gridcast.agent.transport import open_transport
@@ -159,15 +160,8 @@ async def _staged(args: argparse.Namespace) -> int:
                 online = set(ids)
 
                 def still_online(device_id: str) -> bool:
-                    payload = transport.status.get(device_id)  # type: ignore[attr-defined]
-                    if payload is None:
-                        return device_id in online
-                    try:
-                        from gridcast.protocol import messages
-
-                        return bool(messages.decode(payload).state == "online")
-                    except ProtocolError:
-                        return False
+                    status = transport.status.get(device_id)  # type: ignore[attr-defined]
+                    return device_id in online if status is None else is_online(status)
 
                 plan = RolloutPlan(ids, args.canary, args.max_drift_ms, args.soak)
                 output.info(f"staged rollout of {info.track_id} v{info.bundle_version}: "
