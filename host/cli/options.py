@@ -23,6 +23,12 @@ def broker_host_port(url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port or 1883
 
 
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """``--broker`` (required) and ``--to ID...``: which devices a playback command reaches."""
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--to", nargs="+", metavar="ID", help="devices (default: all)")
+
+
 def start_time_us(text: str | None) -> int | None:
     """``--at``: Unix seconds, or ``+SECONDS`` from now -> Unix microseconds (None: not given)."""
     if text is None:

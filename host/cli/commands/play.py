@@ -8,7 +8,7 @@ import os
 import time
 
 from gridcast.host.cli import bundle_file, output
-from gridcast.host.cli.options import start_time_us
+from gridcast.host.cli.options import add_target_arguments, start_time_us
 from gridcast.protocol import bundle_reader
 from gridcast.protocol.errors import GridcastError
 
@@ -17,8 +17,7 @@ HELP = "play a track on devices, on the agent's clock"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("track", help="bundle file or track id")
-    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
-    p.add_argument("--to", nargs="+", metavar="ID", help="devices (default: all)")
+    add_target_arguments(p)
     p.add_argument("--at", help="start: Unix seconds, or +SECONDS from now")
     p.add_argument("--lead", type=float, default=3.0, help="seconds from now when --at is "
                    "not given")

@@ -6,15 +6,14 @@ import argparse
 import asyncio
 import time
 
-from gridcast.host.cli.options import start_time_us
+from gridcast.host.cli.options import add_target_arguments, start_time_us
 
 HELP = "jump to a position in the playing track"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("position", type=float, help="seconds into the track")
-    p.add_argument("--broker", required=True)
-    p.add_argument("--to", nargs="+", metavar="ID")
+    add_target_arguments(p)
     p.add_argument("--at", help="when: Unix seconds or +SECONDS (default: in 0.5 s)")
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from gridcast.host.cli.options import start_time_us
+from gridcast.host.cli.options import add_target_arguments, start_time_us
 
 HELP = "stop playing"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True)
-    p.add_argument("--to", nargs="+", metavar="ID")
+    add_target_arguments(p)
     p.add_argument("--at", help="Unix seconds or +SECONDS (default: now)")
 
 
