@@ -8,18 +8,20 @@ network namespace, where Link would multicast to the LAN):
   beats), and reports every beat of its own timeline once the beat has passed: the
   time it computes with its own session state, mapped to CLOCK_REALTIME µs by its
   own paired clock reads. It leaves (disables Link) after ``--seconds``.
-- ``follow``: gridcast's LinkBeatSource, asked ``upcoming()`` every ``poll`` ms as the
-  live sender would; it prints each answer and each change of state.
+- ``follow``: gridcast's LinkBeatSource behind the LiveBeatSender, stepped every
+  ``poll`` ms as live mode does; it prints every ``live_beats`` message the devices
+  would get and each change of state.
 
 ``run_session()`` runs both and ``analyse()`` compares, for each beat of the peer,
-the prediction gridcast held ``LEAD_US`` before it (what a device would have by then)
-with the peer's own time. Used by tests/test_link_follow.py and bench/link.py.
+the message the devices held ``LEAD_US`` before it with the peer's own time. Used by
+tests/test_link_follow.py and bench/link.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import statistics
@@ -96,8 +98,10 @@ def run_peer(args: argparse.Namespace) -> None:
 def run_follow(args: argparse.Namespace) -> None:
     from gridcast.agent.clock import now_us
     from gridcast.agent.link_follow import LinkBeatSource
+    from gridcast.agent.live_sender import LiveBeatSender
 
     source = LinkBeatSource(beats_per_bar=args.quantum, coast_s=args.coast_s)
+    sender = LiveBeatSender(source, horizon_s=args.horizon_ms / 1000)
     source.start()
     _emit(kind="start", at_us=source.started_at_us)
     last_state = None
@@ -105,19 +109,21 @@ def run_follow(args: argparse.Namespace) -> None:
     poll_s = args.poll_ms / 1000
     while time.monotonic() < end:
         now = now_us()
-        beats = source.upcoming(now, args.horizon_ms * 1000)
+        update = sender.step(now)
         if source.state is not last_state:
             last_state = source.state
             _emit(kind="state", at_us=now, state=last_state.value, bpm=source.tempo_bpm)
-        if beats:
-            _emit(kind="upcoming", at_us=now,
-                  beats=[[b.at_us, b.beat_in_bar, round(b.confidence, 4)] for b in beats])
+        if update is not None:
+            _emit(kind="sent", at_us=now, reason=update.reason, first_index=update.first_index,
+                  beats=[list(b) for b in zip(update.times_us, update.beat_in_bar,
+                                              update.strength, strict=True)])
         if args.stop_when_idle and last_state.value == "idle" and source.locked_at_us:
             break
         time.sleep(poll_s)
     clock = source.clock_map
     _emit(kind="end", at_us=now_us(), clock_steps=clock.steps if clock else 0,
-          clock_rate_ppm=clock.rate_ppm if clock else 0.0)
+          clock_rate_ppm=clock.rate_ppm if clock else 0.0, messages=sender.sent_messages,
+          corrections=sender.corrections)
     source.close()
 
 
@@ -135,7 +141,7 @@ def _command(role: str, *options: str) -> list[str]:
 
 def run_session(seconds: float, bpm: float = 120.0, tempo_changes: str = "",
                 quantum: int = 4, coast_s: float = 2.0, poll_ms: int = 10,
-                horizon_ms: int = 600) -> Session:
+                horizon_ms: int = 2000) -> Session:
     """The peer for ``seconds`` (then it leaves), gridcast until it went idle."""
     with loopback_netns() as ns:
         peer = subprocess.Popen(
@@ -173,29 +179,32 @@ def _percentile(values: list[float], q: float) -> float:
 
 def analyse(session: Session, lead_us: int = LEAD_US, tolerance_ms: float = 1.0) -> dict:
     """Figures: beats compared, |error| p50/p99 (ms), join time, tempo-change follow."""
-    answers = [r for r in session.follow if r["kind"] == "upcoming"]
+    answers = [r for r in session.follow if r["kind"] == "sent"]
     times = [r["at_us"] for r in answers]
     start = next(r["at_us"] for r in session.follow if r["kind"] == "start")
     peer_beats = [r for r in session.peer if r["kind"] == "beat"]
     errors_ms: list[float] = []
-    compared: list[tuple[int, float, bool]] = []  # (peer beat µs, error ms, bar agrees)
+    # (peer beat µs, error ms, bar agrees, beat number the devices got)
+    compared: list[tuple[int, float, bool, int]] = []
     for beat in peer_beats:
         i = bisect.bisect_right(times, beat["at_us"] - lead_us) - 1
-        if i < 0 or answers[i]["at_us"] < start:
+        if i < 0 or not answers[i]["beats"]:
             continue
         period_us = 60e6 / beat["bpm"]
-        best = min(answers[i]["beats"], key=lambda b: abs(b[0] - beat["at_us"]))
-        if abs(best[0] - beat["at_us"]) > period_us / 2:
+        held = answers[i]["beats"]
+        k = min(range(len(held)), key=lambda j: abs(held[j][0] - beat["at_us"]))
+        if abs(held[k][0] - beat["at_us"]) > period_us / 2:
             continue
-        error_ms = (best[0] - beat["at_us"]) / 1000
+        error_ms = (held[k][0] - beat["at_us"]) / 1000
         errors_ms.append(abs(error_ms))
-        compared.append((beat["at_us"], error_ms, best[1] == beat["beat_in_bar"]))
-    first_beat = answers[0]["beats"][0][0] if answers else None
+        compared.append((beat["at_us"], error_ms, held[k][1] == beat["beat_in_bar"],
+                         answers[i]["first_index"] + k))
+    first_beat = next((r["beats"][0][0] for r in answers if r["beats"]), None)
     follow = []
     for change in (r for r in session.peer if r["kind"] == "tempo"):
         after = [c for c in compared if c[0] > change["at_us"]]
         off = 0
-        for _, error_ms, _ in after:
+        for _, error_ms, _, _ in after:
             if abs(error_ms) <= tolerance_ms:
                 break
             off += 1
@@ -208,6 +217,9 @@ def analyse(session: Session, lead_us: int = LEAD_US, tolerance_ms: float = 1.0)
         "p99_abs_ms": round(_percentile(errors_ms, 99), 4) if errors_ms else None,
         "max_abs_ms": round(max(errors_ms), 4) if errors_ms else None,
         "bar_mismatches": sum(1 for c in compared if not c[2]),
+        # Consecutive beats of the peer whose numbers on the devices are not consecutive.
+        "numbering_breaks": sum(1 for a, b in itertools.pairwise(compared) if b[3] != a[3] + 1),
+        "messages": len(answers),
         "join_s": round((first_beat - start) / 1e6, 3) if first_beat else None,
         "tempo_change_follow_beats": max(follow) if follow else None,
         "states": states,
@@ -223,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tempo-changes", default="", help="S:BPM,S:BPM (peer)")
     parser.add_argument("--coast-s", type=float, default=2.0)
     parser.add_argument("--poll-ms", type=float, default=10.0)
-    parser.add_argument("--horizon-ms", type=float, default=600.0)
+    parser.add_argument("--horizon-ms", type=float, default=2000.0)
     parser.add_argument("--stop-when-idle", action="store_true")
     args = parser.parse_args(argv)
     (run_peer if args.role == "peer" else run_follow)(args)

@@ -208,6 +208,15 @@ def test_predicted_beats_match_the_peers_beats_within_a_millisecond(session: dic
     assert figures["beats"] >= 0.9 * figures["peer_beats"] and figures["beats"] >= 35
     assert figures["p99_abs_ms"] <= 1.0
     assert figures["bar_mismatches"] == 0
+    assert figures["numbering_breaks"] == 0
+
+
+def test_the_devices_get_refills_and_corrections_not_a_flood(session: dict) -> None:
+    sent = [r for r in session["run"].follow if r["kind"] == "sent"]
+    reasons = [r["reason"] for r in sent]
+    assert reasons[0] == "first"
+    assert reasons.count("correction") >= 2  # the tempo change, the session lost
+    assert len(sent) <= 2 * SESSION_S + 10  # about one refill a second
 
 
 def test_a_tempo_change_is_followed_from_the_next_beat(session: dict) -> None:
@@ -215,8 +224,9 @@ def test_a_tempo_change_is_followed_from_the_next_beat(session: dict) -> None:
     assert [r["bpm"] for r in run.peer if r["kind"] == "tempo"] == [131.0]
     assert session["figures"]["tempo_change_follow_beats"] == 0
     change_us = next(r["at_us"] for r in run.peer if r["kind"] == "tempo")
-    answer = next(r for r in run.follow if r["kind"] == "upcoming"
-                  and r["at_us"] > change_us + 100_000 and len(r["beats"]) >= 2)
+    answer = next(r for r in run.follow if r["kind"] == "sent"
+                  and r["at_us"] > change_us and len(r["beats"]) >= 2)
+    assert answer["reason"] == "correction" and answer["at_us"] - change_us < 100_000
     spacing_us = answer["beats"][1][0] - answer["beats"][0][0]
     assert spacing_us == pytest.approx(60e6 / 131, abs=50)
 
@@ -229,7 +239,11 @@ def test_the_peer_leaving_makes_gridcast_coast_then_idle(session: dict) -> None:
     coast_start, idle_start = states[2][0], states[3][0]
     assert 0 <= coast_start - left_us <= 1_000_000  # Link says goodbye to its peers
     assert idle_start - coast_start == pytest.approx(COAST_S * 1e6, abs=200_000)
-    coasting = [b[2] for r in run.follow if r["kind"] == "upcoming"
-                and coast_start <= r["at_us"] < idle_start for b in r["beats"][:1]]
-    assert coasting and max(coasting) < 1.0
-    assert coasting[-1] < coasting[0]
+    coasting = [r for r in run.follow if r["kind"] == "sent"
+                and coast_start <= r["at_us"] < idle_start and r["beats"]]
+    # The devices' flashes fade over the coast: strength x confidence, relative to the
+    # locked accents (255 on the one, 128 on the others).
+    fading = [strength / (255 if in_bar == 1 else 128) for _, in_bar, strength in
+              coasting[0]["beats"]]
+    assert fading == sorted(fading, reverse=True) and fading[0] < 1.0 and fading[-1] < 0.3
+    assert all(at < coast_start + COAST_S * 1e6 for at, _, _ in coasting[0]["beats"])
