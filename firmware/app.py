@@ -18,7 +18,15 @@ from gridcast.firmware.telemetry import Telemetry
 from gridcast.protocol import messages, transfer
 from gridcast.protocol.errors import ProtocolError
 from gridcast.protocol.keys import key_id
-from gridcast.protocol.reasons import BAD_CONFIG, INTERNAL, NOT_FOUND, OK, UNKNOWN_MESSAGE
+from gridcast.protocol.reasons import (
+    BAD_CONFIG,
+    INTERNAL,
+    NOT_FOUND,
+    OK,
+    RATE_OUT_OF_RANGE,
+    STORAGE_ERROR,
+    UNKNOWN_MESSAGE,
+)
 
 FW_VERSION = config_mod.FW_VERSION
 # Largest message the device takes: a chunk of this size is copied a few times on
@@ -43,6 +51,8 @@ class Device:
         self.leds = Renderer(board, cfg["led_count"])
         self.telemetry = Telemetry()
         self.player = Player(board, self.clock, self.sync, self.leds, self.telemetry, self.store)
+        self.settings = config_mod.load_settings()
+        self.player.light_offset_us = self.settings["light_offset_us"]
         self.links = []
         self.started_us = self.clock.now_us()
         self.sync_seq = 0
@@ -58,14 +68,16 @@ class Device:
                                fw_version=FW_VERSION, device_id=self.cfg["device_id"],
                                max_frame=MAX_FRAME, window=4,
                                active_track=active[0] if active else "",
-                               active_version=active[1] if active else 0)
+                               active_version=active[1] if active else 0,
+                               light_offset_us=self.player.light_offset_us)
 
     def status_message(self, state):
         active = self.store.active()
         return messages.encode("status", state=state, fw_version=FW_VERSION,
                                active_track=active[0] if active else "",
                                bundle_version=active[1] if active else 0,
-                               uptime_s=(self.clock.now_us() - self.started_us) // 1000000)
+                               uptime_s=(self.clock.now_us() - self.started_us) // 1000000,
+                               light_offset_us=self.player.light_offset_us)
 
     def primary_link(self):
         for link in self.links:
@@ -95,6 +107,8 @@ class Device:
             await link.reply(reply)
             if msg.kind in ("activate", "rollback"):
                 await self.publish_status()
+        elif msg.kind == "light_offset":
+            await self.publish_status()  # retained: the registry learns the new offset
 
     def _dispatch(self, msg, received_us):
         kind = msg.kind
@@ -117,18 +131,42 @@ class Device:
                 return messages.encode("activated", track_id=t, bundle_version=v, sha256=sha)
             return self._rejected(NOT_FOUND, "no previous bundle to roll back to")
         if kind == "play":
-            return self._result(self.player.play(msg.track_id, msg.start_us), msg,
+            return self._result(self.player.play(msg.track_id, msg.start_us, msg.rate_ppm), msg,
                                 "track %r is not the active bundle" % msg.track_id)
         if kind == "stop":
             return self._result(self.player.stop(msg.at_us), msg, "")
         if kind == "seek":
-            return self._result(self.player.seek(msg.position_us, msg.at_us), msg,
-                                "nothing is playing")
+            return self._result(self.player.seek(msg.position_us, msg.at_us, msg.rate_ppm),
+                                msg, "nothing is playing")
+        if kind == "rate":
+            return self._result(self.player.set_rate(msg.rate_ppm, msg.at_us), msg,
+                                "no bundle is playing")
+        if kind == "live_beats":
+            return self._result(self.player.live_beats(msg), msg,
+                                "generation %d is not newer than %d"
+                                % (msg.generation, self.player.live.generation))
+        if kind == "live_env":
+            return self._result(self.player.live_env.replace(msg), msg, "")
+        if kind == "light_offset":
+            return self._set_light_offset(msg)
         if kind in _DEVICE_KINDS:
             self.telemetry.count_error(UNKNOWN_MESSAGE)
             return messages.encode("error", reason=UNKNOWN_MESSAGE,
                                    detail="%s is sent by devices, not to them" % kind,
                                    ref_tag=msg.tag)
+        return None
+
+    def _set_light_offset(self, msg):
+        messages.check_light_offset(msg.offset_us)
+        if msg.offset_us != self.settings["light_offset_us"]:
+            settings = dict(self.settings)
+            settings["light_offset_us"] = msg.offset_us
+            try:
+                config_mod.save_settings(settings)
+            except OSError as exc:
+                return self._result(STORAGE_ERROR, msg, "settings.json: %s" % exc)
+            self.settings = settings
+        self.player.light_offset_us = msg.offset_us
         return None
 
     def _rejected(self, code, detail):
@@ -138,6 +176,9 @@ class Device:
     def _result(self, code, msg, detail):
         if code == OK:
             return None
+        if code == RATE_OUT_OF_RANGE:
+            detail = "rate %d ppm is outside %d..%d (92-108 %%)" % (
+                msg.rate_ppm, messages.MIN_RATE_PPM, messages.MAX_RATE_PPM)
         self.telemetry.count_error(code)
         return messages.encode("error", reason=code, detail=detail, ref_tag=msg.tag)
 

@@ -11,12 +11,17 @@ on the LEDs and reports it in telemetry and status.
 """
 
 import json
+import os
 
 from gridcast.protocol.errors import ProtocolError
 from gridcast.protocol.reasons import BAD_CONFIG
 from gridcast.protocol.version import FIRMWARE_VERSION
 
 PATH = "config.json"
+# What the agent sets at run time (docs/protocol.md 9), kept apart from the provisioned
+# config.json: {"light_offset_us": -12500}
+SETTINGS_PATH = "settings.json"
+SETTINGS_DEFAULTS = {"light_offset_us": 0}
 FW_VERSION = FIRMWARE_VERSION  # the release, from protocol/version.py
 
 DEFAULTS = {
@@ -97,3 +102,31 @@ def load(path=PATH):
     cfg["key"] = b""
     cfg["device_id"] = "unconfigured"
     return cfg, err
+
+
+def load_settings(path=SETTINGS_PATH):
+    """The settings the agent made (defaults for a missing or unreadable file: a setting
+    is never worth not starting for)."""
+    out = {}
+    for k in SETTINGS_DEFAULTS:
+        out[k] = SETTINGS_DEFAULTS[k]
+    try:
+        with open(path) as f:
+            raw = json.loads(f.read())
+    except (OSError, ValueError):
+        return out
+    if isinstance(raw, dict):
+        for k in SETTINGS_DEFAULTS:
+            v = raw.get(k)
+            if isinstance(v, int) and not isinstance(v, bool):
+                out[k] = v
+    return out
+
+
+def save_settings(settings, path=SETTINGS_PATH):
+    """Write the settings atomically: a temporary file renamed into place, so a power cut
+    leaves the old file or the new one. OSError if the filesystem refuses."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(settings))
+    os.rename(tmp, path)

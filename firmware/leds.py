@@ -10,6 +10,9 @@ The buffer is GRB, 3 bytes per LED, written by the board (NeoPixel order).
 """
 
 _DOWNBEAT = (255, 180, 90)  # warm white, R G B
+_IDLE = (90, 120, 255)  # the idle effect's colour: a cool blue, R G B
+IDLE_PERIOD_MS = 4000  # one slow breath
+IDLE_MAX = 24  # its peak brightness (of 255): dim, never a flash
 
 
 class Renderer:
@@ -86,6 +89,17 @@ class Renderer:
         else:
             r, g, b = self.colour
             self._fill(r * lvl >> 8, g * lvl >> 8, b * lvl >> 8)
+
+    def idle(self, since_ms):
+        """The idle effect (live beats ran out): a dim breathing, IDLE_PERIOD_MS long, that
+        starts from dark ``since_ms`` = 0 and never rises above IDLE_MAX."""
+        half = IDLE_PERIOD_MS // 2
+        phase = since_ms % IDLE_PERIOD_MS
+        lvl = IDLE_MAX * (phase if phase < half else IDLE_PERIOD_MS - phase) // half
+        self.level = 0  # a beat after the idle effect starts from its own level
+        r, g, b = _IDLE
+        self._fill(r * lvl >> 8, g * lvl >> 8, b * lvl >> 8)
+        self._show()
 
     def error(self, code):
         """Blink pattern for a fault: dim red on the first ``code`` LEDs."""

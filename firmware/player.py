@@ -1,8 +1,16 @@
 """The beat scheduler: fires beats and downbeats on the agent's timeline.
 
-Beat-map time m plays at agent time start_us + m; the sync model turns that
-into device time. The wait is re-planned while it runs (the clock estimate
-keeps improving): asyncio sleeps until SPIN_US before the beat, then a busy
+Beats come from one of two sources, through one firing path (same wait, same
+LED-frame stamp, same drift telemetry):
+- a bundle: beat-map time m plays at the agent time the Timeline gives for it
+  (start_us + m at normal speed; anchors with a playback rate otherwise);
+- live beats (live.py): agent-timeline instants the agent predicted. When they
+  run out the player coasts no further than the last one it was given: the
+  light decays, then the idle effect shows until new predictions come.
+The sync model turns agent time into device time, and every beat is written
+light_offset_us (plus the board's LED latency) early, so the light is seen on it.
+The wait is re-planned while it runs (the clock estimate keeps improving, and a
+command may move the beat): asyncio sleeps until SPIN_US before the beat, then a busy
 sleep and spin finish the last stretch precisely (on a board a hardware timer
 would; asyncio alone only gives millisecond granularity). In between beats the LEDs
 follow the energy envelopes at about FRAME_MS.
@@ -11,13 +19,18 @@ follow the energy envelopes at about FRAME_MS.
 import asyncio
 import gc
 
+from gridcast.firmware.live import LiveBeats, LiveEnvelope
+from gridcast.firmware.timeline import Timeline
 from gridcast.protocol import bundle_reader
-from gridcast.protocol.reasons import NOT_FOUND, OK
+from gridcast.protocol.messages import MAX_RATE_PPM, MIN_RATE_PPM, NORMAL_RATE_PPM
+from gridcast.protocol.reasons import NOT_FOUND, OK, RATE_OUT_OF_RANGE
 
 SPIN_US = 3000
 FINAL_SPIN_US = 200
 FRAME_MS = 20
 LATE_SKIP_US = 50000  # beats this late (after a seek or a stall) are skipped, not fired
+BUNDLE = 1  # what the player plays (Player.mode)
+LIVE = 2
 
 
 class Player:
@@ -29,7 +42,11 @@ class Player:
         self.telemetry = telemetry
         self.store = store
         self.playing = False
-        self.start_us = 0
+        self.mode = 0  # BUNDLE or LIVE while playing
+        self.timeline = Timeline()
+        self.live = LiveBeats()
+        self.live_env = LiveEnvelope()
+        self.light_offset_us = 0  # the light is seen this long after the write (docs/protocol.md 9)
         self.stop_at_us = 0
         self.track_id = ""
         self.beats_fired = 0
@@ -37,7 +54,8 @@ class Player:
         self._f = None
         self._info = None
         self._cursor = None
-        self._generation = 0  # bumped by play/stop/seek: an ongoing wait gives up
+        self._pending = None  # (index, map time) of the bundle beat to fire next
+        self._generation = 0  # bumped by every command: an ongoing wait re-plans or gives up
         self._due_local = None  # device time of the beat being waited for (None: none)
         self._wake = asyncio.Event()
 
@@ -60,19 +78,33 @@ class Player:
         self._info = None
         self._cursor = None
 
-    def play(self, track_id, start_us):
+    @property
+    def start_us(self):
+        """Agent time of map time 0 under the anchor in force (exact at normal speed)."""
+        return self.timeline.agent_time(0)
+
+    def _changed(self):
+        self._generation += 1
+        self._wake.set()
+
+    def play(self, track_id, start_us, rate_ppm=NORMAL_RATE_PPM, position_us=0):
+        """Play the active bundle: map time ``position_us`` at agent time ``start_us``."""
+        if not MIN_RATE_PPM <= rate_ppm <= MAX_RATE_PPM:
+            return RATE_OUT_OF_RANGE
         info = self.store.active_info
         if info is None or (track_id and info.track_id != track_id):
             return NOT_FOUND
         if not self._open():
             return NOT_FOUND
         self.track_id = info.track_id
-        self.start_us = start_us
+        self.timeline.reset(start_us, position_us, rate_ppm)
         self.stop_at_us = 0
         self._cursor = bundle_reader.BeatCursor(self._f, self._info)
+        self._pending = None
+        self.live.cancel()
+        self.mode = BUNDLE
         self.playing = True
-        self._generation += 1
-        self._wake.set()
+        self._changed()
         return OK
 
     def stop(self, at_us=0):
@@ -80,56 +112,153 @@ class Player:
             self.stop_at_us = at_us
             return OK
         self.playing = False
-        self._generation += 1
+        self.mode = 0
+        self.live.cancel()
+        self._changed()
         self.leds.off()
         return OK
 
-    def seek(self, position_us, at_us):
+    def seek(self, position_us, at_us, rate_ppm=NORMAL_RATE_PPM):
+        """At agent time ``at_us`` the map is at ``position_us``, running at ``rate_ppm``."""
+        if not MIN_RATE_PPM <= rate_ppm <= MAX_RATE_PPM:
+            return RATE_OUT_OF_RANGE
         if self._info is None:
             return NOT_FOUND
-        return self.play(self.track_id, at_us - position_us)
+        return self.play(self.track_id, at_us, rate_ppm, position_us)
+
+    def set_rate(self, rate_ppm, at_us=0):
+        """From agent time ``at_us`` (0: now) the bundle runs at ``rate_ppm``, without a jump."""
+        if not MIN_RATE_PPM <= rate_ppm <= MAX_RATE_PPM:
+            return RATE_OUT_OF_RANGE
+        if not self.playing or self.mode != BUNDLE:
+            return NOT_FOUND
+        now = self.now_agent()
+        code = self.timeline.change_rate(rate_ppm, at_us or now, now)
+        if code == OK:
+            self._changed()  # the beat being waited for is re-planned on the new grid
+        return code
+
+    def live_beats(self, msg):
+        """Predicted beats (a live_beats message): they replace what is pending and take
+        over from a bundle. ProtocolError for a list that contradicts itself."""
+        code = self.live.replace(msg)
+        if code != OK:
+            return code
+        if not self.playing and not self.live.pending:
+            return OK  # nothing to play, nothing to cancel
+        if self.mode == BUNDLE:
+            self.close()
+        self.mode = LIVE
+        self.playing = True
+        self.stop_at_us = 0
+        self._changed()
+        return OK
 
     def bundle_changed(self):
-        """A new bundle became active: stop playing the old file."""
-        if self.playing:
+        """A new bundle became active: stop playing the old file (live beats go on)."""
+        if self.playing and self.mode == BUNDLE:
             self.stop()
         self.close()
 
     async def run(self):
         while True:
-            if not self.playing or self._cursor is None:
+            if not self.playing:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            gen = self._generation
-            index = self._cursor.index
-            t = self._cursor.next_time_us()
-            if t is None:
-                self.playing = False
+            nxt = self._next_target()
+            if nxt is None:
+                if self.playing and self.mode == LIVE:
+                    await self._coast()
                 continue
-            target = self.start_us + t
+            index, target = nxt
+            gen = self._generation
             if self.stop_at_us and target >= self.stop_at_us:
                 self.stop()
                 continue
             if self.now_agent() - target > LATE_SKIP_US:
+                self._consume()
                 continue
-            bar, strength = self._cursor.beat_info(index)
-            env = self._envelope(t)
+            bar, strength, env = self._beat_look(target)
             self.leds.prepare_beat(index, bar, strength, env)
             fired_ok = await self._wait_until(target, gen)
             self._due_local = None
             if not fired_ok:
-                continue
+                continue  # a command came: the next beat is planned again on the new state
             # The fire time is the board's own stamp of when the frame showed: a stall
             # between the spin and the write (an interrupt, a preempted process) makes
-            # the beat late, and the drift report must say so.
+            # the beat late, and the drift report must say so. The light is seen
+            # light_offset_us after that, which is the instant the target is meant for.
             fired = self.clock.at(self.leds.show_beat())
-            self.telemetry.record_fire(fired, target)
+            self._consume()
+            self.telemetry.record_fire(fired + self.light_offset_us, target)
             self.beats_fired += 1
             # Collect garbage now, right after a beat, so that an allocation-triggered
             # collection never lands in the spin before the next one.
             gc.collect()
             self.free_after_gc = gc.mem_free()
+
+    def _next_target(self):
+        """(index, agent time) of the next beat, or None when the source has none."""
+        if self.mode == LIVE:
+            live = self.live
+            number = live.peek_number()
+            return None if number < 0 else (number, live.times[live.next])
+        if self._pending is None:
+            cursor = self._cursor
+            t = None if cursor is None else cursor.next_time_us()
+            if t is None or cursor is None:
+                self.playing = False  # the end of the track
+                self.mode = 0
+                return None
+            self._pending = (cursor.index - 1, t)
+        self.timeline.prune(self.now_agent())
+        index, t = self._pending
+        return index, self.timeline.agent_time(t)
+
+    def _beat_look(self, target):
+        """(beat_in_bar, strength, envelope) of the beat _next_target gave."""
+        if self.mode == LIVE:
+            live = self.live
+            return live.bars[live.next], live.strengths[live.next], self.live_env.at(target)
+        pending = self._pending
+        cursor = self._cursor
+        if pending is None or cursor is None:
+            return 0, 0, (0, 0, 0)
+        bar, strength = cursor.beat_info(pending[0])
+        return bar, strength, self._envelope(pending[1])
+
+    def _consume(self):
+        if self.mode == LIVE:
+            self.live.done()
+        else:
+            self._pending = None
+
+    def _env_now(self):
+        now = self.now_agent()
+        if self.mode == LIVE:
+            return self.live_env.at(now)
+        return self._envelope(self.timeline.position(now))
+
+    async def _coast(self):
+        """Live beats ran out: no beat is invented. The light decays (following the live
+        envelope while one comes), then the idle effect rises from dark, until new
+        predictions (or a command) arrive."""
+        gen = self._generation
+        idle_since = None
+        while gen == self._generation and self.playing:
+            if self.stop_at_us and self.now_agent() >= self.stop_at_us:
+                self.stop()
+                return
+            env = self._env_now()
+            if idle_since is None and (self.leds.level > 0 or env != (0, 0, 0)):
+                self.leds.frame(env)
+            else:
+                now = self.clock.now_us()
+                if idle_since is None:
+                    idle_since = now
+                self.leds.idle((now - idle_since) // 1000)
+            await asyncio.sleep_ms(FRAME_MS)
 
     async def quiet(self, work_us):
         """Return when ``work_us`` of other work cannot delay a beat: at once if no beat
@@ -158,11 +287,11 @@ class Player:
             if gen != self._generation:
                 return False
             now = self.clock.now_us()
-            due = self.sync.to_local(target_agent, now) - latency
+            due = self.sync.to_local(target_agent, now) - latency - self.light_offset_us
             self._due_local = due
             left = due - now
             if left > SPIN_US + 1000 * FRAME_MS + 5000:
-                self.leds.frame(self._envelope(self.now_agent() - self.start_us))
+                self.leds.frame(self._env_now())
                 await asyncio.sleep_ms(FRAME_MS)
             elif left > SPIN_US:
                 await asyncio.sleep_ms((left - SPIN_US) // 1000)

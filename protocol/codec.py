@@ -115,6 +115,15 @@ def _enc_int(v, out):
         raise ProtocolError(LIMIT_EXCEEDED, "integer %d does not fit in 64 bits" % v)
 
 
+def _path(where):
+    """The text of a place in the object ("$[2][0]"). Places are kept as (parent, format,
+    item) and only written out for an error: formatting one per element would be most of
+    the cost of decoding a list on a device."""
+    if isinstance(where, tuple):
+        return where[1] % (_path(where[0]), where[2])
+    return where
+
+
 class Decoder:
     """Decodes one msgpack object from ``data`` (bytes or memoryview)."""
 
@@ -134,7 +143,7 @@ class Decoder:
         end = self.pos + n
         if end > len(self.data):
             raise ProtocolError(TRUNCATED, "data ends %d bytes early at %s"
-                                % (end - len(self.data), where))
+                                % (end - len(self.data), _path(where)))
         chunk = self.data[self.pos:end]
         self.pos = end
         return chunk
@@ -142,13 +151,18 @@ class Decoder:
     def _length(self, n, where):
         if n > self.max_len:
             raise ProtocolError(LIMIT_EXCEEDED, "length %d over the limit %d at %s"
-                                % (n, self.max_len, where))
+                                % (n, self.max_len, _path(where)))
         return n
 
     def decode(self, where, depth):
         if depth > MAX_DEPTH:
-            raise ProtocolError(LIMIT_EXCEEDED, "nesting deeper than %d at %s" % (MAX_DEPTH, where))
-        b = self._take(1, where)[0]
+            raise ProtocolError(LIMIT_EXCEEDED, "nesting deeper than %d at %s"
+                                % (MAX_DEPTH, _path(where)))
+        pos = self.pos
+        if pos >= len(self.data):
+            raise ProtocolError(TRUNCATED, "data ends 1 bytes early at %s" % _path(where))
+        b = self.data[pos]  # one byte without a slice: this runs for every item
+        self.pos = pos + 1
         if b <= 0x7F:
             return b
         if b >= 0xE0:
@@ -165,6 +179,9 @@ class Decoder:
             return False
         if b == 0xC3:
             return True
+        size = _UINT_SIZE.get(b)
+        if size is not None:
+            return int.from_bytes(self._take(size, where), "big")
         fmt = _FIXED.get(b)
         if fmt is not None:
             size, code = fmt
@@ -179,35 +196,36 @@ class Decoder:
             if kind == 2:
                 return self._array(n, where, depth)
             return self._map(n, where, depth)
-        raise ProtocolError(MALFORMED, "unsupported msgpack type 0x%02x at %s" % (b, where))
+        raise ProtocolError(MALFORMED, "unsupported msgpack type 0x%02x at %s"
+                            % (b, _path(where)))
 
     def _str(self, n, where):
         raw = self._take(self._length(n, where), where)
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeError:
-            raise ProtocolError(MALFORMED, "invalid UTF-8 text at %s" % where) from None
+            raise ProtocolError(MALFORMED, "invalid UTF-8 text at %s" % _path(where)) from None
 
     def _array(self, n, where, depth):
         # Every element takes at least one byte: a larger count is a lie, refuse it
         # before building a list of that size.
         if n > len(self.data) - self.pos:
             raise ProtocolError(TRUNCATED, "array of %d items in %d bytes at %s"
-                                % (n, len(self.data) - self.pos, where))
+                                % (n, len(self.data) - self.pos, _path(where)))
         self._length(n, where)
-        return [self.decode("%s[%d]" % (where, i), depth + 1) for i in range(n)]
+        return [self.decode((where, "%s[%d]", i), depth + 1) for i in range(n)]
 
     def _map(self, n, where, depth):
         if 2 * n > len(self.data) - self.pos:
             raise ProtocolError(TRUNCATED, "map of %d entries in %d bytes at %s"
-                                % (n, len(self.data) - self.pos, where))
+                                % (n, len(self.data) - self.pos, _path(where)))
         self._length(n, where)
         out = {}
         for i in range(n):
-            key = self.decode("%s.key%d" % (where, i), depth + 1)
+            key = self.decode((where, "%s.key%d", i), depth + 1)
             if isinstance(key, (list, dict)):
-                raise ProtocolError(MALFORMED, "unhashable map key at %s" % where)
-            out[key] = self.decode("%s.%s" % (where, key), depth + 1)
+                raise ProtocolError(MALFORMED, "unhashable map key at %s" % _path(where))
+            out[key] = self.decode((where, "%s.%s", key), depth + 1)
         return out
 
 
@@ -216,6 +234,7 @@ _FIXED = {
     0xD0: (1, ">b"), 0xD1: (2, ">h"), 0xD2: (4, ">i"), 0xD3: (8, ">q"),
     0xCA: (4, ">f"), 0xCB: (8, ">d"),
 }
+_UINT_SIZE = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}  # unsigned ints: no struct format to parse
 # code -> (bytes of the length field, kind: 0 str, 1 bin, 2 array, 3 map)
 _LEN_SIZE = {
     0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0),

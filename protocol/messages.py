@@ -116,7 +116,9 @@ class Message:
         return "Message(%r, %r)" % (self.kind, self.fields)
 
 
-def _check(kind, name, ftype, value, where):
+def _check(kind, name, ftype, value, at):
+    """``value`` has type ``ftype``; ``at`` is its place in the message ($[at]), written
+    out only in an error."""
     ok = True
     if ftype == "u":
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < (1 << 64)
@@ -128,24 +130,24 @@ def _check(kind, name, ftype, value, where):
     elif ftype == "s":
         ok = isinstance(value, str)
         if ok and len(value.encode("utf-8")) > MAX_TEXT_BYTES:
-            raise ProtocolError(LIMIT_EXCEEDED, "%s.%s: text over %d bytes at %s"
-                                % (kind, name, MAX_TEXT_BYTES, where))
+            raise ProtocolError(LIMIT_EXCEEDED, "%s.%s: text over %d bytes at $[%d]"
+                                % (kind, name, MAX_TEXT_BYTES, at))
     elif ftype == "b":
         ok = isinstance(value, (bytes, bytearray))
     elif ftype == "li":
         ok = isinstance(value, list)
         if ok and len(value) > MAX_LIST_ITEMS:
-            raise ProtocolError(LIMIT_EXCEEDED, "%s.%s: more than %d items at %s"
-                                % (kind, name, MAX_LIST_ITEMS, where))
+            raise ProtocolError(LIMIT_EXCEEDED, "%s.%s: more than %d items at $[%d]"
+                                % (kind, name, MAX_LIST_ITEMS, at))
         if ok:
             for i in range(len(value)):
                 v = value[i]
                 if not isinstance(v, int) or isinstance(v, bool):
-                    raise ProtocolError(MALFORMED, "%s.%s: expected int, got %s at %s[%d]"
-                                        % (kind, name, type(v).__name__, where, i))
+                    raise ProtocolError(MALFORMED, "%s.%s: expected int, got %s at $[%d][%d]"
+                                        % (kind, name, type(v).__name__, at, i))
     if not ok:
-        raise ProtocolError(MALFORMED, "%s.%s: expected %s, got %s at %s"
-                            % (kind, name, _TYPE_NAMES[ftype], _describe(value), where))
+        raise ProtocolError(MALFORMED, "%s.%s: expected %s, got %s at $[%d]"
+                            % (kind, name, _TYPE_NAMES[ftype], _describe(value), at))
 
 
 _TYPE_NAMES = {"u": "unsigned int", "i": "int", "?i": "int or nil", "s": "text", "b": "bytes",
@@ -173,7 +175,7 @@ def encode(kind, **fields):
     for i in range(len(spec)):
         name, ftype, default = spec[i]
         value = fields.get(name, default)
-        _check(kind, name, ftype, value, "$[%d]" % (i + 1))
+        _check(kind, name, ftype, value, i + 1)
         out.append(value)
     return codec.encode(out)
 
@@ -200,7 +202,7 @@ def decode(data):
         name, ftype, default = spec[i]
         if i + 1 < len(obj):
             value = obj[i + 1]
-            _check(kind, name, ftype, value, "$[%d]" % (i + 1))
+            _check(kind, name, ftype, value, i + 1)
             if ftype == "b":
                 value = bytes(value)
         else:
