@@ -21,12 +21,9 @@ import asyncio
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING
 
 from gridcast.host.cli import output
-
-if TYPE_CHECKING:
-    import numpy as np
+from gridcast.host.cli.device_table import ms
 
 HELP = "the end-to-end demo on generated audio"
 
@@ -168,20 +165,13 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             "drift_plot": png, "alerts": core.alerts.sent, "devices": rows}
 
 
-def _ms_percentile(values: np.ndarray, q: float) -> float | None:
-    import numpy as np
-
-    return round(float(np.percentile(values, q)) / 1000, 4) if values.size else None
-
-
 def _device_row(dev, observer, store, since_us: int, bundle_label: str) -> dict:
     """Reported drift from the agent's database; true LED error from the simulator's log."""
-    import numpy as np
-
+    from gridcast.agent import drift_stats
     from gridcast.hil.report import device_report
 
     report, _ = device_report(dev, observer)
-    drift = np.abs(np.asarray([d for _, d in store.drift_samples(dev.id, since_us)]))
+    drift = [d for _, d in store.drift_samples(dev.id, since_us)]
     record = store.device(dev.id)
     return {
         "id": dev.id,
@@ -190,12 +180,12 @@ def _device_row(dev, observer, store, since_us: int, bundle_label: str) -> dict:
         "bundle_active": bool(report["active_bundle"] == bundle_label and record is not None
                               and f"{record.active_track} v{record.bundle_version}"
                               == bundle_label),
-        "drift_p50_ms": _ms_percentile(drift, 50),
-        "drift_p99_ms": _ms_percentile(drift, 99),
+        "drift_p50_ms": drift_stats.percentile_ms(drift, 50),
+        "drift_p99_ms": drift_stats.percentile_ms(drift, 99),
         "true_error_p50_ms": report["true_error_p50_ms"],
         "true_error_p99_ms": report["true_error_p99_ms"],
         "beats_shown": report["beats"],
-        "samples": int(drift.size),
+        "samples": len(drift),
         "lost": store.lost(dev.id),
     }
 
@@ -209,10 +199,6 @@ def _print_table(result: dict) -> None:
     for col in ("device", "skew\nppm", "bundle", "drift\np50", "drift\np99", "true\np50",
                 "true\np99", "samples", "lost"):
         table.add_column(col, justify="left" if col == "device" else "right", no_wrap=True)
-
-    def ms(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
     for d in result["devices"]:
         table.add_row(d["id"], f"{d['skew_ppm']:+d}", "active" if d["bundle_active"] else "NO",
                       ms(d["drift_p50_ms"]), ms(d["drift_p99_ms"]), ms(d["true_error_p50_ms"]),

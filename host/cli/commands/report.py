@@ -24,10 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Drift over time per device from the database: a PNG and a service-level summary."""
-    import numpy as np
-
     from gridcast.agent import config as agent_config
-    from gridcast.agent import drift_plot
+    from gridcast.agent import drift_plot, drift_stats
     from gridcast.agent.store import open_store
 
     db = args.database or agent_config.load(args.config).database
@@ -37,14 +35,12 @@ def run(args: argparse.Namespace) -> int:
         ids = args.devices or [d.id for d in store.devices()]
         rows = []
         for device_id in ids:
-            drift = np.abs([v for _, v in store.drift_samples(device_id, since_us)])
+            drift = [v for _, v in store.drift_samples(device_id, since_us)]
             seconds = store.aggregates(device_id, "1s", since_us // 1_000_000)
             within = sum(a.p99_us <= args.threshold_ms * 1000 for a in seconds)
-            rows.append({"id": device_id, "samples": int(drift.size),
-                         "drift_p50_ms": round(float(np.percentile(drift, 50)) / 1000, 4)
-                         if drift.size else None,
-                         "drift_p99_ms": round(float(np.percentile(drift, 99)) / 1000, 4)
-                         if drift.size else None,
+            rows.append({"id": device_id, "samples": len(drift),
+                         "drift_p50_ms": drift_stats.percentile_ms(drift, 50),
+                         "drift_p99_ms": drift_stats.percentile_ms(drift, 99),
                          "seconds": len(seconds),
                          "seconds_within_threshold": within,
                          "lost": store.lost(device_id)})
