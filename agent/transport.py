@@ -17,11 +17,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
+from gridcast.agent import presence
 from gridcast.protocol import messages, topics
 from gridcast.protocol.errors import GridcastError, ProtocolError
 
@@ -62,6 +64,7 @@ class Transport(abc.ABC):
 
     def __init__(self) -> None:
         self.hellos: dict[str, messages.Message] = {}  # device id -> its last hello
+        self.status: dict[str, messages.Message] = {}  # device id -> its last status
         self._queues: dict[str, asyncio.Queue[Incoming]] = {}
         self._all: list[asyncio.Queue[Incoming]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,12 +79,51 @@ class Transport(abc.ABC):
         return self._queues[device_id]
 
     def listen_all(self) -> asyncio.Queue[Incoming]:
+        """Everything every device sends, from now on, until ``unlisten``."""
         q: asyncio.Queue[Incoming] = asyncio.Queue()
         self._all.append(q)
         return q
 
+    def unlisten(self, q: asyncio.Queue[Incoming]) -> None:
+        self._all.remove(q)
+
+    async def wait_online(self, ids: list[str], timeout_s: float = 20.0,
+                          count_earlier: bool = True) -> None:
+        """Until every device in ``ids`` is online: it has said hello (what it runs and the
+        frames it takes, which a deploy needs) and its last status is online by
+        presence.is_online (a device says hello, then online).
+
+        What the transport already holds counts (a retained hello and status reach it right
+        after the SUBACK, possibly before any caller listens), unless ``count_earlier`` is
+        False: after a reboot the old ones are no sign of life. TransportError names the
+        devices still missing after ``timeout_s`` seconds."""
+        queue = self.listen_all()  # same event loop as the delivery: nothing slips between
+        try:
+            hello = {d for d in ids if d in self.hellos} if count_earlier else set()
+            status = {d: self.status.get(d) for d in ids} if count_earlier else {}
+            deadline = time.monotonic() + timeout_s
+            while missing := [d for d in ids
+                              if d not in hello or not presence.is_online(status.get(d))]:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportError(f"devices never came online within {timeout_s:g} s: "
+                                         f"{', '.join(sorted(missing))}")
+                try:
+                    async with asyncio.timeout(left):
+                        item = await queue.get()
+                except TimeoutError:
+                    continue
+                if item.leaf == topics.HELLO:
+                    hello.add(item.device_id)
+                elif item.leaf == topics.STATUS:
+                    status[item.device_id] = item.message
+        finally:
+            self.unlisten(queue)
+
     def _deliver(self, item: Incoming) -> None:
         """Called from any thread by a backend."""
+        if item.leaf == topics.STATUS:
+            self.status[item.device_id] = item.message
         for tap in self.taps:
             try:
                 tap(item)

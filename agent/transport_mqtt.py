@@ -48,7 +48,6 @@ class MqttTransport(Transport):
         # Called in the network thread for sync requests, so that answers leave without a
         # hop to asyncio (see SyncResponder).
         self.sync_handler: SyncHandler | None = None
-        self.status: dict[str, messages.Message] = {}  # device id -> last retained status
         self.malformed = 0
 
     def _on_message(self, m: MqttMessage) -> None:
@@ -67,8 +66,6 @@ class MqttTransport(Transport):
             if reply is not None:
                 self.mqtt.publish(topics.device_topic(device_id, topics.SYNC_RESP), reply, qos=0)
             return
-        if leaf == topics.STATUS:
-            self.status[device_id] = msg
         self._deliver(Incoming(device_id, leaf, bytes(m.payload), m.received_us, msg))
 
     async def start(self) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from gridcast.agent.broker import Mosquitto
-from gridcast.hil.simulator import Simulator
+from gridcast.agent.simulation.devices import Simulator
 from gridcast.protocol import bundle_builder, keys
 
 

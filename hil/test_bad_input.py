@@ -13,7 +13,6 @@ import pytest
 
 from gridcast.agent import deploy
 from gridcast.agent.transport import open_transport
-from gridcast.hil.agent_helpers import wait_online
 from gridcast.hil.conftest import make_bundle, run, wait_for
 from gridcast.protocol import bundle_builder, keys, messages, reasons, topics
 
@@ -45,7 +44,7 @@ def test_unknown_and_malformed_messages_get_reasons_and_the_show_stays(broker, s
 
     async def scenario():
         async with open_transport(broker.url) as t:
-            await wait_online(t, [dev.id])
+            await t.wait_online([dev.id])
             assert (await deploy.deploy(t, [dev.id], good, "hil-song", 1))[0].ok
             cmd = topics.CMD
             await t.send(dev.id, cmd, b"\x93\x63\x01\x02")  # tag 99: unknown

@@ -10,7 +10,7 @@ import pytest
 
 from gridcast.agent import deploy
 from gridcast.agent.transport import open_transport
-from gridcast.hil.agent_helpers import hello_of, wait_online
+from gridcast.hil.agent_helpers import hello_of
 from gridcast.hil.conftest import make_bundle, run
 from gridcast.protocol import bundle_reader, keys
 
@@ -33,7 +33,7 @@ def test_deploy_then_reboot_keeps_the_bundle(broker, simulator, key):
 
     async def scenario():
         async with open_transport(broker.url) as t:
-            await wait_online(t, ids)
+            await t.wait_online(ids)
             results = await deploy.deploy(t, ids, bundle, "hil-song", 1)
             assert all(r.ok for r in results), [r.error for r in results]
             sim.devices[0].kill()
@@ -54,7 +54,7 @@ def test_a_bundle_for_another_key_is_rejected_and_the_show_stays(broker, simulat
 
     async def scenario():
         async with open_transport(broker.url) as t:
-            await wait_online(t, [dev.id])
+            await t.wait_online([dev.id])
             assert (await deploy.deploy(t, [dev.id], good, "hil-song", 1))[0].ok
             bad = (await deploy.deploy(t, [dev.id], forged, "hil-song", 2))[0]
             assert not bad.ok and bad.reason == "unknown_key"
@@ -74,7 +74,7 @@ def test_power_cuts_at_random_points_never_leave_a_mix(broker, simulator, key):
 
     async def scenario():
         async with open_transport(broker.url) as t:
-            await wait_online(t, [dev.id])
+            await t.wait_online([dev.id])
             assert (await deploy.deploy(t, [dev.id], bundles[1], "hil-song", 1))[0].ok
             version = 1
             for cut in range(CUTS):
@@ -105,7 +105,7 @@ def test_power_cuts_at_random_points_never_leave_a_mix(broker, simulator, key):
                 await asyncio.gather(transfer, cut_task, return_exceptions=True)
                 dev.kill()
                 dev.start()
-                await wait_online(t, [dev.id], count_earlier=False)
+                await t.wait_online([dev.id], count_earlier=False)
                 now = active_bytes(dev)
                 assert now is not None and now in (old, new), \
                     f"cut {cut}: active bundle is neither old nor new"

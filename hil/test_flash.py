@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gridcast.hil.simulator import micropython_binary
+from gridcast.agent.simulation.devices import micropython_binary
 from gridcast.host.cli import main
 
 

@@ -13,7 +13,6 @@ import pytest
 from gridcast.agent import deploy, playback
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
-from gridcast.hil.agent_helpers import wait_online
 from gridcast.hil.conftest import make_bundle, run, wait_for
 from gridcast.protocol import messages, topics
 
@@ -68,7 +67,7 @@ def test_deploy_a_five_minute_bundle_to_100_devices_in_under_10_s(broker, simula
 
     async def scenario():
         async with open_transport(broker.url) as t:
-            await wait_online(t, ids, timeout_s=60)
+            await t.wait_online(ids, timeout_s=60)
             started = time.monotonic()
             results = await deploy.deploy(t, ids, bundle, "hil-song", 1)
             return results, time.monotonic() - started
@@ -92,7 +91,7 @@ def test_heap_in_use_stays_under_64_kb_playing_a_ten_minute_bundle(broker, simul
             responder = SyncResponder(t)
             responder.start()
             telemetry = t.listen_all()
-            await wait_online(t, [dev.id])
+            await t.wait_online([dev.id])
             assert (await deploy.deploy(t, [dev.id], bundle, "hil-song", 1))[0].ok
             await playback.play(t, [dev.id], "hil-song", lead_s=1.0)
             deadline = time.monotonic() + 12

@@ -13,10 +13,9 @@ import pytest
 from gridcast.agent import deploy
 from gridcast.agent.broker import Mosquitto
 from gridcast.agent.provisioning import Provisioner
+from gridcast.agent.simulation.devices import Simulator
 from gridcast.agent.transport import open_transport
-from gridcast.hil.agent_helpers import wait_online
 from gridcast.hil.conftest import make_bundle, run
-from gridcast.hil.simulator import Simulator
 from gridcast.protocol import messages, topics
 
 pytestmark = pytest.mark.sim_only
@@ -78,7 +77,7 @@ def test_provisioned_fleet_is_fenced_into_its_own_topics(tmp_path, key):
             async def scenario():
                 async with open_transport(broker.url, username="gridcast-agent",
                                           password=agent.password) as t:
-                    await wait_online(t, ["sec-01", "sec-02"], timeout_s=30)
+                    await t.wait_online(["sec-01", "sec-02"], timeout_s=30)
                     results = await deploy.deploy(t, ["sec-01", "sec-02"],
                                                   make_bundle(key, 0.3, track="sec"), "sec", 1)
                     assert all(r.ok for r in results), [r.error for r in results]

@@ -8,13 +8,12 @@ import pytest
 
 from gridcast.agent import deploy, playback
 from gridcast.agent.clock import now_us
+from gridcast.agent.simulation.broker_witness import BrokerWitness
+from gridcast.agent.simulation.led_report import device_report
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
-from gridcast.hil.agent_helpers import wait_online
 from gridcast.hil.conftest import make_bundle, run
 from gridcast.hil.faults import Jitter, MqttJitterProxy
-from gridcast.hil.observer import Observer
-from gridcast.hil.report import device_report
 
 pytestmark = pytest.mark.sim_only
 
@@ -36,15 +35,15 @@ def test_beats_land_within_a_millisecond_under_skew_and_jitter(broker, simulator
     jittery = simulator(2, f"127.0.0.1:{proxy.port}", skews_ppm=[-100, 100], prefix="slow")
     devices = direct.devices + jittery.devices
     ids = [d.id for d in devices]
-    observer = Observer("127.0.0.1", broker.port)
-    observer.start()
+    witness = BrokerWitness("127.0.0.1", broker.port)
+    witness.start()
     bundle = make_bundle(key, 2)
 
     async def scenario():
         async with open_transport(broker.url) as t:
             responder = SyncResponder(t)
             responder.start()
-            await wait_online(t, ids, timeout_s=30)
+            await t.wait_online(ids, timeout_s=30)
             results = await deploy.deploy(t, ids, bundle, "hil-song", 1)
             assert all(r.ok for r in results), [r.error for r in results]
             await asyncio.sleep(WARMUP_S)
@@ -60,9 +59,9 @@ def test_beats_land_within_a_millisecond_under_skew_and_jitter(broker, simulator
         run(scenario())
     finally:
         proxy.stop()
-        observer.stop()
+        witness.stop()
     for dev in devices:
-        report, _ = device_report(dev, observer)
+        report, _ = device_report(dev, witness)
         print(f"\n{dev.id} ({dev.skew_ppm:+d} ppm): true error p50 "
               f"{report['true_error_p50_ms']} ms, p99 {report['true_error_p99_ms']} ms over "
               f"{report['beats_scored']} beats; reported drift p99 {report['drift_p99_ms']} ms, "

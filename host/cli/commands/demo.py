@@ -105,9 +105,8 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
     from gridcast.agent.broker import open_broker
     from gridcast.agent.config import AgentConfig
     from gridcast.agent.core import AgentCore
-    from gridcast.hil.agent_helpers import wait_online
-    from gridcast.hil.observer import Observer
-    from gridcast.hil.simulator import Simulator
+    from gridcast.agent.simulation.broker_witness import BrokerWitness
+    from gridcast.agent.simulation.devices import Simulator
     from gridcast.protocol import keys
 
     key_path, data, track_id, version = _bundle(args, analysis["beatmap"])
@@ -126,14 +125,14 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
         core = AgentCore(config)
         sim = Simulator(3, f"127.0.0.1:{broker.port}", key, state, SKEWS_PPM, prefix="demo")
         ids = [d.id for d in sim.devices]
-        observer = Observer("127.0.0.1", broker.port)
-        observer.start()
+        witness = BrokerWitness("127.0.0.1", broker.port)
+        witness.start()
         await core.start()
         started_us = time.time_ns() // 1000
         sim.start()
         try:
             assert core.transport is not None
-            await wait_online(core.transport, ids, timeout_s=60)
+            await core.transport.wait_online(ids, timeout_s=60)
             online = ", ".join(f"{d.id} ({d.skew_ppm:+d} ppm)" for d in sim.devices)
             output.info(f"devices online: {online}")
             results = await deploy.deploy(core.transport, ids, data, track_id, version)
@@ -151,8 +150,8 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             await core.stop()
             core.rollup.flush()
             sim.stop()
-            observer.stop()
-        rows = [_device_row(dev, observer, core.store, started_us, f"{track_id} v{version}")
+            witness.stop()
+        rows = [_device_row(dev, witness, core.store, started_us, f"{track_id} v{version}")
                 for dev in sim.devices]
         from gridcast.agent import drift_plot
 
@@ -165,12 +164,12 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             "drift_plot": png, "alerts": core.alerts.sent, "devices": rows}
 
 
-def _device_row(dev, observer, store, since_us: int, bundle_label: str) -> dict:
+def _device_row(dev, witness, store, since_us: int, bundle_label: str) -> dict:
     """Reported drift from the agent's database; true LED error from the simulator's log."""
     from gridcast.agent import drift_stats
-    from gridcast.hil.report import device_report
+    from gridcast.agent.simulation.led_report import device_report
 
-    report, _ = device_report(dev, observer)
+    report, _ = device_report(dev, witness)
     drift = [d for _, d in store.drift_samples(dev.id, since_us)]
     record = store.device(dev.id)
     return {

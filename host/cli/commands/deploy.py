@@ -160,7 +160,7 @@ async def _staged(args: argparse.Namespace) -> int:
                 online = set(ids)
 
                 def still_online(device_id: str) -> bool:
-                    status = transport.status.get(device_id)  # type: ignore[attr-defined]
+                    status = transport.status.get(device_id)
                     return device_id in online if status is None else is_online(status)
 
                 plan = RolloutPlan(ids, args.canary, args.max_drift_ms, args.soak)

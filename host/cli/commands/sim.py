@@ -37,19 +37,19 @@ def _skews(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gridcast.hil.observer import Observer
-    from gridcast.hil.report import write_report
-    from gridcast.hil.simulator import Simulator
+    from gridcast.agent.simulation.broker_witness import BrokerWitness
+    from gridcast.agent.simulation.devices import Simulator
+    from gridcast.agent.simulation.led_report import write_report
 
     host, port = broker_host_port(args.broker)
     key = keys.load(args.key_file)
     simulator = Simulator(args.devices, f"{host}:{port}", key, args.state_dir,
                           _skews(args.skew_ppm), heap=args.heap, prefix=args.prefix)
-    observer = Observer(host, port)
+    witness = BrokerWitness(host, port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    observer.start()
+    witness.start()
     simulator.start()
     output.info(f"{args.devices} simulated devices on {host}:{port} "
                 f"({', '.join(d.id for d in simulator.devices)}); state in "
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
                 if not d.alive:
                     d.start()
     simulator.stop()
-    observer.stop()
+    witness.stop()
     if args.report:
-        report = write_report(simulator, observer, args.report)
+        report = write_report(simulator, witness, args.report)
         output.info(f"report {args.report}; LED log {report['led_log']}")
     return 0

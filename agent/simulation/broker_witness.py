@@ -1,8 +1,8 @@
-"""Watches the broker as an independent witness: commands sent to devices, telemetry back.
+"""An independent witness on the broker: commands sent to devices, telemetry back.
 
-The simulator's report needs to know when the agent told each device to play
-(start_us) without asking the agent or the devices; it reads the commands off
-the broker. Telemetry sequence numbers show loss.
+The true-error report (led_report) needs to know when the agent told each device
+to play (start_us) without asking the agent or the devices; the witness reads the
+commands off the broker. Telemetry sequence numbers show loss.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ class DeviceTelemetry:
         return (seen[-1] - seen[0] + 1 - len(seen)) if seen else 0
 
 
-class Observer:
+class BrokerWitness:
     def __init__(self, host: str | MqttConnection, port: int = 1883) -> None:
-        """``host``: a broker (the observer makes and owns its connection), or the
+        """``host``: a broker (the witness makes and owns its connection), or the
         process's MqttConnection (started and stopped by its owner)."""
         self.commands: list[Command] = []
         self.telemetry: dict[str, DeviceTelemetry] = {}
         self._lock = threading.Lock()
         self._owned = not isinstance(host, MqttConnection)
-        self.mqtt = (MqttConnection(host, port, client_id=f"gridcast-observer-{id(self)}")
+        self.mqtt = (MqttConnection(host, port, client_id=f"gridcast-witness-{id(self)}")
                      if isinstance(host, str) else host)
         self.host, self.port = self.mqtt.host, self.mqtt.port
 
@@ -84,9 +84,9 @@ class Observer:
             try:
                 self.mqtt.start(timeout_s)
             except MqttError as exc:
-                raise RuntimeError(f"observer: {exc}") from exc
+                raise RuntimeError(f"broker witness: {exc}") from exc
         elif not self.mqtt.wait_ready(timeout_s):
-            raise RuntimeError(f"observer: no SUBACK from {self.mqtt.broker} "
+            raise RuntimeError(f"broker witness: no SUBACK from {self.mqtt.broker} "
                                f"within {timeout_s:g} s")
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""The simulator's report: true beat error from LED logs, against the agent's commands.
+"""The simulated devices' report: true beat error from LED logs, against the agent's commands.
 
 For every beat a device showed (its LED log: beat index, true time), the
 expected instant is start_us (the play command in force, read off the broker)
@@ -15,8 +15,8 @@ import os
 import numpy as np
 
 from gridcast.agent import drift_stats
-from gridcast.hil.observer import Observer
-from gridcast.hil.simulator import Simulator
+from gridcast.agent.simulation.broker_witness import BrokerWitness
+from gridcast.agent.simulation.devices import SimDevice, Simulator
 from gridcast.protocol import bundle_reader
 from gridcast.protocol.errors import ProtocolError
 
@@ -48,13 +48,15 @@ def read_led_log(path: str) -> list[dict]:
     return out
 
 
-def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]:
+def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[dict, list[dict]]:
+    """One device's figures (errors in ms) and its LED log lines. Without a witness no
+    beat can be scored (nothing says which play command was in force)."""
     label, beats = bundle_beats(os.path.join(sim_dev.folder, "bundles", "active.gcb"))
     lines = read_led_log(sim_dev.led_log)
     errors = []
     for line in lines:
         idx = line.get("beat_index")
-        start = observer.start_for(sim_dev.id, line["true_time_us"]) if observer else None
+        start = witness.start_for(sim_dev.id, line["true_time_us"]) if witness else None
         if start is None or not isinstance(idx, int) or not 0 <= idx < len(beats):
             continue
         errors.append(line["true_time_us"] - (start + beats[idx]))
@@ -64,7 +66,7 @@ def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]
             frames = int(f.read() or 0)
     except (OSError, ValueError):
         pass
-    tele = observer.telemetry.get(sim_dev.id) if observer else None
+    tele = witness.telemetry.get(sim_dev.id) if witness else None
     drift_us = tele.drift_us if tele else []
     # The device reports one drift sample per beat it fired, in firing order, so its
     # claims can be checked beat by beat against the bench's measurement.
@@ -91,12 +93,14 @@ def device_report(sim_dev, observer: Observer | None) -> tuple[dict, list[dict]]
     return report, lines
 
 
-def write_report(sim: Simulator, observer: Observer | None, path: str) -> dict:
+def write_report(sim: Simulator, witness: BrokerWitness | None, path: str) -> dict:
+    """Every device's report into ``path`` (JSON, replaced atomically), and the devices' LED
+    logs merged into one JSON-lines file in the state folder."""
     merged = os.path.join(sim.state_dir, "leds.jsonl")
     devices = []
     with open(merged, "w") as out:
         for dev in sim.devices:
-            rep, lines = device_report(dev, observer)
+            rep, lines = device_report(dev, witness)
             devices.append(rep)
             for line in lines:
                 out.write(json.dumps(line) + "\n")

