@@ -131,7 +131,7 @@ def test_writes_need_the_token(daemon):
 
 
 def test_bundles_are_verified_before_they_are_kept(daemon, key_path, tmp_path):
-    from gridcast.hil.conftest import make_bundle
+    from gridcast.hil.bundles import make_bundle
 
     key = keys.load(key_path)
     data = make_bundle(key, 0.5, track="song")

@@ -72,7 +72,7 @@ def _errors(fired: list, expected) -> list[int]:
 def _on_time(errors: list[int]) -> bool:
     """Every LED stamp within 1 ms, but one: this machine's two cores are shared by other
     jobs, and a process preempted for a few ms in its final spin shows one beat late
-    (hil/test_sync.py measures the p99 on a quiet bench)."""
+    (hil/tests/test_sync.py measures the p99 on a quiet bench)."""
     late = [e for e in errors if abs(e) > TOLERANCE_US]
     return len(late) <= 1 and sorted(map(abs, errors))[len(errors) // 2] <= TOLERANCE_US // 4
 

@@ -1,4 +1,4 @@
-"""gridcast provision: password file, ACL and device config (hil/test_provision.py checks that
+"""gridcast provision: password file, ACL and device config (hil/tests/test_provision.py checks that
 a real mosquitto enforces them against the real firmware)."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from gridcast.agent.rollout import RolloutPlan, rollout
 from gridcast.agent.store import SqliteStore, TelemetryBatch
 from gridcast.agent.transport import Incoming, Transport
-from gridcast.hil.conftest import make_bundle
+from gridcast.hil.bundles import make_bundle
 from gridcast.protocol import keys, messages, topics, transfer
 
 KEY = b"r" * 32

@@ -23,7 +23,7 @@ from bumble.transport.common import AsyncPipeSink
 from gridcast.agent import deploy
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport_ble import BleTransport
-from gridcast.hil.conftest import make_bundle
+from gridcast.hil.bundles import make_bundle
 from gridcast.protocol import ble_gatt, frames, keys, messages, transfer
 
 KEY = b"b" * 32

@@ -9,7 +9,7 @@ import pytest
 
 from gridcast.agent import config as agent_config
 from gridcast.agent.broker import free_port
-from gridcast.hil.conftest import make_bundle
+from gridcast.hil.bundles import make_bundle
 from gridcast.host import cli
 from gridcast.protocol import keys
 from tests.test_agent_api import TOKEN, Daemon, request

@@ -10,8 +10,8 @@ import pytest
 
 from gridcast.agent import deploy
 from gridcast.agent.transport import open_transport
-from gridcast.hil.agent_helpers import hello_of
-from gridcast.hil.conftest import make_bundle, run
+from gridcast.hil.bundles import make_bundle
+from gridcast.hil.scenario_helpers import hello_of, run
 from gridcast.protocol import bundle_reader, keys
 
 pytestmark = pytest.mark.sim_only

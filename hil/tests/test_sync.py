@@ -12,8 +12,9 @@ from gridcast.agent.simulation.broker_witness import BrokerWitness
 from gridcast.agent.simulation.led_report import device_report
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
-from gridcast.hil.conftest import make_bundle, run
+from gridcast.hil.bundles import make_bundle
 from gridcast.hil.faults import Jitter, MqttJitterProxy
+from gridcast.hil.scenario_helpers import run
 
 pytestmark = pytest.mark.sim_only
 

@@ -15,7 +15,8 @@ from gridcast.agent.broker import Mosquitto
 from gridcast.agent.provisioning import Provisioner
 from gridcast.agent.simulation.devices import Simulator
 from gridcast.agent.transport import open_transport
-from gridcast.hil.conftest import make_bundle, run
+from gridcast.hil.bundles import make_bundle
+from gridcast.hil.scenario_helpers import run
 from gridcast.protocol import messages, topics
 
 pytestmark = pytest.mark.sim_only

@@ -1,4 +1,4 @@
-"""The bench: a real mosquitto on loopback, simulated devices (or a real board), helpers.
+"""The bench's fixtures: a real mosquitto on loopback, simulated devices (or a real board).
 
     pytest hil                                  # against simulated devices (default)
     pytest hil --target serial:/dev/ttyUSB0     # against a flashed board on a serial port
@@ -9,17 +9,13 @@ and say so when run against a board.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-import time
 
-import numpy as np
 import pytest
 
 from gridcast.agent.broker import Mosquitto
 from gridcast.agent.simulation.devices import Simulator
-from gridcast.protocol import bundle_builder, keys
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,19 +55,6 @@ def key() -> bytes:
     return secrets.token_bytes(32)
 
 
-def make_bundle(key: bytes, minutes: float, track: str = "hil-song", version: int = 1,
-                bpm: float = 128.0, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    seconds = minutes * 60
-    beats = np.arange(0.4, seconds - 0.3, 60 / bpm)
-    n = len(beats)
-    env = tuple(rng.random(int(seconds * 50)) for _ in range(3))
-    src = bundle_builder.BundleSource(track, bytes(32), version, 1_795_000_000, seconds, bpm,
-                                      beats, [i % 4 + 1 for i in range(n)], rng.random(n),
-                                      50.0, env)
-    return bundle_builder.build(src, key, keys.key_id(key))
-
-
 @pytest.fixture
 def simulator(tmp_path, key):
     """Factory: simulator(n, broker, **options) -> a started Simulator, stopped afterwards."""
@@ -87,17 +70,3 @@ def simulator(tmp_path, key):
     yield start
     for sim in made:
         sim.stop()
-
-
-def wait_for(predicate, timeout_s: float, what: str, step_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def run(coro):
-    return asyncio.run(coro)

@@ -13,7 +13,8 @@ import pytest
 from gridcast.agent import deploy, playback
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
-from gridcast.hil.conftest import make_bundle, run, wait_for
+from gridcast.hil.bundles import make_bundle
+from gridcast.hil.scenario_helpers import run, wait_for
 from gridcast.protocol import messages, topics
 
 pytestmark = pytest.mark.sim_only

@@ -21,7 +21,8 @@ from gridcast.agent import deploy, playback
 from gridcast.agent.clock import now_us
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
-from gridcast.hil.conftest import make_bundle, run
+from gridcast.hil.bundles import make_bundle
+from gridcast.hil.scenario_helpers import run
 from gridcast.protocol import bundle_reader, messages
 
 pytestmark = pytest.mark.sim_only

@@ -15,7 +15,7 @@ from gridcast.agent import deploy, playback
 from gridcast.agent.broker import free_port
 from gridcast.agent.core import AgentCore
 from gridcast.agent.daemon import serve
-from gridcast.hil.conftest import make_bundle
+from gridcast.hil.bundles import make_bundle
 from gridcast.hil.faults import SerialPair
 from tests.test_agent_api import TOKEN, Cdp, Daemon, HeadlessChromium, request
 from tests.test_agent_collector import wait_until
@@ -56,7 +56,8 @@ def test_serial_device_telemetry_is_stored_and_shown_on_the_dashboard(broker, si
                                    port=free_port(), token=TOKEN, links=[link]).check()
     browser = None
     try:
-        with HostingDaemon(cfg, str(tmp_path / "token")) as daemon:
+        daemon = HostingDaemon(cfg, str(tmp_path / "token"))  # typed as itself, not Daemon
+        with daemon:
             wait_until(lambda: link in daemon.core.links, 10)  # the port is open
             sim = simulator(1, "", serial_paths=[pair.device_path])  # serial only
             dev = sim.devices[0].id

@@ -10,8 +10,9 @@ import pytest
 
 from gridcast.agent import deploy
 from gridcast.agent.transport_serial import SerialTransport
-from gridcast.hil.conftest import make_bundle, run
+from gridcast.hil.bundles import make_bundle
 from gridcast.hil.faults import SerialPair, corrupted_frames
+from gridcast.hil.scenario_helpers import run
 from gridcast.protocol import messages, reasons
 
 pytestmark = pytest.mark.sim_only
