@@ -1,22 +1,54 @@
-"""The README's main job, end to end: `gridcast demo`, shortened."""
+"""The README's main job, end to end: the demo as `./scripts/demo` runs it (from the
+repository root, default output folder), shortened; it leaves the checkout as it found it."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from gridcast.host import cli
-
 pytestmark = pytest.mark.sim_only
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-def test_demo_runs_the_whole_system(tmp_path, capsys):
-    out = tmp_path / "demo"
-    code = cli.main(["demo", "--out", str(out), "--seconds", "8", "--sync-s", "10", "--json"])
-    result = json.loads(capsys.readouterr().out)
-    assert code == 0, result
+
+def _git_status() -> list[str]:
+    """Every change git would show (untracked files one by one, not folded into folders)."""
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                          check=True, capture_output=True, text=True).stdout.splitlines()
+
+
+def _gridcast() -> list[str]:
+    """The command scripts/demo runs: the venv's `gridcast` beside this Python."""
+    beside = os.path.join(os.path.dirname(sys.executable), "gridcast")
+    return [beside] if os.path.exists(beside) else [sys.executable, "-m", "gridcast.host.cli"]
+
+
+def test_demo_runs_the_whole_system_and_leaves_the_checkout_clean(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GRIDCAST_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # the default folder, away from ~/.cache
+    before = _git_status()
+    done = subprocess.run([*_gridcast(), "demo", "--seconds", "8", "--sync-s", "10", "--json"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    after = _git_status()
+    # Another process editing this checkout meanwhile would show here too: on a clone of
+    # one's own, any difference is the demo's.
+    assert after == before, ("the demo changed the checkout:\n"
+                             + "\n".join(sorted(set(after) ^ set(before))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    out = str(tmp_path / "cache" / "gridcast" / "demo")
+    assert result["out"] == out
+    for path in (result["analysis"]["plot"], result["drift_plot"], result["database"],
+                 result["bundle"]):
+        assert path.startswith(out + os.sep) and os.path.getsize(path) > 0, path
+    assert os.path.isdir(os.path.join(out, "devices")) and os.path.isdir(
+        os.path.join(out, "broker"))
+    assert f"plots: {result['analysis']['plot']}, {result['drift_plot']}" in done.stderr
+
     assert result["analysis"]["scores"]["f_measure"] > 0.9
     assert [d["skew_ppm"] for d in result["devices"]] == [10, -20, 150]
     for d in result["devices"]:

@@ -12,6 +12,11 @@
    simulator measured) and write a drift PNG.
 
 ``--no-devices`` stops after step 1.
+
+Everything it writes (audio, beat map, plots, key, bundle, the agent's database, the
+devices' folders with their firmware copies, the broker's files) goes into one folder:
+``--out``, by default ``~/.cache/gridcast/demo`` (``$XDG_CACHE_HOME`` and
+``$GRIDCAST_CACHE_DIR`` move it), so a checkout it runs from stays as it was.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ HINDSIGHT_S = 34  # devices report a beat's drift 31 s after it fired (firmware/
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="gridcast-demo", help="folder for the demo's files")
+    p.add_argument("--out", metavar="DIR", help="folder for the demo's files (default "
+                   "~/.cache/gridcast/demo, under $XDG_CACHE_HOME or $GRIDCAST_CACHE_DIR if set)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of the demo song")
     p.add_argument("--sync-s", type=float, default=20.0, metavar="S",
                    help="seconds the device clocks get to converge before playing")
@@ -41,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-devices", action="store_true",
                    help="only generate, analyze and plot the song (no broker, no devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def default_out() -> str:
+    """Where the demo writes unless told: beside the analysis cache, outside any checkout."""
+    base = os.environ.get("GRIDCAST_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gridcast")
+    return os.path.join(base, "demo")
 
 
 def _analyze(args: argparse.Namespace) -> dict:
@@ -203,19 +216,22 @@ def _print_table(result: dict) -> None:
                       ms(d["drift_p50_ms"]), ms(d["drift_p99_ms"]), ms(d["true_error_p50_ms"]),
                       ms(d["true_error_p99_ms"]), str(d["samples"]), str(d["lost"]))
     output.out.print(table)
-    output.info(f"drift plot {result['drift_plot']}; database {result['database']}")
 
 
 def run(args: argparse.Namespace) -> int:
+    args.out = os.path.abspath(args.out or default_out())
     os.makedirs(args.out, exist_ok=True)
     analysis = _analyze(args)
-    result: dict = {"analysis": analysis}
+    result: dict = {"out": args.out, "analysis": analysis}
     if not args.no_devices:
         result |= asyncio.run(_devices(args, analysis))
     if args.json:
         output.print_json(result)
     elif "devices" in result:
         _print_table(result)
+    plots = [analysis["plot"]] + ([result["drift_plot"]] if "drift_plot" in result else [])
+    output.info(f"the demo's files are in {args.out}; plots: {', '.join(plots)}"
+                + (f"; agent database: {result['database']}" if "database" in result else ""))
     bad = [d["id"] for d in result.get("devices", []) if not d["bundle_active"]
            or d["true_error_p99_ms"] is None or d["true_error_p99_ms"] > args.max_drift_ms]
     if bad:
