@@ -5,7 +5,9 @@ Reads:  GET /health, /metrics, /api/devices, /api/devices/{id}, /api/devices/{id
         /api/alerts; GET / (dashboard); GET /ws (live telemetry as JSON messages).
 Writes: POST /api/bundles (the bundle's bytes; verified with the agent's key),
         POST /api/deployments ({"bundle": sha256, "devices": [...] or "all",
-        "canary": N, "max_drift_ms": X, "soak_s": S}).
+        "canary": N, "max_drift_ms": X, "soak_s": S, "force": false}), run by the
+        deployment service (agent/deployment.py); its state changes go to the
+        WebSocket as ``deployment`` events.
 
 Every write needs ``Authorization: Bearer <token>``. When the agent listens on
 anything but localhost, every request but /health needs it (the dashboard and
@@ -22,7 +24,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,7 +33,13 @@ from gridcast.agent import drift_stats
 from gridcast.agent.clock import now_us
 from gridcast.agent.config import LOCAL_BINDS
 from gridcast.agent.core import AgentCore
-from gridcast.agent.rollout import RolloutPlan, RolloutResult, rollout
+from gridcast.agent.deployment import (
+    BundleRef,
+    Deployment,
+    DeploymentService,
+    PlanError,
+    RegistryFleet,
+)
 from gridcast.agent.store import StoreError
 from gridcast.protocol import bundle_format, bundle_reader, keys
 from gridcast.protocol.errors import ProtocolError
@@ -57,7 +64,9 @@ class Api:
         self.summary: dict[str, dict] = {}
         self._devices_body = b"[]"
         self._device_bodies: dict[str, bytes] = {}
-        self.deployments: dict[str, RolloutResult] = {}
+        self.deployments = DeploymentService(core.transport, core.store,
+                                             RegistryFleet(core.registry))
+        self.deployments.listeners.append(self._deployment_changed)
         self.sockets: set[web.WebSocketResponse] = set()
         self.started = time.monotonic()
         self.requests = 0
@@ -188,7 +197,7 @@ class Api:
         broker = self.core.broker_connected
         healthy = ok_db and broker
         return web.json_response({"status": "ok" if healthy else "degraded", "database": ok_db,
-                                  "broker": broker,
+                                  "broker": broker, "broker_url": self.core.config.broker,
                                   "uptime_s": round(time.monotonic() - self.started, 1),
                                   "collectors": collectors}, status=200 if healthy else 503)
 
@@ -238,17 +247,12 @@ class Api:
         return web.json_response(await asyncio.to_thread(self.core.store.bundles))
 
     async def list_deployments(self, request: web.Request) -> web.Response:
-        stored = await asyncio.to_thread(self.core.store.deployments)
-        return web.json_response(stored)
+        return web.json_response(await asyncio.to_thread(self.deployments.records))
 
     async def get_deployment(self, request: web.Request) -> web.Response:
         dep_id = request.match_info["id"]
-        if dep_id in self.deployments:
-            return web.json_response({"id": dep_id, **self.deployments[dep_id].to_dict()})
-        for d in await asyncio.to_thread(self.core.store.deployments):
-            if d["id"] == dep_id:
-                return web.json_response(d)
-        return error(404, f"unknown deployment {dep_id!r}")
+        found = await asyncio.to_thread(self.deployments.record, dep_id)
+        return web.json_response(found) if found else error(404, f"unknown deployment {dep_id!r}")
 
     async def alerts(self, request: web.Request) -> web.Response:
         return web.json_response({"active": self.core.alerts.active,
@@ -294,46 +298,31 @@ class Api:
         if bundle is None:
             return error(404, f"unknown bundle {body.get('bundle')!r}; upload it to "
                               "POST /api/bundles first")
-        devices = body.get("devices", "all")
-        if devices == "all":
-            devices = [d["id"] for d in self.summary.values() if d["online"]]
-        if (not isinstance(devices, list) or not devices
-                or not all(isinstance(d, str) and d in self.summary for d in devices)):
-            return error(400, f"devices: give known device ids or \"all\"; known: "
-                              f"{sorted(self.summary)}")
         try:
-            plan = RolloutPlan(devices, int(body.get("canary", 0)),
-                               float(body.get("max_drift_ms", self.core.config.alert_threshold_ms)),
-                               float(body.get("soak_s", 0)))
+            canary = int(body.get("canary", 0))
+            max_drift_ms = float(body.get("max_drift_ms", self.core.config.alert_threshold_ms))
+            soak_s = float(body.get("soak_s", 0))
         except (TypeError, ValueError) as exc:
             return error(400, f"canary, max_drift_ms and soak_s must be numbers ({exc})")
-        with open(bundle["path"], "rb") as f:
-            data = f.read()
-        dep_id = uuid.uuid4().hex[:12]
-        result = RolloutResult()
-        self.deployments[dep_id] = result
-        self._spawn(self._run_deployment(dep_id, bundle, data, plan))
-        return web.json_response({"id": dep_id, "state": result.state, "devices": devices},
+        try:
+            with open(bundle["path"], "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            return error(500, f"cannot read the stored bundle ({exc}); upload it again")
+        try:
+            dep = self.deployments.plan(
+                BundleRef(bundle["sha256"], bundle["track_id"], bundle["bundle_version"]),
+                body.get("devices", "all"), canary=canary, max_drift_ms=max_drift_ms,
+                soak_s=soak_s, force=bool(body.get("force", False)))
+        except PlanError as exc:
+            return error(exc.status, str(exc))
+        self._spawn(self.deployments.run(dep, data))
+        return web.json_response({"id": dep.id, "state": dep.state, "devices": dep.devices},
                                  status=202)
 
-    async def _run_deployment(self, dep_id: str, bundle: dict, data: bytes,
-                              plan: RolloutPlan) -> None:
-        assert self.core.transport is not None
-
-        def save(result: RolloutResult) -> None:
-            self.deployments[dep_id] = result
-            try:
-                self.core.store.save_deployment(dep_id, bundle["sha256"], result.state,
-                                                result.to_dict())
-            except StoreError as exc:
-                log.error("deployment %s: %s", dep_id, exc)
-
-        def online(device_id: str) -> bool:
-            return bool(self.summary.get(device_id, {}).get("online", False))
-
-        result = await rollout(self.core.transport, self.core.store, data, bundle["track_id"],
-                               bundle["bundle_version"], plan, online=online, on_state=save)
-        save(result)
+    def _deployment_changed(self, dep: Deployment) -> None:
+        if self.sockets:
+            self._broadcast({"type": "deployment", **dep.to_dict()})
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:

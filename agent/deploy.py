@@ -1,10 +1,11 @@
-"""Deploying a bundle: the transfer protocol driven over any transport, many devices at once.
+"""What a deployment says to each device: the bundle transfer, and the rollback command.
 
 Per device, ``protocol.transfer.Sender`` decides what to send; this module owns
 time: a reply timeout that backs off (jittered, capped) when nothing comes, and a
 limit on consecutive silent rounds after which the device is reported as
 unreachable. Devices are served in parallel; a failure on one never stops the
-others, and each gets one result.
+others, and each gets one result. Which devices, in which order, and when to roll
+back is the deployment service's call (agent/deployment.py).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from gridcast.agent.transport import Transport, TransportError
-from gridcast.protocol import reasons, topics
+from gridcast.protocol import messages, reasons, topics
 from gridcast.protocol.transfer import Sender
 
 REPLY_TIMEOUT_S = 1.0
+ROLLBACK_TIMEOUT_S = 5.0
 MAX_TIMEOUT_S = 8.0
 MAX_SILENT_ROUNDS = 6
 # Errors about damaged bytes on the link, not about the transfer: answered by resending.
@@ -122,3 +124,38 @@ async def deploy(transport: Transport, device_ids: list[str], bundle: bytes, tra
                                     progress=progress, **options)  # type: ignore[arg-type]
 
     return list(await asyncio.gather(*(one(d) for d in device_ids)))
+
+
+async def rollback_one(transport: Transport, device_id: str,
+                       timeout_s: float = ROLLBACK_TIMEOUT_S) -> DeployResult:
+    """Tell a device to return to its previous bundle (its store keeps it); ok once the
+    device answers ``activated``."""
+    started = time.monotonic()
+    result = DeployResult(device_id, False)
+    replies = transport.queue(device_id)
+    while not replies.empty():
+        replies.get_nowait()
+    try:
+        await transport.send(device_id, topics.CMD, messages.encode("rollback"))
+        async with asyncio.timeout(timeout_s):
+            while True:
+                kind = (await replies.get()).message.kind
+                if kind in ("activated", "rejected", "error"):
+                    break
+    except TimeoutError:
+        result.error, result.reason = "no answer to rollback", "timeout"
+    except TransportError as exc:
+        result.error, result.reason = f"rollback not sent ({exc})", "transport"
+    else:
+        result.ok = kind == "activated"
+        if not result.ok:
+            result.error, result.reason = f"rollback refused ({kind})", kind
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+async def rollback(transport: Transport, device_ids: list[str],
+                   timeout_s: float = ROLLBACK_TIMEOUT_S) -> list[DeployResult]:
+    """Roll every device back at once; results in the given order."""
+    return list(await asyncio.gather(*(rollback_one(transport, d, timeout_s)
+                                       for d in device_ids)))

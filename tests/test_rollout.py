@@ -1,4 +1,5 @@
-"""Staged rollouts (agent/rollout.py) against devices made of the real protocol Receiver.
+"""Staged rollouts (the deployment service, agent/deployment.py) against devices made of the
+real protocol Receiver.
 
 The "devices" here are protocol.transfer.Receiver objects behind an in-process
 transport: the transfer, activation and rollback logic is the real one (the
@@ -9,11 +10,13 @@ same rollouts against the firmware in MicroPython.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
+from dataclasses import dataclass
 
 import pytest
 
-from gridcast.agent.rollout import RolloutPlan, rollout
+from gridcast.agent.deployment import BundleRef, DeploymentService, TransportFleet
 from gridcast.agent.store import SqliteStore, TelemetryBatch
 from gridcast.agent.transport import Incoming, Transport
 from gridcast.hil.bundles import make_bundle
@@ -23,12 +26,14 @@ KEY = b"r" * 32
 
 
 class LoopbackDevice:
-    def __init__(self) -> None:
+    def __init__(self, key: bytes = KEY) -> None:
         self.store = transfer.MemoryStore()
-        self.receiver = transfer.Receiver(self.store, {keys.key_id(KEY): KEY}, 2**31)
+        self.receiver = transfer.Receiver(self.store, {keys.key_id(key): key}, 2**31)
+        self.heard: list[str] = []  # the kinds of the messages it was sent
 
     def handle(self, payload: bytes) -> bytes | None:
         msg = messages.decode(payload)
+        self.heard.append(msg.kind)
         if msg.kind == "rollback":
             if self.store.previous_entry is None:
                 return messages.encode("rejected", reason=4, detail="no previous bundle")
@@ -58,6 +63,26 @@ class LoopbackTransport(Transport):
     async def broadcast(self, payload: bytes) -> None:
         for d in self.devices:
             await self.send(d, topics.CMD, payload)
+
+
+def rollout(transport, store, bundle, track, version, plan, online=None, check_every_s=1.0):
+    """A staged rollout by the deployment service, as the API and the CLI run it."""
+    fleet = TransportFleet(transport)
+    if online is not None:
+        fleet.online = online  # type: ignore[method-assign]
+    service = DeploymentService(transport, store, fleet, check_every_s=check_every_s)
+    dep = service.plan(BundleRef(hashlib.sha256(bundle).hexdigest(), track, version),
+                       plan.device_ids, canary=plan.canary, max_drift_ms=plan.max_drift_ms,
+                       soak_s=plan.soak_s)
+    return service.run(dep, bundle)
+
+
+@dataclass
+class RolloutPlan:
+    device_ids: list[str]
+    canary: int = 1
+    max_drift_ms: float = 1.0
+    soak_s: float = 30.0
 
 
 def active(dev: LoopbackDevice) -> str | None:
