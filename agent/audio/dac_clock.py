@@ -1,0 +1,139 @@
+"""When the frames an output stream writes are heard, on the agent's timeline (now_us, µs).
+
+PortAudio hands every output callback the DAC time of its buffer on the stream's own
+clock. The callback notes the agent time when it runs plus the DAC latency PortAudio
+reports (outputBufferDacTime − currentTime) plus any room latency: an upper bound of
+when the buffer's first frame is heard, since a callback can run late but never early.
+Frames advance at the device's true rate, so the lower envelope of (frame, bound) is a
+line whose slope is the device's sample period on the agent clock (its drift, in ppm)
+and whose intercept is when frame 0 is heard. (For other clocks read from ordinary
+code, JACK's among them, gridcast.agent.link_clock.LinkClockMap fits bracketed pairs.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class DacClock:
+    """When stream frame n is heard, on the agent timeline: ``heard_us(n) = a + b·n``.
+
+    ``add`` is called once per output callback with the frame count written before it
+    and an upper bound of when that frame is heard. Per block (``block_s`` of audio) the
+    lowest bound is kept; the slope is a least-squares line through the block minima of
+    the last ``window_s`` (once they span ``min_span_s``; the nominal rate before), the
+    intercept a low percentile of their residuals. All of it runs in the audio
+    callback, so it uses preallocated arrays and a few small numpy calls per block.
+
+    A stream that skips cycles (an xrun) shifts frames against time. That shows as
+    callbacks whose bounds all sit more than half a buffer (at least ``shift_us``)
+    above the line for a whole block, or one bound below it (a bound is never early):
+    the line moves by the smallest such offset and collects its minima afresh, keeping
+    the slope. A shorter late run is a busy machine, not a skip; an xrun flag alone is
+    no proof either (JACK flags every client when any one of them is late).
+    """
+
+    def __init__(self, nominal_rate_hz: float, block_s: float = 0.25, window_s: float = 120.0,
+                 min_span_s: float = 2.0, shift_us: float = 2000.0) -> None:
+        self.nominal_rate_hz = float(nominal_rate_hz)
+        self._us_per_frame_nominal = 1e6 / self.nominal_rate_hz
+        self._block_frames = int(block_s * nominal_rate_hz)
+        self._min_span_frames = min_span_s * nominal_rate_hz
+        self._shift_us = shift_us
+        size = max(2, int(window_s / block_s))
+        self._frames = np.zeros(size, np.float64)  # ring of block minima, frames
+        self._times = np.zeros(size, np.float64)  # and their times, µs after _t_ref
+        self._count = 0
+        self._next = 0
+        self._t_ref = 0.0
+        self._a = 0.0  # µs at frame 0
+        self._b = self._us_per_frame_nominal  # µs per frame
+        self._block_start: int | None = None
+        self._block_min: tuple[int, float] = (0, 0.0)
+        self._last_frame: int | None = None
+        self._late_since: int | None = None  # first frame of a run of late callbacks
+        self._late_min = 0.0
+        self._ready = False
+        self.shifts = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once at least one callback has been seen."""
+        return self._ready
+
+    @property
+    def us_per_frame(self) -> float:
+        return self._b
+
+    @property
+    def drift_ppm(self) -> float:
+        """How much faster the device's sample clock runs than its nominal rate, in ppm."""
+        return (self._us_per_frame_nominal / self._b - 1.0) * 1e6
+
+    def heard_us(self, frame: float) -> float:
+        """Agent µs at which stream frame ``frame`` is (was) heard."""
+        return self._a + self._b * frame
+
+    def frame_at(self, agent_us: float) -> float:
+        """The stream frame heard at ``agent_us`` (fractional)."""
+        return (agent_us - self._a) / self._b
+
+    def add(self, frame: int, heard_upper_us: float) -> None:
+        """One callback: frame ``frame`` is heard no later than ``heard_upper_us``."""
+        if not self._ready:
+            self._a = heard_upper_us - self._b * frame
+            self._t_ref = heard_upper_us
+            self._ready = True
+        residual = heard_upper_us - self.heard_us(frame)
+        buffer_us = 0.0 if self._last_frame is None else (frame - self._last_frame) * self._b
+        self._last_frame = frame
+        shift_us = max(self._shift_us, 0.5 * buffer_us)
+        if residual < -shift_us:
+            self._shift(residual)
+            return
+        if residual > shift_us:
+            if self._late_since is None:
+                self._late_since, self._late_min = frame, residual
+            self._late_min = min(self._late_min, residual)
+            if frame - self._late_since >= self._block_frames:
+                self._shift(self._late_min)
+            return
+        self._late_since = None
+        if residual < 0.0 and self._count == 0:
+            # The first block after a start or shift: the running minimum is the estimate.
+            self._a += residual
+            residual = 0.0
+        if self._block_start is None:
+            self._block_start = frame
+            self._block_min = (frame, residual)
+        elif residual < self._block_min[1]:
+            self._block_min = (frame, residual)
+        if frame - self._block_start >= self._block_frames:
+            block_frame, block_residual = self._block_min
+            self._push(block_frame, self.heard_us(block_frame) + block_residual)
+            self._block_start = None
+            self._refit()
+
+    def _shift(self, by_us: float) -> None:
+        self._a += by_us
+        self.shifts += 1
+        self._count = self._next = 0
+        self._block_start = None
+        self._late_since = None
+
+    def _push(self, frame: int, time_us: float) -> None:
+        self._frames[self._next] = frame
+        self._times[self._next] = time_us - self._t_ref
+        self._next = (self._next + 1) % self._frames.size
+        self._count = min(self._count + 1, self._frames.size)
+
+    def _refit(self) -> None:
+        frames, times = self._frames[:self._count], self._times[:self._count]
+        if frames.max() - frames.min() >= self._min_span_frames:
+            x = frames - frames.mean()
+            self._b = float(np.dot(x, times - times.mean()) / np.dot(x, x))
+        # Each block minimum is the line plus that block's shortest callback delay; a low
+        # percentile of them tracks the shortest delay without trusting a single block.
+        residuals = times - self._b * frames
+        low = max(0, int(0.1 * (self._count - 1)))
+        self._a = self._t_ref + float(np.partition(residuals, low)[low])

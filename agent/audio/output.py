@@ -1,0 +1,301 @@
+"""Play a buffer so that sample i is heard at agent time ``start_us + i / rate``.
+
+``AudioOutput`` runs one PortAudio output stream (sounddevice) whose callback writes
+silence until the scheduled start and then the samples at the exact offset. Where each
+written frame is heard comes from PortAudio's per-callback DAC time through
+``DacClock`` (the lower envelope of callback times against frames written, which also
+measures the device clock's drift), plus an optional room latency (speakers to ears).
+
+Drift: with ``follow_clock=True`` (the default) the read position is steered towards the
+agent timeline, at most ``MAX_SLEW_PPM`` faster or slower than real time, by linear
+interpolation between samples, so a device clock 100 ppm off still plays sample i at
+``start_us + i / rate``. With ``follow_clock=False`` the samples go out one per frame,
+bit-exact, and ``heard_us(i)`` says when sample i is heard, for callers that would
+rather move the lights than the sound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from types import TracebackType
+from typing import Any
+
+import numba
+import numpy as np
+import sounddevice as sd
+from scipy.signal import resample_poly
+
+from gridcast.agent.audio.dac_clock import DacClock
+from gridcast.agent.audio.errors import AudioOutputError
+from gridcast.agent.clock import now_us
+
+MAX_SLEW_PPM = 1000.0  # 0.1 % speed change at most: inaudible, fixes 1 ms of error per second
+JUMP_MS = 2.0  # further off the timeline than this (an xrun), jump instead of slewing
+DEFAULT_LEAD_MS = 100.0  # play(start_us=None) starts this far ahead of the call
+_NO_DEVICES_HINT = ("none: no sound card, and no JACK server running (start one, e.g. "
+                    "`jackd -n room -d dummy -r 48000 -p 256` with JACK_DEFAULT_SERVER=room, "
+                    "or use gridcast's VirtualRoom)")
+
+
+def output_devices() -> list[str]:
+    """Every output device PortAudio sees now, as ``[index] name (host API, N out)``."""
+    apis = sd.query_hostapis()
+    found = []
+    for index, info in enumerate(sd.query_devices()):
+        if info["max_output_channels"] > 0:
+            api = apis[info["hostapi"]]["name"]
+            found.append(f"[{index}] {info['name']} ({api}, {info['max_output_channels']} out)")
+    return found
+
+
+def resolve_output_device(device: int | str | None) -> dict[str, Any]:
+    """sounddevice's info dict for an output device; AudioOutputError listing what exists."""
+    try:
+        info = sd.query_devices(device, "output")
+    except (ValueError, sd.PortAudioError) as exc:
+        listing = "; ".join(output_devices()) or _NO_DEVICES_HINT
+        wanted = "default output device" if device is None else f"output device {device!r}"
+        reason = str(exc).splitlines()[0]
+        raise AudioOutputError(f"no {wanted} ({reason}); output devices: {listing}") from exc
+    return dict(info)
+
+
+@dataclass
+class OutputReport:
+    """What the output did so far. Times are agent µs; ``None`` when it has not happened."""
+
+    xruns: int
+    callbacks: int
+    frames: int
+    rate_hz: float
+    dac_latency_ms: float
+    drift_ppm: float
+    first_sound_us: float | None
+    play_called_us: int | None
+    callback_cpu_s: float
+    callback_errors: int
+    timeline_shifts: int  # times the frame-to-time line moved (skipped cycles)
+
+    @property
+    def first_sound_latency_ms(self) -> float | None:
+        """From the ``play()`` call to the first sample being heard."""
+        if self.first_sound_us is None or self.play_called_us is None:
+            return None
+        return (self.first_sound_us - self.play_called_us) / 1e3
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate(padded: np.ndarray, start: float, step: float, out: np.ndarray) -> None:
+    """out[j] = the buffer read at position start + j·step, linearly interpolated.
+
+    ``padded`` holds the buffer with one silent frame before and after it, so position
+    p reads padded rows p+1 and p+2; reads outside the buffer give silence.
+    """
+    last = padded.shape[0] - 1
+    for j in range(out.shape[0]):
+        position = start + step * j
+        whole = np.floor(position)
+        fraction = np.float32(position - whole)
+        index = min(max(int(whole) + 1, 0), last)
+        after = min(max(int(whole) + 2, 0), last)
+        for c in range(out.shape[1]):
+            before_value = padded[index, c]
+            out[j, c] = before_value + (padded[after, c] - before_value) * fraction
+
+
+class _Program:
+    """One scheduled buffer, at the output's rate, padded with a silent frame at each end."""
+
+    def __init__(self, frames: np.ndarray, start_us: float, rate_hz: float) -> None:
+        self.padded = np.concatenate([np.zeros((1, frames.shape[1]), np.float32), frames,
+                                      np.zeros((1, frames.shape[1]), np.float32)])
+        self.length = frames.shape[0]
+        self.start_us = start_us
+        self.rate_hz = rate_hz
+        self.position: float | None = None  # read position of the next frame to write
+        self.frame_of_zero: float | None = None  # stream frame at which sample 0 plays
+        self.finished = threading.Event()
+
+
+class AudioOutput:
+    """One output stream on a PortAudio device, playing buffers on the agent timeline.
+
+    ``device`` is a sounddevice index or query string (None: the default output).
+    ``rate_hz`` is the stream's rate (default: the device's). ``assume_rate_hz`` is
+    the rate samples are prepared at when it differs from the stream's: a device that
+    claims one rate and runs at another (the virtual room models a drifting card so).
+    """
+
+    def __init__(self, device: int | str | None = None, *, channels: int = 2,
+                 rate_hz: int | None = None, room_latency_ms: float = 0.0,
+                 follow_clock: bool = True, assume_rate_hz: float | None = None,
+                 latency: str | float = "low") -> None:
+        self._info = resolve_output_device(device)
+        self.device_index = int(self._info["index"])
+        self.channels = max(1, min(channels, int(self._info["max_output_channels"])))
+        self.stream_rate_hz = int(rate_hz or self._info["default_samplerate"])
+        self.rate_hz = float(assume_rate_hz or self.stream_rate_hz)
+        self.room_latency_us = room_latency_ms * 1e3
+        self.follow_clock = follow_clock
+        self._latency = latency
+        self._stream: sd.OutputStream | None = None
+        self._dac = DacClock(self.rate_hz)
+        self._program: _Program | None = None
+        self._frame = 0
+        self._xruns = 0
+        self._callbacks = 0
+        self._callback_errors = 0
+        self._cpu_ns = 0
+        self._dac_latency_s = 0.0
+        self._first_sound_us: float | None = None
+        self._play_called_us: int | None = None
+        # Compile (or load from numba's cache) now, never inside the audio callback.
+        _interpolate(np.zeros((3, 1), np.float32), 0.0, 1.0, np.zeros((1, 1), np.float32))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> AudioOutput:
+        """Open and start the stream (silence until something is played)."""
+        if self._stream is not None:
+            return self
+        try:
+            stream = sd.OutputStream(device=self.device_index, samplerate=self.stream_rate_hz,
+                                     channels=self.channels, dtype="float32",
+                                     latency=self._latency, callback=self._callback)
+        except sd.PortAudioError as exc:
+            listing = "; ".join(output_devices()) or _NO_DEVICES_HINT
+            raise AudioOutputError(
+                f"cannot open output device [{self.device_index}] {self._info['name']} at "
+                f"{self.stream_rate_hz} Hz ({str(exc).splitlines()[0]}); output devices: "
+                f"{listing}") from exc
+        self._dac_latency_s = float(stream.latency)
+        stream.start()
+        self._stream = stream
+        return self
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+            stream.close()
+
+    def __enter__(self) -> AudioOutput:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- playing ---------------------------------------------------------------------------
+    def play(self, samples: np.ndarray, rate_hz: float, start_us: float | None = None) -> float:
+        """Schedule ``samples`` (frames × channels, or mono) so sample i is heard at
+        ``start_us + i / rate_hz`` s; returns ``start_us`` (default: DEFAULT_LEAD_MS ahead).
+
+        Any other rate than the output's is resampled (polyphase). A start in the past
+        joins at the current position. Replaces whatever was playing.
+        """
+        called = now_us()
+        frames = self._prepare(samples, rate_hz)
+        self.open()
+        if start_us is None:
+            start_us = called + DEFAULT_LEAD_MS * 1e3
+        self._first_sound_us = None
+        self._play_called_us = called
+        self._program = _Program(frames, float(start_us), self.rate_hz)
+        return float(start_us)
+
+    def stop_sound(self) -> None:
+        """Silence from the next callback on (the stream keeps running)."""
+        self._program = None
+
+    def wait_done(self, timeout_s: float | None = None) -> bool:
+        """Wait until the current buffer has been written out; False on timeout."""
+        program = self._program
+        return True if program is None else program.finished.wait(timeout_s)
+
+    def heard_us(self, index: float, rate_hz: float) -> float | None:
+        """Agent µs at which sample ``index`` (at ``rate_hz``) of the current buffer is heard."""
+        program = self._program
+        if program is None:
+            return None
+        if self.follow_clock or program.frame_of_zero is None:
+            return program.start_us + index / rate_hz * 1e6
+        return self._dac.heard_us(program.frame_of_zero + index * self.rate_hz / rate_hz)
+
+    def report(self) -> OutputReport:
+        return OutputReport(
+            xruns=self._xruns, callbacks=self._callbacks, frames=self._frame,
+            rate_hz=self.rate_hz, dac_latency_ms=self._dac_latency_s * 1e3,
+            drift_ppm=self._dac.drift_ppm, first_sound_us=self._first_sound_us,
+            play_called_us=self._play_called_us, callback_cpu_s=self._cpu_ns / 1e9,
+            callback_errors=self._callback_errors, timeline_shifts=self._dac.shifts)
+
+    def _prepare(self, samples: np.ndarray, rate_hz: float) -> np.ndarray:
+        data = np.asarray(samples, dtype=np.float32)
+        if data.ndim == 1:
+            data = data[:, None]
+        if data.ndim != 2 or data.shape[0] == 0:
+            raise AudioOutputError(f"cannot play an array of shape {np.shape(samples)}: "
+                                   "give frames or frames × channels")
+        if rate_hz != self.rate_hz:
+            ratio = Fraction(self.rate_hz / rate_hz).limit_denominator(1000)
+            data = resample_poly(data, ratio.numerator, ratio.denominator, axis=0)
+            data = data.astype(np.float32)
+        channel_of = [c % data.shape[1] for c in range(self.channels)]
+        return np.ascontiguousarray(data[:, channel_of])
+
+    # -- the callback (PortAudio's thread) -------------------------------------------------
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any,
+                  status: sd.CallbackFlags) -> None:
+        cpu_start = time.thread_time_ns()
+        now = now_us()
+        try:
+            if status.output_underflow or status.output_overflow:
+                self._xruns += 1  # DacClock finds out itself whether frames were skipped
+            latency_s = time_info.outputBufferDacTime - time_info.currentTime
+            if not 0.0 <= latency_s < 1.0:  # a host API without DAC times
+                latency_s = self._dac_latency_s
+            self._dac_latency_s = latency_s
+            self._dac.add(self._frame, now + latency_s * 1e6 + self.room_latency_us)
+            program = self._program
+            if program is None or program.finished.is_set():
+                outdata.fill(0.0)
+            else:
+                self._render(program, outdata, frames)
+        except Exception:  # the stream must go on; the report counts what went wrong
+            self._callback_errors += 1
+            outdata.fill(0.0)
+        self._frame += frames
+        self._callbacks += 1
+        self._cpu_ns += time.thread_time_ns() - cpu_start
+
+    def _render(self, program: _Program, outdata: np.ndarray, frames: int) -> None:
+        dac = self._dac
+        first_us = dac.heard_us(self._frame)
+        # Where the timeline wants the read position at this buffer's start and end.
+        to_position = program.rate_hz / 1e6
+        target_start = (first_us - program.start_us) * to_position
+        target_end = target_start + frames * dac.us_per_frame * to_position
+        if program.position is None:
+            if target_end <= 0:
+                outdata.fill(0.0)
+                return
+            start = target_start if self.follow_clock else float(round(target_start))
+            step = (target_end - target_start) / frames if self.follow_clock else 1.0
+            program.frame_of_zero = self._frame - start
+            first = max(0.0, -start)
+            self._first_sound_us = dac.heard_us(self._frame + first)
+        else:
+            start = program.position
+            step = 1.0
+            if self.follow_clock:
+                if abs(target_start - start) > JUMP_MS * 1e-3 * program.rate_hz:
+                    start = target_start  # after an xrun: catch up at once, not over seconds
+                limit = MAX_SLEW_PPM * 1e-6
+                step = min(max((target_end - start) / frames, 1.0 - limit), 1.0 + limit)
+        program.position = start + step * frames
+        _interpolate(program.padded, start, step, outdata)
+        if program.position >= program.length:
+            program.finished.set()

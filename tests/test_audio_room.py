@@ -1,0 +1,160 @@
+"""Sound on the agent's clock, proven in a virtual room (a real jackd with the dummy backend).
+
+Each test starts its own JACK server, plays through PortAudio's JACK host API with
+gridcast's AudioOutput, and records what was played with a JACK-Client recorder that
+knows when every sample is heard (JACK frame times mapped onto the agent clock).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from gridcast.agent.audio import room as room_module
+from gridcast.agent.audio.capture import Capture, RoomRecorder
+from gridcast.agent.audio.clicks import click_train, find_onsets, match_onsets
+from gridcast.agent.audio.dac_clock import DacClock
+from gridcast.agent.audio.errors import AudioOutputError, RoomError
+from gridcast.agent.audio.output import AudioOutput, OutputReport, output_devices
+from gridcast.agent.audio.room import JACK_HOST_API, VirtualRoom
+from gridcast.agent.clock import now_us
+
+# Measured in docs/audio.md: clicks land 20-200 µs early (PortAudio's JACK host API
+# stamps a buffer when its callback runs, not when the cycle starts). 0.5 ms is the
+# target of issue 14 for one click.
+MAX_CLICK_ERROR_US = 500.0
+LEAD_US = 300_000  # schedule far enough ahead that the stream is surely running
+# JACK buffers of 21 ms: accuracy does not depend on them (each buffer has its DAC time),
+# but on a shared 2-core VM 5 ms buffers (-p 256) take an xrun now and then, and an
+# xrun disturbs the room's own clock for seconds (docs/audio.md; bench/audio_room.py
+# measures -p 256).
+PERIOD = 1024
+
+
+def play_and_capture(room: VirtualRoom, signal: np.ndarray, rate_hz: int, *,
+                     follow_clock: bool = True, assume_rate_hz: float | None = None,
+                     ) -> tuple[float, OutputReport, Capture, float | None]:
+    """Play ``signal`` into the room from now + LEAD_US; return (start, report, capture,
+    the output's own idea of when sample 0 is heard)."""
+    with AudioOutput(room.output_device, follow_clock=follow_clock,
+                     assume_rate_hz=assume_rate_hz) as output:
+        recorder = RoomRecorder(room.name, max_seconds=len(signal) / rate_hz + 5.0).start()
+        start = output.play(signal, rate_hz, start_us=now_us() + LEAD_US)
+        assert output.wait_done(len(signal) / rate_hz + 10.0)
+        capture = recorder.stop()
+        return start, output.report(), capture, output.heard_us(0, rate_hz)
+
+
+def click_errors_us(room: VirtualRoom, rate_hz: int, seconds: float,
+                    assume_rate_hz: float | None = None) -> tuple[np.ndarray, OutputReport]:
+    onsets_s = np.arange(0.1, seconds - 0.1, 0.25)
+    signal, indices = click_train(rate_hz, onsets_s, seconds)
+    start, report, capture, _ = play_and_capture(room, signal, rate_hz,
+                                                 assume_rate_hz=assume_rate_hz)
+    assert capture.xruns == 0, (f"the room had {capture.xruns} xruns: the machine was too "
+                                "busy to judge timing (re-run when it is calmer)")
+    heard = capture.heard_us(find_onsets(capture.samples, capture.rate_hz))
+    errors, missing, extra = match_onsets(heard, start + indices / rate_hz * 1e6)
+    assert (missing, extra) == (0, 0), f"clicks missing {missing}, extra {extra}"
+    return errors, report
+
+
+@pytest.mark.parametrize("source_rate", [48000, 44100])
+def test_clicks_are_heard_when_scheduled(source_rate):
+    with VirtualRoom(rate_hz=48000, period_frames=PERIOD) as room:
+        errors, report = click_errors_us(room, source_rate, seconds=6.0)
+    assert report.rate_hz == 48000  # a 44.1 kHz buffer is resampled, not refused
+    worst = np.abs(errors).max()
+    assert worst <= MAX_CLICK_ERROR_US, f"worst click {worst:.0f} µs off: {errors.round(0)}"
+    assert report.first_sound_latency_ms == pytest.approx(LEAD_US / 1e3, abs=1.0)
+
+
+def test_a_device_clock_100_ppm_off_is_measured_and_followed():
+    # The room runs at 48005 Hz while the output prepares 48000 Hz: a card 104 ppm fast.
+    with VirtualRoom(rate_hz=48005, period_frames=PERIOD) as room:
+        errors, report = click_errors_us(room, 44100, seconds=10.0, assume_rate_hz=48000)
+    true_ppm = (48005 / 48000 - 1) * 1e6
+    assert report.drift_ppm == pytest.approx(true_ppm, abs=10.0)
+    worst = np.abs(errors).max()
+    assert worst <= MAX_CLICK_ERROR_US, f"worst click {worst:.0f} µs off: {errors.round(0)}"
+
+
+def test_30_s_play_is_sample_exact_without_xruns():
+    rate = 48000
+    rng = np.random.default_rng(14)
+    signal = (0.3 * rng.standard_normal(30 * rate)).astype(np.float32)
+    signal[0] = 0.9  # a marker: the first sample that is not silence
+    with VirtualRoom(rate_hz=rate, period_frames=PERIOD) as room:
+        start, report, capture, heard_zero = play_and_capture(room, signal, rate,
+                                                              follow_clock=False)
+    first = int(np.flatnonzero(capture.samples)[0])
+    played = capture.samples[first:first + signal.size]
+    # Nothing dropped, repeated or altered: the room heard exactly the buffer.
+    assert played.size == signal.size and np.array_equal(played, signal)
+    assert (report.xruns, capture.xruns, capture.dropped_buffers) == (0, 0, 0)
+    # Without clock following the output reports where sample 0 landed; so does the room.
+    assert heard_zero is not None
+    assert abs(float(capture.heard_us(first)) - heard_zero) <= MAX_CLICK_ERROR_US
+    assert abs(heard_zero - start) <= 25.0  # start rounded to a whole frame (20.8 µs)
+
+
+def test_an_unknown_output_device_lists_the_devices_that_exist():
+    with VirtualRoom() as room:
+        with pytest.raises(AudioOutputError) as caught:
+            AudioOutput("no such speaker")
+        message = str(caught.value)
+        assert "'no such speaker'" in message and JACK_HOST_API in message
+        assert any(device in message for device in output_devices())
+        AudioOutput(room.output_device).close()  # the listed device itself works
+
+
+def test_without_a_jack_server_the_error_says_what_to_start():
+    with pytest.raises(AudioOutputError) as caught:
+        AudioOutput(f"system, {JACK_HOST_API}")
+    assert "output devices:" in str(caught.value)
+    if not output_devices():  # a machine without a sound card, as the build machines
+        assert "jackd" in str(caught.value)
+
+
+def test_missing_jackd_names_the_package(monkeypatch):
+    monkeypatch.setattr(room_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(room_module.os.path, "exists", lambda path: False)
+    with pytest.raises(RoomError, match="jackd2"):
+        VirtualRoom().start()
+
+
+def test_the_recorder_needs_something_playing():
+    with VirtualRoom() as room, pytest.raises(RoomError, match="nothing plays"):
+        RoomRecorder(room.name).start()
+
+
+def test_onsets_are_found_to_a_fraction_of_a_sample_after_resampling():
+    signal, indices = click_train(44100, np.arange(0.05, 0.95, 0.1), 1.0)
+    resampled = resample_poly(signal, 160, 147)  # 44.1 -> 48 kHz
+    found = find_onsets(resampled, 48000)
+    assert found.size == indices.size
+    np.testing.assert_array_equal(find_onsets(signal, 44100), indices)
+    # The resampler's overshoot (Gibbs, ~9 %) lifts the peak, so half of it is reached
+    # about 0.1 sample (2 µs) late.
+    np.testing.assert_allclose(found, indices * 48000 / 44100, atol=0.15)
+
+
+def test_dac_clock_fits_drift_and_recovers_from_a_skipped_cycle():
+    rng = np.random.default_rng(1)
+    clock = DacClock(48000)
+    start_us, skipped, errors = 1.7e15, 0, []
+    for k in range(48000 * 30 // 256):
+        frame = k * 256
+        if k == 3000:
+            skipped = 256  # an xrun: from here on frames are heard one buffer later
+        true_us = start_us + (frame + skipped) * 1e6 / 48000 / (1 + 100e-6)
+        # Callbacks run 100 µs late at best, often more, sometimes by milliseconds.
+        late_us = 100.0 + rng.exponential(100.0) * (20.0 if rng.random() < 0.01 else 1.0)
+        clock.add(frame, true_us + late_us)
+        errors.append(clock.heard_us(frame) - true_us)
+    settled = np.array(errors[600:3000] + errors[3200:])
+    assert clock.drift_ppm == pytest.approx(100.0, abs=1.0)
+    assert clock.shifts == 1
+    # The line sits on the shortest delay (100 µs), not on the typical one (200 µs).
+    assert np.all((settled > 80.0) & (settled < 130.0))
