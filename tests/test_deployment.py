@@ -22,11 +22,13 @@ from gridcast.agent.store import SqliteStore, TelemetryBatch
 from gridcast.hil.bundles import make_bundle
 from gridcast.host import cli
 from gridcast.protocol import keys, messages, topics
+from tests import test_agent_api
 from tests.test_agent_api import TOKEN, request
 from tests.test_agent_collector import wait_until
 from tests.test_rollout import KEY, LoopbackDevice, LoopbackTransport, active
 
 V1_SHA = b"\x01" * 32
+daemon, key_path = test_agent_api.daemon, test_agent_api.key_path  # the API tests' fixtures
 
 
 def fleet_at_v1(n: int = 4, key: bytes = KEY) -> dict[str, LoopbackDevice]:
@@ -307,23 +309,3 @@ def test_a_running_agent_is_found_and_used_on_its_broker_only(daemon, mosquitto,
         assert "cannot reach the broker at mqtt://127.0.0.1:1" in capsys.readouterr().err
     finally:
         dev.close()
-
-
-@pytest.fixture
-def daemon(mosquitto, tmp_path, key_path):
-    from gridcast.agent import config as agent_config
-    from gridcast.agent.broker import free_port
-    from tests.test_agent_api import Daemon
-
-    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
-                                   port=free_port(), token=TOKEN, key_file=key_path,
-                                   bundle_dir=str(tmp_path / "bundles")).check()
-    with Daemon(cfg, str(tmp_path / "token")) as d:
-        yield d
-
-
-@pytest.fixture
-def key_path(tmp_path) -> str:
-    path = str(tmp_path / "site.key")
-    keys.generate(path)
-    return path
