@@ -49,6 +49,7 @@ from gridcast.protocol.errors import GridcastError
 log = logging.getLogger("gridcast.deployment")
 
 FINAL_STATES = ("done", "done-with-failures", "stopped")
+KEEP_RECENT = 100  # finished records kept in memory; older ones are read from the store
 ALREADY_ACTIVE = "already-active"  # the result reason of a device that was skipped
 Progress = Callable[[str, int], None]  # (device id, bytes it newly acknowledged)
 Listener = Callable[["Deployment"], None]
@@ -227,6 +228,9 @@ class DeploymentService:
                            if self.fleet.active(d) == (bundle.track_id, bundle.bundle_version)]
         for d in dep.skipped:
             dep.results[d] = deploy.DeployResult(d, True, reason=ALREADY_ACTIVE).to_dict()
+        finished = [k for k, d in self.recent.items() if d.finished]
+        for k in finished[:max(0, len(finished) - KEEP_RECENT)]:
+            del self.recent[k]
         self.recent[dep.id] = dep
         return dep
 

@@ -68,8 +68,13 @@ def run(args: argparse.Namespace) -> int:
     if found:
         output.info(f"an agent is running at {found}: the deployment runs there "
                     "(--local runs it in this process)")
+        if not (args.to or args.all):
+            raise GridcastError("say which devices: --to ID... or --all")
         args.agent = found
-        return _via_agent(args, data, info, staged_output=bool(args.canary))
+        try:
+            return _via_agent(args, data, info, staged_output=bool(args.canary))
+        except GridcastError as exc:
+            raise GridcastError(f"{exc} (--local deploys from this process instead)") from exc
     return asyncio.run(_in_process(args, data, info))
 
 
@@ -109,8 +114,6 @@ def _via_agent(args: argparse.Namespace, data: bytes, info: BundleInfo,
                staged_output: bool) -> int:
     """Upload the bundle to the daemon at --agent, start the deployment, follow it to the
     end. ``staged_output``: report states and outcome (else one line per device)."""
-    if not staged_output and not (args.to or args.all):
-        raise GridcastError("say which devices: --to ID... or --all")
     client = agent_client(args)
     started = time.monotonic()
     uploaded = client.post("/api/bundles", data)
@@ -151,7 +154,6 @@ async def _in_process(args: argparse.Namespace, data: bytes, info: BundleInfo) -
         raise GridcastError("deploy needs --broker mqtt://HOST:PORT or --via serial:PORT")
     if staged:
         broker_host_port(url)  # a clear line for a malformed URL
-    started = time.monotonic()
     async with in_process(url, collect_drift=staged, parallel=args.parallel,
                           chunk_bytes=args.chunk_bytes) as service:
         ids = list(args.to or [])
@@ -168,6 +170,7 @@ async def _in_process(args: argparse.Namespace, data: bytes, info: BundleInfo) -
                            max_drift_ms=args.max_drift_ms,
                            soak_s=args.soak if staged else 0.0, force=args.force)
         sending = len(dep.devices) - len(dep.skipped)
+        started = time.monotonic()
         if staged:
             output.info(f"staged rollout of {info.track_id} v{info.bundle_version}: "
                         f"{min(args.canary, sending)} canaries, soak {args.soak:g} s, "
