@@ -40,6 +40,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,7 @@ class MqttConnection:
         self._settled = threading.Event()  # ready, or failed for good (start() waits)
         self.error: MqttError | None = None  # why it is not ready (refused), if known
         self._started = False
+        self._heard = 0.0  # time.monotonic() of the last packet from the broker
         self.connects = 0
 
     @classmethod
@@ -264,6 +266,7 @@ class MqttConnection:
             self._fail(MqttError(f"the broker at {self.broker} refused the connection: "
                                  f"{reason_code}; {cause}", broker=self.broker))
             return
+        self._heard = time.monotonic()
         with self._lock:
             self._connected = True
             self._generation += 1
@@ -279,6 +282,7 @@ class MqttConnection:
             log.info("reconnected to %s; subscribing again", self.broker)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._heard = time.monotonic()
         with self._lock:
             filters = self._pending.pop(mid, [])
             for topic_filter, rc in zip(filters, reason_codes, strict=False):
@@ -299,6 +303,7 @@ class MqttConnection:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         received = now_us()
+        self._heard = time.monotonic()
         subs = self._by_topic.get(msg.topic)
         if subs is None:
             with self._lock:
@@ -365,7 +370,9 @@ class MqttConnection:
 
     def start(self, timeout_s: float = 5.0, wait: bool = True) -> None:
         """Connect and start the network thread. ``wait``: return once ready, or raise
-        MqttError; else return at once and keep trying in the background."""
+        MqttError after ``timeout_s`` without a word from the broker (a persistent session
+        may first deliver a long backlog, SUBACKs queued behind it); else return at once
+        and keep trying in the background."""
         self._started = True
         self._settled.clear()
         self._next_delay()
@@ -380,8 +387,10 @@ class MqttConnection:
             raise MqttError(f"cannot reach the broker at {self.broker} "
                             f"({exc.strerror or exc}); is it running?",
                             broker=self.broker) from exc
+        self._heard = time.monotonic()
         self.client.loop_start()
-        self._settled.wait(timeout_s)
+        while not self._settled.wait(0.1) and time.monotonic() - self._heard < timeout_s:
+            pass
         if not self.ready:
             error = self.error or MqttError(
                 f"the broker at {self.broker} did not accept the connection and "

@@ -1,5 +1,7 @@
-"""Telemetry collector throughput: drift samples per second into SQLite, one vs two collectors.
+"""Telemetry collector throughput: drift samples per second into SQLite, one vs two processes.
 
+Each collector process is what an agent process has: one MqttConnection (persistent
+session, stable client id) and the Collector on it, with its shared subscription.
 For each configuration, in one run:
 1. start a fresh mosquitto and register the collector(s) (persistent sessions on the
    shared subscription), then take them offline;
@@ -28,28 +30,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def collector_process(db: str, port: int, name: str, ready, go, done) -> None:
+def start_collector(store, port: int, name: str, **options):
+    """A process's connection and its collector, as the agent wires them."""
     from gridcast.agent.collector import Collector
+    from gridcast.agent.mqtt import MqttConnection
+
+    conn = MqttConnection("127.0.0.1", port, client_id=name, clean_session=False)
+    collector = Collector(store, conn, **options)
+    collector.start()
+    conn.start()
+    return conn, collector
+
+
+def collector_process(db: str, port: int, name: str, ready, go, done) -> None:
     from gridcast.agent.store import SqliteStore
 
     store = SqliteStore(db, timeout_s=30)
-    c = Collector(store, "127.0.0.1", port, client_id=name, max_batches=20000)
     ready.set()
     go.wait()
-    c.start()
+    conn, c = start_collector(store, port, name, max_batches=20000)
     done.wait()
     c.stop()
+    conn.stop()
 
 
 def register(port: int, names: list[str]) -> None:
     """Connect each collector once so the broker keeps a session (and queue) for it."""
-    from gridcast.agent.collector import Collector
     from gridcast.agent.store import SqliteStore
 
     for name in names:
-        c = Collector(SqliteStore(":memory:"), "127.0.0.1", port, client_id=name)
-        c.start()
+        conn, c = start_collector(SqliteStore(":memory:"), port, name)
         c.stop()
+        conn.stop()
 
 
 def publish(port: int, devices: int, batches: int, samples: int) -> int:

@@ -297,3 +297,21 @@ def agent_config_client_id(cfg: agent_config.AgentConfig) -> str:
     from gridcast.agent.core import default_client_id
 
     return default_client_id(cfg)
+
+
+def test_the_daemon_is_ready_again_after_a_broker_restart(mosquitto, tmp_path):
+    """The agent's one connection comes back by itself: health turns 503 while the broker
+    is away and 200 once every subscription is acknowledged again; telemetry and status
+    published afterwards are stored and shown."""
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN).check()
+    with Daemon(cfg, str(tmp_path / "token")) as daemon:
+        wait_until(lambda: request(daemon.url + "/health")[0] == 200)
+        mosquitto.stop()
+        wait_until(lambda: request(daemon.url + "/health")[0] == 503)
+        mosquitto.start()
+        wait_until(lambda: request(daemon.url + "/health")[0] == 200, 30)
+        fake_devices(mosquitto, ["dev-r"])
+        wait_until(lambda: [(d["id"], d["online"], d["samples_60s"])
+                            for d in request(daemon.url + "/api/devices")[1]]
+                   == [("dev-r", True, 40)])
