@@ -7,6 +7,9 @@ knows when every sample is heard (JACK frame times mapped onto the agent clock).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
@@ -30,6 +33,8 @@ LEAD_US = 300_000  # schedule far enough ahead that the stream is surely running
 # xrun disturbs the room's own clock for seconds (docs/audio.md; bench/audio_room.py
 # measures -p 256).
 PERIOD = 1024
+ATTEMPTS = 3
+T = TypeVar("T", bound=tuple)
 
 
 def play_and_capture(room: VirtualRoom, signal: np.ndarray, rate_hz: int, *,
@@ -46,14 +51,34 @@ def play_and_capture(room: VirtualRoom, signal: np.ndarray, rate_hz: int, *,
         return start, output.report(), capture, output.heard_us(0, rate_hz)
 
 
-def click_errors_us(room: VirtualRoom, rate_hz: int, seconds: float,
+def without_room_xruns(run: Callable[[], T]) -> T:
+    """``run()``, again (up to ATTEMPTS in all) while JACK reports xruns in the room.
+
+    On a shared 2-core VM a busy neighbour can stall even real-time threads for tens of
+    ms (docs/audio.md); JACK then re-anchors its clock, and nothing about the output can
+    be judged. Any other failure fails at once.
+    """
+    xruns = []
+    for _ in range(ATTEMPTS):
+        result = run()
+        capture = next(part for part in result if isinstance(part, Capture))
+        if capture.xruns == 0:
+            return result
+        xruns.append(capture.xruns)
+    pytest.fail(f"the room had xruns in every attempt ({xruns}): the machine is too busy "
+                "to judge timing; re-run when it is calmer")
+
+
+def click_errors_us(rate_hz: int, seconds: float, room_rate_hz: int = 48000,
                     assume_rate_hz: float | None = None) -> tuple[np.ndarray, OutputReport]:
     onsets_s = np.arange(0.1, seconds - 0.1, 0.25)
     signal, indices = click_train(rate_hz, onsets_s, seconds)
-    start, report, capture, _ = play_and_capture(room, signal, rate_hz,
-                                                 assume_rate_hz=assume_rate_hz)
-    assert capture.xruns == 0, (f"the room had {capture.xruns} xruns: the machine was too "
-                                "busy to judge timing (re-run when it is calmer)")
+
+    def attempt() -> tuple[float, OutputReport, Capture, float | None]:
+        with VirtualRoom(rate_hz=room_rate_hz, period_frames=PERIOD) as room:
+            return play_and_capture(room, signal, rate_hz, assume_rate_hz=assume_rate_hz)
+
+    start, report, capture, _ = without_room_xruns(attempt)
     heard = capture.heard_us(find_onsets(capture.samples, capture.rate_hz))
     errors, missing, extra = match_onsets(heard, start + indices / rate_hz * 1e6)
     assert (missing, extra) == (0, 0), f"clicks missing {missing}, extra {extra}"
@@ -62,8 +87,7 @@ def click_errors_us(room: VirtualRoom, rate_hz: int, seconds: float,
 
 @pytest.mark.parametrize("source_rate", [48000, 44100])
 def test_clicks_are_heard_when_scheduled(source_rate):
-    with VirtualRoom(rate_hz=48000, period_frames=PERIOD) as room:
-        errors, report = click_errors_us(room, source_rate, seconds=6.0)
+    errors, report = click_errors_us(source_rate, seconds=6.0)
     assert report.rate_hz == 48000  # a 44.1 kHz buffer is resampled, not refused
     worst = np.abs(errors).max()
     assert worst <= MAX_CLICK_ERROR_US, f"worst click {worst:.0f} µs off: {errors.round(0)}"
@@ -72,8 +96,8 @@ def test_clicks_are_heard_when_scheduled(source_rate):
 
 def test_a_device_clock_100_ppm_off_is_measured_and_followed():
     # The room runs at 48005 Hz while the output prepares 48000 Hz: a card 104 ppm fast.
-    with VirtualRoom(rate_hz=48005, period_frames=PERIOD) as room:
-        errors, report = click_errors_us(room, 44100, seconds=10.0, assume_rate_hz=48000)
+    errors, report = click_errors_us(44100, seconds=10.0, room_rate_hz=48005,
+                                     assume_rate_hz=48000)
     true_ppm = (48005 / 48000 - 1) * 1e6
     assert report.drift_ppm == pytest.approx(true_ppm, abs=10.0)
     worst = np.abs(errors).max()
@@ -85,9 +109,12 @@ def test_30_s_play_is_sample_exact_without_xruns():
     rng = np.random.default_rng(14)
     signal = (0.3 * rng.standard_normal(30 * rate)).astype(np.float32)
     signal[0] = 0.9  # a marker: the first sample that is not silence
-    with VirtualRoom(rate_hz=rate, period_frames=PERIOD) as room:
-        start, report, capture, heard_zero = play_and_capture(room, signal, rate,
-                                                              follow_clock=False)
+
+    def attempt() -> tuple[float, OutputReport, Capture, float | None]:
+        with VirtualRoom(rate_hz=rate, period_frames=PERIOD) as room:
+            return play_and_capture(room, signal, rate, follow_clock=False)
+
+    start, report, capture, heard_zero = without_room_xruns(attempt)
     first = int(np.flatnonzero(capture.samples)[0])
     played = capture.samples[first:first + signal.size]
     # Nothing dropped, repeated or altered: the room heard exactly the buffer.
@@ -96,7 +123,9 @@ def test_30_s_play_is_sample_exact_without_xruns():
     # Without clock following the output reports where sample 0 landed; so does the room.
     assert heard_zero is not None
     assert abs(float(capture.heard_us(first)) - heard_zero) <= MAX_CLICK_ERROR_US
-    assert abs(heard_zero - start) <= 25.0  # start rounded to a whole frame (20.8 µs)
+    # The start is rounded to a whole frame (±10 µs) by the line known at the first
+    # callback; the line then settles (by ~100 µs, docs/audio.md).
+    assert abs(heard_zero - start) <= 200.0
 
 
 def test_an_unknown_output_device_lists_the_devices_that_exist():
