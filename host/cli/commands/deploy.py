@@ -163,8 +163,9 @@ async def _in_process(args: argparse.Namespace, data: bytes, info: BundleInfo) -
                 raise GridcastError(f"no devices online at {url}")
         if not ids:
             raise GridcastError("say which devices: --to ID... or --all")
-        assert isinstance(service.fleet, TransportFleet)
-        await service.fleet.settle(ids)
+        if not args.via:  # the broker's retained status messages: what each device runs
+            assert isinstance(service.fleet, TransportFleet)
+            await service.fleet.settle(ids)
         dep = service.plan(BundleRef(hashlib.sha256(data).hexdigest(), info.track_id,
                                      info.bundle_version), ids, canary=args.canary,
                            max_drift_ms=args.max_drift_ms,
