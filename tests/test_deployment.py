@@ -17,7 +17,13 @@ import pytest
 
 from gridcast.agent import client as agent_client
 from gridcast.agent.clock import now_us
-from gridcast.agent.deployment import BundleRef, Deployment, DeploymentService, TransportFleet
+from gridcast.agent.deployment import (
+    BundleRef,
+    Deployment,
+    DeploymentService,
+    PlanError,
+    TransportFleet,
+)
 from gridcast.agent.store import SqliteStore, TelemetryBatch
 from gridcast.hil.bundles import make_bundle
 from gridcast.host import cli
@@ -43,11 +49,11 @@ def service(transport, store, **options) -> DeploymentService:
                              **options)
 
 
-async def plan_and_run(svc: DeploymentService, bundle: bytes, ids: list[str],
+async def plan_and_run(svc: DeploymentService, bundle: bytes, ids: list[str], progress=None,
                        **plan) -> Deployment:
     async with svc.transport:
         dep = svc.plan(BundleRef(hashlib.sha256(bundle).hexdigest(), "song", 2), ids, **plan)
-        return await svc.run(dep, bundle)
+        return await svc.run(dep, bundle, progress)
 
 
 def test_a_failed_canary_is_rolled_back_and_nothing_else_is_touched(tmp_path):
@@ -96,9 +102,15 @@ def test_records_are_stored_at_every_state_and_read_back_after_a_restart(tmp_pat
     svc = service(transport, store)
     seen: list[str] = []
     svc.listeners.append(lambda d: seen.append(d.state))
+    acked = dict.fromkeys(devices, 0)  # what a progress bar is fed: bytes per device
+
+    def progress(device_id: str, n: int) -> None:
+        acked[device_id] += n
+
     v2 = make_bundle(KEY, 0.2, track="song", version=2)
-    dep = asyncio.run(plan_and_run(svc, v2, list(devices), canary=1, soak_s=0.1))
+    dep = asyncio.run(plan_and_run(svc, v2, list(devices), progress, canary=1, soak_s=0.1))
     assert seen == ["pending", "canary", "soaking", "rolling-out", "done"]
+    assert acked == dict.fromkeys(devices, len(v2))
     assert dep.reason == "3 of 3 devices active" and sorted(dep.activated) == list(devices)
     assert all(r["ok"] and r["bytes"] == len(v2) for r in dep.results.values())
     store.close()
@@ -125,6 +137,20 @@ def test_devices_that_run_the_bundle_already_are_skipped_unless_forced(tmp_path)
     assert dep.state == "done" and dep.reason == "3 of 3 devices active (1 already were)"
     forced = asyncio.run(plan_and_run(svc, v2, ["d0"], force=True))
     assert forced.skipped == [] and devices["d0"].heard.count("bundle_offer") == 2
+
+
+def test_a_device_in_a_running_deployment_is_not_planned_again(tmp_path):
+    devices = fleet_at_v1(3)
+    svc = service(LoopbackTransport(devices), SqliteStore(str(tmp_path / "a.db")))
+    ref = BundleRef("00" * 32, "song", 2)
+    first = svc.plan(ref, ["d0", "d1"])
+    with pytest.raises(PlanError, match=f"d1 \\({first.id}\\)") as refused:
+        svc.plan(ref, ["d1", "d2"])
+    assert refused.value.status == 409
+    assert svc.plan(ref, ["d2"]).devices == ["d2"]  # others may go meanwhile
+    with pytest.raises(PlanError, match="known device ids") as empty:
+        svc.plan(ref, [])
+    assert empty.value.status == 400
 
 
 # -- the same records from the command line and from the daemon --------------------------
