@@ -6,17 +6,23 @@ Runs gridcast's LinkBeatSource and a second Link peer inside a network namespace
 holds only a loopback interface (tests/netns.py; needs root; Link never runs in this
 machine's own namespace). The peer changes tempo every ``--every`` seconds (120 ->
 124 -> 118 -> 126 ... bpm, as a DJ nudging the tempo), at most one change for runs
-shorter than that, then leaves. For each of the peer's beats the bench takes the
-prediction gridcast held 30 ms before it (tests/link_run.py) and prints one JSON
-object:
+shorter than that, then leaves. gridcast's side runs the live sender too; for each
+of the peer's beats the bench takes the live_beats message the devices held 30 ms
+before it (tests/link_run.py) and prints one JSON object:
 
     beats                       peer beats compared
+    peer_beats                  beats the peer played while gridcast was in the session
     p50_abs_ms, p99_abs_ms      |predicted - peer's own beat time|, CLOCK_REALTIME
     max_abs_ms
     join_s                      from enabling Link to the first beat gridcast gives
     tempo_change_follow_beats   worst, over the changes, of beats still off by > 1 ms
                                 after a change (0: followed from the next beat)
     bar_mismatches              beats whose place in the bar differs from the peer's
+    numbering_breaks            consecutive beats that did not get consecutive numbers
+    session_losses              times gridcast went coasting while the peer was still there
+    messages                    live_beats messages sent (refills, corrections)
+    follower_cpu_percent        CPU of the gridcast side (Link's threads included),
+                                percent of one core
 """
 
 from __future__ import annotations
@@ -51,18 +57,27 @@ def main() -> None:
     parser.add_argument("--bpm", type=float, default=120.0)
     parser.add_argument("--every", type=float, default=60.0, help="seconds between tempo changes")
     parser.add_argument("--quantum", type=int, default=4)
+    parser.add_argument("--raw", help="also write both programs' records to this JSON file")
     args = parser.parse_args()
     plan = tempo_plan(args.seconds, args.bpm, args.every)
-    figures = analyse(run_session(args.seconds, bpm=args.bpm, tempo_changes=plan,
-                                  quantum=args.quantum))
+    session = run_session(args.seconds, bpm=args.bpm, tempo_changes=plan, quantum=args.quantum)
+    if args.raw:
+        with open(args.raw, "w") as f:
+            json.dump({"peer": session.peer, "follow": session.follow}, f)
+    figures = analyse(session)
     print(json.dumps({
         "beats": figures["beats"],
+        "peer_beats": figures["peer_beats"],
         "p50_abs_ms": figures["p50_abs_ms"],
         "p99_abs_ms": figures["p99_abs_ms"],
         "join_s": figures["join_s"],
         "tempo_change_follow_beats": figures["tempo_change_follow_beats"],
         "max_abs_ms": figures["max_abs_ms"],
         "bar_mismatches": figures["bar_mismatches"],
+        "numbering_breaks": figures["numbering_breaks"],
+        "session_losses": figures["session_losses"],
+        "messages": figures["messages"],
+        "follower_cpu_percent": figures["follower_cpu_percent"],
         "tempo_changes": plan,
         "seconds": args.seconds,
     }))

@@ -27,6 +27,7 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ def run_peer(args: argparse.Namespace) -> None:
         state = session_link.captureAppSessionState()
         if changes and time.monotonic() - joined >= changes[0][0]:
             beat_now = state.beatAtTime(now_link, quantum)
-            if beat_now - math.floor(beat_now) >= 0.5:  # half-way: next beat well ahead
+            if 0.4 <= beat_now - math.floor(beat_now) <= 0.6:  # half-way: next beat well ahead
                 bpm = changes.pop(0)[1]
                 state.setTempo(bpm, now_link)
                 session_link.commitAppSessionState(state)
@@ -102,6 +103,7 @@ def run_follow(args: argparse.Namespace) -> None:
 
     source = LinkBeatSource(beats_per_bar=args.quantum, coast_s=args.coast_s)
     sender = LiveBeatSender(source, horizon_s=args.horizon_ms / 1000)
+    cpu_start_s, wall_start_s = time.process_time(), time.monotonic()
     source.start()
     _emit(kind="start", at_us=source.started_at_us)
     last_state = None
@@ -117,13 +119,18 @@ def run_follow(args: argparse.Namespace) -> None:
             _emit(kind="sent", at_us=now, reason=update.reason, first_index=update.first_index,
                   beats=[list(b) for b in zip(update.times_us, update.beat_in_bar,
                                               update.strength, strict=True)])
-        if args.stop_when_idle and last_state.value == "idle" and source.locked_at_us:
+        # Idle after the peer's planned end: the peer left and the coast is over.
+        if (last_state.value == "idle" and source.locked_at_us
+                and time.monotonic() - wall_start_s >= args.stop_when_idle_after):
             break
         time.sleep(poll_s)
     clock = source.clock_map
     _emit(kind="end", at_us=now_us(), clock_steps=clock.steps if clock else 0,
           clock_rate_ppm=clock.rate_ppm if clock else 0.0, messages=sender.sent_messages,
-          corrections=sender.corrections)
+          corrections=sender.corrections,
+          # Link's own threads included: the whole cost of following the session.
+          cpu_percent=100 * (time.process_time() - cpu_start_s)
+          / (time.monotonic() - wall_start_s))
     source.close()
 
 
@@ -143,32 +150,39 @@ def run_session(seconds: float, bpm: float = 120.0, tempo_changes: str = "",
                 quantum: int = 4, coast_s: float = 2.0, poll_ms: int = 10,
                 horizon_ms: int = 2000) -> Session:
     """The peer for ``seconds`` (then it leaves), gridcast until it went idle."""
-    with loopback_netns() as ns:
-        peer = subprocess.Popen(
-            in_netns(ns, _command("peer", "--seconds", str(seconds), "--bpm", str(bpm),
-                                  "--quantum", str(quantum), "--tempo-changes", tempo_changes)),
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    with loopback_netns() as ns, tempfile.TemporaryDirectory() as folder:
+        # The peer writes to a file, not a pipe: nobody reads its pipe during the run,
+        # and a full pipe would stop it mid-session.
+        peer_out = Path(folder) / "peer.jsonl"
+        with open(peer_out, "w") as out:
+            peer = subprocess.Popen(
+                in_netns(ns, _command("peer", "--seconds", str(seconds), "--bpm", str(bpm),
+                                      "--quantum", str(quantum), "--tempo-changes",
+                                      tempo_changes)),
+                cwd=ROOT, stdout=out, text=True)
         try:
             # The peer is up first, as the DJ's software is before gridcast joins.
-            first = peer.stdout.readline() if peer.stdout else ""
-            if not first:
-                raise RuntimeError("the Link peer exited before it started")
+            deadline = time.monotonic() + 20.0
+            while not peer_out.read_text().strip():
+                if peer.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Link peer did not start")
+                time.sleep(0.01)
             follow_s = seconds + coast_s + 15.0
             follow = subprocess.run(
                 in_netns(ns, _command("follow", "--seconds", str(follow_s), "--quantum",
                                       str(quantum), "--coast-s", str(coast_s), "--poll-ms",
                                       str(poll_ms), "--horizon-ms", str(horizon_ms),
-                                      "--stop-when-idle")),
+                                      "--stop-when-idle-after", str(seconds))),
                 cwd=ROOT, capture_output=True, text=True, timeout=follow_s + 30)
-            rest, _ = peer.communicate(timeout=30)
+            peer.wait(timeout=30)
         finally:
             if peer.poll() is None:
                 peer.kill()
                 peer.wait()
         if follow.returncode != 0:
             raise RuntimeError(f"the follower failed: {follow.stderr.strip()[-2000:]}")
-        lines = [first, *rest.splitlines()]
-        return Session(peer=[json.loads(x) for x in lines if x.strip()],
+        return Session(peer=[json.loads(x) for x in peer_out.read_text().splitlines()
+                             if x.strip()],
                        follow=[json.loads(x) for x in follow.stdout.splitlines() if x.strip()])
 
 
@@ -210,6 +224,8 @@ def analyse(session: Session, lead_us: int = LEAD_US, tolerance_ms: float = 1.0)
             off += 1
         follow.append(off)
     states = [(r["at_us"], r["state"]) for r in session.follow if r["kind"] == "state"]
+    end = next((r for r in session.follow if r["kind"] == "end"), {})
+    left = next((r["at_us"] for r in session.peer if r["kind"] == "peer_left"), math.inf)
     return {
         "beats": len(errors_ms),
         "peer_beats": len(peer_beats),
@@ -222,6 +238,9 @@ def analyse(session: Session, lead_us: int = LEAD_US, tolerance_ms: float = 1.0)
         "messages": len(answers),
         "join_s": round((first_beat - start) / 1e6, 3) if first_beat else None,
         "tempo_change_follow_beats": max(follow) if follow else None,
+        # Times gridcast lost the session while the peer was still in it.
+        "session_losses": sum(1 for at, state in states if state == "coasting" and at < left),
+        "follower_cpu_percent": round(end["cpu_percent"], 2) if end else None,
         "states": states,
     }
 
@@ -236,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coast-s", type=float, default=2.0)
     parser.add_argument("--poll-ms", type=float, default=10.0)
     parser.add_argument("--horizon-ms", type=float, default=2000.0)
-    parser.add_argument("--stop-when-idle", action="store_true")
+    parser.add_argument("--stop-when-idle-after", type=float, default=math.inf,
+                        help="seconds after which the first idle ends the run (follow)")
     args = parser.parse_args(argv)
     (run_peer if args.role == "peer" else run_follow)(args)
 

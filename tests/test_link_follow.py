@@ -209,6 +209,7 @@ def test_predicted_beats_match_the_peers_beats_within_a_millisecond(session: dic
     assert figures["p99_abs_ms"] <= 1.0
     assert figures["bar_mismatches"] == 0
     assert figures["numbering_breaks"] == 0
+    assert figures["session_losses"] == 0
 
 
 def test_the_devices_get_refills_and_corrections_not_a_flood(session: dict) -> None:
