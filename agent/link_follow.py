@@ -12,7 +12,9 @@ When the last other peer leaves (or disables Link), Link carries on alone at the
 last tempo: the source reports ``coasting`` and keeps giving those beats for
 ``coast_s`` with a confidence falling from 1 to 0, then reports ``idle`` and gives
 none until a peer is back. Before the first peer is found it is ``idle`` too: a
-session of gridcast alone has no music to follow.
+session of gridcast alone has no music to follow. With ``follow_transport`` it is
+also ``idle`` while the session's transport is stopped (start/stop sync: a DJ
+pressing stop in Live), and its beats start where the transport starts.
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ class LinkBeatSource:
     ``beats_per_bar``: Link's quantum (1..16). ``coast_s``: how long beats go on
     after the session vanished. ``start_bpm``: the tempo gridcast offers if it is
     the first peer (the session's tempo wins as soon as it joins one).
-    ``downbeat_strength`` / ``beat_strength``: accents, 0..1. ``link_factory`` and
-    ``now_us`` are for tests (a fake Link; a fake clock).
+    ``downbeat_strength`` / ``beat_strength``: accents, 0..1. ``follow_transport``:
+    share Link's start/stop state, and give beats only while the session's transport
+    plays (from the instant it starts). ``link_factory`` and ``now_us`` are for tests
+    (a fake Link; a fake clock).
     """
 
     def __init__(self, beats_per_bar: int = 4, coast_s: float = 8.0, start_bpm: float = 120.0,
                  downbeat_strength: float = 1.0, beat_strength: float = 0.5,
+                 follow_transport: bool = False,
                  link_factory: Callable[[float], Any] = _default_link_factory,
                  now_us: Callable[[], int] = agent_now_us) -> None:
         if not (isinstance(beats_per_bar, int) and 1 <= beats_per_bar <= MAX_BEATS_PER_BAR):
@@ -69,6 +74,7 @@ class LinkBeatSource:
         self.start_bpm = start_bpm
         self.downbeat_strength = downbeat_strength
         self.beat_strength = beat_strength
+        self.follow_transport = follow_transport
         self._link_factory = link_factory
         self._now_us = now_us
         self._link: Any = None
@@ -78,6 +84,7 @@ class LinkBeatSource:
         self._peers = 0
         self._ever_locked = False
         self._lost_at_us: int | None = None
+        self._session: Any = None  # Link's session state, captured by the last poll
         self.started_at_us: int | None = None
         self.locked_at_us: int | None = None  # when the first peer was seen
 
@@ -89,6 +96,8 @@ class LinkBeatSource:
             self._link = self._link_factory(self.start_bpm)
             link_clock = self._link.clock()
             self._clock = LinkClockMap(link_clock.micros, self._now_us)
+        if self.follow_transport:
+            self._link.startStopSyncEnabled = True
         self._link.enabled = True
         self.started_at_us = self._now_us()
         return self
@@ -150,7 +159,10 @@ class LinkBeatSource:
         else:
             self._state = SourceState.IDLE
         if self._ever_locked:
-            self._tempo_bpm = float(self._link.captureAppSessionState().tempo())
+            self._session = self._link.captureAppSessionState()
+            self._tempo_bpm = float(self._session.tempo())
+            if self.follow_transport and not self._session.isPlaying():
+                self._state = SourceState.IDLE  # the music is stopped
         return self._state
 
     def upcoming(self, now_us: int, horizon_us: int) -> list[LiveBeat]:
@@ -163,9 +175,11 @@ class LinkBeatSource:
         if state is SourceState.COASTING:
             assert self._lost_at_us is not None
             end_us = min(end_us, self._lost_at_us + self.coast_us)
-        session = self._link.captureAppSessionState()
+        session = self._session
         quantum = self._beats_per_bar
         start_link = self._clock.to_link_us(now_us)
+        if self.follow_transport:  # a start is scheduled on a bar: no beat before it
+            start_link = max(start_link, float(session.timeForIsPlaying()))
         end_link = self._clock.to_link_us(end_us)
         beat = math.ceil(session.beatAtTime(math.floor(start_link), quantum))
         beats: list[LiveBeat] = []

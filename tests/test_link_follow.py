@@ -43,6 +43,13 @@ class FakeSession:
 
     def __init__(self, bpm: float, origin_us: float) -> None:
         self.bpm, self.origin_us = bpm, origin_us
+        self.playing, self.play_from_us = True, 0
+
+    def isPlaying(self) -> bool:
+        return self.playing
+
+    def timeForIsPlaying(self) -> int:
+        return self.play_from_us
 
     def tempo(self) -> float:
         return self.bpm
@@ -74,11 +81,12 @@ class FakeLink:
 
 
 def fake_source(bpm: float = 120.0, quantum: int = 4, coast_s: float = 2.0,
-                rate_ppm: float = 0.0) -> tuple[LinkBeatSource, FakeLink]:
+                rate_ppm: float = 0.0, follow_transport: bool = False,
+                ) -> tuple[LinkBeatSource, FakeLink]:
     clocks = FakeClocks(rate_ppm)
     fake = FakeLink(clocks, FakeSession(bpm, origin_us=0.0))
-    source = LinkBeatSource(quantum, coast_s=coast_s, link_factory=lambda _bpm: fake,
-                            now_us=clocks.agent)
+    source = LinkBeatSource(quantum, coast_s=coast_s, follow_transport=follow_transport,
+                            link_factory=lambda _bpm: fake, now_us=clocks.agent)
     return source.start(), fake
 
 
@@ -160,6 +168,20 @@ def test_session_gone_coasts_with_falling_confidence_then_idles() -> None:
     fake.peers = 2  # a peer is back
     assert source.upcoming(fake.clocks.agent(), 1_000_000)
     assert source.state is SourceState.LOCKED
+
+
+def test_following_the_transport_gives_beats_only_while_it_plays() -> None:
+    source, fake = fake_source(follow_transport=True)
+    assert fake.startStopSyncEnabled
+    fake.peers = 1
+    fake.session.playing = False  # the DJ pressed stop
+    assert source.upcoming(fake.clocks.agent(), 2_000_000) == []
+    assert source.state is SourceState.IDLE
+    fake.session.playing, fake.session.play_from_us = True, 2_000_000  # starts on the bar
+    beats = source.upcoming(fake.clocks.agent(), 2_000_000)
+    assert source.state is SourceState.LOCKED
+    assert [b.at_us - EPOCH_US for b in beats] == [2_000_000, 2_500_000]
+    assert beats[0].beat_in_bar == 1
 
 
 def test_closing_makes_the_source_idle() -> None:
