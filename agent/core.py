@@ -29,8 +29,15 @@ from gridcast.agent.registry import Registry
 from gridcast.agent.rollup import AlertPolicy, Rollup
 from gridcast.agent.store import DeviceRecord, Store, TelemetryBatch, open_store
 from gridcast.agent.sync_responder import SyncResponder
-from gridcast.agent.transport import Incoming, SingleDeviceLink, TransportError, open_transport
+from gridcast.agent.transport import (
+    Incoming,
+    SingleDeviceLink,
+    Transport,
+    TransportError,
+    open_transport,
+)
 from gridcast.agent.transport_mqtt import MqttTransport
+from gridcast.protocol import topics
 
 log = logging.getLogger("gridcast.agent")
 
@@ -100,6 +107,8 @@ class AgentCore:
 
     def _from_device(self, item: Incoming) -> None:
         """Every decoded message from every transport, in its receiving thread."""
+        if not topics.valid_device_id(item.device_id):  # it would name rows and topics
+            return
         kind = item.message.kind
         if kind in ("status", "hello"):
             self.registry.observe(item.device_id, item.message, item.received_us)
@@ -110,6 +119,13 @@ class AgentCore:
     def _rollup_loop(self) -> None:
         while not self._rollup_stop.wait(1.0):
             self.rollup.run_once()
+
+    def transport_for(self, device_id: str) -> Transport:
+        """The link hosting a device, else the MQTT transport."""
+        for link in list(self.links.values()):
+            if link.device_id == device_id:
+                return link
+        return self.transport
 
     @property
     def broker_connected(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from gridcast.agent import presence
@@ -49,6 +50,7 @@ class MqttTransport(Transport):
         # hop to asyncio (see SyncResponder).
         self.sync_handler: SyncHandler | None = None
         self.malformed = 0
+        self._malformed_logged: dict[str, float] = {}
 
     def _on_message(self, m: MqttMessage) -> None:
         parsed = topics.parse_device_topic(m.topic)
@@ -59,7 +61,10 @@ class MqttTransport(Transport):
             msg = messages.decode(m.payload)
         except ProtocolError as exc:
             self.malformed += 1
-            log.debug("%s: undecodable message dropped (%s)", m.topic, exc)
+            now = time.monotonic()
+            if now - self._malformed_logged.get(m.topic, -1e9) >= 60:  # once a minute a topic
+                self._malformed_logged[m.topic] = now
+                log.warning("%s: malformed message dropped (%s)", m.topic, exc)
             return
         if leaf == topics.SYNC_REQ and self.sync_handler is not None:
             reply = self.sync_handler(device_id, msg, m.received_us)

@@ -67,7 +67,8 @@ def test_serial_device_telemetry_is_stored_and_shown_on_the_dashboard(broker, si
                              if d["id"] == dev), {})
 
             wait_until(lambda: row().get("online"), 60)  # its hello and status, via the link
-            serial = daemon.core.links[link]
+            serial = daemon.core.transport_for(dev)  # the link hosting it, not MQTT
+            assert serial is daemon.core.links[link]
             bundle = make_bundle(key, 0.5, track="serial-song")
             result = daemon.call(deploy.deploy(serial, [dev], bundle, "serial-song", 1))[0]
             assert result.ok, result.error
