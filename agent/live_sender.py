@@ -27,10 +27,11 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gridcast.agent import playback
 from gridcast.agent.clock import now_us as agent_now_us
 from gridcast.agent.live_beat_source import LiveBeatSource
 from gridcast.agent.transport import Transport
-from gridcast.protocol import messages, topics
+from gridcast.protocol import messages
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,8 @@ class LiveBeatsUpdate:
     reason: str  # first, correction, refill, cancel
 
     def payload(self) -> bytes:
-        return messages.encode("live_beats", session=self.session, generation=self.generation,
-                               first_index=self.first_index, times_us=self.times_us,
-                               beat_in_bar=self.beat_in_bar, strength=self.strength)
+        return playback.live_beats_message(self.session, self.generation, self.first_index,
+                                           self.times_us, self.beat_in_bar, self.strength)
 
 
 class LiveBeatSender:
@@ -157,9 +157,6 @@ class LiveBeatSender:
 async def send_update(transport: Transport, device_ids: list[str] | None,
                       update: LiveBeatsUpdate) -> None:
     """One update to ``device_ids`` (None: every device on the transport)."""
-    payload = update.payload()
-    if device_ids is None:
-        await transport.broadcast(payload)
-        return
-    for device_id in device_ids:
-        await transport.send(device_id, topics.CMD, payload)
+    await playback.send_live_beats(transport, device_ids, update.session, update.generation,
+                                   update.first_index, update.times_us, update.beat_in_bar,
+                                   update.strength)

@@ -8,7 +8,7 @@ import pytest
 
 from gridcast.agent.live_beat_source import LiveBeat, SourceState
 from gridcast.agent.live_sender import LiveBeatSender
-from gridcast.protocol import messages
+from gridcast.protocol import messages, topics
 
 
 class GridSource:
@@ -120,27 +120,33 @@ def test_a_message_carries_at_most_the_protocols_limit() -> None:
 
 class RecordingTransport:
     def __init__(self) -> None:
-        self.broadcasts: list[bytes] = []
+        self.sent: list[tuple[str | None, bytes]] = []  # (device or None: all, payload)
 
     async def broadcast(self, payload: bytes) -> None:
-        self.broadcasts.append(payload)
+        self.sent.append((None, payload))
+
+    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+        assert leaf == topics.CMD
+        self.sent.append((device_id, payload))
 
 
-def test_run_sends_then_cancels_when_stopped() -> None:
-    clock = [100_000]
-    sender = LiveBeatSender(GridSource(), poll_s=0.001, now_us=lambda: clock[0])
+@pytest.mark.parametrize("device_ids", [None, ["stage-1", "stage-2"]])
+def test_run_sends_then_cancels_when_stopped(device_ids: list[str] | None) -> None:
+    sender = LiveBeatSender(GridSource(), poll_s=0.001, now_us=lambda: 100_000)
     transport = RecordingTransport()
 
     async def scenario() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(sender.run(transport, None, stop))  # type: ignore[arg-type]
-        while not transport.broadcasts:
+        task = asyncio.create_task(sender.run(transport, device_ids, stop))  # type: ignore[arg-type]
+        while not transport.sent:
             await asyncio.sleep(0.001)
         stop.set()
         await task
 
     asyncio.run(scenario())
-    sent = [messages.decode(p) for p in transport.broadcasts]
+    targets = [None] if device_ids is None else device_ids
+    assert [device for device, _ in transport.sent] == targets * 2  # the beats, the cancel
+    sent = [messages.decode(payload) for _, payload in transport.sent]
     assert len(sent[0].times_us) == 4
     assert sent[-1].times_us == [] and sent[-1].generation > sent[0].generation
 
