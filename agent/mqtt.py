@@ -180,7 +180,8 @@ class MqttConnection:
         self._subs: list[Subscription] = []
         self._granted: set[str] = set()  # filters the broker acknowledged this session
         self._pending: dict[int, list[str]] = {}  # SUBSCRIBE mid -> filters
-        self._by_topic: dict[str, tuple[Subscription, ...]] = {}
+        # topic -> (its subscriptions, whether one acknowledges manually)
+        self._by_topic: dict[str, tuple[tuple[Subscription, ...], bool]] = {}
         self._connected = False
         self._generation = 0  # connection count: acks of an older session are not sent
         self._ready = threading.Event()
@@ -304,23 +305,25 @@ class MqttConnection:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         received = now_us()
         self._heard = time.monotonic()
-        subs = self._by_topic.get(msg.topic)
-        if subs is None:
+        topic = msg.topic  # paho decodes it on every access
+        route = self._by_topic.get(topic)
+        if route is None:
             with self._lock:
-                subs = tuple(s for s in self._subs if mqtt.topic_matches_sub(s.match, msg.topic))
+                subs = tuple(s for s in self._subs if mqtt.topic_matches_sub(s.match, topic))
+                route = (subs, any(s.manual_ack for s in subs))
                 if len(self._by_topic) >= _TOPIC_CACHE_MAX:
                     self._by_topic.clear()
-                self._by_topic[msg.topic] = subs
-        manual = any(s.manual_ack for s in subs)
+                self._by_topic[topic] = route
+        subs, manual = route
         ack = (functools.partial(self._ack, self._generation, msg.mid, msg.qos) if manual
                else _no_ack)
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
-        message = MqttMessage(msg.topic, payload, received, msg.qos, msg.retain, ack)
+        message = MqttMessage(topic, payload, received, msg.qos, msg.retain, ack)
         for sub in subs:
             try:
                 sub.handler(message)
             except Exception:  # one bad handler must not stop the network thread
-                log.exception("handler for %s failed on %s", sub.topic, msg.topic)
+                log.exception("handler for %s failed on %s", sub.topic, topic)
         if not manual:
             client.ack(msg.mid, msg.qos)
 
