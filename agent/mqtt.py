@@ -1,8 +1,8 @@
 """One MQTT connection per process: connect, subscribe, reconnect, publish, stop.
 
-Every part of the agent that speaks MQTT (the transport, the registry, the
-telemetry collector, the HIL observer) registers its subscriptions on one
-``MqttConnection``::
+Every part of a process that speaks MQTT (the transport, the registry, the
+telemetry collector, the simulation's broker witness) registers its subscriptions
+on one ``MqttConnection``::
 
     conn = MqttConnection("127.0.0.1", 1883, client_id="gridcast-agent")
     conn.subscribe("gridcast/v1/dev/+/status", qos=1, handler=on_status)

@@ -23,8 +23,6 @@ from gridcast.protocol.errors import ProtocolError
 
 log = logging.getLogger("gridcast.registry")
 
-ONLINE_STATES = presence.ONLINE_STATES  # kept for importers; the rule lives in presence
-
 
 class Registry:
     def __init__(self, store: Store, mqtt: MqttConnection | str | None = None, port: int = 1883,
