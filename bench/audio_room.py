@@ -46,11 +46,13 @@ def busy(stop) -> None:
 def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, every_s: float,
         period: int, lead_ms: float | None) -> dict:
     device_rate = round(room_rate * (1.0 + clock_ppm * 1e-6))
-    onsets_s = np.arange(0.05, seconds - 0.05, every_s)
+    onsets_s = np.arange(0.0, seconds - 0.05, every_s)  # a click on the very first sample
     signal, indices = click_train(source_rate, onsets_s, seconds)
     with VirtualRoom(rate_hz=device_rate, period_frames=period) as room:
         output = AudioOutput(room.output_device, assume_rate_hz=room_rate)
+        opening = time.perf_counter()
         with output:
+            open_ms = (time.perf_counter() - opening) * 1e3
             recorder = RoomRecorder(room.name, max_seconds=seconds + 5.0).start()
             cpu_before = time.process_time()
             start = now_us() + lead_ms * 1e3 if lead_ms is not None else None
@@ -66,7 +68,8 @@ def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, ever
     settled = capture.settled(expected)
     settled_errors, _, _ = match_onsets(heard, expected[settled])
     audio_min = report.frames / report.rate_hz / 60.0
-    first_heard = float(heard.min()) if heard.size else None
+    sounding = np.flatnonzero(capture.samples)
+    first_heard = float(capture.heard_us(sounding[0])) if sounding.size else None
     magnitude = np.abs(errors) if errors.size else np.zeros(1)
     return {
         "seconds": seconds, "source_rate_hz": source_rate, "room_rate_hz": device_rate,
@@ -92,9 +95,9 @@ def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, ever
         "dropped_buffers": capture.dropped_buffers, "callback_errors": report.callback_errors,
         "dac_latency_ms": round(report.dac_latency_ms, 3),
         "first_sound_latency_ms": round(report.first_sound_latency_ms or -1.0, 2),
-        "first_click_heard_after_play_ms": round((first_heard - report.play_called_us) / 1e3
-                                                 - onsets_s[0] * 1e3, 2)
+        "first_sound_heard_after_play_ms": round((first_heard - report.play_called_us) / 1e3, 2)
         if first_heard is not None and report.play_called_us is not None else None,
+        "stream_open_ms": round(open_ms, 1),
         "callback_cpu_s_per_audio_min": round(report.callback_cpu_s / audio_min, 3),
         "callback_cpu_percent_of_core": round(100 * report.callback_cpu_s / (audio_min * 60), 2),
         "process_cpu_percent_of_core": round(100 * cpu_process / (audio_min * 60), 2),

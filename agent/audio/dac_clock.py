@@ -28,9 +28,9 @@ class DacClock:
     A stream that skips cycles (an xrun) shifts frames against time. That shows as
     callbacks whose bounds all sit more than half a buffer (at least ``shift_us``)
     above the line for a whole block, or one bound below it (a bound is never early):
-    the line moves by the smallest such offset and collects its minima afresh, keeping
-    the slope. A shorter late run is a busy machine, not a skip; an xrun flag alone is
-    no proof either (JACK flags every client when any one of them is late).
+    the line, and the minima collected so far, move by the smallest such offset. A
+    shorter late run is a busy machine, not a skip; an xrun flag alone is no proof
+    either (JACK flags every client when any one of them is late).
     """
 
     def __init__(self, nominal_rate_hz: float, block_s: float = 0.25, window_s: float = 120.0,
@@ -115,9 +115,12 @@ class DacClock:
             self._refit()
 
     def _shift(self, by_us: float) -> None:
+        # Skipped cycles move every later frame by the same amount: the minima already
+        # collected move with them and keep the slope's history (a fresh 2 s fit on a
+        # busy machine would be tens of ppm off).
         self._a += by_us
+        self._times[:self._count] += by_us
         self.shifts += 1
-        self._count = self._next = 0
         self._block_start = None
         self._late_since = None
 
