@@ -189,6 +189,7 @@ class MqttConnection:
         self.error: MqttError | None = None  # why it is not ready (refused), if known
         self._started = False
         self._heard = 0.0  # time.monotonic() of the last packet from the broker
+        self._unreachable_logged = False
         self.connects = 0
 
     @classmethod
@@ -279,8 +280,9 @@ class MqttConnection:
             # Every time, also on a resumed session: one place, and a SUBACK to wait for.
             self._send_subscribe(sorted({s.topic for s in self._subs}))
             self._check_ready()
-        if self.connects > 1:
-            log.info("reconnected to %s; subscribing again", self.broker)
+        if self.connects > 1 or self._unreachable_logged:
+            log.info("connected to %s; subscribing", self.broker)
+        self._unreachable_logged = False
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         self._heard = time.monotonic()
@@ -344,6 +346,10 @@ class MqttConnection:
         self._next_delay()
 
     def _on_connect_fail(self, client, userdata) -> None:
+        if not self._unreachable_logged and self._started:  # once per outage
+            self._unreachable_logged = True
+            log.error("cannot reach the broker at %s; retrying (every %g s at most)",
+                      self.broker, self.backoff_max_s)
         self._next_delay()
 
     def _next_delay(self) -> None:
