@@ -19,12 +19,12 @@ from gridcast.agent.transport import SingleDeviceLink, TransportError
 from gridcast.protocol import ble_gatt, frames
 
 
-def _bleak_client(address: str) -> Any:
+def _bleak_client(address: str, on_disconnect: Callable[[Any], None]) -> Any:
     try:
         from bleak import BleakClient
     except ImportError as exc:
         raise TransportError("BLE needs bleak: pip install bleak") from exc
-    return BleakClient(address)
+    return BleakClient(address, disconnected_callback=on_disconnect)
 
 
 class BleTransport(SingleDeviceLink):
@@ -36,7 +36,11 @@ class BleTransport(SingleDeviceLink):
                  write_with_response: bool = True) -> None:
         super().__init__()
         self.address = address
-        self.client = (client_factory or _bleak_client)(address)
+        self._closing = False
+        # bleak says when the device went away (the agent then records it lost); a
+        # client from client_factory (the tests') has no such callback.
+        self.client = (client_factory(address) if client_factory
+                       else _bleak_client(address, self._on_disconnect))
         self.device_id = device_id
         self.hello_timeout_s = hello_timeout_s
         self.with_response = write_with_response
@@ -69,7 +73,12 @@ class BleTransport(SingleDeviceLink):
     def _hello_seen(self) -> None:
         self._hello.set()
 
+    def _on_disconnect(self, client: Any) -> None:
+        if not self._closing:
+            self._link_lost(f"BLE {self.address}: disconnected")
+
     async def close(self) -> None:
+        self._closing = True
         with contextlib.suppress(Exception):  # already gone: nothing left to close
             await self.client.disconnect()
 
