@@ -109,3 +109,26 @@ def test_serial_device_telemetry_is_stored_and_shown_on_the_dashboard(broker, si
             browser.close()
         pair.stop()
     assert os.path.exists(tmp_path / "a.db")
+
+
+def test_a_broken_serial_link_records_its_device_lost(broker, simulator, tmp_path):
+    pair = SerialPair().start()
+    link = f"serial:{pair.agent_path}"
+    cfg = agent_config.AgentConfig(broker=broker.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN, links=[link]).check()
+    try:
+        daemon = HostingDaemon(cfg, str(tmp_path / "token"))
+        with daemon:
+            wait_until(lambda: link in daemon.core.links, 10)
+            dev = simulator(1, "", serial_paths=[pair.device_path]).devices[0].id
+
+            def state() -> tuple[str, bool] | None:
+                rows = request(daemon.url + "/api/devices")[1]
+                return next(((d["state"], d["online"]) for d in rows if d["id"] == dev), None)
+
+            wait_until(lambda: state() == ("online", True), 60)
+            pair.stop()  # the cable is pulled: the agent's side of the link breaks
+            wait_until(lambda: state() == ("lost", False), 20)
+            assert link not in daemon.core.links  # closed, and being reopened
+    finally:
+        pair.stop()
