@@ -92,7 +92,8 @@ def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, ever
         "xruns_output": report.xruns, "xruns_jack": capture.xruns,
         "xrun_after_play_ms": [round((t - report.play_called_us) / 1e3, 1) for t in capture.xrun_us]
         if report.play_called_us else [],
-        "dropped_buffers": capture.dropped_buffers, "callback_errors": report.callback_errors,
+        "dropped_buffers": capture.dropped_buffers, "recorder_gaps": len(capture.gaps()),
+        "callback_errors": report.callback_errors,
         "dac_latency_ms": round(report.dac_latency_ms, 3),
         "first_sound_latency_ms": round(report.first_sound_latency_ms or -1.0, 2),
         "first_sound_heard_after_play_ms": round((first_heard - report.play_called_us) / 1e3, 2)

@@ -94,6 +94,34 @@ def test_clicks_are_heard_when_scheduled(source_rate):
     assert report.first_sound_latency_ms == pytest.approx(LEAD_US / 1e3, abs=1.0)
 
 
+def test_first_sound_is_heard_within_500_ms_of_play():
+    # play() on a closed output: it prepares, opens the stream and starts DEFAULT_LEAD_MS
+    # later. The recorder can only join once the stream exists (about 0.1 s after it),
+    # so the room checks the clicks that follow the first on the same schedule.
+    onsets_s = np.arange(0.0, 2.0, 0.25)
+    signal, indices = click_train(48000, onsets_s, 2.0)
+
+    def attempt() -> tuple[int, float, OutputReport, Capture]:
+        with VirtualRoom(period_frames=PERIOD) as room:
+            output = AudioOutput(room.output_device)
+            called = now_us()
+            start = output.play(signal, 48000)
+            recorder = RoomRecorder(room.name, max_seconds=5.0).start()
+            assert output.wait_done(5.0)
+            capture = recorder.stop()
+            output.close()
+            return called, start, output.report(), capture
+
+    called, start, report, capture = without_room_xruns(attempt)
+    assert start - called <= 500_000
+    assert report.first_sound_us == pytest.approx(start, abs=25.0)  # to the frame
+    heard = capture.heard_us(find_onsets(capture.samples, capture.rate_hz))
+    expected = start + indices / 48000 * 1e6
+    errors, _, extra = match_onsets(heard, expected[expected > capture.heard_us(0)])
+    assert errors.size >= 6 and extra == 0
+    assert np.abs(errors).max() <= MAX_CLICK_ERROR_US
+
+
 def test_a_device_clock_100_ppm_off_is_measured_and_followed():
     # The room runs at 48005 Hz while the output prepares 48000 Hz: a card 104 ppm fast.
     errors, report = click_errors_us(44100, seconds=10.0, room_rate_hz=48005,
@@ -120,6 +148,7 @@ def test_30_s_play_is_sample_exact_without_xruns():
     # Nothing dropped, repeated or altered: the room heard exactly the buffer.
     assert played.size == signal.size and np.array_equal(played, signal)
     assert (report.xruns, capture.xruns, capture.dropped_buffers) == (0, 0, 0)
+    assert capture.gaps() == []
     # Without clock following the output reports where sample 0 landed; so does the room.
     assert heard_zero is not None
     assert abs(float(capture.heard_us(first)) - heard_zero) <= MAX_CLICK_ERROR_US

@@ -42,6 +42,7 @@ class Capture:
     buffer_start: np.ndarray  # int64: index in ``samples`` of each buffer's first sample
     buffer_heard_us: np.ndarray  # float64: agent µs at which that sample is heard
     buffer_us_per_frame: np.ndarray  # float64: length of one frame in that buffer, agent µs
+    buffer_frame: np.ndarray  # int64: JACK frame time of each buffer's first sample
     latency_frames: int  # the speaker port's playback latency included above
     xruns: int
     xrun_us: list[int]  # agent µs when JACK reported each xrun
@@ -54,6 +55,17 @@ class Capture:
         for xrun in self.xrun_us:
             ok &= ~((at >= xrun) & (at < xrun + DLL_SETTLE_S * 1e6))
         return ok
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """(sample index, frames) where the recorder missed cycles: not silence that was
+        played, but audio that was never recorded (a gap check must tell them apart)."""
+        if self.buffer_frame.size < 2:
+            return []
+        lengths = np.diff(np.append(self.buffer_start, self.samples.size))
+        # Frame times are 32-bit and wrap (every 24.9 h at 48 kHz).
+        missing = (np.diff(self.buffer_frame) - lengths[:-1]) % (1 << 32)
+        return [(int(self.buffer_start[k + 1]), int(missing[k]))
+                for k in np.flatnonzero(missing)]
 
     def heard_us(self, index: float | np.ndarray) -> np.ndarray:
         """Agent µs at which (fractional) sample ``index`` was heard."""
@@ -142,7 +154,7 @@ class RoomRecorder:
         self._map.update(force=True)  # a second pair: JACK's clock rate against the agent's
         client.deactivate()
         client.close()
-        meta = self._meta[:self._count]
+        meta = self._repair_late_reads(self._meta[:self._count].copy())
         frames = np.diff(np.append(meta[:, 0], self._write)).astype(np.float64)
         jack_us_per_frame = (meta[:, 3] - meta[:, 2]) / np.maximum(frames, 1.0)
         heard_jack_us = meta[:, 2] + self._latency_frames * jack_us_per_frame
@@ -151,9 +163,27 @@ class RoomRecorder:
         us_per_frame = jack_us_per_frame * scale
         return Capture(samples=self._samples[:self._write].copy(), rate_hz=self._rate_hz,
                        buffer_start=meta[:, 0].copy(), buffer_heard_us=heard_us,
-                       buffer_us_per_frame=us_per_frame, latency_frames=self._latency_frames,
+                       buffer_us_per_frame=us_per_frame, buffer_frame=meta[:, 1].copy(),
+                       latency_frames=self._latency_frames,
                        xruns=len(self._xrun_us), xrun_us=list(self._xrun_us),
                        dropped_buffers=self._dropped)
+
+    @staticmethod
+    def _repair_late_reads(meta: np.ndarray) -> np.ndarray:
+        """A process callback that runs after the next cycle began reads that cycle's
+        times (JACK keeps one set, for the current cycle): frames then step 2 buffers
+        and 0. Such a buffer gets the frame between its neighbours and the mean of their
+        cycle times."""
+        if meta.shape[0] < 3:
+            return meta
+        lengths = np.diff(meta[:, 0])
+        step = np.diff(meta[:, 1]) % (1 << 32)
+        late = np.flatnonzero((step[:-1] == 2 * lengths[:-1]) & (step[1:] == 0)) + 1
+        for k in late:
+            meta[k, 1] = (meta[k - 1, 1] + lengths[k - 1]) % (1 << 32)
+            meta[k, 2] = (meta[k - 1, 2] + meta[k + 1, 2]) // 2
+            meta[k, 3] = meta[k + 1, 2]
+        return meta
 
     def __enter__(self) -> RoomRecorder:
         return self.start()

@@ -63,6 +63,19 @@ def resolve_output_device(device: int | str | None) -> dict[str, Any]:
     return dict(info)
 
 
+@dataclass(frozen=True)
+class PreparedAudio:
+    """Samples made ready for one output: its rate and channels (``AudioOutput.prepare``)."""
+
+    frames: np.ndarray  # float32, frames × output channels, at output_rate_hz
+    source_rate_hz: float
+    output_rate_hz: float
+
+    @property
+    def seconds(self) -> float:
+        return self.frames.shape[0] / self.output_rate_hz
+
+
 @dataclass
 class OutputReport:
     """What the output did so far. Times are agent µs; ``None`` when it has not happened."""
@@ -189,21 +202,36 @@ class AudioOutput:
         self.close()
 
     # -- playing ---------------------------------------------------------------------------
-    def play(self, samples: np.ndarray, rate_hz: float, start_us: float | None = None) -> float:
-        """Schedule ``samples`` (frames × channels, or mono) so sample i is heard at
-        ``start_us + i / rate_hz`` s; returns ``start_us`` (default: DEFAULT_LEAD_MS ahead).
+    def prepare(self, samples: np.ndarray, rate_hz: float) -> PreparedAudio:
+        """``samples`` (frames × channels, or mono) at the output's rate and channel count.
 
-        Any other rate than the output's is resampled (polyphase). A start in the past
-        joins at the current position. Replaces whatever was playing.
+        Resampling is polyphase (scipy); a 10-minute stereo song takes about 2 s, so a
+        player prepares the next track ahead and hands ``play`` the result.
+        """
+        return PreparedAudio(self._prepare(samples, rate_hz), float(rate_hz), self.rate_hz)
+
+    def play(self, audio: np.ndarray | PreparedAudio, rate_hz: float | None = None,
+             start_us: float | None = None) -> float:
+        """Schedule ``audio`` so its sample i is heard at ``start_us + i / rate_hz`` s;
+        returns ``start_us`` (default: DEFAULT_LEAD_MS after the stream is ready).
+
+        Raw samples are prepared first (``prepare``; give ``rate_hz``). A start in the
+        past joins at the current position. Replaces whatever was playing.
         """
         called = now_us()
-        frames = self._prepare(samples, rate_hz)
+        if not isinstance(audio, PreparedAudio):
+            if rate_hz is None:
+                raise AudioOutputError("play(samples) needs the samples' rate_hz")
+            audio = self.prepare(audio, rate_hz)
+        elif audio.output_rate_hz != self.rate_hz:
+            raise AudioOutputError(f"audio prepared for {audio.output_rate_hz:.0f} Hz cannot "
+                                   f"play on an output at {self.rate_hz:.0f} Hz")
         self.open()
         if start_us is None:
-            start_us = called + DEFAULT_LEAD_MS * 1e3
+            start_us = now_us() + DEFAULT_LEAD_MS * 1e3
         self._first_sound_us = None
         self._play_called_us = called
-        self._program = _Program(frames, float(start_us), self.rate_hz)
+        self._program = _Program(audio.frames, float(start_us), self.rate_hz)
         return float(start_us)
 
     def stop_sound(self) -> None:
