@@ -16,12 +16,12 @@ xrun (``Capture.settled``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import jack
 import numpy as np
 
 from gridcast.agent.audio.errors import RoomError
-from gridcast.agent.audio.jacklib import JackClock
+from gridcast.agent.audio.room import import_jack
 from gridcast.agent.clock import now_us
 from gridcast.agent.link_clock import LinkClockMap
 
@@ -88,7 +88,7 @@ class RoomRecorder:
         self._sources = sources
         self._max_seconds = max_seconds
         self._client_name = client_name
-        self._client: jack.Client | None = None
+        self._client: Any = None  # a jack.Client while recording
         self._samples = np.zeros(0, np.float32)
         self._meta = np.zeros((0, _META_FIELDS), np.int64)
         self._write = 0
@@ -100,6 +100,9 @@ class RoomRecorder:
         self._map: LinkClockMap | None = None
 
     def start(self) -> RoomRecorder:
+        jack = import_jack()
+        from gridcast.agent.audio.jacklib import JackClock  # loads libjack: after the check
+
         try:
             client = jack.Client(self._client_name, no_start_server=True,
                                  servername=self.server_name)

@@ -22,8 +22,8 @@ import subprocess
 import tempfile
 import time
 from types import TracebackType
+from typing import Any
 
-import jack
 import sounddevice as sd
 
 from gridcast.agent.audio.errors import RoomError
@@ -32,6 +32,16 @@ JACK_PACKAGE = "jackd2"
 JACK_HOST_API = "JACK Audio Connection Kit"
 _counter = itertools.count(1)
 _POLL_S = 0.01
+
+
+def import_jack() -> Any:
+    """The JACK-Client module; RoomError naming the packages when libjack is missing."""
+    try:
+        import jack
+    except (ImportError, OSError) as exc:  # JACK-Client raises OSError without libjack
+        raise RoomError(f"JACK is not usable ({exc}): install the Debian package "
+                        f"{JACK_PACKAGE} and the Python package JACK-Client") from exc
+    return jack
 
 
 def refresh_portaudio() -> None:
@@ -93,6 +103,7 @@ class VirtualRoom:
         return self
 
     def _wait_ready(self) -> None:
+        jack = import_jack()
         deadline = time.monotonic() + self.start_timeout_s
         # libjack prints every failed connection attempt; silence it while polling.
         jack.set_error_function(lambda message: None)
