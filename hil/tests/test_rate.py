@@ -29,8 +29,8 @@ pytestmark = pytest.mark.sim_only
 
 PPM = 1_000_000
 WARMUP_S = 40  # the skew fit needs tens of seconds of exchanges (test_sync.py: 90 s, jitter)
-SLOW_S = 15  # seconds at 94 %
-FAST_S = 15  # seconds at 106 %
+SLOW_S = 30  # seconds at 94 %
+FAST_S = 30  # seconds at 106 %
 SLOW, FAST = 940_000, 1_060_000
 # Devices start a quarter beat apart: three simulated devices share two cores here, and
 # processes waking to spin for the same instant queue for them (see test_sync.py).
@@ -90,16 +90,21 @@ def test_a_bundle_at_94_and_106_percent_lands_on_the_scaled_grid(broker, simulat
     beats = _beats_us(os.path.join(sim.devices[0].folder, "bundles", "active.gcb"))
     for k, dev in enumerate(sim.devices):
         errors: dict[str, list[int]] = {"slow": [], "fast": []}
+        outliers = []
         for line in _led_lines(dev.led_log):
             want, segment = _expected(beats[line["beat_index"]], start + k * STAGGER_US, at)
             errors[segment].append(line["true_time_us"] - want)
+            if abs(errors[segment][-1]) > 1000:
+                outliers.append((line["beat_index"], segment, (want - at) / 1000,
+                                 errors[segment][-1] / 1000))
         every = np.abs(errors["slow"] + errors["fast"]) / 1000
         figures = {seg: (len(e), round(float(np.percentile(np.abs(e), 50)) / 1000, 3),
                          round(float(np.percentile(np.abs(e), 99)) / 1000, 3))
                    for seg, e in errors.items() if e}
         print(f"\n{dev.id} ({dev.skew_ppm:+d} ppm): |LED - scaled grid| p50/p99 ms: 94 % "
               f"{figures.get('slow')}, 106 % {figures.get('fast')}; all {len(every)} beats "
-              f"p99 {np.percentile(every, 99):.3f} ms, max {every.max():.3f} ms")
+              f"p99 {np.percentile(every, 99):.3f} ms, max {every.max():.3f} ms; over 1 ms "
+              f"(beat, segment, ms after the change, error ms): {outliers}")
         # beats on both sides of the change: ~2.1 beats/s at 94 % of 128 BPM, ~2.3 at 106 %
         assert len(errors["slow"]) >= 0.9 * SLOW_S * 128 / 60 * SLOW / PPM
         assert len(errors["fast"]) >= 0.9 * FAST_S * 128 / 60 * FAST / PPM
