@@ -1,6 +1,6 @@
 """Ableton Link: how well gridcast's predicted beats match a second peer's, over a long run.
 
-    python bench/link.py [--seconds 600] [--bpm 120] [--every 60]
+    python bench/link.py [--seconds 600] [--bpm 120] [--every 60] [--devices 3]
 
 Runs gridcast's LinkBeatSource and a second Link peer inside a network namespace that
 holds only a loopback interface (tests/netns.py; needs root; Link never runs in this
@@ -23,6 +23,14 @@ before it (tests/link_run.py) and prints one JSON object:
     messages                    live_beats messages sent (refills, corrections)
     follower_cpu_percent        CPU of the gridcast side (Link's threads included),
                                 percent of one core
+
+With ``--devices N`` the live_beats go over MQTT to N simulated devices (the real
+firmware in MicroPython; tests/link_fleet.py), and the LED frames they show are
+compared with the peer's beats too:
+
+    led_beats, led_missed       frames matched to a peer beat (all devices), beats missed
+    led_p50_abs_ms, led_p99_abs_ms, led_max_abs_ms   |LED frame - peer's beat|
+    per_device                  beats, missed, p99 per device
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, ROOT)
+from tests.link_fleet import analyse_leds  # noqa: E402
 from tests.link_run import analyse, run_session  # noqa: E402
 
 NUDGES_BPM = (4.0, -2.0, 6.0, -4.0)  # relative to --bpm, in turn
@@ -57,14 +66,21 @@ def main() -> None:
     parser.add_argument("--bpm", type=float, default=120.0)
     parser.add_argument("--every", type=float, default=60.0, help="seconds between tempo changes")
     parser.add_argument("--quantum", type=int, default=4)
+    parser.add_argument("--devices", type=int, default=0,
+                        help="also send the beats to this many simulated devices and "
+                             "measure their LED frames")
+    parser.add_argument("--warmup-s", type=float, default=40.0,
+                        help="device clock sync before gridcast joins (with --devices)")
     parser.add_argument("--raw", help="also write both programs' records to this JSON file")
     args = parser.parse_args()
     plan = tempo_plan(args.seconds, args.bpm, args.every)
-    session = run_session(args.seconds, bpm=args.bpm, tempo_changes=plan, quantum=args.quantum)
+    session = run_session(args.seconds, bpm=args.bpm, tempo_changes=plan, quantum=args.quantum,
+                          devices=args.devices, warmup_s=args.warmup_s)
     if args.raw:
         with open(args.raw, "w") as f:
             json.dump({"peer": session.peer, "follow": session.follow}, f)
     figures = analyse(session)
+    leds = analyse_leds(session) if args.devices else {}
     print(json.dumps({
         "beats": figures["beats"],
         "peer_beats": figures["peer_beats"],
@@ -80,6 +96,7 @@ def main() -> None:
         "follower_cpu_percent": figures["follower_cpu_percent"],
         "tempo_changes": plan,
         "seconds": args.seconds,
+        **leds,
     }))
 
 

@@ -148,12 +148,17 @@ def _command(role: str, *options: str) -> list[str]:
 
 def run_session(seconds: float, bpm: float = 120.0, tempo_changes: str = "",
                 quantum: int = 4, coast_s: float = 2.0, poll_ms: int = 10,
-                horizon_ms: int = 2000) -> Session:
-    """The peer for ``seconds`` (then it leaves), gridcast until it went idle."""
+                horizon_ms: int = 2000, devices: int = 0, warmup_s: float = 40.0) -> Session:
+    """The peer for ``seconds`` (then it leaves), gridcast until it went idle.
+
+    With ``devices``, gridcast's side is tests/link_fleet.py: a broker and that many
+    simulated devices in the namespace too, synced for ``warmup_s`` before gridcast
+    joins the session; its records then include the devices' LED frames.
+    """
     with loopback_netns() as ns, tempfile.TemporaryDirectory() as folder:
-        # The peer writes to a file, not a pipe: nobody reads its pipe during the run,
-        # and a full pipe would stop it mid-session.
-        peer_out = Path(folder) / "peer.jsonl"
+        # Both sides write to files, not pipes: nobody reads a pipe during the run, and
+        # a full one would stop the writer mid-session.
+        peer_out, follow_out = Path(folder) / "peer.jsonl", Path(folder) / "follow.jsonl"
         with open(peer_out, "w") as out:
             peer = subprocess.Popen(
                 in_netns(ns, _command("peer", "--seconds", str(seconds), "--bpm", str(bpm),
@@ -167,26 +172,36 @@ def run_session(seconds: float, bpm: float = 120.0, tempo_changes: str = "",
                 if peer.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the Link peer did not start")
                 time.sleep(0.01)
-            follow_s = seconds + coast_s + 15.0
-            follow = subprocess.run(
-                in_netns(ns, _command("follow", "--seconds", str(follow_s), "--quantum",
-                                      str(quantum), "--coast-s", str(coast_s), "--poll-ms",
-                                      str(poll_ms), "--horizon-ms", str(horizon_ms),
-                                      "--stop-when-idle-after", str(seconds))),
-                cwd=ROOT, capture_output=True, text=True, timeout=follow_s + 30)
+            common = ["--quantum", str(quantum), "--coast-s", str(coast_s), "--poll-ms",
+                      str(poll_ms), "--horizon-ms", str(horizon_ms)]
+            timeout_s = seconds + coast_s + 45.0
+            if devices:
+                argv = [sys.executable, "-m", "tests.link_fleet", "--devices", str(devices),
+                        "--warmup-s", str(warmup_s), "--seconds", str(seconds),
+                        "--out", str(follow_out), *common]
+                timeout_s += warmup_s + 60.0
+            else:
+                argv = _command("follow", "--seconds", str(seconds + coast_s + 15.0),
+                                "--stop-when-idle-after", str(seconds), *common)
+            with open(follow_out, "a") as out:
+                follow = subprocess.run(in_netns(ns, argv), cwd=ROOT, stdout=out,
+                                        stderr=subprocess.PIPE, text=True, timeout=timeout_s)
             peer.wait(timeout=30)
         finally:
             if peer.poll() is None:
                 peer.kill()
                 peer.wait()
         if follow.returncode != 0:
-            raise RuntimeError(f"the follower failed: {follow.stderr.strip()[-2000:]}")
-        return Session(peer=[json.loads(x) for x in peer_out.read_text().splitlines()
-                             if x.strip()],
-                       follow=[json.loads(x) for x in follow.stdout.splitlines() if x.strip()])
+            raise RuntimeError(f"gridcast's side failed: {follow.stderr.strip()[-2000:]}")
+        return Session(peer=_records(peer_out), follow=_records(follow_out))
 
 
-def _percentile(values: list[float], q: float) -> float:
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
@@ -230,7 +245,7 @@ def analyse(session: Session, lead_us: int = LEAD_US, tolerance_ms: float = 1.0)
         "beats": len(errors_ms),
         "peer_beats": len(peer_beats),
         "p50_abs_ms": round(statistics.median(errors_ms), 4) if errors_ms else None,
-        "p99_abs_ms": round(_percentile(errors_ms, 99), 4) if errors_ms else None,
+        "p99_abs_ms": round(percentile(errors_ms, 99), 4) if errors_ms else None,
         "max_abs_ms": round(max(errors_ms), 4) if errors_ms else None,
         "bar_mismatches": sum(1 for c in compared if not c[2]),
         # Consecutive beats of the peer whose numbers on the devices are not consecutive.
