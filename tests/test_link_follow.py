@@ -8,6 +8,7 @@ never do so from this machine's own namespace. This process never enables Link.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -16,6 +17,7 @@ from gridcast.agent.link_clock import LinkClockMap, paired_read
 from gridcast.agent.link_follow import LinkBeatSource, LinkError
 from gridcast.agent.live_beat_source import SourceState
 from tests.link_run import analyse, run_session
+from tests.netns import PREFIX, NetnsError, check_isolated, in_netns, loopback_netns, remove_stale
 
 EPOCH_US = 1_790_000_000_000_000  # an agent instant in 2026
 
@@ -203,6 +205,40 @@ def test_missing_link_package_says_what_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "link", None)  # import link -> ImportError
     with pytest.raises(LinkError, match="pip install linkpython-extern"):
         LinkBeatSource().start()
+
+
+# -- the namespace the Link peers run in --------------------------------------------------
+
+def _namespaces() -> list[str]:
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.strip()]
+
+
+def test_the_namespace_holds_only_loopback_and_goes_away() -> None:
+    with loopback_netns() as ns:
+        assert ns in _namespaces()
+        addresses = subprocess.run(in_netns(ns, ["ip", "-o", "addr", "show"]),
+                                   capture_output=True, text=True, check=True).stdout
+        assert {line.split()[1] for line in addresses.splitlines()} == {"lo"}
+    assert ns not in _namespaces()
+
+
+def test_a_namespace_with_another_interface_is_refused() -> None:
+    with loopback_netns() as ns:
+        # A veth pair with both ends inside the namespace: it reaches nothing outside.
+        subprocess.run(["ip", "-n", ns, "link", "add", "gc-a", "type", "veth", "peer", "name",
+                        "gc-b"], check=True)
+        with pytest.raises(NetnsError, match="expected only lo"):
+            check_isolated(ns)
+
+
+def test_namespaces_left_by_a_killed_run_are_removed() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is free now: the run that named the namespace is dead
+    stale = f"{PREFIX}-{gone.pid}-deadbeef"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    remove_stale()
+    assert stale not in _namespaces()
 
 
 # -- a real session with a second peer, in a loopback-only namespace --------------------
