@@ -28,7 +28,8 @@ class DacClock:
     A stream that skips cycles (an xrun) shifts frames against time. That shows as
     callbacks whose bounds all sit more than half a buffer (at least ``shift_us``)
     above the line for a whole block, or one bound below it (a bound is never early):
-    the line, and the minima collected so far, move by the smallest such offset. A
+    the line moves by the smallest such offset and a new segment begins: the slope is
+    fitted within segments (their history kept), the intercept from the current one. A
     shorter late run is a busy machine, not a skip; an xrun flag alone is no proof
     either (JACK flags every client when any one of them is late).
     """
@@ -43,6 +44,9 @@ class DacClock:
         size = max(2, int(window_s / block_s))
         self._frames = np.zeros(size, np.float64)  # ring of block minima, frames
         self._times = np.zeros(size, np.float64)  # and their times, µs after _t_ref
+        self._segments = np.zeros(size, np.int64)  # and the segment (between shifts) of each
+        self._segment = 0
+        self._segment_blocks = 0  # block minima of the current segment so far
         self._count = 0
         self._next = 0
         self._t_ref = 0.0
@@ -99,7 +103,7 @@ class DacClock:
                 self._shift(self._late_min)
             return
         self._late_since = None
-        if residual < 0.0 and self._count == 0:
+        if residual < 0.0 and self._segment_blocks == 0:
             # The first block after a start or shift: the running minimum is the estimate.
             self._a += residual
             residual = 0.0
@@ -115,11 +119,11 @@ class DacClock:
             self._refit()
 
     def _shift(self, by_us: float) -> None:
-        # Skipped cycles move every later frame by the same amount: the minima already
-        # collected move with them and keep the slope's history (a fresh 2 s fit on a
-        # busy machine would be tens of ppm off).
+        # A new segment: the slope keeps the history of the old ones (fitted within each
+        # segment), the intercept comes from the new one alone.
         self._a += by_us
-        self._times[:self._count] += by_us
+        self._segment += 1
+        self._segment_blocks = 0
         self.shifts += 1
         self._block_start = None
         self._late_since = None
@@ -127,16 +131,30 @@ class DacClock:
     def _push(self, frame: int, time_us: float) -> None:
         self._frames[self._next] = frame
         self._times[self._next] = time_us - self._t_ref
+        self._segments[self._next] = self._segment
+        self._segment_blocks += 1
         self._next = (self._next + 1) % self._frames.size
         self._count = min(self._count + 1, self._frames.size)
 
     def _refit(self) -> None:
         frames, times = self._frames[:self._count], self._times[:self._count]
-        if frames.max() - frames.min() >= self._min_span_frames:
-            x = frames - frames.mean()
-            self._b = float(np.dot(x, times - times.mean()) / np.dot(x, x))
+        segments = self._segments[:self._count]
+        _, which = np.unique(segments, return_inverse=True)
+        counts = np.bincount(which)
+        # Least squares with one intercept per segment: every point centred on its
+        # segment's means, so a shift between segments says nothing about the slope.
+        x = frames - (np.bincount(which, frames) / counts)[which]
+        y = times - (np.bincount(which, times) / counts)[which]
+        lowest = np.full(counts.size, np.inf)
+        highest = np.full(counts.size, -np.inf)
+        np.minimum.at(lowest, which, frames)
+        np.maximum.at(highest, which, frames)
+        if float(np.sum(highest - lowest)) >= self._min_span_frames:
+            self._b = float(np.dot(x, y) / np.dot(x, x))
         # Each block minimum is the line plus that block's shortest callback delay; a low
-        # percentile of them tracks the shortest delay without trusting a single block.
-        residuals = times - self._b * frames
-        low = max(0, int(0.1 * (self._count - 1)))
+        # percentile of the current segment's tracks the shortest delay without trusting
+        # a single block.
+        current = segments == self._segment
+        residuals = times[current] - self._b * frames[current]
+        low = max(0, int(0.1 * (residuals.size - 1)))
         self._a = self._t_ref + float(np.partition(residuals, low)[low])

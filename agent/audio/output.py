@@ -5,6 +5,8 @@ silence until the scheduled start and then the samples at the exact offset. Wher
 written frame is heard comes from PortAudio's per-callback DAC time through
 ``DacClock`` (the lower envelope of callback times against frames written, which also
 measures the device clock's drift), plus an optional room latency (speakers to ears).
+Each callback reads the agent clock and the stream clock side by side, so the time the
+Python callback waited (for the GIL, after PortAudio stamped the buffer) drops out.
 
 Drift: with ``follow_clock=True`` (the default) the read position is steered towards the
 agent timeline, at most ``MAX_SLEW_PPM`` faster or slower than real time, by linear
@@ -279,14 +281,20 @@ class AudioOutput:
                   status: sd.CallbackFlags) -> None:
         cpu_start = time.thread_time_ns()
         now = now_us()
+        stream = self._stream
         try:
+            # The stream clock now, read next to the agent clock: PortAudio took
+            # currentTime when its own callback began, before this Python one got the GIL.
+            stream_now = stream.time if stream is not None else time_info.currentTime
             if status.output_underflow or status.output_overflow:
                 self._xruns += 1  # DacClock finds out itself whether frames were skipped
             latency_s = time_info.outputBufferDacTime - time_info.currentTime
             if not 0.0 <= latency_s < 1.0:  # a host API without DAC times
                 latency_s = self._dac_latency_s
             self._dac_latency_s = latency_s
-            self._dac.add(self._frame, now + latency_s * 1e6 + self.room_latency_us)
+            since_s = stream_now - time_info.currentTime
+            ahead_s = latency_s - (since_s if 0.0 <= since_s < latency_s else 0.0)
+            self._dac.add(self._frame, now + ahead_s * 1e6 + self.room_latency_us)
             program = self._program
             if program is None or program.finished.is_set():
                 outdata.fill(0.0)
