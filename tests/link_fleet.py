@@ -27,12 +27,9 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from tests.link_run import percentile
-
-if TYPE_CHECKING:
-    from tests.link_run import Session
+from tests.link_run import FollowRecorder, Session, percentile
 
 # The first message needs this long to reach the devices: earlier beats are not counted.
 _FIRST_MESSAGE_US = 100_000
@@ -41,8 +38,7 @@ _FIRST_MESSAGE_US = 100_000
 async def _follow(args: argparse.Namespace, broker_url: str, ids: list[str],
                   out: TextIO) -> None:
     from gridcast.agent.clock import now_us
-    from gridcast.agent.link_follow import LinkBeatSource
-    from gridcast.agent.live_sender import LiveBeatSender, send_update
+    from gridcast.agent.live_sender import send_update
     from gridcast.agent.sync_responder import SyncResponder
     from gridcast.agent.transport import open_transport
 
@@ -55,34 +51,15 @@ async def _follow(args: argparse.Namespace, broker_url: str, ids: list[str],
         responder.start()
         await transport.wait_online(ids, timeout_s=60)
         await asyncio.sleep(args.warmup_s)
-        source = LinkBeatSource(beats_per_bar=args.quantum, coast_s=args.coast_s)
-        sender = LiveBeatSender(source, horizon_s=args.horizon_ms / 1000)
-        cpu_start_s, wall_start_s = time.process_time(), time.monotonic()
-        source.start()
-        emit(kind="start", at_us=source.started_at_us)
-        last_state = None
-        while time.monotonic() - wall_start_s < args.seconds + args.coast_s + 15:
-            now = now_us()
-            update = sender.step(now)
-            if source.state is not last_state:
-                last_state = source.state
-                emit(kind="state", at_us=now, state=last_state.value, bpm=source.tempo_bpm)
+        recorder = FollowRecorder(args.quantum, args.coast_s, args.horizon_ms, emit)
+        end = time.monotonic() + args.seconds + args.coast_s + 15
+        while time.monotonic() < end and not recorder.done(args.seconds):
+            update = recorder.step(now_us())
             if update is not None:
                 await send_update(transport, ids, update)
-                emit(kind="sent", at_us=now, reason=update.reason,
-                     first_index=update.first_index,
-                     beats=[list(b) for b in zip(update.times_us, update.beat_in_bar,
-                                                 update.strength, strict=True)])
-            if (last_state.value == "idle" and source.locked_at_us
-                    and time.monotonic() - wall_start_s >= args.seconds):
-                break
             await asyncio.sleep(args.poll_ms / 1000)
-        await send_update(transport, ids, sender.cancel())
-        emit(kind="end", at_us=now_us(), messages=sender.sent_messages,
-             corrections=sender.corrections,
-             cpu_percent=100 * (time.process_time() - cpu_start_s)
-             / (time.monotonic() - wall_start_s))
-        source.close()
+        await send_update(transport, ids, recorder.sender.cancel())
+        recorder.close(now_us())
         await asyncio.sleep(1.0)  # the last frames are written
         await responder.stop()
 

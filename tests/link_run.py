@@ -96,42 +96,62 @@ def run_peer(args: argparse.Namespace) -> None:
     _emit(kind="peer_left", at_us=time.time_ns() // 1000)
 
 
+class FollowRecorder:
+    """gridcast's side of a run: steps the sender and records what happens.
+
+    ``emit(**record)`` writes one record; ``step(now_us)`` returns the update to send
+    (or None) after recording it and any change of state.
+    """
+
+    def __init__(self, quantum: int, coast_s: float, horizon_ms: float, emit) -> None:
+        from gridcast.agent.link_follow import LinkBeatSource
+        from gridcast.agent.live_sender import LiveBeatSender
+
+        self.source = LinkBeatSource(beats_per_bar=quantum, coast_s=coast_s)
+        self.sender = LiveBeatSender(self.source, horizon_s=horizon_ms / 1000)
+        self.emit = emit
+        self.state: str | None = None
+        self.cpu_start_s, self.wall_start_s = time.process_time(), time.monotonic()
+        self.source.start()
+        emit(kind="start", at_us=self.source.started_at_us)
+
+    def step(self, now_us: int):
+        update = self.sender.step(now_us)
+        if self.source.state.value != self.state:
+            self.state = self.source.state.value
+            self.emit(kind="state", at_us=now_us, state=self.state, bpm=self.source.tempo_bpm)
+        if update is not None:
+            self.emit(kind="sent", at_us=now_us, reason=update.reason,
+                      first_index=update.first_index,
+                      beats=[list(b) for b in zip(update.times_us, update.beat_in_bar,
+                                                  update.strength, strict=True)])
+        return update
+
+    def done(self, peer_seconds: float) -> bool:
+        """Idle after the peer's planned end: the peer left and the coast is over."""
+        return (self.state == "idle" and self.source.locked_at_us is not None
+                and time.monotonic() - self.wall_start_s >= peer_seconds)
+
+    def close(self, now_us: int) -> None:
+        clock = self.source.clock_map
+        self.emit(kind="end", at_us=now_us, clock_steps=clock.steps if clock else 0,
+                  clock_rate_ppm=clock.rate_ppm if clock else 0.0,
+                  messages=self.sender.sent_messages, corrections=self.sender.corrections,
+                  # Link's own threads included: the whole cost of following the session.
+                  cpu_percent=100 * (time.process_time() - self.cpu_start_s)
+                  / (time.monotonic() - self.wall_start_s))
+        self.source.close()
+
+
 def run_follow(args: argparse.Namespace) -> None:
     from gridcast.agent.clock import now_us
-    from gridcast.agent.link_follow import LinkBeatSource
-    from gridcast.agent.live_sender import LiveBeatSender
 
-    source = LinkBeatSource(beats_per_bar=args.quantum, coast_s=args.coast_s)
-    sender = LiveBeatSender(source, horizon_s=args.horizon_ms / 1000)
-    cpu_start_s, wall_start_s = time.process_time(), time.monotonic()
-    source.start()
-    _emit(kind="start", at_us=source.started_at_us)
-    last_state = None
+    recorder = FollowRecorder(args.quantum, args.coast_s, args.horizon_ms, _emit)
     end = time.monotonic() + args.seconds
-    poll_s = args.poll_ms / 1000
-    while time.monotonic() < end:
-        now = now_us()
-        update = sender.step(now)
-        if source.state is not last_state:
-            last_state = source.state
-            _emit(kind="state", at_us=now, state=last_state.value, bpm=source.tempo_bpm)
-        if update is not None:
-            _emit(kind="sent", at_us=now, reason=update.reason, first_index=update.first_index,
-                  beats=[list(b) for b in zip(update.times_us, update.beat_in_bar,
-                                              update.strength, strict=True)])
-        # Idle after the peer's planned end: the peer left and the coast is over.
-        if (last_state.value == "idle" and source.locked_at_us
-                and time.monotonic() - wall_start_s >= args.stop_when_idle_after):
-            break
-        time.sleep(poll_s)
-    clock = source.clock_map
-    _emit(kind="end", at_us=now_us(), clock_steps=clock.steps if clock else 0,
-          clock_rate_ppm=clock.rate_ppm if clock else 0.0, messages=sender.sent_messages,
-          corrections=sender.corrections,
-          # Link's own threads included: the whole cost of following the session.
-          cpu_percent=100 * (time.process_time() - cpu_start_s)
-          / (time.monotonic() - wall_start_s))
-    source.close()
+    while time.monotonic() < end and not recorder.done(args.stop_when_idle_after):
+        recorder.step(now_us())
+        time.sleep(args.poll_ms / 1000)
+    recorder.close(now_us())
 
 
 @dataclass
