@@ -315,3 +315,18 @@ def test_the_daemon_is_ready_again_after_a_broker_restart(mosquitto, tmp_path):
         wait_until(lambda: [(d["id"], d["online"], d["samples_60s"])
                             for d in request(daemon.url + "/api/devices")[1]]
                    == [("dev-r", True, 40)])
+
+
+def test_telemetry_sent_while_the_agent_is_down_is_stored_when_it_returns(mosquitto, tmp_path):
+    """The agent's one connection keeps a persistent session under a stable client id: the
+    broker holds the telemetry of the downtime, and acknowledges it only once stored."""
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN).check()
+    with Daemon(cfg, str(tmp_path / "token")) as daemon:
+        wait_until(lambda: request(daemon.url + "/health")[0] == 200)
+    fake_devices(mosquitto, ["dev-d"])  # 20 batches while no agent runs
+    with Daemon(cfg, str(tmp_path / "token")) as daemon:
+        wait_until(lambda: [d["samples_60s"] for d in request(daemon.url + "/api/devices")[1]]
+                   == [40])
+        _, batches = request(daemon.url + "/api/telemetry?device=dev-d&limit=100")
+        assert [b["seq"] for b in batches] == list(range(20))
