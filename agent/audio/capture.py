@@ -15,6 +15,7 @@ xrun (``Capture.settled``).
 
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,11 +81,19 @@ class RoomRecorder:
     ``sources``: output port names to record (summed); default: whatever is connected
     to the room's first speaker port when ``start()`` runs. ``max_seconds`` of audio are
     preallocated so the process callback never allocates.
+
+    With ``own_process=True`` (the default) the client runs in a child process: its
+    real-time callback then never waits for the GIL of the process that plays (an
+    in-process recorder doubled the xruns of a 256-frame room here, docs/audio.md).
     """
 
     def __init__(self, server_name: str, sources: list[str] | None = None,
-                 max_seconds: float = 900.0, client_name: str = "gridcast-recorder") -> None:
+                 max_seconds: float = 900.0, client_name: str = "gridcast-recorder",
+                 own_process: bool = True) -> None:
         self.server_name = server_name
+        self._own_process = own_process
+        self._child: Any = None  # (process, pipe) of the recording child
+        self._start_timeout_s = 30.0
         self._sources = sources
         self._max_seconds = max_seconds
         self._client_name = client_name
@@ -100,6 +109,9 @@ class RoomRecorder:
         self._map: LinkClockMap | None = None
 
     def start(self) -> RoomRecorder:
+        """Connect and record; raises RoomError when the room or its sources are missing."""
+        if self._own_process:
+            return self._start_child()
         jack = import_jack()
         from gridcast.agent.audio.jacklib import JackClock  # loads libjack: after the check
 
@@ -149,8 +161,49 @@ class RoomRecorder:
             client.connect(source, port)
         return self
 
+    def _start_child(self) -> RoomRecorder:
+        context = multiprocessing.get_context("spawn")  # no copy of this process's JACK state
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_record_in_child, name="gridcast-recorder", daemon=True,
+            args=(theirs, self.server_name, self._sources, self._max_seconds,
+                  self._client_name))
+        process.start()
+        theirs.close()
+        self._child = (process, ours)
+        if not ours.poll(self._start_timeout_s):
+            self._stop_child()
+            raise RoomError(f"the recorder for room {self.server_name!r} did not start "
+                            f"within {self._start_timeout_s:.0f} s")
+        status, detail = ours.recv()
+        if status != "ready":
+            self._stop_child()
+            raise RoomError(detail)
+        return self
+
+    def _stop_child(self) -> Capture | None:
+        process, pipe = self._child
+        self._child = None
+        capture = None
+        try:
+            pipe.send("stop")
+            if pipe.poll(self._start_timeout_s):
+                _, capture = pipe.recv()
+        except (BrokenPipeError, EOFError, OSError):
+            capture = None
+        process.join(5.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        return capture
+
     def stop(self) -> Capture:
         """Stop recording and return everything captured."""
+        if self._child is not None:
+            capture = self._stop_child()
+            if capture is None:
+                raise RoomError(f"the recorder for room {self.server_name!r} died")
+            return capture
         client, self._client = self._client, None
         if client is None or self._map is None:
             raise RoomError("the recorder was not started")
@@ -192,5 +245,19 @@ class RoomRecorder:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        if self._client is not None:
+        if self._client is not None or self._child is not None:
             self.stop()
+
+
+def _record_in_child(pipe: Any, server_name: str, sources: list[str] | None,
+                     max_seconds: float, client_name: str) -> None:
+    """The child of an own-process RoomRecorder: record until told to stop, send back."""
+    recorder = RoomRecorder(server_name, sources, max_seconds, client_name, own_process=False)
+    try:
+        recorder.start()
+    except RoomError as exc:
+        pipe.send(("error", str(exc)))
+        return
+    pipe.send(("ready", None))
+    pipe.recv()  # "stop", or EOF when the parent went away
+    pipe.send(("capture", recorder.stop()))

@@ -24,8 +24,6 @@ import time
 from types import TracebackType
 from typing import Any
 
-import sounddevice as sd
-
 from gridcast.agent.audio.errors import RoomError
 
 JACK_PACKAGE = "jackd2"
@@ -46,6 +44,8 @@ def import_jack() -> Any:
 
 def refresh_portaudio() -> None:
     """Re-initialise PortAudio so it sees the audio servers and devices that exist now."""
+    import sounddevice as sd  # here: a recorder's child process never starts PortAudio
+
     sd._terminate()
     sd._initialize()
 
