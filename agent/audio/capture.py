@@ -15,7 +15,12 @@ xrun (``Capture.settled``).
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +87,8 @@ class RoomRecorder:
     to the room's first speaker port when ``start()`` runs. ``max_seconds`` of audio are
     preallocated so the process callback never allocates.
 
-    With ``own_process=True`` (the default) the client runs in a child process: its
+    With ``own_process=True`` (the default) the client runs in a child interpreter
+    (``python -m gridcast.agent.audio.capture``; the capture comes back as a file): its
     real-time callback then never waits for the GIL of the process that plays (an
     in-process recorder doubled the xruns of a 256-frame room here, docs/audio.md).
     """
@@ -92,7 +98,7 @@ class RoomRecorder:
                  own_process: bool = True) -> None:
         self.server_name = server_name
         self._own_process = own_process
-        self._child: Any = None  # (process, pipe) of the recording child
+        self._child: Any = None  # (process, folder, capture file) of the recording child
         self._start_timeout_s = 30.0
         self._sources = sources
         self._max_seconds = max_seconds
@@ -162,39 +168,44 @@ class RoomRecorder:
         return self
 
     def _start_child(self) -> RoomRecorder:
-        context = multiprocessing.get_context("spawn")  # no copy of this process's JACK state
-        ours, theirs = context.Pipe()
-        process = context.Process(
-            target=_record_in_child, name="gridcast-recorder", daemon=True,
-            args=(theirs, self.server_name, self._sources, self._max_seconds,
-                  self._client_name))
-        process.start()
-        theirs.close()
-        self._child = (process, ours)
-        if not ours.poll(self._start_timeout_s):
+        # A fresh interpreter (not a fork: no copy of this process's JACK or PortAudio
+        # state) running this module; a pipe line each way, the capture through a file.
+        folder = tempfile.mkdtemp(prefix="gridcast-recorder-")
+        path = os.path.join(folder, "capture.npz")
+        command = [sys.executable, "-m", "gridcast.agent.audio.capture", self.server_name,
+                   path, str(self._max_seconds), self._client_name, *(self._sources or [])]
+        log = os.path.join(folder, "stderr.log")
+        with open(log, "w") as stderr:  # a file, not a pipe: libjack may say a lot
+            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=stderr, text=True)
+        self._child = (child, folder, path)
+        answer = _read_line(child, self._start_timeout_s)
+        if answer != "ready":
+            with open(log) as stderr:
+                said = " | ".join(stderr.read().strip().splitlines()[-2:]) or "no output"
             self._stop_child()
-            raise RoomError(f"the recorder for room {self.server_name!r} did not start "
-                            f"within {self._start_timeout_s:.0f} s")
-        status, detail = ours.recv()
-        if status != "ready":
-            self._stop_child()
-            raise RoomError(detail)
+            raise RoomError(answer.removeprefix("error ") if answer.startswith("error ") else
+                            f"the recorder for room {self.server_name!r} did not start: "
+                            f"{said}")
         return self
 
     def _stop_child(self) -> Capture | None:
-        process, pipe = self._child
+        child, folder, path = self._child
         self._child = None
         capture = None
         try:
-            pipe.send("stop")
-            if pipe.poll(self._start_timeout_s):
-                _, capture = pipe.recv()
-        except (BrokenPipeError, EOFError, OSError):
+            if child.poll() is None and child.stdin is not None:
+                child.stdin.write("stop\n")
+                child.stdin.flush()
+                if _read_line(child, self._start_timeout_s) == "done":
+                    capture = _load_capture(path)
+        except (BrokenPipeError, OSError):
             capture = None
-        process.join(5.0)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.communicate()
+            shutil.rmtree(folder, ignore_errors=True)
         return capture
 
     def stop(self) -> Capture:
@@ -249,15 +260,49 @@ class RoomRecorder:
             self.stop()
 
 
-def _record_in_child(pipe: Any, server_name: str, sources: list[str] | None,
-                     max_seconds: float, client_name: str) -> None:
-    """The child of an own-process RoomRecorder: record until told to stop, send back."""
-    recorder = RoomRecorder(server_name, sources, max_seconds, client_name, own_process=False)
+def _read_line(child: subprocess.Popen[str], timeout_s: float) -> str:
+    """One line from the child's stdout, or "" on timeout or end of file."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], timeout_s)
+    return child.stdout.readline().strip() if ready else ""
+
+
+def _save_capture(capture: Capture, path: str) -> None:
+    np.savez(path, samples=capture.samples, rate_hz=capture.rate_hz,
+             buffer_start=capture.buffer_start, buffer_heard_us=capture.buffer_heard_us,
+             buffer_us_per_frame=capture.buffer_us_per_frame,
+             buffer_frame=capture.buffer_frame, latency_frames=capture.latency_frames,
+             xruns=capture.xruns, xrun_us=np.asarray(capture.xrun_us, np.int64),
+             dropped_buffers=capture.dropped_buffers)
+
+
+def _load_capture(path: str) -> Capture:
+    with np.load(path) as data:
+        return Capture(samples=data["samples"], rate_hz=int(data["rate_hz"]),
+                       buffer_start=data["buffer_start"],
+                       buffer_heard_us=data["buffer_heard_us"],
+                       buffer_us_per_frame=data["buffer_us_per_frame"],
+                       buffer_frame=data["buffer_frame"],
+                       latency_frames=int(data["latency_frames"]), xruns=int(data["xruns"]),
+                       xrun_us=[int(t) for t in data["xrun_us"]],
+                       dropped_buffers=int(data["dropped_buffers"]))
+
+
+def _record_in_child(argv: list[str]) -> None:
+    """The child of an own-process RoomRecorder: record until "stop", save, say "done"."""
+    server_name, path, max_seconds, client_name, *sources = argv
+    recorder = RoomRecorder(server_name, sources or None, float(max_seconds), client_name,
+                            own_process=False)
     try:
         recorder.start()
     except RoomError as exc:
-        pipe.send(("error", str(exc)))
+        print(f"error {exc}", flush=True)
         return
-    pipe.send(("ready", None))
-    pipe.recv()  # "stop", or EOF when the parent went away
-    pipe.send(("capture", recorder.stop()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # "stop", or end of file when the parent went away
+    _save_capture(recorder.stop(), path)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    _record_in_child(sys.argv[1:])
