@@ -1,4 +1,6 @@
-"""``gridcast play``: start a track on devices at an instant of the agent's clock."""
+"""``gridcast play``: the show player (audio files, folders, M3U lists: sound and lights
+together, docs/player.md), or a bundle / track id on the devices alone, at an instant of
+the agent's clock."""
 
 from __future__ import annotations
 
@@ -12,12 +14,25 @@ from gridcast.host.cli.options import add_target_arguments, start_time_us
 from gridcast.protocol import bundle_reader
 from gridcast.protocol.errors import GridcastError
 
-HELP = "play a track on devices, on the agent's clock"
+HELP = "play music with its lights (or a bundle on the devices alone), on the agent's clock"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("track", help="bundle file or track id")
+    p.add_argument("track", nargs="+", help="audio file(s), folder, .m3u/.m3u8 list (sound "
+                   "and lights), or one bundle file or track id (lights only)")
     add_target_arguments(p)
+    p.add_argument("--output", default=None, help="audio output device (name or index; "
+                   "default: the system's)")
+    p.add_argument("--key-file", default=None, help="site key to sign the bundles of audio "
+                   "inputs (gridcast keygen)")
+    p.add_argument("--maps", default=None, help="folder for beat maps of audio inputs "
+                   "(default: ~/.cache/gridcast/show)")
+    p.add_argument("--room-latency-ms", type=float, default=0.0,
+                   help="speakers to listeners, added to the output's DAC latency")
+    p.add_argument("--no-audio", action="store_true",
+                   help="audio inputs: analyze, bundle and deploy, then play the first "
+                        "track's lights without sound")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="analysis workers")
     p.add_argument("--at", help="start: Unix seconds, or +SECONDS from now")
     p.add_argument("--lead", type=float, default=3.0, help="seconds from now when --at is "
                    "not given")
@@ -31,6 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gridcast.host.library.set_list import is_set_list_input
+
+    if (len(args.track) > 1 or is_set_list_input(args.track[0])) and not args.live:
+        from gridcast.host.cli import show
+
+        return show.run(args)
+    if len(args.track) > 1:
+        raise GridcastError("--live follows one bundle file")
+    args.track = args.track[0]
     return asyncio.run(_play(args))
 
 
