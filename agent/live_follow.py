@@ -204,17 +204,18 @@ class LiveFollower:
 def run_live(transport, device_ids: list[str] | None, grid_s: np.ndarray | list[float],
              start_us: int, loop, *, device=None, rate: int | None = None,
              stream_factory=None, max_seconds: float | None = None,
-             threshold_ms: float = 15.0, follow_rate: bool = True) -> FollowStats:
+             threshold_ms: float = 15.0, follow_rate: bool = True,
+             input_offset_ms: float = 0.0) -> FollowStats:
     """Listen (blocking, in a worker thread) and move the devices' grid as needed.
 
     ``loop`` is the asyncio loop the transport lives in; seeks and rate changes are
     sent there. ``rate`` is the input's sample rate; ``follow_rate`` False keeps the
-    devices at normal speed (devices that speak protocol 1).
+    devices at normal speed (devices that speak protocol 1). Each live beat is timed
+    by when it was heard (PortAudio's input ADC times), plus ``input_offset_ms``.
     """
     import asyncio
 
     from gridcast.agent import playback
-    from gridcast.agent.clock import now_us
     from gridcast.host.live import realtime
 
     def seek(position_us: int, at_us: int, rate_ppm: int) -> None:
@@ -229,17 +230,13 @@ def run_live(transport, device_ids: list[str] | None, grid_s: np.ndarray | list[
 
     follower = LiveFollower(grid_s, start_us, seek, threshold_ms=threshold_ms,
                             set_rate=set_rate if follow_rate else None)
-    zero: list[float] = []  # agent time (us) of the input stream's sample 0
 
-    def on_beat(event) -> None:
-        if not zero:
-            return
-        follower.on_beat(int(zero[0] + event.time_s * 1e6), event.confidence)
+    def on_heard_beat(event, heard_us: float) -> None:
+        # heard_us: from the input's ADC times (gridcast.host.live.live_input), not
+        # from when the block happened to be processed.
+        follower.on_beat(int(heard_us), event.confidence)
 
-    def on_block(n_samples: int, sample_rate: int, total: int) -> None:
-        if not zero:  # the first block ended now: sample 0 was its length ago
-            zero.append(now_us() - total / sample_rate * 1e6)
-
-    realtime.follow_input(on_beat, device=device, rate=rate, stream_factory=stream_factory,
-                          max_seconds=max_seconds, on_block=on_block)
+    realtime.follow_input(on_heard_beat=on_heard_beat, device=device, rate=rate,
+                          stream_factory=stream_factory, max_seconds=max_seconds,
+                          offset_ms=input_offset_ms)
     return follower.stats

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from gridcast.host.analysis import audio
 from gridcast.native import BeatEvent, Tracker
@@ -48,6 +47,8 @@ def _tracker_blocks(info: audio.AudioInfo) -> Iterator[np.ndarray]:
     """Mono blocks at a rate the tracker takes (above 96 kHz: halved, anti-aliased)."""
     for block in audio.iter_mono_blocks(info):
         if info.sample_rate > MAX_TRACKER_RATE_HZ:
+            from scipy.signal import resample_poly  # here: scipy.signal takes ~1 s to import
+
             block = resample_poly(block, 1, 2).astype(np.float32)
         yield block
 
@@ -139,59 +140,47 @@ class LiveStats:
     seconds: float = 0.0
     beats: int = 0
     overflows: int = 0
+    drift_ppm: float = 0.0  # the input's sample clock against the agent's
 
 
-def follow_input(on_beat: BeatCallback, device: str | int | None = None,
+TimedBeatCallback = Callable[[BeatEvent, float], None]
+
+
+def follow_input(on_beat: BeatCallback | None = None, device: str | int | None = None,
                  rate: int | None = None, hop_size: int | None = None,
                  stream_factory: Callable[..., Any] | None = None,
                  max_seconds: float | None = None,
-                 on_block: Callable[[int, int, int], None] | None = None) -> LiveStats:
+                 on_block: Callable[[int, int, int], None] | None = None,
+                 on_heard_beat: TimedBeatCallback | None = None,
+                 offset_ms: float = 0.0) -> LiveStats:
     """Follow an audio input device until Ctrl-C (or ``max_seconds`` of audio).
 
+    Each beat goes to ``on_beat(event)`` and ``on_heard_beat(event, heard_us)``:
+    ``heard_us`` is when the beat was heard on the agent's timeline, from PortAudio's
+    input ADC times (gridcast.host.live.live_input), plus ``offset_ms``.
     ``stream_factory`` is ``sounddevice.InputStream`` unless a test passes something
     with the same interface (there is no audio input on a build machine).
     ``on_block(n, rate, total)`` sees every block as it arrives (n samples, total so far).
     """
-    import queue
+    from gridcast.host.live.live_input import LiveInput
 
-    from gridcast.host.errors import AudioError
-
-    if stream_factory is None:
-        try:
-            import sounddevice
-        except OSError as exc:  # the PortAudio library itself is missing
-            raise AudioError("--live", f"cannot load PortAudio ({exc}); install it with "
-                             "`apt-get install libportaudio2`") from exc
-        stream_factory = sounddevice.InputStream
-        if rate is None:
-            try:
-                rate = int(sounddevice.query_devices(device, "input")["default_samplerate"])
-            except (ValueError, sounddevice.PortAudioError) as exc:
-                named = f" {device}" if device is not None else ""
-                raise AudioError("--live", f"no audio input device{named} ({exc}); "
-                                 "list them with `python -m sounddevice`") from exc
-    rate = int(rate or 44_100)
-    blocks: queue.Queue[np.ndarray] = queue.Queue()
     stats = LiveStats()
-
-    def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        if status:
-            stats.overflows += 1
-        blocks.put(np.asarray(indata, dtype=np.float32).mean(axis=1))
-
-    with Tracker(rate, hop_size=hop_size) as tracker:
-        try:
-            stream = stream_factory(samplerate=rate, blocksize=tracker.hop_size, channels=1,
-                                    dtype="float32", callback=callback, device=device)
-        except Exception as exc:  # sounddevice.PortAudioError and friends
-            raise AudioError("--live", f"cannot open the input ({exc})") from exc
-        with stream:
-            while max_seconds is None or stats.seconds < max_seconds:
-                block = blocks.get()
-                stats.seconds += len(block) / rate
-                if on_block is not None:
-                    on_block(len(block), rate, round(stats.seconds * rate))
-                for event in tracker.process(block):
-                    stats.beats += 1
+    live = LiveInput(device=device, rate=rate, blocksize=hop_size or 512, offset_ms=offset_ms,
+                     stream_factory=stream_factory)
+    with Tracker(live.rate, hop_size=hop_size) as tracker, live:
+        for block, _first in live.blocks():
+            stats.seconds += len(block) / live.rate
+            stats.overflows = live.overflows
+            if on_block is not None:
+                on_block(len(block), live.rate, round(stats.seconds * live.rate))
+            for event in tracker.process(block):
+                stats.beats += 1
+                if on_beat is not None:
                     on_beat(event)
+                if on_heard_beat is not None:
+                    on_heard_beat(event, live.heard_us(event.sample))
+            if max_seconds is not None and stats.seconds >= max_seconds:
+                break
+    stats.overflows = live.overflows
+    stats.drift_ppm = live.clock.drift_ppm
     return stats

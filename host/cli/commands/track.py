@@ -96,12 +96,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_live(args: argparse.Namespace) -> int:
+    import datetime
+
     from gridcast.host.live import realtime
+
+    def print_heard(event: BeatEvent, heard_us: float) -> None:
+        # when the beat was heard (the input's ADC time on the agent's clock), not when
+        # its block was processed
+        heard = datetime.datetime.fromtimestamp(heard_us / 1e6).strftime("%H:%M:%S.%f")[:-3]
+        bar = f"beat {event.beat_in_bar}" if event.beat_in_bar else ""
+        output.out.print(f"{heard}  {event.time_s:9.3f} s  {event.bpm:6.1f} BPM  conf "
+                          f"{event.confidence:.2f}  {bar}", markup=False)
 
     output.info("following the input; Ctrl-C stops")
     try:
-        stats = realtime.follow_input(_print_beat, device=args.device, rate=args.rate,
-                                      hop_size=args.hop)
+        stats = realtime.follow_input(on_heard_beat=print_heard, device=args.device,
+                                      rate=args.rate, hop_size=args.hop)
     except KeyboardInterrupt:
         return 0
     output.info(f"{stats.beats} beats in {stats.seconds:.1f} s"
