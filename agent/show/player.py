@@ -71,6 +71,7 @@ class ShowPlayer:
         self.state = "stopped"  # stopped | playing | paused
         self.skipped: list[str] = []
         self.switches = 0
+        self.switch_heard_us: list[float] = []  # when each gapless switch was heard
         self._paused_at_s = 0.0
         self._offset = 0  # output-rate samples of the track before the current buffer
         self._program = 0  # output.program_number of the current track's buffer
@@ -100,6 +101,12 @@ class ShowPlayer:
                 "tracks": [t.to_dict() for t in self.tracks], "skipped": list(self.skipped),
                 "drift_ppm": round(self.output.report().drift_ppm, 2),
                 "light_rate_ppm": self.lights.rate_ppm}
+
+    async def prepare(self, index: int = 0) -> None:
+        """Decode and resample track ``index`` and deploy its bundle to the devices online,
+        ahead of ``play`` (which then starts within ``START_LEAD_S``)."""
+        if index < len(self.tracks) and await self._audio(index) is not None:
+            await self._deploy(self.tracks[index], self._online())
 
     async def play(self, index: int = 0, position_s: float = 0.0) -> None:
         """Start track ``index`` at ``position_s`` (sound and lights); starts the loop."""
@@ -290,6 +297,7 @@ class ShowPlayer:
         self._program = self.output.program_number
         self._switching = self._lights_ahead = False
         self.switches += 1
+        self.switch_heard_us.append(self.output.heard_us(0, self.output.rate_hz) or 0.0)
         track = self.tracks[self.index]
         audio = self._prepared.get(self.index)
         self._emit("now_playing", {"index": self.index, **track.to_dict(), "position_s": 0.0,

@@ -98,6 +98,7 @@ async def _show(args: argparse.Namespace, tracks: list[ShowTrack]) -> int:
 
 
 async def _play_through(player: ShowPlayer, seconds: float) -> None:
+    await player.prepare()
     started = time.monotonic()
     await player.play()
     while player.state == "playing":
