@@ -14,6 +14,7 @@ show bench (bench/show.py) share.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
             matched = np.abs(error) <= MATCH_US
             errors = error[matched] / 1e3
             late = times[matched][np.abs(errors) > 2.0]
-        figures = {"sound_beats": int(errors.size), "led_frames": int(times.size),
+        figures: dict[str, Any] = {"sound_beats": int(errors.size), "led_frames": int(times.size),
                    "unmatched_frames": int(times.size - errors.size),
                    "unsettled_frames": unsettled}
         if errors.size:
