@@ -11,6 +11,7 @@
     alert_threshold_ms = 1.0
     webhook_url = "https://..."
     links = ["serial:/dev/ttyUSB0", "ble://AA:BB:CC:DD:EE:FF?device=stage-2"]
+    room_latency_ms = 12.5      # written by `gridcast calibrate`; the player adds it
 
 Every field can be overridden with GRIDCAST_<FIELD> (GRIDCAST_DATABASE=...); a list
 is comma-separated there (GRIDCAST_LINKS=serial:/dev/ttyUSB0,serial:/dev/ttyUSB1).
@@ -60,6 +61,7 @@ class AgentConfig:
     raw_retention_days: float = 7.0
     second_retention_days: float = 2.0
     log_level: str = "info"
+    room_latency_ms: float = 0.0  # speakers to audience, after PortAudio's DAC time (calibrate)
 
     @property
     def broker_host_port(self) -> tuple[str, int]:
@@ -86,6 +88,9 @@ class AgentConfig:
         if self.key_file and not os.path.exists(self.key_file):
             raise ConfigError(f"key_file = {self.key_file!r}: no such file (make one with "
                               "`gridcast keygen`)")
+        if not -2000.0 <= self.room_latency_ms <= 2000.0:
+            raise ConfigError(f"room_latency_ms = {self.room_latency_ms}: expected -2000..2000 "
+                              "(measure it with `gridcast calibrate`)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level = {self.log_level!r}: debug, info, warning or error")
         return self
@@ -145,7 +150,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Agen
             values[name] = env[key]
     types = {"shared_subscription": bool, "port": int, "alert_window_s": int,
              "alert_threshold_ms": float, "raw_retention_days": float,
-             "second_retention_days": float}
+             "second_retention_days": float, "room_latency_ms": float}
     for name, value in list(values.items()):
         if name == "links":
             values[name] = _links(value)
