@@ -1,6 +1,7 @@
 """The agent's HTTP and WebSocket API (aiohttp), its dashboard and its Prometheus metrics.
 
 Reads:  GET /health, /metrics, /api/devices, /api/devices/{id}, /api/devices/{id}/drift,
+        /api/devices/{id}/light_offset (and POST/PUT it: agent/light_offset.py),
         /api/telemetry, /api/bundles, /api/deployments, /api/deployments/{id},
         /api/alerts; GET / (dashboard); GET /ws (live telemetry as JSON messages).
 Writes: POST /api/bundles (the bundle's bytes; verified with the agent's key),
@@ -29,7 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gridcast.agent import drift_stats
+from gridcast.agent import drift_stats, light_offset
 from gridcast.agent.clock import now_us
 from gridcast.agent.config import LOCAL_BINDS
 from gridcast.agent.core import AgentCore
@@ -92,6 +93,7 @@ class Api:
         r.add_post("/api/deployments", self.create_deployment)
         r.add_get("/api/deployments/{id}", self.get_deployment)
         r.add_get("/api/alerts", self.alerts)
+        self.light_offsets = light_offset.register(app, self)  # /api/devices/{id}/light_offset
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -263,10 +263,13 @@ def _find_bursts(streams: _Streams, starts: np.ndarray, burst: np.ndarray, rate:
         peak = int(np.argmax(corr))
         score = float(corr[peak] / (norm * max(float(energy[peak]), 1e-12)))
         if score < MIN_SCORE:
+            skipped = streams.in_xruns + streams.out_xruns
+            hint = (f"the audio devices skipped {skipped} time(s) (xruns: a busy machine); "
+                    "run it again" if skipped else "turn the output up, or raise "
+                    "--max-latency-ms if the room is slower")
             raise CalibrationError(
                 f"no click found for burst {k + 1} of {len(starts)} within {max_latency_ms:g} "
-                f"ms (best correlation {score:.2f} < {MIN_SCORE}): turn the output up, or "
-                "raise --max-latency-ms if the room is slower; nothing stored")
+                f"ms (best correlation {score:.2f} < {MIN_SCORE}): {hint}; nothing stored")
         offset = 0.0
         if 0 < peak < corr.size - 1:
             before, at, after = corr[peak - 1], corr[peak], corr[peak + 1]

@@ -6,6 +6,11 @@ and frame limits. Devices on serial or BLE links send the same messages over the
 link. The registry mirrors them into the store and keeps a copy in memory for
 the API; ``observe`` is its one entry, fed by its MQTT subscriptions and by the
 links the agent hosts. Whether a device is online is presence.is_online's call.
+
+It also keeps each device's light offset (docs/protocol.md section 9): the one the
+agent wants the device to hold (``set_light_offset``, from the API) and the one the
+device last reported in its hello or online status. ``light_offset_to_send`` says
+when the two differ; agent/light_offset.py sends it.
 """
 
 from __future__ import annotations
@@ -62,15 +67,42 @@ class Registry:
                 record.fw_version = msg.fw_version
                 record.active_track = msg.active_track
                 record.bundle_version = msg.bundle_version
+                if record.online:  # a last will (or the agent's "lost") carries no offset
+                    record.reported_light_offset_us = msg.light_offset_us
             elif msg.kind == "hello":
                 self.hello[device_id] = {"proto_version": msg.proto_version,
                                          "max_frame": msg.max_frame, "window": msg.window}
                 record.fw_version = msg.fw_version or record.fw_version
+                record.reported_light_offset_us = msg.light_offset_us
             else:
                 return
             record.last_seen_us = seen_us or now_us()
             self.devices[device_id] = record
         self._save(record)
+
+    def set_light_offset(self, device_id: str, offset_us: int | None) -> DeviceRecord:
+        """Keep ``offset_us`` on ``device_id`` (None: leave the device's own setting alone).
+        Stored; KeyError for a device never seen."""
+        with self._lock:
+            record = self.devices[device_id]
+            record.light_offset_us = offset_us
+            copy = DeviceRecord(**vars(record))
+        self._save(copy)
+        return copy
+
+    def light_offset_to_send(self, device_id: str) -> int | None:
+        """The offset to send to ``device_id`` now: set, different from what it last
+        reported (or not reported yet), and the device online with protocol 2 or later
+        (protocol 1 firmware has no light offset)."""
+        with self._lock:
+            record = self.devices.get(device_id)
+            hello = self.hello.get(device_id, {})
+            if (record is None or record.light_offset_us is None or not record.online
+                    or hello.get("proto_version", messages.PROTOCOL_VERSION) < 2):
+                return None
+            if record.reported_light_offset_us == record.light_offset_us:
+                return None
+            return record.light_offset_us
 
     def link_lost(self, device_id: str) -> None:
         """A serial or BLE link broke: the agent says ``lost`` for the device, as the

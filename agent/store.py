@@ -2,7 +2,8 @@
 
 What is stored:
 
-- ``devices``: the registry (state, firmware, active bundle, last seen);
+- ``devices``: the registry (state, firmware, active bundle, last seen, the light
+  offset the agent keeps on the device and the one it last reported);
 - ``telemetry``: one row per telemetry batch a device sent (sequence number,
   CPU, temperature, free memory, error counts) with its drift samples packed
   as little-endian int32 microseconds, so that 100,000 samples a second are a
@@ -72,6 +73,8 @@ class DeviceRecord:
     bundle_version: int = 0
     last_seen_us: int = 0
     online: bool = False
+    light_offset_us: int | None = None  # what the agent keeps on the device (None: not set)
+    reported_light_offset_us: int | None = None  # what the device last said it holds
 
 
 SCHEMA = [
@@ -104,6 +107,14 @@ SCHEMA = [
         id TEXT PRIMARY KEY, bundle_sha256 TEXT NOT NULL, state TEXT NOT NULL,
         created_us BIGINT NOT NULL, updated_us BIGINT NOT NULL, detail TEXT NOT NULL)""",
 ]
+# Columns added after a table was first released: (table, column, type). A database made
+# before gets them on open (ALTER TABLE ... ADD COLUMN; NULL in existing rows).
+ADDED_COLUMNS = [
+    ("devices", "light_offset_us", "BIGINT"),
+    ("devices", "reported_light_offset_us", "BIGINT"),
+]
+_DEVICE_COLUMNS = ("id, state, fw_version, active_track, bundle_version, last_seen_us, online, "
+                   "light_offset_us, reported_light_offset_us")
 
 
 def pack_drift(values: Sequence[int]) -> bytes:
@@ -133,8 +144,20 @@ class Store(abc.ABC):
     def _q(self, sql: str) -> str:
         return sql if self.paramstyle == "?" else sql.replace("?", "%s")
 
+    @abc.abstractmethod
+    def _columns(self, table: str) -> set[str]:
+        """The names of a table's columns."""
+
     def init_schema(self) -> None:
         self._transaction((sql, ()) for sql in SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            if column in self._columns(table):
+                continue
+            try:
+                self._transaction([(f"ALTER TABLE {table} ADD COLUMN {column} {kind}", ())])
+            except StoreError:
+                if column not in self._columns(table):  # not another process's migration
+                    raise
 
     # -- telemetry -------------------------------------------------------------------------
     def add_telemetry(self, batches: Sequence[TelemetryBatch],
@@ -261,25 +284,24 @@ class Store(abc.ABC):
     # -- devices ---------------------------------------------------------------------------
     def upsert_device(self, d: DeviceRecord) -> None:
         self._transaction([(self._q(
-            "INSERT INTO devices (id, state, fw_version, active_track, bundle_version, "
-            "last_seen_us, online) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET "
             "state = excluded.state, fw_version = excluded.fw_version, "
             "active_track = excluded.active_track, bundle_version = excluded.bundle_version, "
-            "last_seen_us = excluded.last_seen_us, online = excluded.online"),
+            "last_seen_us = excluded.last_seen_us, online = excluded.online, "
+            "light_offset_us = excluded.light_offset_us, "
+            "reported_light_offset_us = excluded.reported_light_offset_us"),
             (d.id, d.state, d.fw_version, d.active_track, d.bundle_version, d.last_seen_us,
-             int(d.online)))])
+             int(d.online), d.light_offset_us, d.reported_light_offset_us))])
 
     def devices(self) -> list[DeviceRecord]:
-        rows = self._execute("SELECT id, state, fw_version, active_track, bundle_version, "
-                             "last_seen_us, online FROM devices ORDER BY id")
-        return [DeviceRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+        rows = self._execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY id")
+        return [_device_record(r) for r in rows]
 
     def device(self, device_id: str) -> DeviceRecord | None:
-        rows = self._execute(self._q("SELECT id, state, fw_version, active_track, "
-                                     "bundle_version, last_seen_us, online FROM devices "
-                                     "WHERE id = ?"), (device_id,))
-        return DeviceRecord(rows[0][0], rows[0][1], rows[0][2], rows[0][3], rows[0][4],
-                            rows[0][5], bool(rows[0][6])) if rows else None
+        rows = self._execute(self._q(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ?"),
+                             (device_id,))
+        return _device_record(rows[0]) if rows else None
 
     # -- bundles and deployments -----------------------------------------------------------
     def add_bundle(self, sha256: str, track_id: str, version: int, size: int, path: str) -> None:
@@ -310,6 +332,12 @@ class Store(abc.ABC):
                              "FROM deployments ORDER BY created_us")
         return [{"id": r[0], "bundle_sha256": r[1], "state": r[2], "created_us": r[3],
                  "updated_us": r[4], **json.loads(r[5])} for r in rows]
+
+
+def _device_record(row: Sequence) -> DeviceRecord:
+    return DeviceRecord(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]),
+                        None if row[7] is None else int(row[7]),
+                        None if row[8] is None else int(row[8]))
 
 
 class SqliteStore(Store):
@@ -353,6 +381,9 @@ class SqliteStore(Store):
                 raise StoreError(f"{self.path}: write failed, nothing stored ({exc}); "
                                  "check free disk space and that no other program holds "
                                  "a write lock") from exc
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self._execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
         with self._lock:
@@ -404,6 +435,11 @@ class PostgresStore(Store):
                 self.conn.rollback()
                 raise StoreError(f"{_redact(self.url)}: write failed, nothing stored "
                                  f"({exc})") from exc
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[0] for r in self._execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+            "AND table_schema = current_schema()", (table,))}
 
     def close(self) -> None:
         with self._lock:

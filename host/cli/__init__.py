@@ -24,12 +24,13 @@ from gridcast.protocol.errors import GridcastError
 # The order of `gridcast --help`.
 COMMANDS = ("analyze", "eval", "track", "plot", "keygen", "bundle", "flash", "sim", "deploy",
             "play", "stop", "seek", "demo", "agent", "devices", "monitor", "report",
-            "provision", "calibrate")
+            "provision", "calibrate", "light-offset")
 
 
 def load(name: str) -> ModuleType:
-    """The module of command ``name`` (``gridcast.host.cli.commands.<name>``)."""
-    return importlib.import_module(f"gridcast.host.cli.commands.{name}")
+    """The module of command ``name`` (``gridcast.host.cli.commands.<name>``, a dash in
+    the command an underscore in the module: ``light-offset`` is ``light_offset.py``)."""
+    return importlib.import_module(f"gridcast.host.cli.commands.{name.replace('-', '_')}")
 
 
 def version_text() -> str:
