@@ -89,7 +89,7 @@ def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
             error = times - nearest
             matched = np.abs(error) <= MATCH_US
             errors = error[matched] / 1e3
-            late = times[matched][np.abs(errors) > 2.0]
+            late = np.stack([times[matched], errors])[:, np.abs(errors) > 2.0]
         figures: dict[str, Any] = {"sound_beats": int(errors.size), "led_frames": int(times.size),
                    "unmatched_frames": int(times.size - errors.size),
                    "unsettled_frames": unsettled}
@@ -100,7 +100,8 @@ def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
                         "sound_error_max_ms": round(float(magnitude.max()), 3),
                         "sound_error_mean_ms": round(float(errors.mean()), 3)}
         out[dev.id] = figures | {"errors_ms": errors,
-                                 "over_2ms_at_us": late if errors.size else np.zeros(0),
+                                 # (true µs, error ms) of each frame over 2 ms
+                                 "over_2ms_at_us": late if errors.size else np.zeros((2, 0)),
                                  "unmatched_at_us": times[~matched] if errors.size
                                  else times}
     return out

@@ -120,11 +120,13 @@ class ShowPlayer:
         async with self._lock:
             if self.state != "playing":
                 return
-            self._paused_at_s = self.position_s(ahead_s=self.output.report().dac_latency_ms
-                                                / 1e3)
+            # What is written is heard up to a DAC latency later: pause there, sound and
+            # lights alike (the stop reaches the devices within their network delay).
+            latency_us = self.output.report().dac_latency_ms * 1e3
+            self._paused_at_s = self.position_s(ahead_s=latency_us / 1e6)
             self.output.stop_sound()
             self._cancel_next()
-            await self.lights.stop()
+            await self.lights.stop(int(now_us() + latency_us))
             self._set_state("paused")
 
     async def resume(self) -> None:

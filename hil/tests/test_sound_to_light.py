@@ -86,7 +86,8 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
           f"{report.xruns}")
     for dev_id, f in figures.items():
         print(dev_id, {k: v for k, v in f.items() if k != "errors_ms" and not k.endswith("_us")},
-              "over 2 ms at (s after play):", ((f["over_2ms_at_us"] - called) / 1e6).round(2),
+              "over 2 ms (s after play, ms):", [(round((t - called) / 1e6, 2), round(e, 2))
+                                               for t, e in f["over_2ms_at_us"].T],
               "unmatched at:", ((f["unmatched_at_us"] - called) / 1e6).round(2))
     print("xruns at (s after play):", ((np.asarray(capture.xrun_us) - called) / 1e6).round(2),
           "switch at:", ((np.asarray(player.switch_heard_us) - called) / 1e6).round(2))
