@@ -1,0 +1,290 @@
+"""The room's coming beats, predicted from the C tracker: a live beat source without a map.
+
+The C tracker (gridcast.native) follows the input hop by hop. After each hop it knows
+the tempo and where in the beat the music is (``phase``, 0..1 at the end of the hop),
+so the next beat falls at ``end of hop + (1 − phase) · 60 / bpm``. The agent keeps that
+model, causal and on its own timeline (every input frame is timed by when it was heard:
+gridcast.host.live.live_input), and answers ``upcoming(now_us, horizon_us)`` with
+the model's beats, exactly as an Ableton Link session does
+(gridcast.agent.live_beat_source):
+
+- **tempo and phase**: the tracker's, read after every fed block. The tracker's beat
+  events fall on these predictions (measured: the prediction held 100 ms ahead is the
+  emitted beat, p50 0 ms), so predicting ahead costs no accuracy.
+- **bar position**: the tracker's downbeat guess on its last beat event, counted on
+  (0, unknown, until it has one); the bar length from the spacing of its last two
+  downbeats (3 or 4 beats; 4 until known).
+- **states**: ``locked`` while the tracker gives beats (one within ``lost_beats`` beat
+  periods of the newest audio) with a confidence of at least ``min_confidence``. When
+  they stop (silence: the tracker stops after 1 s below -80 dBFS or 2.5 s without an
+  onset; confidence lost; the input stopped) the model ``coasts`` on its tempo for
+  ``coast_s``, each beat's confidence falling linearly to 0, then goes ``idle`` (no
+  beats: the devices show their idle effect). Beats from the tracker lock it again.
+
+The states are judged from times, on every call, so an input that stops feeding
+entirely still coasts and goes idle.
+
+Band envelopes: per hop, the energy below 250 Hz, 250 Hz–2 kHz and above 2 kHz,
+each scaled to 0..255 by a slowly falling running peak. ``envelope()`` gives the last
+``env_span_ms`` of them stamped ``env_delay_ms`` after they were heard (energy cannot
+be predicted; the delay lets a block reach the devices before its frames are due).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridcast.agent.clock import now_us as agent_now_us
+from gridcast.agent.live_beat_source import LiveBeat, SourceState
+from gridcast.native import BeatEvent, Tracker
+from gridcast.protocol import messages
+
+BASS_HZ = 250.0
+MID_HZ = 2000.0
+STEADY_BEATS = 4  # beat gaps that must agree to overrule the tracker's tempo read-out
+STEADY_TOLERANCE = 0.15
+MIN_GAP = 0.6  # beats: no beat closer than this to the one fired last
+PEAK_FALL_PER_S = 0.5  # the envelope's running peak falls to half in a second of quiet
+
+
+@dataclass(frozen=True)
+class HeardBeat:
+    """A beat the tracker reported: when it was heard, when it was decided (agent µs)."""
+
+    heard_us: float
+    decided_us: int
+    beat_in_bar: int
+    bpm: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class EnvelopeBlock:
+    """Band energies (0..255 per frame) from agent time ``start_us`` at ``rate_mhz``."""
+
+    start_us: int
+    rate_mhz: int
+    bass: bytes
+    mid: bytes
+    high: bytes
+
+
+class TrackerBeatSource:
+    """A LiveBeatSource fed with input blocks; see the module docstring.
+
+    ``feed(samples, first_frame, heard_us)`` is called by the input's reader thread
+    (``heard_us(frame)``: when input frame ``frame`` was heard, agent µs);
+    ``upcoming``/``state``/``envelope`` by the sender, from another thread.
+    """
+
+    def __init__(self, rate_hz: int, hop_size: int | None = None, coast_s: float = 4.0,
+                 lost_beats: float = 2.0, min_confidence: float = 0.0,
+                 downbeat_strength: float = 1.0, beat_strength: float = 0.5,
+                 env_delay_ms: float = 80.0, env_span_ms: float = 200.0,
+                 on_beat: Callable[[HeardBeat], None] | None = None,
+                 now_us: Callable[[], int] = agent_now_us) -> None:
+        self.rate_hz = int(rate_hz)
+        self.tracker = Tracker(self.rate_hz, hop_size=hop_size)
+        self.hop = self.tracker.hop_size
+        self.coast_us = coast_s * 1e6
+        self.lost_beats = lost_beats
+        self.min_confidence = min_confidence
+        self.downbeat_strength = downbeat_strength
+        self.beat_strength = beat_strength
+        self.on_beat = on_beat
+        self._now_us = now_us
+        self._lock = threading.Lock()
+        self._fed = 0  # input frames fed so far
+        # The model: a beat at _next_us (agent µs), every _period_us, _next_bib in the bar.
+        self._next_us: float | None = None
+        self._period_us = 0.0
+        self._next_bib = 0
+        self._locked_until_us = 0.0  # locked up to here; coasting after it
+        self._last_event: tuple[float, int] | None = None  # (heard_us, beat_in_bar)
+        self._last_downbeat_us: float | None = None
+        self._recent: deque[float] = deque(maxlen=STEADY_BEATS + 1)  # heard µs
+        self._beats_per_bar = 4
+        self._state = SourceState.IDLE
+        self._answer: list[int] = []  # the beat times of the last answer
+        self._last_due_us = -1e18
+        self.tempo = 0.0
+        self.confidence = 0.0  # the tracker's own, 0..1
+        self.beats = 0
+        # Envelopes: per hop (heard_us at the hop's start, bass, mid, high).
+        self.env_delay_us = env_delay_ms * 1000
+        self._env_frames = max(1, min(messages.MAX_LIVE_ENV_FRAMES,
+                                      round(env_span_ms / 1000 * self.rate_hz / self.hop)))
+        self._env: list[tuple[float, float, float, float]] = []
+        self._env_peak = np.full(3, 1e-6)
+        self._env_sent_to = -1.0
+        freqs = np.fft.rfftfreq(self.hop, 1 / self.rate_hz)
+        self._bands = [(freqs > 0) & (freqs < BASS_HZ), (freqs >= BASS_HZ) & (freqs < MID_HZ),
+                       freqs >= MID_HZ]
+        self._peak_fall = PEAK_FALL_PER_S ** (self.hop / self.rate_hz)
+        self._window = np.hanning(self.hop).astype(np.float32)
+
+    # --- the LiveBeatSource face ------------------------------------------------------
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def tempo_bpm(self) -> float:
+        return self.tempo
+
+    @property
+    def beats_per_bar(self) -> int:
+        return self._beats_per_bar
+
+    def upcoming(self, now_us: int, horizon_us: int) -> list[LiveBeat]:
+        with self._lock:
+            self._state = self._state_at(now_us)
+            if self._state is SourceState.IDLE or self._next_us is None:
+                self._answer = []
+                return []
+            period, end = self._period_us, now_us + horizon_us
+            if self._state is SourceState.COASTING:
+                end = min(end, int(self._locked_until_us + self.coast_us))
+            # The beat the devices fired last (from the previous answer): none of the
+            # new beats comes within MIN_GAP beats of it, so a model that moved never
+            # makes a double flash.
+            self._last_due_us = max([self._last_due_us] + [t for t in self._answer
+                                                           if t <= now_us])
+            not_before = self._last_due_us + MIN_GAP * period
+            k = int(np.ceil((max(now_us, not_before) - self._next_us) / period))
+            beats = []
+            while True:
+                at = self._next_us + k * period
+                if at >= end:
+                    break
+                bib = ((self._next_bib - 1 + k) % self._beats_per_bar) + 1 if self._next_bib else 0
+                confidence = 1.0
+                if at > self._locked_until_us:
+                    confidence = max(0.0, 1.0 - (at - self._locked_until_us) / self.coast_us)
+                strength = self.downbeat_strength if bib == 1 else self.beat_strength
+                beats.append(LiveBeat(round(at), bib, strength, round(confidence, 2)))
+                k += 1
+            self._answer = [b.at_us for b in beats]
+            return beats
+
+    def _state_at(self, now_us: float) -> SourceState:
+        if self._next_us is None:
+            return SourceState.IDLE
+        if now_us <= self._locked_until_us:
+            return SourceState.LOCKED
+        if now_us <= self._locked_until_us + self.coast_us:
+            return SourceState.COASTING
+        return SourceState.IDLE
+
+    # --- the input side ----------------------------------------------------------------
+    def feed(self, samples: np.ndarray, first_frame: int,
+             heard_us: Callable[[float], float]) -> list[BeatEvent]:
+        """One input block (mono float32) starting at input frame ``first_frame``."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        hops_before = self._fed // self.hop
+        self._fed = first_frame + samples.size
+        events = self.tracker.process(samples)
+        decided = self._now_us()
+        end_frame = (self._fed // self.hop) * self.hop
+        self._add_envelope(samples, first_frame, hops_before, heard_us)
+        with self._lock:
+            for event in events:
+                heard = heard_us(event.sample)
+                self.beats += 1
+                self._on_event(heard, event)
+                if self.on_beat is not None:
+                    self.on_beat(HeardBeat(heard, decided, event.beat_in_bar, event.bpm,
+                                           event.confidence))
+            self.confidence = self.tracker.confidence
+            bpm, phase = self.tracker.bpm, self.tracker.phase
+            if bpm <= 0 or self._last_event is None:
+                return events
+            end_us = heard_us(end_frame)
+            period = 60e6 / bpm
+            next_us = end_us + (1.0 - phase) * period
+            steady = self._steady_period_us()
+            if steady is not None and abs(period / steady - 1) > STEADY_TOLERANCE:
+                # The tracker's tempo read-out jumped (to half or double, for a hop or
+                # two): keep the beats' own spacing, counted on from its last beat.
+                period = steady
+                last = self._last_event[0]
+                next_us = last + max(1, np.ceil((end_us - last) / period)) * period
+            following = (end_us - self._last_event[0] <= self.lost_beats * period
+                         and self.tracker.confidence >= self.min_confidence)
+            if following:
+                self.tempo = bpm
+                self._period_us = period
+                self._next_us = next_us
+                self._next_bib = self._bib_at(self._next_us)
+                self._locked_until_us = max(self._locked_until_us,
+                                            self._last_event[0] + self.lost_beats * period)
+            else:
+                self._locked_until_us = min(self._locked_until_us, end_us)
+        return events
+
+    def _on_event(self, heard: float, event: BeatEvent) -> None:
+        if event.beat_in_bar == 1:
+            if self._last_downbeat_us is not None and self._period_us > 0:
+                bar = round((heard - self._last_downbeat_us) / self._period_us)
+                if bar in (3, 4):
+                    self._beats_per_bar = bar
+            self._last_downbeat_us = heard
+        self._last_event = (heard, event.beat_in_bar)
+        self._recent.append(heard)
+
+    def _steady_period_us(self) -> float | None:
+        """The median spacing of the tracker's last beats, when they agree."""
+        if len(self._recent) < self._recent.maxlen:  # type: ignore[operator]
+            return None
+        gaps = np.diff(np.asarray(self._recent))
+        median = float(np.median(gaps))
+        return median if np.all(np.abs(gaps / median - 1) < STEADY_TOLERANCE) else None
+
+    def _bib_at(self, at_us: float) -> int:
+        assert self._last_event is not None
+        heard, bib = self._last_event
+        if not bib:
+            return 0
+        n = round((at_us - heard) / self._period_us)
+        return ((bib - 1 + n) % self._beats_per_bar) + 1
+
+    # --- band envelopes ----------------------------------------------------------------
+    def _add_envelope(self, samples: np.ndarray, first_frame: int, hops_before: int,
+                      heard_us: Callable[[float], float]) -> None:
+        hops_after = self._fed // self.hop
+        frames = []
+        for h in range(hops_before, hops_after):
+            lo = h * self.hop - first_frame
+            if lo < 0:
+                continue  # the hop began in an earlier block: skipped (one frame)
+            spectrum = np.abs(np.fft.rfft(samples[lo:lo + self.hop] * self._window)) ** 2
+            energy = np.sqrt([float(spectrum[band].sum()) for band in self._bands])
+            self._env_peak = np.maximum(energy, self._env_peak * self._peak_fall)
+            level = energy / self._env_peak
+            frames.append((heard_us(h * self.hop), *level))
+        if frames:
+            with self._lock:
+                self._env = (self._env + frames)[-self._env_frames:]
+
+    def envelope(self) -> EnvelopeBlock | None:
+        """The newest band energies, stamped to be shown ``env_delay_ms`` after heard;
+        None when nothing new was heard since the last call."""
+        with self._lock:
+            if not self._env or self._env[-1][0] <= self._env_sent_to:
+                return None
+            frames = list(self._env)
+            self._env_sent_to = frames[-1][0]
+        levels = np.clip(np.round(np.asarray([f[1:] for f in frames]) * 255), 0, 255)
+        levels = levels.astype(np.uint8)
+        return EnvelopeBlock(round(frames[0][0] + self.env_delay_us),
+                             round(1000 * self.rate_hz / self.hop),
+                             levels[:, 0].tobytes(), levels[:, 1].tobytes(),
+                             levels[:, 2].tobytes())
+
+    def close(self) -> None:
+        self.tracker.close()

@@ -1,0 +1,349 @@
+"""Live mode without a map, in the virtual room: |LED beat − annotated beat| on a set of clips.
+
+    .venv/bin/python bench/live.py SET_DIR [--clips N] [--devices 3] [--json]
+
+One JACK room (dummy backend, 44.1 kHz) holds two PortAudio clients: a *player*
+(this script with ``--player``, a child process) that plays each clip of the set
+with AudioOutput on the agent's timeline, and *live mode* (gridcast.agent.live_mode,
+in this process) whose input is connected to the player's output ports (the room's
+``system:capture`` is silent in the dummy backend). Live mode sends its beats over a
+real mosquitto to simulated devices (the real firmware in the MicroPython unix port,
+clocks skewed 0, +100, −100 ppm, kept in sync by the agent's responder). Each
+device's LED frames (stamped with CLOCK_REALTIME by the simulator) are compared with
+the clip's annotated beats, placed on the agent's timeline by the time the player's
+sample 0 was heard.
+
+Before the clips, a click train calibrates the input: the input hears the player's
+ports a few buffers before the room's speakers would (JACK's playback latency), which
+is the room's input latency; ``gridcast calibrate`` finds it the same way on a real
+room. Then:
+
+- ``led_f`` / ``tracker_f``: mean beat F-measure (mir_eval: 70 ms window, first 5 s
+  trimmed) of the LED beats of all devices (each device scored, then averaged) and of
+  the beats the tracker reported (their heard times), within each clip's duration.
+- ``median_abs_ms`` / ``p90_abs_ms``: |LED − nearest annotated beat| for annotated
+  beats after the LEDs locked (lock: realtime.lock_time_s), matched within 70 ms.
+- ``lock_s_median``: median over clips of the LEDs' lock time.
+- ``reactive_median_abs_ms``: a detect-then-flash design on the same run: each tracker
+  beat flashed when the tracker decided it plus the measured broker delay
+  (``net_ms``), against the annotated beats after the tracker locked.
+- ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
+  over the clips' wall time, percent of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOM_RATE = 44_100
+ROOM_PERIOD = 512
+CLICK_EVERY_S = 0.5
+CLICKS = 8
+MATCH_S = 0.07
+
+
+# --- the player (child process) -----------------------------------------------------------
+def player(room_device: str, paths: list[str], gap_s: float) -> None:
+    from gridcast.agent.audio.clicks import click_train
+    from gridcast.agent.audio.output import AudioOutput
+    from gridcast.host.analysis import audio
+
+    def say(**record: object) -> None:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+    with AudioOutput(room_device, rate_hz=ROOM_RATE) as out:
+        say(kind="ready")
+        sys.stdin.readline()  # "go": the bench has connected the input
+        onsets = np.arange(CLICKS) * CLICK_EVERY_S + 0.25
+        clicks, _ = click_train(ROOM_RATE, onsets, onsets[-1] + 0.5)
+        start = out.play(clicks, ROOM_RATE)
+        say(kind="clicks", start_us=start, onsets_s=onsets.tolist())
+        out.wait_done()
+        time.sleep(gap_s)
+        for path in paths:
+            info = audio.probe(path)
+            signal = np.concatenate(list(audio.iter_mono_blocks(info)))
+            prepared = out.prepare(signal, info.sample_rate)
+            start = out.play(prepared)
+            say(kind="clip", path=path, start_us=start, duration_s=len(signal) / info.sample_rate)
+            out.wait_done()
+            time.sleep(gap_s)
+        say(kind="done", xruns=out.report().xruns)
+
+
+# --- the bench ----------------------------------------------------------------------------
+def _connect_input(room_name: str) -> None:
+    """Feed live mode's input port from the player's output (system:capture is silent)."""
+    from gridcast.agent.audio.room import import_jack
+
+    jack = import_jack()
+    client = jack.Client("gridcast-bench-patch", no_start_server=True, servername=room_name)
+    try:
+        ins = [p.name for p in client.get_all_connections("system:capture_1")]
+        outs = [p.name for p in client.get_all_connections("system:playback_1")]
+        if not ins or not outs:
+            raise RuntimeError(f"room ports not found: input {ins}, player {outs}")
+        for port in ins:
+            client.disconnect("system:capture_1", port)
+            client.connect(outs[0], port)
+    finally:
+        client.close()
+
+
+def _broker_delay_ms(host: str, port: int, n: int = 50) -> float:
+    """Median publish-to-delivery time through the broker (what a flash command costs)."""
+    import paho.mqtt.client as mqtt
+
+    from gridcast.agent.clock import now_us
+
+    got: list[float] = []
+    done = threading.Event()
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        got.append((now_us() - int(msg.payload)) / 1000)
+        if len(got) >= n:
+            done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = on_message
+    client.connect(host, port)
+    client.subscribe("gridcast-bench/ping", qos=0)
+    client.loop_start()
+    time.sleep(0.3)
+    for _ in range(n):
+        client.publish("gridcast-bench/ping", str(now_us()), qos=0)
+        time.sleep(0.01)
+    done.wait(5)
+    client.loop_stop()
+    client.disconnect()
+    return float(np.median(got)) if got else float("nan")
+
+
+def _calibrate(blocks: list[tuple[np.ndarray, int]], heard_us, clicks: dict) -> float:
+    """Input offset (µs) that puts the heard clicks on the clicks' scheduled times."""
+    from gridcast.agent.audio.clicks import find_onsets
+
+    first = blocks[0][1]
+    samples = np.concatenate([b for b, _ in blocks])
+    onsets = find_onsets(samples, ROOM_RATE)
+    heard = np.array([heard_us(first + o) for o in onsets])
+    expected = clicks["start_us"] + np.asarray(clicks["onsets_s"]) * 1e6
+    diffs = [e - heard[np.argmin(np.abs(heard - e))] for e in expected if len(heard)]
+    diffs = [d for d in diffs if abs(d) < 100_000]
+    if len(diffs) < CLICKS // 2:
+        raise RuntimeError(f"calibration: {len(diffs)} of {CLICKS} clicks heard")
+    return float(np.median(diffs))
+
+
+async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
+    from gridcast.agent.audio.room import VirtualRoom
+    from gridcast.agent.broker import Mosquitto
+    from gridcast.agent.live_mode import LiveConfig, LiveMode
+    from gridcast.agent.simulation.devices import Simulator
+    from gridcast.agent.sync_responder import SyncResponder
+    from gridcast.agent.tracker_beat_source import TrackerBeatSource
+    from gridcast.agent.transport import open_transport
+
+    with VirtualRoom(ROOM_RATE, ROOM_PERIOD) as room, \
+            Mosquitto(folder=str(Path(folder) / "broker")) as broker:
+        sim = Simulator(args.devices, f"127.0.0.1:{broker.port}", secrets.token_bytes(32),
+                        str(Path(folder) / "sim"), skews_ppm=[0, 100, -100], prefix="live")
+        sim.start()
+        ids = [d.id for d in sim.devices]
+        tracker: list = []
+        taps: list[tuple[np.ndarray, int]] = []
+        tapping = [True]
+        source = TrackerBeatSource(ROOM_RATE, coast_s=args.coast_s, on_beat=tracker.append)
+        feed = source.feed
+
+        def tapped_feed(block, first, heard_us):  # keep the calibration clicks' audio
+            if tapping[0]:
+                taps.append((np.array(block), first))
+            return feed(block, first, heard_us)
+
+        source.feed = tapped_feed  # type: ignore[method-assign]
+        player_proc = None
+        try:
+            async with open_transport(broker.url) as transport:
+                responder = SyncResponder(transport)
+                responder.start()
+                await transport.wait_online(ids, timeout_s=60)
+                net_ms = await asyncio.to_thread(_broker_delay_ms, "127.0.0.1", broker.port)
+                await asyncio.sleep(args.warmup_s)  # clock sync converges
+                player_proc = subprocess.Popen(
+                    [sys.executable, __file__, "--player", room.output_device, "--gap-s",
+                     str(args.gap_s), *[c.audio_path for c in clips]],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert player_proc.stdout is not None and player_proc.stdin is not None
+                ready = json.loads(await asyncio.to_thread(player_proc.stdout.readline))
+                assert ready["kind"] == "ready", ready
+                mode = LiveMode(LiveConfig(source="input", input_device=room.output_device,
+                                           rate=ROOM_RATE, coast_s=args.coast_s),
+                                source=source).open()
+                _connect_input(room.name)
+                stop = asyncio.Event()
+                task = asyncio.create_task(mode.run(transport, ids, stop))
+                player_proc.stdin.write("go\n")
+                player_proc.stdin.flush()
+                records = []
+                cpu0 = wall0 = 0.0
+                while True:
+                    line = await asyncio.to_thread(player_proc.stdout.readline)
+                    if not line:
+                        break
+                    record = json.loads(line)
+                    if record["kind"] == "clicks":
+                        await asyncio.sleep(CLICKS * CLICK_EVERY_S + 0.5
+                                            - (time.time() - record["start_us"] / 1e6))
+                        tapping[0] = False
+                        offset = _calibrate(taps, mode.input.heard_us, record)
+                        mode.input.offset_us = offset
+                        taps.clear()
+                        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+                        wall0 = time.monotonic()
+                        if not args.json:
+                            print(f"input offset {offset / 1000:.2f} ms; net {net_ms:.2f} ms",
+                                  file=sys.stderr)
+                    elif record["kind"] == "clip":
+                        records.append(record)
+                        if not args.json:
+                            print(f"{len(records)}/{len(clips)} {Path(record['path']).stem} "
+                                  f"{mode.status()['state']}", file=sys.stderr)
+                    elif record["kind"] == "done":
+                        break
+                cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+                wall = time.monotonic() - wall0
+                cpu_s = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)  # type: ignore[union-attr]
+                status = mode.status()
+                await asyncio.sleep(1.0)
+                stop.set()
+                await task
+                await asyncio.sleep(1.0)  # the last frames are written
+                await responder.stop()
+        finally:
+            if player_proc is not None and player_proc.poll() is None:
+                player_proc.kill()
+                player_proc.wait()
+            sim.stop()
+        leds = {}
+        for dev in sim.devices:
+            path = Path(dev.led_log)
+            lines = path.read_text().splitlines() if path.exists() else []
+            leds[dev.id] = np.array(sorted(json.loads(x)["true_time_us"] for x in lines
+                                           if x.strip()), dtype=float)
+    return score(clips, records, leds, tracker, net_ms, status,
+                 cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset)
+
+
+def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: float,
+          status: dict, cpu_pct: float, input_offset_us: float) -> dict:
+    from gridcast.host.evaluation.evaluate import score as beat_score
+    from gridcast.host.live.realtime import lock_time_s
+
+    by_path = {c.audio_path: c for c in clips}
+    heard = np.array([b.heard_us for b in tracker])
+    decided = np.array([b.decided_us for b in tracker])
+    led_f, trk_f, errors, locks, reactive, rows = [], [], [], [], [], []
+    for record in records:
+        clip = by_path[record["path"]]
+        start, duration = record["start_us"], record["duration_s"]
+        ref = np.asarray(clip.beats, dtype=float)
+
+        def in_clip(times_us: np.ndarray) -> np.ndarray:
+            s = (times_us - start) / 1e6
+            return np.sort(s[(s >= 0) & (s <= duration)])
+
+        trk = in_clip(heard)
+        trk_dec = (decided[(heard >= start) & (heard <= start + duration * 1e6)] - start) / 1e6
+        f_trk = beat_score(ref, None, trk, None)["f_measure"]
+        f_leds, clip_locks = [], []
+        for times in leds.values():
+            led = in_clip(times)
+            f_leds.append(beat_score(ref, None, led, None)["f_measure"])
+            lock = lock_time_s(ref, led, duration)
+            clip_locks.append(lock)
+            for beat in ref[ref >= ref[0] + lock]:
+                if len(led):
+                    error = float(np.min(np.abs(led - beat)))
+                    if error <= MATCH_S:
+                        errors.append(error * 1000)
+        trk_lock = lock_time_s(ref, trk, duration)
+        flashes = np.sort(trk_dec) + net_ms / 1000
+        for beat in ref[ref >= ref[0] + trk_lock]:
+            if len(flashes):
+                error = float(np.min(np.abs(flashes - beat)))
+                if error <= MATCH_S:
+                    reactive.append(error * 1000)
+        led_f.append(float(np.mean(f_leds)))
+        trk_f.append(f_trk)
+        locks.append(float(np.median(clip_locks)))
+        rows.append({"clip": Path(record["path"]).stem, "led_f": round(led_f[-1], 3),
+                     "tracker_f": round(f_trk, 3), "lock_s": round(locks[-1], 2)})
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 2) if values else None
+
+    return {
+        "clips": len(records),
+        "led_f": round(float(np.mean(led_f)), 4) if led_f else None,
+        "tracker_f": round(float(np.mean(trk_f)), 4) if trk_f else None,
+        "median_abs_ms": pct(errors, 50),
+        "p90_abs_ms": pct(errors, 90),
+        "lock_s_median": round(statistics.median(locks), 2) if locks else None,
+        "reactive_median_abs_ms": pct(reactive, 50),
+        "net_ms": round(net_ms, 2),
+        "input_offset_ms": round(input_offset_us / 1000, 2),
+        "cpu_pct": round(cpu_pct, 1),
+        "overflows": status.get("overflows", 0),
+        "devices": len(leds),
+        "per_clip": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("set_dir", nargs="?")
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--clips", type=int, default=0, help="the first N clips (0: all)")
+    parser.add_argument("--devices", type=int, default=3)
+    parser.add_argument("--warmup-s", type=float, default=20.0, help="clock sync first")
+    parser.add_argument("--gap-s", type=float, default=4.0, help="silence between clips")
+    parser.add_argument("--coast-s", type=float, default=2.0)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.player:
+        player(args.player, ([args.set_dir] if args.set_dir else []) + args.paths, args.gap_s)
+        return
+    from gridcast.host.evaluation.evaluate import load_dataset
+
+    clips = load_dataset(args.set_dir)
+    if args.clips:
+        clips = clips[:args.clips]
+    with tempfile.TemporaryDirectory() as folder:
+        result = asyncio.run(_run(args, clips, folder))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k != "per_clip"}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
