@@ -23,7 +23,7 @@ from gridcast.protocol.errors import GridcastError
 
 # The order of `gridcast --help`.
 COMMANDS = ("analyze", "eval", "track", "plot", "keygen", "bundle", "flash", "sim", "deploy",
-            "play", "stop", "seek", "demo", "agent", "devices", "monitor", "report",
+            "play", "live", "stop", "seek", "demo", "agent", "devices", "monitor", "report",
             "provision", "calibrate", "light-offset")
 
 
