@@ -89,8 +89,7 @@ class RoomRecorder:
 
     With ``own_process=True`` (the default) the client runs in a child interpreter
     (``python -m gridcast.agent.audio.capture``; the capture comes back as a file): its
-    real-time callback then never waits for the GIL of the process that plays (an
-    in-process recorder doubled the xruns of a 256-frame room here, docs/audio.md).
+    real-time callback then never waits for the GIL of the process that plays.
     """
 
     def __init__(self, server_name: str, sources: list[str] | None = None,
