@@ -12,6 +12,7 @@
     webhook_url = "https://..."
     links = ["serial:/dev/ttyUSB0", "ble://AA:BB:CC:DD:EE:FF?device=stage-2"]
     room_latency_ms = 12.5      # written by `gridcast calibrate`; the player adds it
+    audio_output = "USB Audio"  # the daemon's player plays here (default: the system's)
 
 Every field can be overridden with GRIDCAST_<FIELD> (GRIDCAST_DATABASE=...); a list
 is comma-separated there (GRIDCAST_LINKS=serial:/dev/ttyUSB0,serial:/dev/ttyUSB1).
@@ -62,6 +63,7 @@ class AgentConfig:
     second_retention_days: float = 2.0
     log_level: str = "info"
     room_latency_ms: float = 0.0  # speakers to audience, after PortAudio's DAC time (calibrate)
+    audio_output: str | None = None  # the daemon's player: sounddevice name/index (None: default)
 
     @property
     def broker_host_port(self) -> tuple[str, int]:
