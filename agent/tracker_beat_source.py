@@ -46,7 +46,7 @@ from gridcast.protocol import messages
 
 BASS_HZ = 250.0
 MID_HZ = 2000.0
-STEADY_BEATS = 4  # beat gaps that must agree to overrule the tracker's tempo read-out
+STEADY_BEATS = 6  # beat gaps that must agree to overrule the tracker's tempo read-out
 STEADY_TOLERANCE = 0.15
 MIN_GAP = 0.6  # beats: no beat closer than this to the one fired last
 PEAK_FALL_PER_S = 0.5  # the envelope's running peak falls to half in a second of quiet
@@ -214,10 +214,15 @@ class TrackerBeatSource:
                 period = steady
                 last = self._last_event[0]
                 next_us = last + max(1, np.ceil((end_us - last) / period)) * period
+            elif steady is not None:
+                # The tracker's beat period is a whole number of hops (11.6 ms at
+                # 44.1 kHz); its beats average that out. The beats after the next one
+                # (and a coast) run at the beats' own mean spacing.
+                period = steady
             following = (end_us - self._last_event[0] <= self.lost_beats * period
                          and self.tracker.confidence >= self.min_confidence)
             if following:
-                self.tempo = bpm
+                self.tempo = 60e6 / period
                 self._period_us = period
                 self._next_us = next_us
                 self._next_bib = self._bib_at(self._next_us)
@@ -241,9 +246,12 @@ class TrackerBeatSource:
         """The median spacing of the tracker's last beats, when they agree."""
         if len(self._recent) < self._recent.maxlen:  # type: ignore[operator]
             return None
-        gaps = np.diff(np.asarray(self._recent))
+        times = np.asarray(self._recent)
+        gaps = np.diff(times)
         median = float(np.median(gaps))
-        return median if np.all(np.abs(gaps / median - 1) < STEADY_TOLERANCE) else None
+        if not np.all(np.abs(gaps / median - 1) < STEADY_TOLERANCE):
+            return None
+        return float(times[-1] - times[0]) / gaps.size  # their mean spacing
 
     def _bib_at(self, at_us: float) -> int:
         assert self._last_event is not None

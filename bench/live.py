@@ -264,7 +264,8 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         start, duration = record["start_us"], record["duration_s"]
         ref = np.asarray(clip.beats, dtype=float)
 
-        def in_clip(times_us: np.ndarray) -> np.ndarray:
+        def in_clip(times_us: np.ndarray, start: float = start,
+                    duration: float = duration) -> np.ndarray:
             s = (times_us - start) / 1e6
             return np.sort(s[(s >= 0) & (s <= duration)])
 

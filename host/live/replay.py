@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gridcast.agent.live_sender import LiveBeatsUpdate, LiveBeatSender
+from gridcast.agent.live_sender import LiveBeatSender, LiveBeatsUpdate
 from gridcast.agent.tracker_beat_source import HeardBeat, TrackerBeatSource
 
 LATE_SKIP_US = 50_000  # a device skips a beat it would fire later than this
@@ -37,7 +37,8 @@ class ModelDevice:
             return
         self._generation = key
         self._pending = [(at, update.first_index + k, bib) for k, (at, bib)
-                         in enumerate(zip(update.times_us, update.beat_in_bar))]
+                         in enumerate(zip(update.times_us, update.beat_in_bar,
+                                                  strict=True))]
 
     def run_until(self, now_us: int) -> None:
         keep = []
@@ -82,9 +83,9 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
         nonlocal next_poll
         while next_poll <= to_us:
             clock[0] = next_poll
-            for at, update in [m for m in in_flight if m[0] <= next_poll]:
+            for at, arrived in [m for m in in_flight if m[0] <= next_poll]:
                 device.run_until(at)
-                device.receive(update)
+                device.receive(arrived)
             in_flight[:] = [m for m in in_flight if m[0] > next_poll]
             device.run_until(next_poll)
             update = sender.step(next_poll)

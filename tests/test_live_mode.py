@@ -1,0 +1,197 @@
+"""Live mode without a map: the tracker beat source, the timed input, the runner.
+
+Fast parts run in simulated time (host/live/replay.py: the same source and sender, a
+model device that keeps the protocol's firing rules); the input and the runner run on
+stand-in streams in real time (a few seconds). The virtual-room run with the real
+firmware is bench/live.py (docs/live.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import mir_eval
+import numpy as np
+import pytest
+
+from gridcast.agent.clock import now_us
+from gridcast.agent.live_beat_source import SourceState
+from gridcast.agent.live_mode import LiveConfig, LiveMode, LiveModeError, status_line
+from gridcast.host.live.live_input import LiveInput
+from gridcast.host.live.replay import replay
+from gridcast.protocol import messages
+from tests.conftest import ClickInput, click_track
+from tests.test_live_follow import RecordingTransport
+
+RATE = 44_100
+
+
+def f_measure(ref_s: np.ndarray, est_s: np.ndarray) -> float:
+    return float(mir_eval.beat.f_measure(mir_eval.beat.trim_beats(ref_s),
+                                         mir_eval.beat.trim_beats(est_s)))
+
+
+def test_predicted_beats_land_on_the_clicks_after_lock():
+    """128 BPM clicks: what the devices fire, predicted ahead, is on the beat (the
+    tracker reads clicks from silence ~15-20 ms early, docs/native.md) and scores as
+    well as the tracker's own beats."""
+    signal, beats = click_track(128.0, 20.0, sr=RATE)
+    run = replay(signal, RATE, network_ms=20.0)
+    led = run.led_us / 1e6
+    led = led[led <= 20.0]
+    tracker = np.array([b.heard_us for b in run.tracker]) / 1e6
+    after = beats[beats > 4.0]
+    errors = np.array([np.min(np.abs(led - b)) for b in after]) * 1000
+    assert np.median(errors) < 25 and np.max(errors) < 40, errors
+    assert f_measure(beats, led) >= f_measure(beats, tracker) - 0.01
+    assert f_measure(beats, led) > 0.95
+    gaps = np.diff(led)
+    assert gaps.min() > 0.6 * 60 / 128  # never a double flash
+    assert [s for _, s in run.states][:2] == ["idle", "locked"]
+
+
+def test_silence_coasts_on_the_tempo_then_goes_idle():
+    """Clicks for 10 s, then 12 s of silence: the devices go on at the tempo for the
+    coast (strength fading), then nothing; never a beat off the grid."""
+    clicks, beats = click_track(120.0, 10.0, sr=RATE)
+    signal = np.concatenate([clicks, np.zeros(12 * RATE, np.float32)])
+    coast_s = 3.0
+    run = replay(signal, RATE, coast_s=coast_s)
+    assert [s for _, s in run.states] == ["idle", "locked", "coasting", "idle"]
+    coasting, idle = run.states[2][0] / 1e6, run.states[3][0] / 1e6
+    # the tracker gives up within ~1 s of silence (docs/native.md), plus two beats
+    assert 10.0 < coasting < 10.0 + 2.5
+    assert idle - coasting == pytest.approx(coast_s, abs=0.02)
+    led = run.led_us / 1e6
+    late = led[led > 10.0]
+    assert len(late) >= 3 and late.max() <= idle
+    grid = beats[-1] + np.round((late - beats[-1]) / 0.5) * 0.5
+    assert np.max(np.abs(late - grid)) < 0.03  # coasting keeps the tempo and phase
+
+
+class StampedInput:
+    """sounddevice.InputStream's interface with PortAudio's times: blocks of a signal,
+    each callback run late by a random 0-4 ms (a busy machine); ``currentTime`` and
+    ``inputBufferAdcTime`` on a stream clock that starts at 100 s. Every
+    ``overflow_every``-th callback reports an input overflow."""
+
+    overflow_every = 0
+    signal = np.zeros(RATE * 3, np.float32)
+
+    def __init__(self, samplerate, blocksize, channels, dtype, callback, device=None):
+        self.rate, self.blocksize, self.callback = int(samplerate), blocksize, callback
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.t0_us = 0
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(1)
+        self.t0_us = now_us() + 20_000
+        for i, start in enumerate(range(0, len(self.signal) - self.blocksize, self.blocksize)):
+            end_s = (start + self.blocksize) / self.rate
+            late = rng.uniform(0, 0.004)
+            due_us = self.t0_us + (end_s + late) * 1e6
+            if self.stopped.wait(max(0.0, (due_us - now_us()) / 1e6)):
+                return
+            times = SimpleNamespace(currentTime=100.0 + end_s + late,
+                                    inputBufferAdcTime=100.0 + start / self.rate)
+            flag = SimpleNamespace(input_overflow=True) if (
+                self.overflow_every and i % self.overflow_every == self.overflow_every - 1
+            ) else None
+            self.callback(self.signal[start:start + self.blocksize, None], self.blocksize,
+                          times, flag)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+def test_input_frames_are_timed_by_the_adc_not_by_the_callback():
+    live = LiveInput(rate=RATE, blocksize=512, stream_factory=StampedInput)
+    with live:
+        for _block, first in live.blocks(timeout_s=1.0):
+            if first >= 2.5 * RATE:
+                break
+        stream = live.stream
+        # frame n entered the ADC at t0 + n / rate; callbacks ran up to 4 ms late
+        errors = [live.heard_us(n) - (stream.t0_us + n / RATE * 1e6)
+                  for n in range(RATE, int(2.5 * RATE), 4410)]
+    assert np.max(np.abs(errors)) < 600, errors  # µs; the wake-up jitter is gone
+    assert live.overflows == 0
+
+
+def test_input_overflows_are_counted_logged_and_shown(caplog):
+    class Overflowing(StampedInput):
+        overflow_every = 10
+
+    caplog.set_level(logging.WARNING, logger="gridcast.live")
+    mode = LiveMode(LiveConfig(rate=RATE), stream_factory=Overflowing).open()
+    deadline = time.monotonic() + 3
+    while mode.input.frames < 2 * RATE and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the stand-in's progress
+    status = mode.status()
+    mode.close()
+    blocks = 2 * RATE // 512
+    assert blocks // 10 - 1 <= status["overflows"] <= blocks // 10 + 2
+    assert "overflows" in status_line(status)
+    assert any("overflowed" in r.message for r in caplog.records)
+    # logged at most once a second, not once per overflow
+    assert len([r for r in caplog.records if "overflowed" in r.message]) <= 3
+
+
+def test_live_mode_sends_beats_and_envelopes_then_cancels():
+    """A paced click input through LiveMode: live_beats ahead of time and live_env
+    blocks go out; stopping sends the empty list that lets the devices go idle."""
+
+    class Clicks(ClickInput):
+        pace = True
+        seconds = 8.0
+
+    Clicks.music_at_us = 0
+    transport = RecordingTransport()
+
+    async def scenario() -> dict:
+        async with transport:
+            mode = LiveMode(LiveConfig(rate=22_050), stream_factory=Clicks)
+            stop = asyncio.Event()
+            task = asyncio.create_task(mode.run(transport, ["d1"], stop))
+            await asyncio.sleep(7.0)
+            status = mode.status()
+            stop.set()
+            await task
+            return status
+
+    status = asyncio.run(scenario())
+    sent = [messages.decode(p) for _, p in transport.sent]
+    beats = [m for m in sent if m.kind == "live_beats"]
+    envs = [m for m in sent if m.kind == "live_env"]
+    assert status["state"] == "locked" and abs(status["tempo_bpm"] - 120) < 3, status
+    assert len(beats) >= 3 and beats[-1].times_us == []  # the cancel
+    for m in beats[:-1]:
+        assert all(b > a for a, b in zip(m.times_us, m.times_us[1:], strict=False))
+    assert len(envs) >= 20
+    assert max(max(m.bass) for m in envs) > 100  # the clicks show as energy
+    assert all(len(m.bass) == len(m.mid) == len(m.high) > 0 for m in envs)
+
+
+def test_a_bad_source_is_refused_with_the_choices():
+    with pytest.raises(LiveModeError, match="input, link"):
+        LiveConfig(source="mic")
+
+
+def test_an_idle_source_is_idle_before_any_audio():
+    from gridcast.agent.tracker_beat_source import TrackerBeatSource
+
+    source = TrackerBeatSource(RATE)
+    assert source.state is SourceState.IDLE and source.upcoming(0, 2_000_000) == []
+    source.feed(np.zeros(RATE, np.float32), 0, lambda n: n / RATE * 1e6)
+    assert source.upcoming(1_000_000, 2_000_000) == [] and source.state is SourceState.IDLE
+    source.close()
