@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gridcast.agent import drift_stats, light_offset, player_api
+from gridcast.agent import drift_stats, light_offset, live_api, player_api
 from gridcast.agent.clock import now_us
 from gridcast.agent.config import LOCAL_BINDS
 from gridcast.agent.core import AgentCore
@@ -95,6 +95,7 @@ class Api:
         r.add_get("/api/alerts", self.alerts)
         self.light_offsets = light_offset.register(app, self)  # /api/devices/{id}/light_offset
         self.player = player_api.register(app, self)  # /api/player: the show player
+        self.live = live_api.register(app, self)  # /api/live: live mode (agent/live_api.py)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app

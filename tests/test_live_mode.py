@@ -9,6 +9,7 @@ firmware is bench/live.py (docs/live.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -195,3 +196,45 @@ def test_an_idle_source_is_idle_before_any_audio():
     source.feed(np.zeros(RATE, np.float32), 0, lambda n: n / RATE * 1e6)
     assert source.upcoming(1_000_000, 2_000_000) == [] and source.state is SourceState.IDLE
     source.close()
+
+
+def test_the_daemon_starts_shows_and_stops_live_mode(mosquitto, tmp_path):
+    """/api/live on a real daemon: bad requests are one error line; on the virtual room's
+    (silent) input, live mode runs idle, shows its state, refuses a second start, and
+    stops."""
+    from gridcast.agent import config as agent_config
+    from gridcast.agent.audio.room import VirtualRoom
+    from gridcast.agent.broker import free_port
+    from tests.test_agent_api import TOKEN, Daemon, request
+
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN,
+                                   bundle_dir=str(tmp_path / "bundles")).check()
+    url = f"http://127.0.0.1:{cfg.port}/api/live"
+    with VirtualRoom(44_100, 512) as room, Daemon(cfg, str(tmp_path / "token")):
+        assert request(url, token=TOKEN) == (200, {"running": False})
+        status, body = request(url, b'{"source": "mic"}', token=TOKEN)
+        assert status == 400 and "input, link" in body["error"]
+        status, body = request(url, b'{"input": "no such input"}', token=TOKEN)
+        assert status == 400 and "no audio input device" in body["error"]
+        start = json.dumps({"input": room.output_device, "rate": 44_100}).encode()
+        status, body = request(url, start, token=TOKEN)
+        assert status == 201 and body["running"] and body["source"] == "input", body
+        assert request(url, start, token=TOKEN)[0] == 409
+        time.sleep(0.5)  # let it listen to the silence for a while
+        status, body = request(url, token=TOKEN)
+        assert body["running"] and body["state"] == "idle" and body["overflows"] >= 0
+        status, body = http_delete(url)
+        assert status == 200 and body["running"] is False
+        assert request(url, token=TOKEN)[1]["running"] is False
+
+
+def http_delete(url: str) -> tuple[int, dict]:
+    import urllib.request
+
+    from tests.test_agent_api import TOKEN
+
+    req = urllib.request.Request(url, method="DELETE",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return answer.status, json.loads(answer.read())
