@@ -197,7 +197,8 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                                 source=source).open()
                 _connect_input(room.name)
                 stop = asyncio.Event()
-                task = asyncio.create_task(mode.run(transport, ids, stop))
+                # None: broadcast (one publish per message, as a show with every device)
+                task = asyncio.create_task(mode.run(transport, None, stop))
                 player_proc.stdin.write("go\n")
                 player_proc.stdin.flush()
                 records = []
