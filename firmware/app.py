@@ -17,7 +17,7 @@ from gridcast.firmware.store import BundleStore
 from gridcast.firmware.telemetry import Telemetry
 from gridcast.protocol import messages, transfer
 from gridcast.protocol.errors import ProtocolError
-from gridcast.protocol.keys import key_id
+from gridcast.protocol.key_id import key_id
 from gridcast.protocol.reasons import (
     BAD_CONFIG,
     INTERNAL,

@@ -1,14 +1,15 @@
-"""Bundle signing keys: random bytes in a file, named by a key id.
+"""Bundle signing keys: random bytes in a file, named by a key id (CPython side; the
+device-safe ``key_id`` lives in key_id.py and is re-exported here)."""
 
-``key_id`` runs on MicroPython too (the firmware names its key with it);
-``generate`` and ``load`` are for the host and import what only CPython has when
-called.
-"""
+from __future__ import annotations
 
-import binascii
-import hashlib
+import os
+import secrets
 
-from .errors import GridcastError
+from gridcast.protocol.errors import GridcastError
+from gridcast.protocol.key_id import key_id
+
+__all__ = ["KEY_BYTES", "MIN_KEY_BYTES", "KeyError_", "generate", "key_id", "load"]
 
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16
@@ -18,20 +19,10 @@ class KeyError_(GridcastError):
     """A key file is missing, unreadable or too short."""
 
 
-def key_id(key):
-    """A short public name for a key: 8 hex digits of a hash (reveals nothing usable)."""
-    digest = hashlib.sha256(b"gridcast-key-id:" + key).digest()
-    return binascii.hexlify(digest).decode()[:8]
-
-
-def generate(path, overwrite=False):
-    """Write KEY_BYTES random bytes to ``path`` (mode 0600) and return them."""
-    import os
-    import secrets
-
+def generate(path: str, overwrite: bool = False) -> bytes:
     if os.path.exists(path) and not overwrite:
-        raise KeyError_("%s: a key file already exists; refusing to overwrite it "
-                        "(devices provisioned with it would reject new bundles)" % path)
+        raise KeyError_(f"{path}: a key file already exists; refusing to overwrite it "
+                        "(devices provisioned with it would reject new bundles)")
     key = secrets.token_bytes(KEY_BYTES)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -41,15 +32,14 @@ def generate(path, overwrite=False):
     return key
 
 
-def load(path):
-    """The key in ``path``; KeyError_ saying what is wrong and how to make one."""
+def load(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             key = f.read(4096)
     except OSError as exc:
-        raise KeyError_("%s: cannot read key file (%s); make one with "
-                        "`gridcast keygen FILE`" % (path, exc.strerror)) from exc
+        raise KeyError_(f"{path}: cannot read key file ({exc.strerror}); make one with "
+                        "`gridcast keygen FILE`") from exc
     if len(key) < MIN_KEY_BYTES:
-        raise KeyError_("%s: key file holds %d bytes, at least %d are needed (make one with "
-                        "`gridcast keygen FILE`)" % (path, len(key), MIN_KEY_BYTES))
+        raise KeyError_(f"{path}: key file holds {len(key)} bytes, at least {MIN_KEY_BYTES} "
+                        "are needed (make one with `gridcast keygen FILE`)")
     return key
