@@ -37,6 +37,23 @@ def room() -> Iterator[VirtualRoom]:
         pytest.skip(str(exc))
 
 
+def _calibrate_json(room: VirtualRoom, config: str, capsys: pytest.CaptureFixture[str],
+                    attempts: int = 3) -> dict:
+    """One calibration's JSON. Run again (up to ``attempts`` in all) only when it failed
+    because the audio devices skipped (xruns on a busy shared VM: docs/audio.md); any
+    other failure fails at once."""
+    errors = []
+    for _ in range(attempts):
+        code = main(["calibrate", "--output", room.output_device, "--input",
+                     room.output_device, "--config", config, "--json", *FAST])
+        captured = capsys.readouterr()
+        if code == 0:
+            return dict(json.loads(captured.out))
+        assert "skipped" in captured.err, captured.err
+        errors.append(captured.err.strip())
+    pytest.fail(f"the devices skipped in every attempt: {errors}")
+
+
 def test_known_delay_is_measured_in_each_run(room: VirtualRoom, tmp_path, capsys) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('# the stage agent\n[agent]\nbroker = "mqtt://10.0.0.2:1883"\n'
@@ -44,9 +61,7 @@ def test_known_delay_is_measured_in_each_run(room: VirtualRoom, tmp_path, capsys
     with RoomLoopback(room.name, KNOWN_DELAY_MS):
         measured = []
         for _ in range(RUNS):
-            assert main(["calibrate", "--output", room.output_device, "--input",
-                         room.output_device, "--config", str(config), "--json", *FAST]) == 0
-            result = json.loads(capsys.readouterr().out)
+            result = _calibrate_json(room, str(config), capsys)
             measured.append(result["room_latency_ms"])
             assert result["stored_in"] == str(config)
             assert all(score > 0.9 for score in result["scores"])
