@@ -65,6 +65,7 @@ class PlayerService:
         self.next_beat: dict[str, Any] | None = None
         self.durations: dict[int, float] = {}
         self._waveforms: dict[tuple[str, str], dict[str, Any]] = {}
+        self._failed_lines: list[str] = []  # files the last queue could not analyze
         self._lock = asyncio.Lock()
 
     # -- the player ----------------------------------------------------------------------
@@ -124,10 +125,23 @@ class PlayerService:
             raise GridcastError("the agent has no key_file configured, so it cannot sign "
                                 "the tracks' bundles; set key_file in the config")
         maps = os.path.join(config.bundle_dir, "maps")
-        return show_tracks(audio_paths(paths), keys.load(config.key_file), maps,
-                           on_line=lambda line: log.info("%s", line))
+        failed: list[str] = []
+
+        def line(text: str) -> None:
+            log.info("%s", text)
+            if text.startswith("gridcast: "):  # a file that could not be analyzed
+                failed.append(text.removeprefix("gridcast: "))
+
+        files = audio_paths(paths)
+        tracks = show_tracks(files, keys.load(config.key_file), maps, on_line=line)
+        if not tracks:
+            raise GridcastError(f"none of the {len(files)} files could be analyzed: "
+                                + ("; ".join(failed) or "no beat maps"))
+        self._failed_lines = failed
+        return tracks
 
     async def _queue(self, paths: list[str], replace: bool) -> None:
+        self._failed_lines = []
         try:
             tracks = await asyncio.to_thread(self.tracks_from_paths, paths)
             async with self._lock:
@@ -139,6 +153,9 @@ class PlayerService:
         except (GridcastError, OSError) as exc:
             log.error("queue %s: %s", ", ".join(paths), exc)
             self._on_event("queue_failed", {"paths": paths, "reason": str(exc)})
+            return
+        for reason in self._failed_lines:  # the others were queued; the show goes on
+            self._on_event("queue_failed", {"paths": paths, "reason": reason})
 
     async def waveform(self, index: int) -> dict[str, Any]:
         """Peaks (|x| max per column, 0..1 of the loudest) and beat times of track ``index``."""

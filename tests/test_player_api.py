@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
+import soundfile as sf
 
 from gridcast.agent import config as agent_config
 from gridcast.agent.audio.clicks import click_train
@@ -25,6 +27,7 @@ from gridcast.agent.audio.room import VirtualRoom
 from gridcast.agent.broker import free_port
 from gridcast.agent.player_api import PlayerService
 from gridcast.agent.show.set_list import ShowTrack
+from gridcast.host.evaluation import demo_audio
 from tests.test_agent_api import TOKEN, Cdp, Daemon, HeadlessChromium, key_path, request
 from tests.test_agent_collector import wait_until
 
@@ -48,6 +51,16 @@ def click_tracks(paths: list[str]) -> list[ShowTrack]:
 @pytest.fixture
 def player_daemon(mosquitto, tmp_path, key_path, monkeypatch) -> Iterator[Daemon]:
     monkeypatch.setattr(PlayerService, "_analyze", lambda self, paths: click_tracks(paths))
+    yield from _daemon_in_a_room(mosquitto, tmp_path, key_path)
+
+
+@pytest.fixture
+def analyzing_daemon(mosquitto, tmp_path, key_path) -> Iterator[Daemon]:
+    """The daemon as shipped: queued paths are analyzed and bundled for real."""
+    yield from _daemon_in_a_room(mosquitto, tmp_path, key_path)
+
+
+def _daemon_in_a_room(mosquitto: Any, tmp_path: Any, key_path: str) -> Iterator[Daemon]:
     try:
         room = VirtualRoom(period_frames=1024).start()
     except RoomError as exc:  # pragma: no cover - a machine without jackd
@@ -136,6 +149,42 @@ def test_transport_over_rest_and_events_over_the_websocket(player_daemon) -> Non
     assert len(wave["peaks"]) == 800 and max(wave["peaks"]) == 1.0
     assert len(wave["beats_s"]) == len(np.arange(0.25, TRACK_S - 0.1, BEAT_S))
     assert request(f"{daemon.url}/api/player/waveform?index=9")[0] == 404
+
+
+def test_queued_files_are_analyzed_and_bad_ones_reported(analyzing_daemon, tmp_path) -> None:
+    daemon = analyzing_daemon
+    signal, beats, _ = demo_audio.render(seconds=10.0)
+    song = tmp_path / "song.wav"
+    sf.write(str(song), signal, demo_audio.SAMPLE_RATE)
+    (tmp_path / "notes.txt").write_text("not audio")
+
+    async def scenario() -> list[dict]:
+        events: list[dict] = []
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{daemon.url}/ws?token={TOKEN}") as ws:
+            for paths in ([str(tmp_path / "notes.txt")], [str(song)]):
+                body = json.dumps({"paths": paths}).encode()
+                assert (await asyncio.to_thread(call, daemon, "queue", body))[0] == 202
+            async with asyncio.timeout(60):
+                while {"queue", "queue_failed"} - {e.get("event") for e in events}:
+                    message = await ws.receive_json()
+                    if message["type"] == "player":
+                        events.append(message)
+        return events
+
+    events = asyncio.run(scenario())
+    failed = next(e for e in events if e["event"] == "queue_failed")
+    assert "none of the 1 files could be analyzed" in failed["reason"]
+    assert "notes.txt" in failed["reason"]
+    queued = next(e for e in events if e["event"] == "queue")
+    assert [t["title"] for t in queued["tracks"]] == ["song.wav"]
+    status, wave = request(f"{daemon.url}/api/player/waveform?index=0")
+    assert status == 200 and wave["duration_s"] == pytest.approx(10.0, abs=0.01)
+    # The analyzer's beats of a song with known beats: about as many, at about the times.
+    assert abs(len(wave["beats_s"]) - len(beats)) <= 2
+    status, playing = call(daemon, "play")
+    assert status == 200 and playing["state"] == "playing"
+    assert playing["track"]["track_id"] and playing["track"]["bundle_version"] >= 1
 
 
 async def click(cdp: Cdp, selector: str, fraction_x: float = 0.5) -> None:
