@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{result.output_latency_ms:.3f} + room {result.room_latency_ms:.3f} + "
                 f"PortAudio input {result.input_latency_ms:.3f}")
     output.info(f"room latency per repeat: {repeats} ms (spread {result.spread_ms:.3f} ms)")
-    where = f"stored in {stored} ([agent] room_latency_ms)" if stored else "not stored (--dry-run)"
+    where = (f"stored in {stored} ([agent] room_latency_ms; the daemon's player applies it: "
+             f"gridcast agent --config {stored})" if stored else "not stored (--dry-run)")
     output.info(f"room latency {result.room_latency_ms:.3f} ms: {where}")
     return 0
