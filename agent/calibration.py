@@ -18,8 +18,10 @@ from the air, so the room latency includes it; on the virtual room both are exac
 
 Bursts are irregular (0, 37, 89, 163 ms) so a burst correlates with itself at one lag
 only, and repeats are further apart than ``max_latency_ms`` so no burst can be taken
-for its neighbour. Repeats that disagree by more than ``tolerance_ms``, or a burst
-that is not in the recording, raise CalibrationError: nothing is stored.
+for its neighbour. An input that cannot run at the output's rate records at its own,
+and the burst is resampled to it for the correlation. Repeats that disagree by more
+than ``tolerance_ms``, or a burst that is not in the recording, raise
+CalibrationError: nothing is stored.
 
 ``store_room_latency`` writes ``room_latency_ms`` into the agent's TOML config (the
 ``[agent]`` table), atomically and keeping every other line as it was.
@@ -33,11 +35,12 @@ import re
 import tempfile
 import threading
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy.signal import correlate
+from scipy.signal import correlate, resample_poly
 
 from gridcast.agent.audio.dac_clock import DacClock
 from gridcast.agent.clock import now_us
@@ -70,12 +73,12 @@ class RoomCalibration:
     stream_output_latency_ms: float  # PortAudio's stream.latency figures at open
     stream_input_latency_ms: float
     scores: list[float]  # normalized correlation of each burst found
-    rate_hz: int
+    rate_hz: int  # the output's; the input's is input_rate_hz
     output_device: str
     input_device: str
     input_xruns: int = 0
     output_xruns: int = 0
-    notes: list[str] = field(default_factory=list)
+    input_rate_hz: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,29 +194,31 @@ def measure_room(output: int | str | None = None, input: int | str | None = None
         raise CalibrationError(str(exc)) from exc
     in_info = _resolve_input(input)
     rate = int(out_info["default_samplerate"])
+    in_rate = _input_rate(int(in_info["index"]), rate, int(in_info["default_samplerate"]))
     _, _, burst = click_bursts(rate, 1, 1.0)
     every_s = (max_latency_ms + 100.0) * 1e-3 + burst.size / rate
     signal, starts, burst = click_bursts(rate, repeats, every_s)
-    record_frames = signal.size + round((max_latency_ms + 500.0) * 1e-3 * rate)
+    record_frames = round((signal.size / rate + (max_latency_ms + 500.0) * 1e-3) * in_rate)
     streams = _Streams(signal, record_frames)
-    streams.out_clock, streams.in_clock = DacClock(rate), DacClock(rate)
+    streams.out_clock, streams.in_clock = DacClock(rate), DacClock(in_rate)
     try:
         out_stream = sd.OutputStream(device=int(out_info["index"]), samplerate=rate, channels=1,
                                      dtype="float32", latency="low", callback=streams.on_output)
-        in_stream = sd.InputStream(device=int(in_info["index"]), samplerate=rate, channels=1,
-                                   dtype="float32", latency="low", callback=streams.on_input)
+        in_stream = sd.InputStream(device=int(in_info["index"]), samplerate=in_rate,
+                                   channels=1, dtype="float32", latency="low",
+                                   callback=streams.on_input)
     except sd.PortAudioError as exc:
-        raise CalibrationError(f"cannot open {out_info['name']!r} for output and "
-                               f"{in_info['name']!r} for input at {rate} Hz "
+        raise CalibrationError(f"cannot open {out_info['name']!r} for output at {rate} Hz and "
+                               f"{in_info['name']!r} for input at {in_rate} Hz "
                                f"({str(exc).splitlines()[0]})") from exc
     streams.out_stream, streams.in_stream = out_stream, in_stream
     with out_stream, in_stream:
-        seconds = record_frames / rate
+        seconds = record_frames / in_rate
         if not streams.done.wait(seconds + 10.0):
             raise CalibrationError(f"the input {in_info['name']!r} delivered no audio for "
                                    f"{seconds + 10.0:.0f} s: is it running?")
         stream_out_ms, stream_in_ms = out_stream.latency * 1e3, in_stream.latency * 1e3
-    latencies, scores = _find_bursts(streams, starts, burst, rate, max_latency_ms)
+    latencies, scores = _find_bursts(streams, starts, burst, rate, in_rate, max_latency_ms)
     result = RoomCalibration(
         room_latency_ms=float(np.median(latencies)), repeats_ms=latencies,
         spread_ms=float(max(latencies) - min(latencies)), tolerance_ms=tolerance_ms,
@@ -222,7 +227,7 @@ def measure_room(output: int | str | None = None, input: int | str | None = None
         stream_output_latency_ms=stream_out_ms, stream_input_latency_ms=stream_in_ms,
         scores=scores, rate_hz=rate, output_device=str(out_info["name"]),
         input_device=str(in_info["name"]), input_xruns=streams.in_xruns,
-        output_xruns=streams.out_xruns)
+        output_xruns=streams.out_xruns, input_rate_hz=in_rate)
     result.round_trip_ms = (result.output_latency_ms + result.room_latency_ms
                             + result.input_latency_ms)
     if result.spread_ms > tolerance_ms:
@@ -235,31 +240,46 @@ def measure_room(output: int | str | None = None, input: int | str | None = None
     return result
 
 
-def _find_bursts(streams: _Streams, starts: np.ndarray, burst: np.ndarray, rate: int,
-                 max_latency_ms: float) -> tuple[list[float], list[float]]:
+def _input_rate(device: int, output_rate: int, default_rate: int) -> int:
+    """The output's rate if the input takes it, else the input's own (the burst is then
+    resampled to it for the correlation)."""
+    import sounddevice as sd
+
+    try:
+        sd.check_input_settings(device=device, samplerate=output_rate, channels=1)
+    except (ValueError, sd.PortAudioError):
+        return default_rate
+    return output_rate
+
+
+def _find_bursts(streams: Any, starts: np.ndarray, burst: np.ndarray, rate: int,
+                 in_rate: int, max_latency_ms: float) -> tuple[list[float], list[float]]:
     """Room latency (ms) and correlation score of each burst; CalibrationError if one is
-    missing."""
+    missing. ``burst`` is at the output's ``rate``; the recording at ``in_rate``."""
     recording = streams.recording[:min(streams.in_frames, streams.recording.size)]
     if recording.size == 0 or float(np.max(np.abs(recording))) < SILENCE:
         raise CalibrationError("the microphone heard nothing (silence on the input): check "
                                "that --input is the microphone, unmuted, and --output plays "
                                "into the room")
     assert streams.out_clock is not None and streams.in_clock is not None
-    margin = round(0.005 * rate)  # PortAudio's figures may overstate a latency a little
-    span = round(max_latency_ms * 1e-3 * rate)
+    margin = round(0.005 * in_rate)  # PortAudio's figures may overstate a latency a little
+    span = round(max_latency_ms * 1e-3 * in_rate)
     latencies, scores = [], []
     burst64 = burst.astype(np.float64)
+    if in_rate != rate:  # polyphase: the resampled burst's sample 0 is still its start
+        ratio = Fraction(in_rate, rate)
+        burst64 = resample_poly(burst64, ratio.numerator, ratio.denominator)
     norm = float(np.linalg.norm(burst64))
     for k, start in enumerate(starts):
         departure_us = streams.out_clock.heard_us(float(start))
         expected = int(np.floor(streams.in_clock.frame_at(departure_us))) - margin
-        first, last = max(0, expected), expected + margin + span + burst.size
+        first, last = max(0, expected), expected + margin + span + burst64.size
         window = recording[first:min(last, recording.size)].astype(np.float64)
-        if window.size < burst.size + 2:
+        if window.size < burst64.size + 2:
             raise CalibrationError(f"burst {k + 1}: the recording ends before it could arrive "
                                    "(the input stopped early)")
         corr = correlate(window, burst64, mode="valid", method="fft")
-        energy = np.sqrt(np.convolve(window ** 2, np.ones(burst.size), mode="valid"))
+        energy = np.sqrt(np.convolve(window ** 2, np.ones(burst64.size), mode="valid"))
         peak = int(np.argmax(corr))
         score = float(corr[peak] / (norm * max(float(energy[peak]), 1e-12)))
         if score < MIN_SCORE:

@@ -9,6 +9,7 @@ import json
 import os
 import tomllib
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -160,3 +161,35 @@ def test_burst_layout_has_one_self_match() -> None:
     peak = corr.argmax()
     others = np.delete(corr, range(peak - 48, peak + 49))
     assert others.max() < 0.3 * corr[peak]
+
+
+class _LinearClock:
+    """Frame n of a stream is at t0 + n / rate (agent µs): what DacClock fits."""
+
+    def __init__(self, t0_us: float, rate_hz: float) -> None:
+        self.t0_us, self.rate_hz = t0_us, rate_hz
+
+    def heard_us(self, frame: float) -> float:
+        return self.t0_us + frame / self.rate_hz * 1e6
+
+    def frame_at(self, agent_us: float) -> float:
+        return (agent_us - self.t0_us) * self.rate_hz / 1e6
+
+
+def test_an_input_at_another_rate_is_measured_through_the_resampled_burst() -> None:
+    # The output plays at 48 kHz; the microphone records at 44.1 kHz, starting 3.7 ms
+    # after the output's first frame; the room delays by 1104 output frames (23.0 ms).
+    signal, starts, burst = calibration.click_bursts(48000, 3, 0.4)
+    delayed = np.zeros(signal.size + 48000, np.float32)
+    delayed[1104:1104 + signal.size] = signal
+    from scipy.signal import resample_poly
+
+    heard = resample_poly(delayed, 147, 160)  # 48 kHz -> 44.1 kHz
+    skip = round(0.0037 * 44100)  # the input's frame 0 is output time 3.7 ms (rounded)
+    streams = SimpleNamespace(recording=heard[skip:].astype(np.float32),
+                              in_frames=heard.size - skip, in_xruns=0, out_xruns=0,
+                              out_clock=_LinearClock(1e6, 48000),
+                              in_clock=_LinearClock(1e6 + skip / 44100 * 1e6, 44100))
+    latencies, scores = calibration._find_bursts(streams, starts, burst, 48000, 44100, 100.0)
+    assert min(scores) > 0.95
+    assert latencies == pytest.approx([23.0] * 3, abs=0.01)
