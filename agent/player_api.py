@@ -100,7 +100,10 @@ class PlayerService:
 
     def state(self) -> dict[str, Any]:
         config = self.core.config
-        base = {"output": config.audio_output, "room_latency_ms": config.room_latency_ms}
+        # The output's own figure once it exists: what is really added to the DAC times.
+        room_ms = (self.output.room_latency_us / 1e3 if self.output is not None
+                   else config.room_latency_ms)
+        base = {"output": config.audio_output, "room_latency_ms": room_ms}
         if self.player is None:
             return {**base, "state": "stopped", "index": 0, "position_s": 0.0, "track": None,
                     "tracks": [], "skipped": [], "duration_s": None, "next_beat": None}

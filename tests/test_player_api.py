@@ -119,6 +119,7 @@ def test_transport_over_rest_and_events_over_the_websocket(player_daemon) -> Non
     events = asyncio.run(scenario())
     now_playing = next(e for e in events if e["event"] == "now_playing")
     assert now_playing["title"] == "one" and now_playing["duration_s"] == TRACK_S
+    assert state(daemon)["room_latency_ms"] == 4.0  # the config's, applied by the output
     beat = next(e for e in events if e["event"] == "next_beat")
     assert (beat["beat_s"] - 0.25) / BEAT_S == pytest.approx(round((beat["beat_s"] - 0.25)
                                                                     / BEAT_S))
