@@ -75,7 +75,10 @@ class PlayerService:
             from gridcast.agent.show.player import ShowPlayer
 
             config = self.core.config
-            output = ShowOutput(config.audio_output, room_latency_ms=config.room_latency_ms)
+            device: int | str | None = config.audio_output
+            if isinstance(device, str) and device.isdigit():  # an index, from TOML or env
+                device = int(device)
+            output = ShowOutput(device, room_latency_ms=config.room_latency_ms)
             output.open()
             self.output = output
             ids = [d.id for d in self.core.registry.snapshot()]
