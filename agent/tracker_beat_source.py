@@ -84,6 +84,7 @@ class TrackerBeatSource:
 
     def __init__(self, rate_hz: int, hop_size: int | None = None, coast_s: float = 4.0,
                  lost_beats: float = 2.0, min_confidence: float = 0.0,
+                 catch_up_ms: float = 40.0,
                  downbeat_strength: float = 1.0, beat_strength: float = 0.5,
                  env_delay_ms: float = 80.0, env_span_ms: float = 200.0,
                  on_beat: Callable[[HeardBeat], None] | None = None,
@@ -94,6 +95,7 @@ class TrackerBeatSource:
         self.coast_us = coast_s * 1e6
         self.lost_beats = lost_beats
         self.min_confidence = min_confidence
+        self.catch_up_us = catch_up_ms * 1000
         self.downbeat_strength = downbeat_strength
         self.beat_strength = beat_strength
         self.on_beat = on_beat
@@ -156,7 +158,12 @@ class TrackerBeatSource:
             self._last_due_us = max([self._last_due_us] + [t for t in self._answer
                                                            if t <= now_us])
             not_before = self._last_due_us + MIN_GAP * period
-            k = int(np.ceil((max(now_us, not_before) - self._next_us) / period))
+            # A beat the tracker placed just behind us (it decides a beat up to two
+            # frames late when its phase jumps) is still given, if the devices fired
+            # none near it: the protocol's lists start at the beat due last, and a device
+            # fires a beat up to 50 ms late rather than never.
+            since = max(now_us - self.catch_up_us, not_before)
+            k = int(np.ceil((since - self._next_us) / period))
             beats = []
             while True:
                 at = self._next_us + k * period

@@ -39,6 +39,7 @@ import json
 import os
 import resource
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -247,6 +248,11 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
             lines = path.read_text().splitlines() if path.exists() else []
             leds[dev.id] = np.array(sorted(json.loads(x)["true_time_us"] for x in lines
                                            if x.strip()), dtype=float)
+    if args.raw:  # everything the figures come from, for a closer look
+        with open(args.raw, "w") as raw:
+            json.dump({"records": records, "leds": {k: v.tolist() for k, v in leds.items()},
+                       "tracker": [[b.heard_us, b.decided_us, b.beat_in_bar, b.bpm]
+                                   for b in tracker], "net_ms": net_ms}, raw)
     return score(clips, records, leds, tracker, net_ms, status,
                  cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset)
 
@@ -328,8 +334,12 @@ def main() -> None:
     parser.add_argument("--gap-s", type=float, default=4.0, help="silence between clips")
     parser.add_argument("--coast-s", type=float, default=2.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--raw", metavar="FILE", help="also write the LED frames, tracker "
+                        "beats and clip starts as JSON")
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.player:
         player(args.player, ([args.set_dir] if args.set_dir else []) + args.paths, args.gap_s)
         return
