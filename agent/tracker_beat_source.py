@@ -22,7 +22,9 @@ the model's beats, exactly as an Ableton Link session does
   beats: the devices show their idle effect). Beats from the tracker lock it again.
 
 The states are judged from times, on every call, so an input that stops feeding
-entirely still coasts and goes idle.
+entirely still coasts and goes idle. Unlike Link's, an answer may start up to
+``catch_up_ms`` in the past: a beat the tracker decided late (its phase jumped), when
+the devices fired none near it (a device fires a beat up to 50 ms late).
 
 Band envelopes: per hop, the energy below 250 Hz, 250 Hz–2 kHz and above 2 kHz,
 each scaled to 0..255 by a slowly falling running peak. ``envelope()`` gives the last

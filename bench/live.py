@@ -257,6 +257,55 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                  cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset)
 
 
+def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
+    """CPU of ``gridcast live`` alone (its own process) while the player plays clips into it."""
+    from gridcast.agent.audio.room import VirtualRoom
+    from gridcast.agent.broker import Mosquitto
+
+    def cpu_s(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    with VirtualRoom(ROOM_RATE, ROOM_PERIOD) as room, \
+            Mosquitto(folder=str(Path(folder) / "broker")) as broker:
+        player_proc = subprocess.Popen(
+            [sys.executable, __file__, "--player", room.output_device, "--gap-s", "0",
+             *[c.audio_path for c in clips]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True)
+        assert player_proc.stdout is not None and player_proc.stdin is not None
+        assert json.loads(player_proc.stdout.readline())["kind"] == "ready"
+        live = subprocess.Popen(
+            [sys.executable, "-m", "gridcast.host.cli", "live", "--broker", broker.url,
+             "--input", room.output_device, "--rate", str(ROOM_RATE), "--seconds",
+             str(args.cost + 5), "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # until its input port exists
+                try:
+                    _connect_input(room.name)
+                    break
+                except RuntimeError:
+                    time.sleep(0.2)
+            player_proc.stdin.write("go\n")
+            player_proc.stdin.flush()
+            time.sleep(3)  # the clicks, the first clip starting
+            cpu0, wall0 = cpu_s(live.pid), time.monotonic()
+            time.sleep(args.cost)
+            cpu1, wall1 = cpu_s(live.pid), time.monotonic()
+            out, _ = live.communicate(timeout=30)
+        finally:
+            for proc in (live, player_proc):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    status = json.loads(out) if out.strip() else {}
+    return {"seconds": round(wall1 - wall0, 1),
+            "live_cpu_pct": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 2),
+            "state": status.get("state"), "tempo_bpm": status.get("tempo_bpm"),
+            "overflows": status.get("overflows"), "messages": status.get("messages")}
+
+
 def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: float,
           status: dict, cpu_pct: float, input_offset_us: float) -> dict:
     from gridcast.host.evaluation.evaluate import score as beat_score
@@ -336,6 +385,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--raw", metavar="FILE", help="also write the LED frames, tracker "
                         "beats and clip starts as JSON")
+    parser.add_argument("--cost", type=float, metavar="SECONDS", help="measure the CPU of "
+                        "`gridcast live` alone for this long instead (no devices)")
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.
@@ -349,6 +400,9 @@ def main() -> None:
     if args.clips:
         clips = clips[:args.clips]
     with tempfile.TemporaryDirectory() as folder:
+        if args.cost:
+            print(json.dumps(cost(args, clips, folder)))
+            return
         result = asyncio.run(_run(args, clips, folder))
     if args.json:
         print(json.dumps(result))
