@@ -118,8 +118,10 @@ class LightTimeline:
             return None
         return want - self.model.position(int(at_us))
 
-    async def steer(self, heard_position: Callable[[float], float | None]) -> None:
-        """One correction: a rate (or, far off, a seek) from ``COMMAND_LEAD_S`` ahead."""
+    async def steer(self, heard_position: Callable[[float], float | None],
+                    rate: bool = True) -> None:
+        """One correction from ``COMMAND_LEAD_S`` ahead: a seek when the lights are more
+        than ``RESEEK_MS`` off the sound, else (``rate``) a rate aimed ``HORIZON_S`` on."""
         model = self.model
         if model is None:
             return
@@ -129,23 +131,25 @@ class LightTimeline:
         if want_at is None or want_target is None or want_at < 0:
             return
         have = model.position(at)
-        rate = round((want_target - have) * PPM / (target - at))
-        rate = min(max(rate, PPM - MAX_STEER_PPM, messages.MIN_RATE_PPM),
-                   PPM + MAX_STEER_PPM, messages.MAX_RATE_PPM)
+        if not rate and abs(want_at - have) <= RESEEK_MS * 1e3:
+            return
+        new_rate = round((want_target - have) * PPM / (target - at))
+        new_rate = min(max(new_rate, PPM - MAX_STEER_PPM, messages.MIN_RATE_PPM),
+                       PPM + MAX_STEER_PPM, messages.MAX_RATE_PPM)
         if abs(want_at - have) > RESEEK_MS * 1e3:
             log.info("lights %.2f ms off the sound: re-anchored", (want_at - have) / 1e3)
-            rate = round((want_target - want_at) * PPM / (target - at))
-            rate = min(max(rate, PPM - MAX_STEER_PPM), PPM + MAX_STEER_PPM)
-            model.reset(at, round(want_at), rate)
-            self.rate_ppm = rate
+            new_rate = round((want_target - want_at) * PPM / (target - at))
+            new_rate = min(max(new_rate, PPM - MAX_STEER_PPM), PPM + MAX_STEER_PPM)
+            model.reset(at, round(want_at), new_rate)
+            self.rate_ppm = new_rate
             self.seeks += 1
-            self.sent.append((now_us(), "seek", self.track_id, at, round(want_at), rate))
-            await playback.seek(self.transport, self.device_ids, round(want_at), at, rate)
+            self.sent.append((now_us(), "seek", self.track_id, at, round(want_at), new_rate))
+            await playback.seek(self.transport, self.device_ids, round(want_at), at, new_rate)
             return
-        if rate == model.rate_at(at):
+        if new_rate == model.rate_at(at):
             return
-        model.change_rate(rate, at, now_us())
-        self.rate_ppm = rate
+        model.change_rate(new_rate, at, now_us())
+        self.rate_ppm = new_rate
         self.rate_messages += 1
-        self.sent.append((now_us(), "rate", self.track_id, at, 0, rate))
-        await playback.set_rate(self.transport, self.device_ids, rate, at_us=at)
+        self.sent.append((now_us(), "rate", self.track_id, at, 0, new_rate))
+        await playback.set_rate(self.transport, self.device_ids, new_rate, at_us=at)

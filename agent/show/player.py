@@ -280,9 +280,12 @@ class ShowPlayer:
                         self._emit("ended", {})
                         continue
                     now = time.monotonic()
-                    if now - last_steer >= STEER_S and not self._lights_ahead:
-                        last_steer = now
-                        await self.lights.steer(self.heard_position_us)
+                    if not self._lights_ahead:
+                        # every tick: re-anchor at once when the sound jumped (an xrun);
+                        # every STEER_S: the rate that follows the card's drift
+                        rate = now - last_steer >= STEER_S
+                        last_steer = now if rate else last_steer
+                        await self.lights.steer(self.heard_position_us, rate)
                     if now - last_position >= POSITION_EVERY_S:
                         last_position = now
                         self._position_events()
@@ -350,6 +353,10 @@ class ShowPlayer:
             activate_us = min(max(after_last, boundary_us - SWITCH_MAX_S * 1e6),
                               boundary_us - SWITCH_MIN_S * 1e6)
             holding = await self._deploy(track, self._online(), GatedActivation(activate_us))
+            # Devices that joined during the transfer get the bundle now (past the gate).
+            joined = [d for d in self._online() if d not in holding]
+            if joined:
+                holding += await self._deploy(track, joined)
             if self.output.program_number not in (program, program + 1):
                 return  # a transport command came meanwhile
             boundary_us = self.output.heard_us(0 if self.output.program_number != program
