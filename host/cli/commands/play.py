@@ -48,7 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gridcast.host.library.set_list import is_set_list_input
 
-    if (len(args.track) > 1 or is_set_list_input(args.track[0])) and not args.live:
+    others = [t for t in args.track if not is_set_list_input(t)]
+    if len(args.track) > 1 and others:
+        raise GridcastError(f"{others[0]}: not audio, a folder or an M3U list; several "
+                            "inputs make a set list (a bundle or track id plays alone)")
+    if not others and not args.live:
         from gridcast.host.cli import show
 
         return show.run(args)
