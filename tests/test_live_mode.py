@@ -238,3 +238,31 @@ def http_delete(url: str) -> tuple[int, dict]:
                                  headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as answer:
         return answer.status, json.loads(answer.read())
+
+
+def test_a_link_source_goes_out_without_envelopes():
+    """--link: the source's beats go out as they are; no input, so no envelopes and no
+    overflow count."""
+    from tests.test_live_sender import GridSource
+
+    transport = RecordingTransport()
+    source = GridSource(period_us=400_000, origin_us=now_us())
+
+    async def scenario() -> dict:
+        async with transport:
+            mode = LiveMode(LiveConfig(source="link"), source=source)
+            stop = asyncio.Event()
+            task = asyncio.create_task(mode.run(transport, None, stop))
+            await asyncio.sleep(0.5)
+            status = mode.status()
+            stop.set()
+            await task
+            return status
+
+    status = asyncio.run(scenario())
+    sent = [messages.decode(p) for _, p in transport.sent]
+    assert {m.kind for m in sent} == {"live_beats"} and len(sent) >= 2
+    first = sent[0]
+    assert (first.times_us[1] - first.times_us[0]) == 400_000
+    assert status["source"] == "link" and "overflows" not in status
+    assert sent[-1].times_us == []
