@@ -49,6 +49,9 @@ async def _show(args: argparse.Namespace, tracks: list[ShowTrack]) -> int:
     from gridcast.agent.sync_responder import SyncResponder
     from gridcast.agent.transport import open_transport
 
+    # The output first: a wrong --output is named before anything else happens.
+    out = None if args.no_audio else ShowOutput(args.output,
+                                                room_latency_ms=args.room_latency_ms)
     async with open_transport(args.broker) as transport:
         responder = SyncResponder(transport)
         responder.start()
@@ -72,7 +75,7 @@ async def _show(args: argparse.Namespace, tracks: list[ShowTrack]) -> int:
                     await asyncio.sleep(max(0.0, start / 1e6 - time.time()) + args.seconds)
                     await playback.stop(transport, ids)
                 return 0
-            out = ShowOutput(args.output, room_latency_ms=args.room_latency_ms)
+            assert out is not None
             with out:
                 player = ShowPlayer(transport, ids, out, on_event=_printer(args))
                 player.queue(tracks)
