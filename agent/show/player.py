@@ -387,7 +387,7 @@ class ShowPlayer:
                 item = await heard.get()
                 if item.message.kind != "hello" or item.device_id not in self.device_ids:
                     continue
-                if self.state == "playing" and not self._lights_ahead:
+                if self.state == "playing":
                     task = asyncio.create_task(self._join(item.device_id), name="show join")
                     self._joining.add(task)
                     task.add_done_callback(self._joining.discard)
@@ -395,8 +395,10 @@ class ShowPlayer:
             self.transport.unlisten(heard)
 
     async def _join(self, device_id: str) -> None:
-        track = self.tracks[self.index]
         await asyncio.sleep(0.5)  # its status follows the hello: the deploy skips by it
+        while self._lights_ahead:  # the lights are between two tracks: join the new one
+            await asyncio.sleep(0.1)
+        track = self.tracks[self.index]
         if device_id in await self._deploy(track, [device_id]) and self.state == "playing":
             await self.lights.join(device_id)
             log.info("%s joined at %.1f s of %s", device_id, self.position_s(), track.title)
