@@ -134,10 +134,11 @@ def test_a_device_clock_100_ppm_off_is_measured_and_followed():
     assert worst <= MAX_CLICK_ERROR_US, f"worst click {worst:.0f} µs off: {errors.round(0)}"
 
 
-def test_30_s_play_is_sample_exact_without_xruns():
+def test_15_s_play_is_sample_exact_without_xruns():
+    """The 10-minute figure is bench/audio_room.py's; the suite keeps 15 s."""
     rate = 48000
     rng = np.random.default_rng(14)
-    signal = (0.3 * rng.standard_normal(30 * rate)).astype(np.float32)
+    signal = (0.3 * rng.standard_normal(15 * rate)).astype(np.float32)
     signal[0] = 0.9  # a marker: the first sample that is not silence
 
     def attempt() -> tuple[float, OutputReport, Capture, float | None]:

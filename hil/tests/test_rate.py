@@ -28,9 +28,9 @@ from gridcast.protocol import bundle_reader, messages
 pytestmark = pytest.mark.sim_only
 
 PPM = 1_000_000
-WARMUP_S = 40  # the skew fit needs tens of seconds of exchanges (test_sync.py: 90 s, jitter)
-SLOW_S = 30  # seconds at 94 %
-FAST_S = 30  # seconds at 106 %
+WARMUP_S = 30  # the skew fit needs tens of seconds of exchanges (test_sync.py: 90 s, jitter)
+SLOW_S = 20  # seconds at 94 % (a longer run: pytest -s hil/tests/test_rate.py with more)
+FAST_S = 20  # seconds at 106 %
 SLOW, FAST = 940_000, 1_060_000
 # Devices start a quarter beat apart: three simulated devices share two cores here, and
 # processes waking to spin for the same instant queue for them (see test_sync.py).
