@@ -56,7 +56,7 @@ class LiveConfig:
     horizon_s: float = 2.0
     correction_ms: float = 1.0
     env_every_ms: float = 50.0
-    poll_ms: float = 10.0
+    poll_ms: float = 20.0  # beats go out 1-2 s ahead: a correction 20 ms later costs nothing
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -262,9 +263,19 @@ def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
     from gridcast.agent.audio.room import VirtualRoom
     from gridcast.agent.broker import Mosquitto
 
-    def cpu_s(pid: int) -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_s(pid: int, task: str = "") -> float:
+        stat = Path(f"/proc/{pid}{task}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def threads_cpu_s(pid: int) -> dict[str, float]:
+        # CPU per thread name (the asyncio loop is the process's own name, python)
+        out: dict[str, float] = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                name = (task / "comm").read_text().strip()
+                out[name] = out.get(name, 0.0) + cpu_s(pid, f"/task/{task.name}")
+        return out
 
     with VirtualRoom(ROOM_RATE, ROOM_PERIOD) as room, \
             Mosquitto(folder=str(Path(folder) / "broker")) as broker:
@@ -291,8 +302,10 @@ def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
             player_proc.stdin.flush()
             time.sleep(3)  # the clicks, the first clip starting
             cpu0, wall0 = cpu_s(live.pid), time.monotonic()
+            threads0 = threads_cpu_s(live.pid)
             time.sleep(args.cost)
             cpu1, wall1 = cpu_s(live.pid), time.monotonic()
+            threads1 = threads_cpu_s(live.pid)
             out, _ = live.communicate(timeout=30)
         finally:
             for proc in (live, player_proc):
@@ -302,6 +315,8 @@ def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
     status = json.loads(out) if out.strip() else {}
     return {"seconds": round(wall1 - wall0, 1),
             "live_cpu_pct": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 2),
+            "threads_cpu_pct": {name: round(100 * (threads1[name] - threads0.get(name, 0.0))
+                                            / (wall1 - wall0), 2) for name in threads1},
             "state": status.get("state"), "tempo_bpm": status.get("tempo_bpm"),
             "overflows": status.get("overflows"), "messages": status.get("messages")}
 
