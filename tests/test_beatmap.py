@@ -28,6 +28,24 @@ def test_round_trip_keeps_everything(tmp_path, song_map, ext):
     assert back.metadata["audio_sha256"] == song_map.metadata["audio_sha256"]
 
 
+def test_structure_round_trips(tmp_path, song_map):
+    song_map.phrases = np.array([0.5, 8.5])
+    song_map.sections = [beatmap.Section(0.5, 8.5, "intro", 0.3),
+                         beatmap.Section(8.5, 20.0, "drop", 0.9, "rekordbox")]
+    song_map.cues = [beatmap.Cue(8.5, "Drop", "hot", "#ff0000"),
+                     beatmap.Cue(1.0, "", "loop", "", 3.0)]
+    path = str(tmp_path / "map.json")
+    try:
+        beatmap.save(song_map, path)
+    finally:
+        song_map.phrases, song_map.sections, song_map.cues = np.zeros(0), [], []
+    back = beatmap.load(path)
+    assert list(back.phrases) == [0.5, 8.5]
+    assert [(s.role, s.source) for s in back.sections] == [("intro", "analysis"),
+                                                           ("drop", "rekordbox")]
+    assert back.cues[0].name == "Drop" and back.cues[1].end_s == 3.0
+
+
 def test_json_has_the_documented_top_level_fields(tmp_path, song_map):
     path = str(tmp_path / "map.json")
     beatmap.save(song_map, path)
@@ -46,6 +64,13 @@ def test_json_has_the_documented_top_level_fields(tmp_path, song_map):
     (lambda d: d["beat_in_bar"].pop(), "entries but there are"),
     (lambda d: d["envelopes"].update(frame_rate_hz=0), r"\$.envelopes.frame_rate_hz"),
     (lambda d: d.update(format_version=99), "unsupported version 99"),
+    (lambda d: d.update(sections=[{"start_s": 0, "end_s": 8, "role": "solo", "energy": 1}]),
+     r"unknown role 'solo'.*\$.sections\[0\].role"),
+    (lambda d: d.update(sections=[{"start_s": 0, "end_s": 8, "role": "intro", "energy": 1},
+                                  {"start_s": 4, "end_s": 9, "role": "drop", "energy": 1}]),
+     "must not overlap"),
+    (lambda d: d.update(phrases=[8.0, 4.0]), "strictly ascending"),
+    (lambda d: d.update(cues=[{"time_s": 1.0, "kind": "flag"}]), "unknown cue kind"),
 ])
 def test_malformed_maps_name_the_file_and_the_place(tmp_path, song_map, mutate, message):
     data = song_map.to_dict()

@@ -22,6 +22,48 @@ from gridcast.host.errors import BeatMapError
 FORMAT = "gridcast.beatmap"
 FORMAT_VERSION = 1
 ENVELOPE_BANDS = ("bass", "mid", "high")
+# Roles a section can take; `other` when nothing fits (or a DJ tool's label is unknown).
+SECTION_ROLES = ("intro", "verse", "buildup", "drop", "chorus", "break", "bridge", "outro",
+                 "other")
+CUE_KINDS = ("hot", "memory", "loop")
+
+
+@dataclass
+class Section:
+    """A stretch of the track with one role, from `start_s` to `end_s` (seconds).
+
+    `energy` is 0..1 (the section's loudness against the track's); `source` says
+    who placed it: "analysis", "rekordbox", "traktor", "serato" or "edit".
+    """
+
+    start_s: float
+    end_s: float
+    role: str
+    energy: float
+    source: str = "analysis"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": round(float(self.start_s), 4), "end_s": round(float(self.end_s), 4),
+                "role": self.role, "energy": round(float(self.energy), 3),
+                "source": self.source}
+
+
+@dataclass
+class Cue:
+    """A DJ cue point at `time_s` (seconds); loops also have `end_s`."""
+
+    time_s: float
+    name: str = ""
+    kind: str = "memory"
+    color: str = ""  # "#rrggbb" or empty
+    end_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"time_s": round(float(self.time_s), 4), "name": self.name,
+                             "kind": self.kind, "color": self.color}
+        if self.end_s is not None:
+            d["end_s"] = round(float(self.end_s), 4)
+        return d
 
 
 @dataclass
@@ -38,6 +80,10 @@ class BeatMap:
     version: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Structure (optional; empty when not analyzed or imported).
+    phrases: np.ndarray = field(default_factory=lambda: np.zeros(0))  # phrase starts, seconds
+    sections: list[Section] = field(default_factory=list)  # ordered, non-overlapping
+    cues: list[Cue] = field(default_factory=list)
 
     @property
     def meter(self) -> int:
@@ -72,6 +118,9 @@ class BeatMap:
             "metadata": self.metadata,
             "history": self.history,
             "warnings": self.warnings,
+            "phrases": [round(float(t), 4) for t in self.phrases],
+            "sections": [sec.to_dict() for sec in self.sections],
+            "cues": [cue.to_dict() for cue in self.cues],
         }
 
     @classmethod
@@ -131,13 +180,65 @@ def _parse(d: Any, source: str) -> BeatMap:
     version = d.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise fail("version", f"expected a positive integer, got {version!r}")
+    phrases = numbers(d.get("phrases", []), "phrases")
+    if len(phrases) > 1 and np.any(np.diff(phrases) <= 0):
+        raise fail("phrases", "phrase starts must be strictly ascending")
     return BeatMap(
+        phrases=phrases, sections=_sections(d.get("sections", []), fail),
+        cues=_cues(d.get("cues", []), fail),
         beats=beats, beat_in_bar=bib, beat_strength=strength, tempo_bpm=float(tempo),
         tempo_curve_times=numbers(curve.get("times", []), "tempo_curve.times"),
         tempo_curve_bpm=numbers(curve.get("bpm", []), "tempo_curve.bpm"),
         envelope_rate_hz=float(rate), envelopes=envelopes, metadata=meta, version=version,
         history=list(d.get("history", [])), warnings=list(d.get("warnings", [])),
     )
+
+
+def _number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and bool(np.isfinite(value)))
+
+
+def _sections(value: Any, fail: Any) -> list[Section]:
+    if not isinstance(value, list):
+        raise fail("sections", f"expected a list, got {type(value).__name__}")
+    out: list[Section] = []
+    for i, s in enumerate(value):
+        where = f"sections[{i}]"
+        if not isinstance(s, dict):
+            raise fail(where, "expected an object with start_s, end_s, role, energy")
+        for key in ("start_s", "end_s", "energy"):
+            if not _number(s.get(key)):
+                raise fail(f"{where}.{key}", f"expected a finite number, got {s.get(key)!r}")
+        if s["end_s"] <= s["start_s"]:
+            raise fail(where, "end_s must be after start_s")
+        if out and s["start_s"] < out[-1].end_s - 1e-6:
+            raise fail(where, "sections must be ordered and must not overlap")
+        if s.get("role") not in SECTION_ROLES:
+            raise fail(f"{where}.role", f"unknown role {s.get('role')!r}; use one of "
+                       + ", ".join(SECTION_ROLES))
+        out.append(Section(float(s["start_s"]), float(s["end_s"]), s["role"],
+                           float(s["energy"]), str(s.get("source", "analysis"))))
+    return out
+
+
+def _cues(value: Any, fail: Any) -> list[Cue]:
+    if not isinstance(value, list):
+        raise fail("cues", f"expected a list, got {type(value).__name__}")
+    out: list[Cue] = []
+    for i, c in enumerate(value):
+        where = f"cues[{i}]"
+        if not isinstance(c, dict) or not _number(c.get("time_s")):
+            raise fail(f"{where}.time_s", "expected an object with a finite time_s")
+        if c.get("kind", "memory") not in CUE_KINDS:
+            raise fail(f"{where}.kind", f"unknown cue kind {c.get('kind')!r}; use one of "
+                       + ", ".join(CUE_KINDS))
+        end = c.get("end_s")
+        if end is not None and not _number(end):
+            raise fail(f"{where}.end_s", f"expected a finite number, got {end!r}")
+        out.append(Cue(float(c["time_s"]), str(c.get("name", "")), c.get("kind", "memory"),
+                       str(c.get("color", "")), None if end is None else float(end)))
+    return out
 
 
 def encode(beatmap: BeatMap, fmt: str) -> bytes:
