@@ -193,3 +193,21 @@ def test_an_input_at_another_rate_is_measured_through_the_resampled_burst() -> N
     latencies, scores = calibration._find_bursts(streams, starts, burst, 48000, 44100, 100.0)
     assert min(scores) > 0.95
     assert latencies == pytest.approx([23.0] * 3, abs=0.01)
+
+
+def test_play_uses_the_calibrated_room_latency(tmp_path, monkeypatch) -> None:
+    """What calibrate stores is what `gridcast play` adds (the flag overrides it; with no
+    config anywhere it is 0)."""
+    import argparse
+
+    from gridcast.host.cli.show import room_latency_ms
+
+    path = tmp_path / "gridcast-agent.toml"
+    store_room_latency(str(path), _result(23.1234))
+    monkeypatch.delenv("GRIDCAST_ROOM_LATENCY_MS", raising=False)
+    assert room_latency_ms(argparse.Namespace(room_latency_ms=None, config=str(path))) == 23.123
+    assert room_latency_ms(argparse.Namespace(room_latency_ms=4.0, config=str(path))) == 4.0
+    monkeypatch.chdir(tmp_path)  # the default file name, found in the working folder
+    assert room_latency_ms(argparse.Namespace(room_latency_ms=None, config=None)) == 23.123
+    path.unlink()
+    assert room_latency_ms(argparse.Namespace(room_latency_ms=None, config=None)) == 0.0

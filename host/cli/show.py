@@ -42,6 +42,21 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_show(args, tracks))
 
 
+def room_latency_ms(args: argparse.Namespace) -> float:
+    """--room-latency-ms, else the agent config's room_latency_ms (gridcast calibrate)."""
+    from gridcast.agent import config
+    from gridcast.host.cli.commands.calibrate import DEFAULT_CONFIG
+
+    if args.room_latency_ms is not None:
+        return float(args.room_latency_ms)
+    path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    value = config.load(path).room_latency_ms
+    if value:
+        output.info(f"room latency {value:.3f} ms (from "
+                    f"{path or 'GRIDCAST_ROOM_LATENCY_MS'}; --room-latency-ms overrides)")
+    return value
+
+
 async def _show(args: argparse.Namespace, tracks: list[ShowTrack]) -> int:
     from gridcast.agent import deploy, playback
     from gridcast.agent.show.output import ShowOutput
@@ -51,7 +66,7 @@ async def _show(args: argparse.Namespace, tracks: list[ShowTrack]) -> int:
 
     # The output first: a wrong --output is named before anything else happens.
     out = None if args.no_audio else ShowOutput(args.output,
-                                                room_latency_ms=args.room_latency_ms)
+                                                room_latency_ms=room_latency_ms(args))
     async with open_transport(args.broker) as transport:
         responder = SyncResponder(transport)
         responder.start()

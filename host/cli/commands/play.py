@@ -27,8 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "inputs (gridcast keygen)")
     p.add_argument("--maps", default=None, help="folder for beat maps of audio inputs "
                    "(default: ~/.cache/gridcast/show)")
-    p.add_argument("--room-latency-ms", type=float, default=0.0,
-                   help="speakers to listeners, added to the output's DAC latency")
+    p.add_argument("--room-latency-ms", type=float, default=None,
+                   help="speakers to listeners, added to the output's DAC latency (default: "
+                   "room_latency_ms from --config, which gridcast calibrate stores)")
+    p.add_argument("--config", default=None, help="the agent's TOML config to read "
+                   "room_latency_ms from (default gridcast-agent.toml when it exists; "
+                   "GRIDCAST_ROOM_LATENCY_MS overrides)")
     p.add_argument("--no-audio", action="store_true",
                    help="audio inputs: analyze, bundle and deploy, then play the first "
                         "track's lights without sound")
