@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import io
 import json
 import logging
@@ -41,6 +40,7 @@ from gridcast.agent.deployment import (
     PlanError,
     RegistryFleet,
 )
+from gridcast.agent.rate_limit import ApiRateLimiter
 from gridcast.agent.store import StoreError
 from gridcast.protocol import bundle_format, bundle_reader, keys
 from gridcast.protocol.errors import ProtocolError
@@ -71,13 +71,15 @@ class Api:
         self.sockets: set[web.WebSocketResponse] = set()
         self.started = time.monotonic()
         self.requests = 0
+        self.rate_limit = ApiRateLimiter.from_config(core.config, token)
         self.key: bytes | None = keys.load(core.config.key_file) if core.config.key_file else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # -- app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth], client_max_size=MAX_BUNDLE_UPLOAD + 4096)
+        app = web.Application(middlewares=[self.rate_limit.middleware(), self._auth],
+                              client_max_size=MAX_BUNDLE_UPLOAD + 4096)
         r = app.router
         r.add_get("/", self.dashboard)
         r.add_get("/health", self.health)
@@ -124,12 +126,12 @@ class Api:
         write = request.method not in ("GET", "HEAD", "OPTIONS")
         if request.path == "/health" or not (write or self.public):
             return await handler(request)
-        if self.token is None:
+        if not self.rate_limit.tokens:
             return error(403, "this agent has no token configured, so it accepts no writes; "
                               "set token in the config (or GRIDCAST_TOKEN)")
         given = request.headers.get("Authorization", "")
         supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
-        if not hmac.compare_digest(supplied.encode(), self.token.encode()):
+        if self.rate_limit.token_name(supplied) is None:  # `token` or one of api_tokens
             return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
         return await handler(request)
 
@@ -184,7 +186,8 @@ class Api:
                          "drift_p99_ms": drift_stats.percentile_ms(drift, 99),
                          "samples_60s": int(drift.size),
                          "lost": lost.get(d.id, 0),
-                         "alert": self.core.alerts.active.get(d.id, False)}
+                         "alert": self.core.alerts.active.get(d.id, False),
+                         **self.core.ingest.status(d.id)}  # throttled, dropped
         return out
 
     # -- reads -------------------------------------------------------------------------------

@@ -12,6 +12,12 @@ between them. Messages are acknowledged to the broker only after the commit
 is locked or full, makes the broker deliver again; it does not lose data.
 Duplicates are ignored by the store's primary key (device, boot, seq).
 
+With an ``IngestLimiter`` (the agent's), each device's messages pass its rate limit
+first, right after the topic is parsed: a device flooding telemetry has its excess
+acknowledged and dropped before it is decoded, queued or stored (counted in
+``stats.rate_dropped`` and per device by the limiter), so it cannot starve the writer
+or the network thread for the others (agent/rate_limit.py, bench/flood.py).
+
 Aggregates, gaps and alerts are computed from the stored union by
 :mod:`gridcast.agent.rollup`, because with several collectors no single one sees
 every batch of a device.
@@ -27,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gridcast.agent.mqtt import MqttConnection, MqttError, MqttMessage, Subscription
+from gridcast.agent.rate_limit import IngestLimiter
 from gridcast.agent.store import Store, StoreError, TelemetryBatch
 from gridcast.protocol import messages, topics
 from gridcast.protocol.errors import ProtocolError
@@ -44,6 +51,7 @@ class CollectorStats:
     stored_batches: int = 0
     stored_samples: int = 0
     malformed: int = 0
+    rate_dropped: int = 0  # over the device's ingest rate limit: acknowledged, not stored
     write_errors: int = 0
     last_error: str = ""
 
@@ -77,15 +85,18 @@ class Collector:
                  client_id: str | None = None, clean: bool = False, flush_s: float = 0.2,
                  max_batches: int = 5000, username: str | None = None,
                  password: str | None = None,
-                 on_batch: Callable[[TelemetryBatch], None] | None = None) -> None:
+                 on_batch: Callable[[TelemetryBatch], None] | None = None,
+                 limiter: IngestLimiter | None = None) -> None:
         """``mqtt``: the process's connection (shared: its owner starts and stops it), a
         broker host (the collector makes and owns a connection: a process that only
         collects), or None (fed only through ``submit``). An owned connection keeps a
         persistent session with a stable id, so unacknowledged batches survive a restart
-        (``clean=True``: a short-lived watcher, such as a rollout from the command line)."""
+        (``clean=True``: a short-lived watcher, such as a rollout from the command line).
+        ``limiter``: each device's message rate (None: no limit)."""
         self.store = store
         self.flush_s, self.max_batches = flush_s, max_batches
         self.on_batch = on_batch
+        self.limiter = limiter
         self.topic = (f"$share/{group}/{topics.PREFIX}/dev/+/{topics.TELEMETRY}" if shared
                       else f"{topics.PREFIX}/dev/+/{topics.TELEMETRY}")
         self.stats = CollectorStats()
@@ -104,13 +115,25 @@ class Collector:
 
     # -- in ------------------------------------------------------------------------------------
     def submit(self, batch: TelemetryBatch, ack: Ack | None = None) -> None:
-        """Store a batch (from any thread); ``ack`` is called once it is committed."""
+        """Store a batch (from any thread); ``ack`` is called once it is committed (at
+        once when the device is over its rate limit and the batch is dropped)."""
         self.stats.received += 1
+        if self.limiter is not None and not self.limiter.admit(batch.device_id):
+            self.stats.rate_dropped += 1
+            (ack or _no_ack)()
+            return
         self._queue.put((batch, ack or _no_ack))
 
     def _on_mqtt(self, m: MqttMessage) -> None:
         if self._closing:  # not acknowledged: the broker delivers it again next session
             return
+        if self.limiter is not None:  # before decoding: a flood costs as little as it can
+            parsed = topics.parse_device_topic(m.topic)
+            if parsed is not None and not self.limiter.admit(parsed[0]):
+                self.stats.received += 1
+                self.stats.rate_dropped += 1
+                m.ack()  # delivered again, it would be dropped again
+                return
         try:
             batch = decode_telemetry(m.topic, m.payload, m.received_us)
         except ProtocolError as exc:
@@ -119,7 +142,8 @@ class Collector:
             self._log_malformed(m.topic, str(exc))
             m.ack()  # redelivering it would not make it well-formed
             return
-        self.submit(batch, m.ack)
+        self.stats.received += 1
+        self._queue.put((batch, m.ack))
 
     def _log_malformed(self, topic: str, why: str) -> None:
         now = time.monotonic()

@@ -8,14 +8,22 @@
     token = "..."               # bearer token for writes (and for everything off localhost)
     key_file = "site.key"       # signing key: bundles uploaded to the API are verified with it
     bundle_dir = "bundles"
+    maps_dir = "maps"           # beat maps the editor (/editor) lists, besides the player's
     alert_threshold_ms = 1.0
     webhook_url = "https://..."
     links = ["serial:/dev/ttyUSB0", "ble://AA:BB:CC:DD:EE:FF?device=stage-2"]
     room_latency_ms = 12.5      # written by `gridcast calibrate`; the player adds it
     audio_output = "USB Audio"  # the daemon's player plays here (default: the system's)
+    ingest_rate_per_device = 100      # messages/s a device may send (0: no limit)
+    ingest_burst_per_device = 10000   # messages it may send at once (a backlog after a restart)
+    api_rate_per_s = 50         # API requests/s per token, and per address without one (0: none)
+    api_burst = 200
+    api_tokens = {ci = "..."}   # more bearer tokens, by name (`token` is named "default")
+    api_token_rates = {ci = 0}  # per-name rates instead of api_rate_per_s ("anonymous": no token)
 
 Every field can be overridden with GRIDCAST_<FIELD> (GRIDCAST_DATABASE=...); a list
-is comma-separated there (GRIDCAST_LINKS=serial:/dev/ttyUSB0,serial:/dev/ttyUSB1).
+is comma-separated there (GRIDCAST_LINKS=serial:/dev/ttyUSB0,serial:/dev/ttyUSB1), a
+table is NAME=VALUE pairs (GRIDCAST_API_TOKEN_RATES=ci=0,anonymous=10).
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ class AgentConfig:
     token: str | None = None
     key_file: str | None = None
     bundle_dir: str = "gridcast-bundles"
+    maps_dir: str | None = None  # beat maps for the grid editor (agent/map_api.py)
     collector_group: str = "gridcast-collectors"
     shared_subscription: bool = True  # off for brokers without $share (the embedded one)
     links: list[str] = field(default_factory=list)  # serial/BLE devices this agent hosts
@@ -64,6 +73,13 @@ class AgentConfig:
     log_level: str = "info"
     room_latency_ms: float = 0.0  # speakers to audience, after PortAudio's DAC time (calibrate)
     audio_output: str | None = None  # the daemon's player: sounddevice name/index (None: default)
+    # Rate limits (agent/rate_limit.py, docs/security.md); 0 turns a limit off.
+    ingest_rate_per_device: float = 100.0  # messages/s, every message a device sends
+    ingest_burst_per_device: int = 10_000  # hours of telemetry held by the broker come at once
+    api_rate_per_s: float = 50.0  # requests/s per token name (and per address without a token)
+    api_burst: int = 200
+    api_tokens: dict[str, str] = field(default_factory=dict)  # name -> bearer token
+    api_token_rates: dict[str, float] = field(default_factory=dict)  # name -> requests/s
 
     @property
     def broker_host_port(self) -> tuple[str, int]:
@@ -93,6 +109,18 @@ class AgentConfig:
         if not -2000.0 <= self.room_latency_ms <= 2000.0:
             raise ConfigError(f"room_latency_ms = {self.room_latency_ms}: expected -2000..2000 "
                               "(measure it with `gridcast calibrate`)")
+        if self.ingest_rate_per_device < 0 or self.ingest_burst_per_device < 1:
+            raise ConfigError("ingest_rate_per_device must be >= 0 (0: no limit) and "
+                              "ingest_burst_per_device >= 1")
+        if self.api_rate_per_s < 0 or self.api_burst < 1:
+            raise ConfigError("api_rate_per_s must be >= 0 (0: no limit) and api_burst >= 1")
+        for name, secret in self.api_tokens.items():
+            if name == "default" or len(secret) < 16:
+                raise ConfigError(f"api_tokens.{name}: use another name than 'default' (that "
+                                  "is `token`) and at least 16 characters")
+        for name, rate in self.api_token_rates.items():
+            if rate < 0:
+                raise ConfigError(f"api_token_rates.{name} = {rate}: expected >= 0 (0: no limit)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level = {self.log_level!r}: debug, info, warning or error")
         return self
@@ -116,6 +144,18 @@ def _links(value: object) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise ConfigError(f"links = {value!r}: expected a list of link URLs")
+
+
+def _table(name: str, value: object, kind: type) -> dict:
+    """A TOML table, or NAME=VALUE pairs separated by commas (from the environment)."""
+    if isinstance(value, str):
+        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"{name} = {value!r}: expected NAME=VALUE,NAME=VALUE")
+        value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} = {value!r}: expected a table (NAME = VALUE)")
+    return {str(k): _coerce(f"{name}.{k}", v, kind) for k, v in value.items()}
 
 
 def load(path: str | None = None, environ: dict[str, str] | None = None) -> AgentConfig:
@@ -152,10 +192,16 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Agen
             values[name] = env[key]
     types = {"shared_subscription": bool, "port": int, "alert_window_s": int,
              "alert_threshold_ms": float, "raw_retention_days": float,
-             "second_retention_days": float, "room_latency_ms": float}
+             "second_retention_days": float, "room_latency_ms": float,
+             "ingest_rate_per_device": float, "ingest_burst_per_device": int,
+             "api_rate_per_s": float, "api_burst": int}
+    tables = {"api_tokens": str, "api_token_rates": float}
     for name, value in list(values.items()):
         if name == "links":
             values[name] = _links(value)
+            continue
+        if name in tables:
+            values[name] = _table(name, value, tables[name])
             continue
         values[name] = _coerce(name, value, types.get(name, str))
     return AgentConfig(**values).check()  # type: ignore[arg-type]

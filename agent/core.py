@@ -25,6 +25,7 @@ from collections.abc import Callable
 from gridcast.agent.collector import Collector, telemetry_batch
 from gridcast.agent.config import AgentConfig
 from gridcast.agent.mqtt import MqttConnection
+from gridcast.agent.rate_limit import IngestLimiter
 from gridcast.agent.registry import Registry
 from gridcast.agent.rollup import AlertPolicy, Rollup
 from gridcast.agent.store import DeviceRecord, Store, TelemetryBatch, open_store
@@ -65,11 +66,14 @@ class AgentCore:
                                    client_id=config.mqtt_client_id or default_client_id(config),
                                    clean_session=False, username=config.broker_username,
                                    password=config.broker_password)
+        # Every device's message rate, over every path its messages come in on.
+        self.ingest = IngestLimiter.from_config(config)
         self.collector = Collector(self.store, self.mqtt, group=config.collector_group,
                                    shared=config.shared_subscription,
-                                   on_batch=self._batch_stored)
+                                   on_batch=self._batch_stored, limiter=self.ingest)
         self.registry = Registry(self.store, on_change=self._device_changed)
         self.transport = MqttTransport(self.mqtt, telemetry=False)
+        self.transport.admit = self.ingest.admit
         self.transport.taps.append(self._from_device)
         self.responder = SyncResponder(self.transport)
         self.links: dict[str, SingleDeviceLink] = {}  # URL -> open link (hosted devices)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gridcast.agent import rate_limit
+
 if TYPE_CHECKING:
     from gridcast.agent.api import Api
 
@@ -45,6 +47,7 @@ class _AgentMetrics:
             for i, c in enumerate(api.core.collectors):
                 family.add_metric([str(i)], getattr(c.stats, name))
             yield family
+        yield from rate_limit.metric_families(api.core.ingest, api.rate_limit)
         requests = CounterMetricFamily("gridcast_api_requests", "HTTP requests served")
         requests.add_metric([], api.requests)
         yield requests

@@ -50,6 +50,9 @@ class MqttTransport(Transport):
         # hop to asyncio (see SyncResponder).
         self.sync_handler: SyncHandler | None = None
         self.malformed = 0
+        # Called with each device id before its message is decoded; False drops the
+        # message (the agent's per-device rate limit, agent/rate_limit.py).
+        self.admit: Callable[[str], bool] | None = None
         self._malformed_logged: dict[str, float] = {}
 
     def _on_message(self, m: MqttMessage) -> None:
@@ -57,6 +60,8 @@ class MqttTransport(Transport):
         if parsed is None:
             return
         device_id, leaf = parsed
+        if self.admit is not None and not self.admit(device_id):
+            return
         try:
             msg = messages.decode(m.payload)
         except ProtocolError as exc:

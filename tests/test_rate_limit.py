@@ -1,0 +1,156 @@
+"""Rate limits: a flooding device is throttled without costing the others a batch, and the
+API answers 429 with what to change (agent/rate_limit.py; bench/flood.py has the figures)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gridcast.agent import config as agent_config
+from gridcast.agent.collector import Collector
+from gridcast.agent.rate_limit import ApiRateLimiter, IngestLimiter, metric_families
+from gridcast.agent.store import SqliteStore
+from gridcast.protocol import messages, topics
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_device_over_its_rate_is_dropped_reported_and_calms_down(caplog):
+    clock = FakeClock()
+    limiter = IngestLimiter(10.0, 5, quiet_s=10.0, clock=clock)
+    with caplog.at_level(logging.WARNING, "gridcast.rate_limit"):
+        assert [limiter.admit("flood") for _ in range(7)] == [True] * 5 + [False] * 2
+        assert limiter.admit("calm")  # another device has its own bucket
+        clock.now += 0.15  # one and a half tokens back
+        assert [limiter.admit("flood") for _ in range(3)] == [True, False, False]
+    assert limiter.status("flood") == {"throttled": True, "dropped": 4}
+    assert limiter.status("calm") == {"throttled": False, "dropped": 0}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "flood" in warnings[0] and "ingest_rate_per_device" in warnings[0]
+    clock.now += 10.0
+    assert limiter.admit("flood")
+    assert limiter.status("flood") == {"throttled": False, "dropped": 4}
+    families = {f.name: f for f in metric_families(limiter, None)}  # type: ignore[attr-defined]
+    dropped = families["gridcast_ingest_dropped_messages"].samples
+    assert [(s.labels["device"], s.value) for s in dropped] == [("flood", 4.0)]
+
+
+def test_rate_settings_come_from_the_file_and_the_environment(tmp_path):
+    conf = tmp_path / "agent.toml"
+    conf.write_text('[agent]\ningest_rate_per_device = 20\n'
+                    'api_tokens = {ci = "c1234567890abcdef"}\napi_token_rates = {ci = 0}\n')
+    cfg = agent_config.load(str(conf), {"GRIDCAST_API_TOKEN_RATES": "ci=0,anonymous=5"})
+    assert cfg.ingest_rate_per_device == 20.0 and cfg.ingest_burst_per_device == 10_000
+    assert cfg.api_tokens == {"ci": "c1234567890abcdef"}
+    assert cfg.api_token_rates == {"ci": 0.0, "anonymous": 5.0}
+    with pytest.raises(agent_config.ConfigError, match=r"api_tokens\.ci"):
+        agent_config.load(None, {"GRIDCAST_API_TOKENS": "ci=short"})
+
+
+def test_the_api_answers_429_with_retry_after_per_token_and_names_the_setting():
+    clock = FakeClock()
+    limiter = ApiRateLimiter({"default": "d" * 32, "bench": "b" * 32}, rate_per_s=2.0, burst=3,
+                             token_rates={"bench": 0.0}, clock=clock)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def run() -> None:
+        app = web.Application(middlewares=[limiter.middleware()])
+        app.router.add_get("/x", ok)
+        async with TestClient(TestServer(app)) as client:
+            async def status(token: str | None) -> int:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                async with client.get("/x", headers=headers) as resp:
+                    return resp.status
+
+            assert [await status("d" * 32) for _ in range(4)] == [200, 200, 200, 429]
+            assert [await status("b" * 32) for _ in range(50)] == [200] * 50  # rate 0: none
+            assert [await status(None) for _ in range(4)] == [200, 200, 200, 429]  # own bucket
+            async with client.get("/x", headers={"Authorization": "Bearer " + "d" * 32}) as resp:
+                body = await resp.json()
+                assert resp.status == 429 and resp.headers["Retry-After"] == "1"
+                assert body["token"] == "default" and body["setting"] == "api_rate_per_s"
+                assert "api_rate_per_s" in body["error"] and 0 < body["retry_after_s"] <= 0.5
+            clock.now += 0.5  # one request's worth
+            assert [await status("d" * 32) for _ in range(2)] == [200, 429]
+
+    asyncio.run(run())
+    assert limiter.refused == {"default": 3, "anonymous": 1}
+
+
+def test_a_flooding_device_through_mosquitto_costs_the_others_no_batch(mosquitto, tmp_path):
+    """One device publishes 10,000 messages (at up to 10,000 a second; in this one process
+    the publisher shares the GIL with the collector) while five others send a batch every
+    50 ms: every batch of the five is stored, the flooder only what
+    its bucket allows, and it is reported as throttled."""
+    store = SqliteStore(str(tmp_path / "a.db"))
+    limiter = IngestLimiter(50.0, 100)
+    collector = Collector(store, "127.0.0.1", mosquitto.port, client_id="c-flood",
+                          limiter=limiter)
+    collector.start()
+    clients = []
+    for name in ("flooder", "devices"):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+        c.max_inflight_messages_set(0)
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", mosquitto.port)
+        c.loop_start()
+        clients.append(c)
+    flooder, devices = clients
+    flood_sent = [0]
+
+    def flood() -> None:
+        started = time.monotonic()
+        while flood_sent[0] < 10_000:  # 100 messages every 10 ms at most
+            for i in range(100):
+                payload = messages.encode("telemetry", seq=flood_sent[0] + i, drift_us=[5], boot=1)
+                flooder.publish(topics.device_topic("flooder", topics.TELEMETRY), payload, qos=1)
+            flood_sent[0] += 100
+            time.sleep(max(0.0, started + flood_sent[0] / 10_000 - time.monotonic()))
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    t0 = time.monotonic()
+    infos = []
+    seq = 0
+    while thread.is_alive():  # a batch a device every 50 ms while the flood goes on
+        for d in range(5):
+            infos.append(devices.publish(
+                topics.device_topic(f"dev-{d}", topics.TELEMETRY),
+                messages.encode("telemetry", seq=seq, drift_us=[seq, -seq], boot=1), qos=1))
+        seq += 1
+        time.sleep(0.05)
+    thread.join()
+    for info in infos:
+        info.wait_for_publish(5)
+    flood_s = time.monotonic() - t0
+    deadline = time.monotonic() + 10
+    while collector.stats.received < flood_sent[0] + 5 * seq and time.monotonic() < deadline:
+        time.sleep(0.05)
+    collector.stop()
+    for c in clients:
+        c.loop_stop()
+        c.disconnect()
+    for d in range(5):
+        assert store.batch_seqs(f"dev-{d}") == list(range(seq)), f"dev-{d} lost batches"
+        assert limiter.status(f"dev-{d}") == {"throttled": False, "dropped": 0}
+    assert seq >= 5 and flood_sent[0] / flood_s > 2000, "no flood, or no one beside it"
+    status = limiter.status("flooder")
+    admitted = limiter.snapshot()["flooder"]["admitted"]
+    assert len(store.batch_seqs("flooder")) == admitted and status["throttled"]
+    assert admitted <= 100 + 50 * (flood_s + 10) and status["dropped"] >= flood_sent[0] - admitted
+    assert collector.stats.rate_dropped == status["dropped"]
