@@ -141,6 +141,9 @@ def main() -> None:
         with open(conf, "w") as f:
             f.write(f'[agent]\nbroker = "{broker.url}"\ndatabase = "sqlite://{folder}/a.db"\n'
                     f"port = {port}\nlog_level = \"warning\"\n")
+        # The bench is the API's only client: no per-token rate limit (older checkouts
+        # ignore the variable).
+        os.environ["GRIDCAST_API_RATE_PER_S"] = "0"
         daemon = subprocess.Popen([sys.executable, "-m", "gridcast.host.cli", "agent",
                                    "--config", conf, "--token-file",
                                    os.path.join(folder, "token")])
