@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gridcast.agent import drift_stats, light_offset, live_api, player_api
+from gridcast.agent import drift_stats, light_offset, live_api, map_api, player_api
 from gridcast.agent.clock import now_us
 from gridcast.agent.config import LOCAL_BINDS
 from gridcast.agent.core import AgentCore
@@ -98,6 +98,7 @@ class Api:
         self.light_offsets = light_offset.register(app, self)  # /api/devices/{id}/light_offset
         self.player = player_api.register(app, self)  # /api/player: the show player
         self.live = live_api.register(app, self)  # /api/live: live mode (agent/live_api.py)
+        self.maps = map_api.register(app, self)  # /editor, /api/maps: the grid editor
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -1,0 +1,182 @@
+"""The beat-grid editor: its edits as map versions (host/beatmaps/corrections.py), its API
+(agent/map_api.py) on a real daemon, and its page in headless Chromium driven with real
+mouse and key events over the DevTools protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from gridcast.agent import config as agent_config
+from gridcast.agent.broker import free_port
+from gridcast.host.beatmaps import beatmap, corrections
+from gridcast.host.errors import BeatMapError
+from tests import test_agent_api
+from tests.editor_helpers import (
+    editor_timing,
+    grid_point,
+    key,
+    mouse_drag,
+    synthetic_map,
+    taps,
+)
+from tests.test_agent_api import TOKEN, Cdp, Daemon, HeadlessChromium, request
+
+key_path = test_agent_api.key_path
+NAME = "song.beatmap.json"
+
+
+@pytest.fixture
+def map_file(tmp_path) -> str:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    path = str(folder / NAME)
+    beatmap.save(synthetic_map(60.0), path)
+    return path
+
+
+def edit(path: str, change: str, make, by: str = "tester") -> beatmap.BeatMap:
+    current = beatmap.load(path)
+    return corrections.save_version(path, current, make(current), change, {}, by)
+
+
+def test_edits_are_versions_with_who_and_when_and_undo_restores_as_a_new_version(map_file):
+    v1 = beatmap.load(map_file)
+    v2 = edit(map_file, "edit", lambda m: corrections.move_beat(m, 5, float(m.beats[5]) + 0.03))
+    v3 = edit(map_file, "edit", lambda m: corrections.shift_grid(m, 12.0))
+    assert v3.beats[5] == pytest.approx(v1.beats[5] + 0.042)
+    assert [e["by"] for e in v3.history[1:]] == ["tester", "tester"]
+    assert v3.history[-1]["created_at"].endswith("+00:00")
+    assert os.path.exists(map_file.replace(".json", ".v1.json"))
+    assert os.path.exists(map_file.replace(".json", ".v2.json"))
+    # two undos go back two edits; each is a new version, so the trail keeps all five
+    u1 = corrections.undo(map_file, beatmap.load(map_file), "tester")
+    assert u1.version == 4 and np.allclose(u1.beats, v2.beats, atol=1e-4)
+    u2 = corrections.undo(map_file, beatmap.load(map_file), "tester")
+    assert u2.version == 5 and np.array_equal(u2.beats, v1.beats)
+    assert [e["change"] for e in u2.history] == ["analysis", "edit", "edit", "undo", "undo"]
+    assert u2.history[-1]["edits"] == {"restores": 1, "undoes": 4}
+    with pytest.raises(BeatMapError, match="nothing to undo"):
+        corrections.undo(map_file, u2, "tester")
+
+
+def test_grid_edits_keep_the_bars_and_sections_consistent(map_file):
+    m = beatmap.load(map_file)
+    down = corrections.set_downbeat(m, float(m.beats[6]))
+    assert down.beat_in_bar[6] == 1 and down.beat_in_bar[10] == 1 and down.beat_in_bar[7] == 2
+    tapped = corrections.regrid(m, 125.0, float(m.beats[8]))
+    assert tapped.tempo_bpm == pytest.approx(125.0, abs=0.01)
+    assert tapped.beats[np.argmin(abs(tapped.beats - m.beats[8]))] == pytest.approx(m.beats[8])
+    assert tapped.beat_in_bar[np.argmin(abs(tapped.beats - m.beats[8]))] == 1
+    split = corrections.split_section(m, 20.0)
+    assert len(split.sections) == len(m.sections) + 1
+    i = next(k for k, s in enumerate(split.sections) if s.end_s == 20.0)
+    assert split.sections[i].source == "edit" and split.sections[i + 1].start_s == 20.0
+    merged = corrections.merge_sections(split, i)
+    assert [(s.start_s, s.end_s) for s in merged.sections] == [(s.start_s, s.end_s)
+                                                               for s in m.sections]
+    assert corrections.set_section_role(m, 0, "drop").sections[0].role == "drop"
+    bare = beatmap.load(map_file)
+    bare.sections = []
+    assert [(s.start_s, s.end_s) for s in corrections.split_section(bare, 10.0).sections] \
+        == [(0.0, 10.0), (10.0, 60.0)]
+
+
+@pytest.fixture
+def daemon(mosquitto, tmp_path, key_path, map_file):
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN, key_file=key_path,
+                                   bundle_dir=str(tmp_path / "bundles"),
+                                   maps_dir=os.path.dirname(map_file)).check()
+    with Daemon(cfg, str(tmp_path / "token")) as d:
+        yield d
+
+
+def post(daemon, path: str, body: dict, token: str | None = TOKEN):
+    return request(daemon.url + path, json.dumps(body).encode(), token)
+
+
+def test_the_api_saves_edits_refuses_disorder_and_stale_pages(daemon, map_file):
+    status, maps = request(daemon.url + "/api/maps")
+    assert status == 200 and [(m["name"], m["version"]) for m in maps] == [(NAME, 1)]
+    status, m = request(daemon.url + f"/api/maps/{NAME}")
+    assert status == 200 and len(m["beats"]) > 100 and m["sections"] and m["undo_to"] is None
+    assert len(m["envelopes"]["bass"]) > 0
+    before = Path(map_file).read_bytes()
+    # beat 10 dragged past beat 11: refused with the reason, the file untouched
+    status, answer = post(daemon, f"/api/maps/{NAME}/edit",
+                          {"op": "move_beat", "index": 10, "to_s": m["beats"][11] + 0.01,
+                           "base_version": 1})
+    assert status == 422 and "must stay in order" in answer["error"]
+    assert "unchanged" in answer["error"] and Path(map_file).read_bytes() == before
+    assert post(daemon, f"/api/maps/{NAME}/edit", {"op": "shift"}, token=None)[0] == 401
+    status, v2 = post(daemon, f"/api/maps/{NAME}/edit",
+                      {"op": "move_beat", "index": 10, "to_s": m["beats"][10] + 0.02,
+                       "base_version": 1})
+    assert status == 200 and v2["version"] == 2 and v2["undo_to"] == 1
+    assert v2["history"][-1]["by"] == "default"  # the config's token is named "default"
+    assert v2["history"][-1]["edits"]["move_beat"] == 10
+    status, stale = post(daemon, f"/api/maps/{NAME}/edit",
+                         {"op": "shift", "offset_ms": 5, "base_version": 1})
+    assert status == 409 and "version 2" in stale["error"]
+    status, v3 = post(daemon, f"/api/maps/{NAME}/undo", {"base_version": 2})
+    assert status == 200 and v3["version"] == 3 and v3["beats"] == m["beats"]
+    # no device online: the deployment is refused with the devices it knows (none)
+    status, dep = post(daemon, f"/api/maps/{NAME}/deploy", {"devices": "all"})
+    assert status == 400 and "known device ids" in dep["error"]
+
+
+def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon, map_file,
+                                                                       tmp_path):
+    first = beatmap.load(map_file)
+    browser = HeadlessChromium(str(tmp_path / "chrome"))
+
+    async def scenario() -> dict:
+        async with aiohttp.ClientSession() as session:
+            cdp = Cdp(await browser.page(session))
+            await cdp.call("Emulation.setDeviceMetricsOverride", width=1200, height=800,
+                           deviceScaleFactor=1, mobile=False)
+            await cdp.call("Page.navigate", url=f"{daemon.url}/editor?token={TOKEN}&map={NAME}")
+            await cdp.wait_for("document.body.dataset.ready === '1'", timeout_s=10)
+            timing = await editor_timing(cdp)
+            # drag beat 3 right by 20 px, with the mouse
+            t3 = float(first.beats[3])
+            x, y = await grid_point(cdp, t3)
+            span = await cdp.evaluate("editor.span")
+            await mouse_drag(cdp, x, y, x + 20)
+            await cdp.wait_for("editor.map.version === 2 && !editor.busy", timeout_s=5)
+            moved = await cdp.evaluate("editor.map.beats[3]")
+            # tap the tempo (6 taps, 0.5 s apart = 120 BPM) and apply it with Enter
+            await taps(cdp, 6, 0.5)
+            tapped = await cdp.evaluate("editor.tapBpm")
+            await key(cdp, "Enter")
+            await cdp.wait_for("editor.map.version === 3 && !editor.busy", timeout_s=5)
+            tempo = await cdp.evaluate("editor.map.tempo_bpm")
+            await key(cdp, "z", code="KeyZ", modifiers=2)  # Ctrl+Z
+            await cdp.wait_for("editor.map.version === 4 && !editor.busy", timeout_s=5)
+            status = await cdp.evaluate("document.getElementById('status').textContent")
+            return {"timing": timing, "span": span, "moved": moved, "tapped": tapped,
+                    "tempo": tempo, "status": status}
+
+    try:
+        seen = asyncio.run(scenario())
+    finally:
+        browser.close()
+    expected = float(first.beats[3]) + 20 / 1200 * seen["span"]
+    assert seen["moved"] == pytest.approx(expected, abs=0.003)
+    assert 118 < seen["tapped"] < 122 and 118 < seen["tempo"] < 122
+    final = beatmap.load(map_file)
+    assert final.version == 4 and [e["by"] for e in final.history[1:]] == ["default"] * 3
+    assert [e["change"] for e in final.history[1:]] == ["edit", "edit", "undo"]
+    v2 = beatmap.load(map_file.replace(".json", ".v2.json"))
+    assert v2.history[-1]["edits"]["move_beat"] == 3
+    assert v2.beats[3] == pytest.approx(seen["moved"], abs=1e-4)
+    assert np.array_equal(final.beats, v2.beats)  # the undo went back to the dragged grid
+    assert "undo by default" in seen["status"]
+    assert seen["timing"]["ready_ms"] is not None and seen["timing"]["ready_ms"] < 5000
