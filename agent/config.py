@@ -9,7 +9,6 @@
     key_file = "site.key"       # signing key: bundles uploaded to the API are verified with it
     bundle_dir = "bundles"
     maps_dir = "maps"           # beat maps the editor (/editor) lists, besides the player's
-    maps_dir = "maps"           # beat maps the editor (/editor) lists, besides the player's
     alert_threshold_ms = 1.0
     webhook_url = "https://..."
     links = ["serial:/dev/ttyUSB0", "ble://AA:BB:CC:DD:EE:FF?device=stage-2"]
@@ -62,7 +61,6 @@ class AgentConfig:
     token: str | None = None
     key_file: str | None = None
     bundle_dir: str = "gridcast-bundles"
-    maps_dir: str | None = None  # beat maps for the grid editor (agent/map_api.py)
     maps_dir: str | None = None  # beat maps for the grid editor (agent/map_api.py)
     collector_group: str = "gridcast-collectors"
     shared_subscription: bool = True  # off for brokers without $share (the embedded one)
