@@ -45,6 +45,7 @@ from gridcast.agent.clock import now_us  # noqa: E402
 from gridcast.agent.show.output import ShowOutput  # noqa: E402
 from gridcast.agent.show.player import ShowPlayer  # noqa: E402
 from gridcast.agent.simulation.devices import Simulator  # noqa: E402
+from gridcast.agent.simulation.sound_report import sound_to_light  # noqa: E402
 from gridcast.agent.sync_responder import SyncResponder  # noqa: E402
 from gridcast.agent.transport import open_transport  # noqa: E402
 from gridcast.hil.faults import Jitter, MqttJitterProxy  # noqa: E402
@@ -54,7 +55,6 @@ from gridcast.hil.show_scenario import (  # noqa: E402
     first_nonzero_s,
     gap_samples,
     heard_first_sound_us,
-    sound_to_light,
 )
 
 SKEWS_PPM = [10, -20, 150]

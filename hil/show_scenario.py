@@ -5,8 +5,8 @@ show bench (bench/show.py) share.
   sharp click on every known beat, so the capture's onsets are the beats; its bundle
   is built from the known beats (the truth), so the lights' error is the system's, not
   the analyzer's.
-- ``sound_to_light``: per device, each LED beat frame's true time minus the time the
-  nearest onset was heard in the room's capture (``clicks.find_onsets``).
+  ``gridcast.agent.simulation.sound_report.sound_to_light`` compares the LED frames
+  with the onsets found in the room's capture (``clicks.find_onsets``).
 - ``gap_samples``: at a gapless switch, the capture's distance between the last click
   of one track and the first of the next, minus what it is without a gap.
 """
@@ -14,20 +14,16 @@ show bench (bench/show.py) share.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from gridcast.agent.audio.capture import Capture
 from gridcast.agent.audio.clicks import click_train
 from gridcast.agent.show.set_list import ShowTrack
-from gridcast.agent.simulation.devices import SimDevice
-from gridcast.agent.simulation.led_report import read_led_log
 from gridcast.host.evaluation.demo_audio import render
 from gridcast.protocol import bundle_builder, keys
 
 MUSIC_PEAK = 0.12  # under the onset finder's 0.2 × peak: only the clicks are onsets
-MATCH_US = 50_000  # an LED frame further than this from any heard onset is unmatched
 
 
 @dataclass
@@ -62,49 +58,6 @@ def click_song(name: str, seconds: float, bpm: float, rate_hz: int = 48000, seed
     beats = np.arange(first_beat_s, seconds - 0.05, 60.0 / bpm)
     clicks, index = click_train(rate_hz, beats, seconds)
     return ClickSong(name, music + clicks, rate_hz, beats, index)
-
-
-def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
-                   capture: Capture | None = None) -> dict[str, dict]:
-    """Per device: LED frame true time − nearest heard onset (ms) for every matched beat
-    frame, and the figures. With ``capture``, frames while JACK's clock was settling after
-    an xrun (``Capture.settled``: the room's truth is off by up to 16 ms then) are left
-    out and counted as ``unsettled_frames``."""
-    heard = np.sort(np.asarray(heard_us, dtype=np.float64))
-    out = {}
-    for dev in devices:
-        lines = read_led_log(dev.led_log)
-        times = np.asarray([line["true_time_us"] for line in lines], dtype=np.float64)
-        unsettled = 0
-        if capture is not None and times.size:
-            keep = capture.settled(times)
-            unsettled = int((~keep).sum())
-            times = times[keep]
-        errors = np.zeros(0)
-        if times.size and heard.size:
-            k = np.searchsorted(heard, times)
-            left = heard[np.clip(k - 1, 0, heard.size - 1)]
-            right = heard[np.clip(k, 0, heard.size - 1)]
-            nearest = np.where(np.abs(times - left) < np.abs(times - right), left, right)
-            error = times - nearest
-            matched = np.abs(error) <= MATCH_US
-            errors = error[matched] / 1e3
-            late = np.stack([times[matched], errors])[:, np.abs(errors) > 2.0]
-        figures: dict[str, Any] = {"sound_beats": int(errors.size), "led_frames": int(times.size),
-                   "unmatched_frames": int(times.size - errors.size),
-                   "unsettled_frames": unsettled}
-        if errors.size:
-            magnitude = np.abs(errors)
-            figures |= {"sound_error_p50_ms": round(float(np.percentile(magnitude, 50)), 3),
-                        "sound_error_p99_ms": round(float(np.percentile(magnitude, 99)), 3),
-                        "sound_error_max_ms": round(float(magnitude.max()), 3),
-                        "sound_error_mean_ms": round(float(errors.mean()), 3)}
-        out[dev.id] = figures | {"errors_ms": errors,
-                                 # (true µs, error ms) of each frame over 2 ms
-                                 "over_2ms_at_us": late if errors.size else np.zeros((2, 0)),
-                                 "unmatched_at_us": times[~matched] if errors.size
-                                 else times}
-    return out
 
 
 def gap_samples(capture: Capture, onsets: np.ndarray, switch_heard_us: float,

@@ -58,5 +58,9 @@ def test_demo_runs_the_whole_system_and_leaves_the_checkout_clean(tmp_path):
         assert d["samples"] >= 10 and d["lost"] == 0, d
         # the device's own drift reports agree with the simulator's measurement
         assert abs(d["drift_p99_ms"] - d["true_error_p99_ms"]) < 0.3, d
+        # the song was heard in the virtual room, and the lights landed on it
+        assert d["sound_beats"] >= 10, d
+        assert d["sound_error_p99_ms"] <= 2.0, d
+    assert result["room"] == "jack"  # no sound card here: the virtual room
     assert os.path.getsize(result["drift_plot"]) > 10_000
     assert result["broker"] == "mosquitto"

@@ -26,6 +26,7 @@ from gridcast.agent.audio.room import VirtualRoom
 from gridcast.agent.clock import now_us
 from gridcast.agent.show.output import ShowOutput
 from gridcast.agent.show.player import ShowPlayer
+from gridcast.agent.simulation.sound_report import sound_to_light
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.scenario_helpers import run
@@ -34,7 +35,6 @@ from gridcast.hil.show_scenario import (
     first_nonzero_s,
     gap_samples,
     heard_first_sound_us,
-    sound_to_light,
 )
 
 pytestmark = pytest.mark.sim_only
