@@ -1,0 +1,154 @@
+"""Beat maps -> a rekordbox XML collection (File > Import in rekordbox), to check a grid
+there: TEMPO markers and POSITION_MARK cues.
+
+rekordbox stores a marker's start in ms (Inizio, 3 decimals) and its tempo to 0.01 BPM,
+and draws beats at that tempo until the next marker. The exporter puts a marker on a
+beat, extends its run of beats as far as one rounded tempo keeps every beat within
+MAX_ERROR_S, then starts the next: a steady grid gives one marker per tempo change, a
+played one (an analyzed live recording) a marker on most beats.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+
+import numpy as np
+
+from gridcast.host.beatmaps.beatmap import BeatMap
+from gridcast.host.djgrids.errors import DjGridError
+from gridcast.host.djgrids.grid import MARKER_SNAP_FRACTION, TempoMarker
+from gridcast.host.djgrids.library import file_url_from_path
+from gridcast.protocol.version import __version__
+
+MAX_ERROR_S = 0.0009  # under the 1 ms round-trip target, with Inizio's own 0.5 ms rounding
+MAX_HOT_CUES = 8
+
+
+def _fits(beats: np.ndarray, bib: np.ndarray, i: int, j: int, start: float, meter: int,
+          ) -> tuple[bool, float]:
+    """Whether one marker at beats[i] (rounded ``start``) reproduces beats i..j, and its BPM."""
+    bpm = round(60.0 * (j - i) / (beats[j] - start), 2) if j > i else \
+        round(60.0 / (beats[i + 1] - beats[i]), 2)
+    if bpm <= 0:
+        return False, bpm
+    k = np.arange(j - i + 1)
+    err = np.abs(start + k * 60.0 / bpm - beats[i:j + 1])
+    same_bars = np.array_equal(bib[i:j + 1], (bib[i] - 1 + k) % meter + 1)
+    return bool(err.max() <= MAX_ERROR_S and same_bars), bpm
+
+
+def tempo_markers(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarker]:
+    """The fewest markers (greedy) that reproduce ``beats`` within MAX_ERROR_S."""
+    n = len(beats)
+    if n < 2:
+        raise DjGridError("a grid needs at least two beats to export")
+    meter = max(int(beat_in_bar.max()), 1)
+    markers: list[TempoMarker] = []
+    i = 0
+    while i < n:
+        start = round(float(beats[i]), 3)
+        if i == n - 1:
+            bpm = markers[-1].bpm if markers else round(60.0 / (beats[1] - beats[0]), 2)
+            markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
+            break
+        ok, bpm = _fits(beats, beat_in_bar, i, i + 1, start, meter)
+        good, step = (i + 1 if ok else i), 1
+        while ok and good + step < n:  # exponential then binary search for the longest run
+            ok, b = _fits(beats, beat_in_bar, i, good + step, start, meter)
+            if not ok:
+                break
+            good, bpm, step = good + step, b, step * 2
+        lo, hi = good, min(good + step, n)
+        while ok and hi - lo > 1:
+            mid = (lo + hi) // 2
+            ok, b = _fits(beats, beat_in_bar, i, mid, start, meter)
+            lo, hi, bpm = (mid, hi, b) if ok else (lo, mid, bpm)
+        good = lo
+        # The run's last beat is where the tempo changes when the gap after it differs:
+        # the next marker goes there (as rekordbox puts it). And rekordbox draws the
+        # run's tempo up to the next marker, so a next beat later than that would snap
+        # to also ends the run one beat earlier.
+        period = 60.0 / bpm
+        if good + 1 < n and good > i:
+            gap = beats[good + 1] - beats[good]
+            if gap > (1 + MARKER_SNAP_FRACTION) * period or (
+                    good - i >= 2 and abs(gap - period) > MAX_ERROR_S):
+                good -= 1
+                bpm = _fits(beats, beat_in_bar, i, good, start, meter)[1]
+        markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
+        i = good + 1
+    return markers
+
+
+def _track_element(bm: BeatMap, map_path: str, track_id: int) -> ET.Element:
+    found = bm.metadata.get("grid_source")
+    src: dict = found if isinstance(found, dict) else {}
+    audio_file = str(bm.metadata.get("audio_file", ""))
+    location = src.get("location") or os.path.abspath(
+        os.path.join(os.path.dirname(map_path), audio_file))
+    duration = max(bm.duration_s, float(bm.beats[-1]) if len(bm.beats) else 0.0)
+    track = ET.Element("TRACK", {
+        "TrackID": str(track_id),
+        "Name": src.get("title") or os.path.splitext(audio_file)[0],
+        "Artist": src.get("artist", ""),
+        "Kind": (os.path.splitext(audio_file)[1].lstrip(".").upper() + " File").strip(),
+        "TotalTime": str(round(duration)),
+        "AverageBpm": f"{bm.tempo_bpm:.2f}",
+        "Location": file_url_from_path(location),
+        "Comments": f"gridcast map v{bm.version}",
+    })
+    for m in tempo_markers(bm.beats, bm.beat_in_bar):
+        ET.SubElement(track, "TEMPO", {"Inizio": f"{m.time_s:.3f}", "Bpm": f"{m.bpm:.2f}",
+                                       "Metro": f"{m.meter}/4", "Battito": str(m.beat)})
+    hot = 0
+    for cue in bm.cues:
+        attrs = {"Name": cue.name, "Type": "4" if cue.kind == "loop" else "0",
+                 "Start": f"{cue.time_s:.3f}", "Num": "-1"}
+        if cue.end_s is not None:
+            attrs["End"] = f"{cue.end_s:.3f}"
+        if cue.kind == "hot" and hot < MAX_HOT_CUES:
+            attrs["Num"], hot = str(hot), hot + 1
+        if len(cue.color) == 7:
+            r, g, b = (int(cue.color[k:k + 2], 16) for k in (1, 3, 5))
+            attrs.update({"Red": str(r), "Green": str(g), "Blue": str(b)})
+        ET.SubElement(track, "POSITION_MARK", attrs)
+    return track
+
+
+def collection_xml(maps: list[tuple[str, BeatMap]]) -> bytes:
+    """The rekordbox XML of these (map path, map) pairs, TrackIDs 1, 2, ..."""
+    root = ET.Element("DJ_PLAYLISTS", {"Version": "1.0.0"})
+    ET.SubElement(root, "PRODUCT", {"Name": "gridcast", "Version": __version__,
+                                    "Company": "gridcast"})
+    coll = ET.SubElement(root, "COLLECTION", {"Entries": str(len(maps))})
+    for n, (path, bm) in enumerate(maps, start=1):
+        try:
+            coll.append(_track_element(bm, path, n))
+        except DjGridError as exc:
+            raise DjGridError(f"{path}: {exc}") from exc
+    playlists = ET.SubElement(root, "PLAYLISTS")
+    node = ET.SubElement(playlists, "NODE", {"Type": "0", "Name": "ROOT", "Count": "1"})
+    plist = ET.SubElement(node, "NODE", {"Name": "gridcast", "Type": "1", "KeyType": "0",
+                                         "Entries": str(len(maps))})
+    for n in range(1, len(maps) + 1):
+        ET.SubElement(plist, "TRACK", {"Key": str(n)})
+    ET.indent(root, space=" ")
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def write(maps: list[tuple[str, BeatMap]], out_path: str) -> None:
+    """Write the collection atomically (a failed export leaves no half file)."""
+    payload = collection_xml(maps)
+    folder = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

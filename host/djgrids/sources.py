@@ -1,0 +1,54 @@
+"""Which reader a file needs, and the grid of one audio file from any of them."""
+
+from __future__ import annotations
+
+import os
+
+from gridcast.host.djgrids import rekordbox_anlz, rekordbox_xml, serato_tags, traktor_nml
+from gridcast.host.djgrids.errors import DjGridError
+from gridcast.host.djgrids.grid import DjTrack
+from gridcast.host.djgrids.library import Library
+from gridcast.host.djgrids.matching import find_track
+
+LIBRARY_EXTENSIONS = {".xml": rekordbox_xml.read, ".nml": traktor_nml.read}
+ANLZ_EXTENSIONS = (".dat", ".ext", ".2ex")
+TAGGED_AUDIO_EXTENSIONS = (".mp3", ".flac", ".m4a", ".mp4", ".aif", ".aiff", ".ogg", ".wav")
+KINDS = ("a rekordbox XML collection (.xml), a Traktor collection (.nml), a rekordbox "
+         "analysis file (ANLZ*.DAT/.EXT) or an audio file with Serato tags")
+
+
+def kind_of(path: str) -> str:
+    """"library", "anlz" or "serato"; DjGridError naming what is accepted otherwise."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in LIBRARY_EXTENSIONS:
+        return "library"
+    if ext in ANLZ_EXTENSIONS:
+        return "anlz"
+    if ext in TAGGED_AUDIO_EXTENSIONS:
+        return "serato"
+    raise DjGridError(f"{path}: unknown grid source; give {KINDS}")
+
+
+def read_library(path: str) -> Library:
+    """A whole rekordbox XML or Traktor NML collection."""
+    if not os.path.isfile(path):
+        raise DjGridError(f"{path}: no such file (give a rekordbox XML or a Traktor NML)")
+    reader = LIBRARY_EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    if reader is None:
+        raise DjGridError(f"{path}: not a collection file; give a rekordbox XML (.xml) or a "
+                          "Traktor collection (.nml)")
+    return reader(path)
+
+
+def grid_for_audio(grid_from: str, audio_path: str, duration_s: float | None) -> DjTrack:
+    """The DJ grid of ``audio_path`` from ``grid_from`` (a library: matched by location,
+    then by file name and duration)."""
+    if not os.path.exists(grid_from):
+        raise DjGridError(f"{grid_from}: no such file (--grid-from takes {KINDS})")
+    kind = kind_of(grid_from)
+    if kind == "library":
+        lib = read_library(grid_from)
+        return find_track(lib, audio_path, duration_s)
+    if kind == "anlz":
+        return rekordbox_anlz.read(grid_from)
+    return serato_tags.read(grid_from)
