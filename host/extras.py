@@ -12,7 +12,8 @@ import importlib.util
 from gridcast.protocol.errors import GridcastError
 
 # module -> its extra in [project.optional-dependencies]
-EXTRA_OF = {"librosa": "compare", "torch": "train", "mido": "train"}
+EXTRA_OF = {"librosa": "compare", "torch": "train", "mido": "train", "pyrekordbox": "dj",
+            "mutagen": "dj"}
 
 
 class MissingExtra(GridcastError):

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse files longer than this (default 3600 s)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the "
                    "analysis cache")
+    p.add_argument("--grid-from", metavar="FILE", help="take beats, downbeats, cues and "
+                   "phrases from a DJ grid: rekordbox XML, ANLZ .DAT/.EXT, Traktor NML, or "
+                   "the audio file itself for Serato tags (docs/dj_grids.md)")
     p.add_argument("--watch", metavar="DIR", help="after analyzing the inputs, keep "
                    "analyzing new and changed audio under DIR until Ctrl-C")
 
@@ -84,6 +87,10 @@ def analyze_paths(paths: list[str], args: argparse.Namespace,
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.grid_from:
+        from gridcast.host.cli.commands.import_grids import analyze_with_grid
+
+        return analyze_with_grid(args)
     if not args.audio and not args.watch:
         raise BeatMapError("nothing to analyze: give audio files or folders, or --watch DIR")
     corr = _corrections(args)
