@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
 import json
 import os
 import re
@@ -82,15 +81,10 @@ def _u8(values: np.ndarray) -> str:
 
 def token_name(api: Api, request: web.Request) -> str:
     """Who made a change: the name of the API token the request carried (``default`` for
-    the config's ``token``, else its name in ``api_tokens``)."""
+    the config's ``token``, else its name in ``api_tokens``; agent/rate_limit.py)."""
     given = request.headers.get("Authorization", "")
     supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
-    tokens = {"default": api.token or "", **getattr(api.core.config, "api_tokens", {})}
-    found = "anonymous"
-    for name, secret in tokens.items():  # every one compared: the time says nothing
-        if secret and hmac.compare_digest(supplied.encode(), secret.encode()):
-            found = name
-    return found
+    return api.rate_limit.token_name(supplied) or "anonymous"
 
 
 def _number(body: dict[str, Any], key: str, kind: type = float) -> Any:
@@ -195,6 +189,12 @@ class MapService:
             self._cache[path] = cached
         return cached[1]
 
+    def _remember(self, path: str, bm: BeatMap) -> BeatMap:
+        """The map just written, so the next edit need not parse the file again."""
+        st = os.stat(path)
+        self._cache[path] = ((st.st_mtime_ns, st.st_size), bm)
+        return bm
+
     def compact(self, name: str, bm: BeatMap, envelopes: bool = True) -> dict[str, Any]:
         from gridcast.host.beatmaps import corrections
         from gridcast.host.beatmaps.beatmap import SECTION_ROLES
@@ -275,7 +275,8 @@ class MapService:
         except GridcastError as exc:
             raise EditRefused(f"{name} v{current.version}: {exc}; the map is unchanged",
                               422) from exc
-        saved = corrections.save_version(path, current, edited, "edit", edits, by)
+        saved = self._remember(path, corrections.save_version(path, current, edited, "edit",
+                                                              edits, by))
         return self.compact(name, saved, envelopes=False)
 
     def undo(self, name: str, body: dict[str, Any], by: str) -> dict[str, Any]:
@@ -284,7 +285,7 @@ class MapService:
         path = self.path(name)
         current = self._current(path, body)
         try:
-            saved = corrections.undo(path, current, by)
+            saved = self._remember(path, corrections.undo(path, current, by))
         except GridcastError as exc:
             raise EditRefused(str(exc), 409) from exc
         return self.compact(name, saved, envelopes=False)

@@ -98,8 +98,11 @@ async def grid_point(cdp: Any, time_s: float) -> tuple[float, float]:
         f" return [r.left + editor.xOf({time_s}), r.top + r.height / 2]; }})()"))  # type: ignore[return-value]
 
 
-async def editor_timing(cdp: Any) -> dict[str, float]:
-    """The page's own marks, ms from navigation start: ready, and the first input handled."""
+async def editor_timing(cdp: Any) -> dict[str, float | None]:
+    """The page's own times, ms from navigation start: ``ready_ms`` (the map is drawn and
+    the handlers are in place), ``input_ms`` (the first input event's time stamp) and
+    ``shown_ms`` (the frame after the one that drew the first input's effect)."""
     return await cdp.evaluate(
-        "(() => { const m = n => (performance.getEntriesByName(n)[0] || {}).startTime ?? null;"
-        " return {ready_ms: m('editor-ready'), first_input_ms: m('editor-first-input')}; })()")
+        "(() => { const m = performance.getEntriesByName('editor-ready')[0];"
+        " return {ready_ms: m ? m.startTime : null, input_ms: editor.firstInput,"
+        " shown_ms: editor.firstInputShown ?? null}; })()")

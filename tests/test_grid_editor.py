@@ -30,6 +30,7 @@ from tests.test_agent_api import TOKEN, Cdp, Daemon, HeadlessChromium, request
 
 key_path = test_agent_api.key_path
 NAME = "song.beatmap.json"
+DESK_TOKEN = "lighting-desk-token-0123456789"  # a named token (api_tokens in the config)
 
 
 @pytest.fixture
@@ -93,7 +94,8 @@ def daemon(mosquitto, tmp_path, key_path, map_file):
     cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
                                    port=free_port(), token=TOKEN, key_file=key_path,
                                    bundle_dir=str(tmp_path / "bundles"),
-                                   maps_dir=os.path.dirname(map_file)).check()
+                                   maps_dir=os.path.dirname(map_file),
+                                   api_tokens={"lighting-desk": DESK_TOKEN}).check()
     with Daemon(cfg, str(tmp_path / "token")) as d:
         yield d
 
@@ -142,7 +144,8 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
             cdp = Cdp(await browser.page(session))
             await cdp.call("Emulation.setDeviceMetricsOverride", width=1200, height=800,
                            deviceScaleFactor=1, mobile=False)
-            await cdp.call("Page.navigate", url=f"{daemon.url}/editor?token={TOKEN}&map={NAME}")
+            page = f"{daemon.url}/editor?token={DESK_TOKEN}&map={NAME}"
+            await cdp.call("Page.navigate", url=page)
             await cdp.wait_for("document.body.dataset.ready === '1'", timeout_s=10)
             timing = await editor_timing(cdp)
             # drag beat 3 right by 20 px, with the mouse
@@ -172,11 +175,11 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
     assert seen["moved"] == pytest.approx(expected, abs=0.003)
     assert 118 < seen["tapped"] < 122 and 118 < seen["tempo"] < 122
     final = beatmap.load(map_file)
-    assert final.version == 4 and [e["by"] for e in final.history[1:]] == ["default"] * 3
+    assert final.version == 4 and [e["by"] for e in final.history[1:]] == ["lighting-desk"] * 3
     assert [e["change"] for e in final.history[1:]] == ["edit", "edit", "undo"]
     v2 = beatmap.load(map_file.replace(".json", ".v2.json"))
     assert v2.history[-1]["edits"]["move_beat"] == 3
     assert v2.beats[3] == pytest.approx(seen["moved"], abs=1e-4)
     assert np.array_equal(final.beats, v2.beats)  # the undo went back to the dragged grid
-    assert "undo by default" in seen["status"]
+    assert "undo by lighting-desk" in seen["status"]
     assert seen["timing"]["ready_ms"] is not None and seen["timing"]["ready_ms"] < 5000
