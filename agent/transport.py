@@ -7,8 +7,11 @@
 Deployment, sync and control are written once above this interface. What devices
 send is decoded once, where it comes off the link, and arrives as ``Incoming``
 (the typed message, and its bytes) in per-device asyncio queues; a message that
-does not decode is dropped there. Backends are imported lazily so that a missing
-optional library only matters when used. Transport errors are ``TransportError``
+does not decode is dropped there. What goes to devices passes through one place,
+``Transport.send`` / ``broadcast``, which seals the messages that must be sealed
+(agent/command_signer.py, docs/protocol.md 11) before the backend sends them.
+Backends are imported lazily so that a missing optional library only matters when
+used. Transport errors are ``TransportError``
 (an OSError, so ordinary handlers work).
 """
 
@@ -24,6 +27,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 from gridcast.agent import presence
+from gridcast.agent.command_signer import CommandSigner
 from gridcast.protocol import messages, topics
 from gridcast.protocol.errors import GridcastError, ProtocolError
 
@@ -35,6 +39,7 @@ LEAF_OF_KIND = {"chunk_ack": "reply", "chunk_nack": "reply", "activated": "reply
                 "rejected": "reply", "error": "reply", "hello": "hello", "status": "status",
                 "telemetry": "telemetry", "sync_req": "sync/req"}
 DEFAULT_DEVICE_MAX_FRAME = 1024
+HELLO_WAIT_S = 2.0  # a sealed message needs the device's hello (its boot id and keys)
 
 
 class TransportError(GridcastError, OSError):
@@ -71,6 +76,8 @@ class Transport(abc.ABC):
         # Called with every Incoming in the backend's receiving thread, before the hop to
         # asyncio (the agent feeds its registry and collector from here).
         self.taps: list[Callable[[Incoming], None]] = []
+        # Seals state-changing messages; from GRIDCAST_KEY_FILE unless set by the opener.
+        self.signer: CommandSigner | None = CommandSigner.from_env()
 
     def queue(self, device_id: str) -> asyncio.Queue[Incoming]:
         """Replies from one device (created on first use)."""
@@ -166,13 +173,43 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
-    @abc.abstractmethod
-    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
-        """Send to one device on topic leaf cmd, bundle or sync/resp."""
+    def seal(self, device_id: str, payload: bytes) -> bytes:
+        """``payload`` as it must go to ``device_id``: sealed when it changes state or time
+        and the device checks seals, else unchanged (callable from any thread)."""
+        if self.signer is None:
+            return payload
+        return self.signer.seal(device_id, self.hellos.get(device_id), payload)
 
-    @abc.abstractmethod
+    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+        """Send to one device on topic leaf cmd, bundle or sync/resp (sealed if need be)."""
+        if self.signer is not None and device_id not in self.hellos:
+            await self._await_hello(device_id)
+        await self._send_raw(device_id, leaf, self.seal(device_id, payload))
+
     async def broadcast(self, payload: bytes) -> None:
-        """A command for every device at once."""
+        """A command for every device at once. With a signer each device gets its own
+        sealed copy (its key, its boot id) on its own topic, at once."""
+        if self.signer is None:
+            await self._broadcast_raw(payload)
+            return
+        for device_id in sorted(self.hellos):
+            await self._send_raw(device_id, topics.CMD, self.seal(device_id, payload))
+
+    async def _await_hello(self, device_id: str) -> None:
+        """Wait up to HELLO_WAIT_S for a device's hello (a retained one follows the SUBACK
+        of a transport that just started); without it the message goes out unsealed and
+        a device that checks seals refuses it, saying why."""
+        deadline = time.monotonic() + HELLO_WAIT_S
+        while device_id not in self.hellos and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def _send_raw(self, device_id: str, leaf: str, payload: bytes) -> None:
+        """The backend's send: these exact bytes to one device."""
+        raise NotImplementedError
+
+    async def _broadcast_raw(self, payload: bytes) -> None:
+        """The backend's broadcast: these exact bytes to every device."""
+        raise NotImplementedError
 
     async def discover(self, wait_s: float = 1.0) -> list[str]:
         """Ids of the devices this transport can reach."""
@@ -213,16 +250,24 @@ class SingleDeviceLink(Transport):
         if leaf is not None and self.device_id:
             self._deliver(Incoming(self.device_id, leaf, payload, received, msg))
 
-    async def broadcast(self, payload: bytes) -> None:
-        await self.send(self.device_id or "", topics.CMD, payload)
+    async def _broadcast_raw(self, payload: bytes) -> None:
+        await self._send_raw(self.device_id or "", topics.CMD, payload)
 
     async def discover(self, wait_s: float = 1.0) -> list[str]:
         return [self.device_id] if self.device_id else []
 
 
-def open_transport(url: str, **options: Any) -> Transport:
+def open_transport(url: str, signer: CommandSigner | None = None, **options: Any) -> Transport:
     """The backend for a URL (not started: ``async with``). On serial and BLE,
-    ``?device=ID`` names the device up front instead of waiting for its hello."""
+    ``?device=ID`` names the device up front instead of waiting for its hello.
+    ``signer`` seals commands (default: from GRIDCAST_KEY_FILE, if set)."""
+    transport = _open_backend(url, **options)
+    if signer is not None:
+        transport.signer = signer
+    return transport
+
+
+def _open_backend(url: str, **options: Any) -> Transport:
     parsed = urlparse(url)
     query = parse_qs(parsed.query)
     if "device" in query and parsed.scheme in ("serial", "ble"):

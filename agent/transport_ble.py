@@ -82,7 +82,7 @@ class BleTransport(SingleDeviceLink):
         with contextlib.suppress(Exception):  # already gone: nothing left to close
             await self.client.disconnect()
 
-    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+    async def _send_raw(self, device_id: str, leaf: str, payload: bytes) -> None:
         mtu = int(getattr(self.client, "mtu_size", ble_gatt.MIN_MTU))
         async with self._write_lock:  # pieces of one frame must not interleave
             try:

@@ -74,7 +74,8 @@ class MqttTransport(Transport):
         if leaf == topics.SYNC_REQ and self.sync_handler is not None:
             reply = self.sync_handler(device_id, msg, m.received_us)
             if reply is not None:
-                self.mqtt.publish(topics.device_topic(device_id, topics.SYNC_RESP), reply, qos=0)
+                self.mqtt.publish(topics.device_topic(device_id, topics.SYNC_RESP),
+                                  self.seal(device_id, reply), qos=0)
             return
         self._deliver(Incoming(device_id, leaf, bytes(m.payload), m.received_us, msg))
 
@@ -93,11 +94,11 @@ class MqttTransport(Transport):
         if self._owned:
             await asyncio.to_thread(self.mqtt.stop)
 
-    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+    async def _send_raw(self, device_id: str, leaf: str, payload: bytes) -> None:
         self.mqtt.publish(topics.device_topic(device_id, leaf), payload,
                           qos=topics.QOS.get(leaf, 1))
 
-    async def broadcast(self, payload: bytes) -> None:
+    async def _broadcast_raw(self, payload: bytes) -> None:
         self.mqtt.publish(topics.BROADCAST_CMD, payload, qos=1)
 
     async def discover(self, wait_s: float = 1.0) -> list[str]:

@@ -82,6 +82,6 @@ class SerialTransport(SingleDeviceLink):
             except (serial.SerialException, OSError) as exc:
                 raise TransportError(f"write to {self.path} failed: {exc}") from exc
 
-    async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+    async def _send_raw(self, device_id: str, leaf: str, payload: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.write_frame, payload)
 

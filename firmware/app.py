@@ -10,22 +10,31 @@ import gc
 
 from gridcast.firmware import config as config_mod
 from gridcast.firmware.clock import LocalClock
-from gridcast.firmware.clocksync import SyncEstimator
+from gridcast.firmware.clocksync import OpenRequests, SyncEstimator
+from gridcast.firmware.keystore import DeviceKeys
 from gridcast.firmware.leds import Renderer
 from gridcast.firmware.player import Player
 from gridcast.firmware.store import BundleStore
 from gridcast.firmware.telemetry import Telemetry
-from gridcast.protocol import messages, transfer
+from gridcast.protocol import command_auth, messages, topics, transfer
 from gridcast.protocol.errors import ProtocolError
-from gridcast.protocol.key_id import key_id
 from gridcast.protocol.reasons import (
     BAD_CONFIG,
+    BAD_SIGNATURE,
+    INCONSISTENT,
     INTERNAL,
+    MALFORMED,
     NOT_FOUND,
     OK,
     RATE_OUT_OF_RANGE,
+    REORDERED,
+    REPLAYED,
+    STALE,
     STORAGE_ERROR,
+    UNAUTHENTICATED,
+    UNKNOWN_KEY,
     UNKNOWN_MESSAGE,
+    WRONG_SESSION,
 )
 
 FW_VERSION = config_mod.FW_VERSION
@@ -34,6 +43,11 @@ FW_VERSION = config_mod.FW_VERSION
 MAX_FRAME = 2048
 TELEMETRY_WORK_US = 100000  # time allowed for building a telemetry batch (see telemetry_loop)
 SYNC_REFIT_WORK_US = 30000  # time allowed for the clock-skew refit (see sync_refit_loop)
+# Refusals of the authentication checks: always counted, answered at most every
+# AUTH_REPLY_US, so that a flood of forgeries cannot become a flood of replies.
+_AUTH_REASONS = (UNAUTHENTICATED, BAD_SIGNATURE, UNKNOWN_KEY, REPLAYED, REORDERED, STALE,
+                 WRONG_SESSION)
+AUTH_REPLY_US = 100000
 _DEVICE_KINDS = ("hello", "chunk_ack", "chunk_nack", "activated", "rejected", "sync_req",
                  "telemetry", "status")
 
@@ -45,11 +59,19 @@ class Device:
         self.clock = LocalClock(board)
         self.sync = SyncEstimator(defer_refit=True)
         self._refit_wanted = asyncio.Event()
-        keys = {key_id(cfg["key"]): cfg["key"]} if cfg["key"] else {}
-        self.store = BundleStore(keys, FW_VERSION)
-        self.receiver = transfer.Receiver(self.store, keys, FW_VERSION)
+        self.keys = DeviceKeys(cfg)
+        self.store = BundleStore(self.keys.bundle, FW_VERSION)
+        self.receiver = transfer.Receiver(self.store, self.keys.bundle, FW_VERSION)
         self.leds = Renderer(board, cfg["led_count"])
         self.telemetry = Telemetry()
+        # Sealed messages name this boot (the boot id of hello and telemetry).
+        self.guard = command_auth.Guard(self.keys.command, self.telemetry.boot)
+        self.open_syncs = OpenRequests()
+        # A dev setup (key derived from the bundle key) takes unsealed commands until its
+        # agent has sealed one: from then on, in this boot, only sealed ones.
+        self.sealed_seen = False
+        self._auth_replied_us = -AUTH_REPLY_US
+        self._sealing_key = b""
         self.player = Player(board, self.clock, self.sync, self.leds, self.telemetry, self.store)
         self.settings = config_mod.load_settings()
         self.player.light_offset_us = self.settings["light_offset_us"]
@@ -69,7 +91,9 @@ class Device:
                                max_frame=MAX_FRAME, window=4,
                                active_track=active[0] if active else "",
                                active_version=active[1] if active else 0,
-                               light_offset_us=self.player.light_offset_us)
+                               light_offset_us=self.player.light_offset_us,
+                               auth=self.keys.mode, boot=self.telemetry.boot,
+                               key_ids=self.keys.ids_text())
 
     def status_message(self, state):
         active = self.store.active()
@@ -94,6 +118,11 @@ class Device:
             await link.reply(messages.encode("error", reason=exc.code, detail=str(exc)[:200]))
             return
         try:
+            msg = self._authenticate(msg, received_us)
+        except ProtocolError as exc:
+            await self._refuse(exc, msg, link)
+            return
+        try:
             reply = self._dispatch(msg, received_us)
         except ProtocolError as exc:
             self.telemetry.count_error(exc.code)
@@ -109,10 +138,84 @@ class Device:
                 await self.publish_status()
         elif msg.kind == "light_offset":
             await self.publish_status()  # retained: the registry learns the new offset
+        elif msg.kind in ("key_install", "key_retire"):
+            await self.publish_hello()  # retained: every agent learns which keys it holds
+
+    # --- authentication (docs/protocol.md 11) ---------------------------------
+    def _authenticate(self, msg, received_us):
+        """The message to act on: the inner one of an authentic, fresh ``sealed`` message,
+        or ``msg`` itself when it needs no seal. ProtocolError with the reason otherwise."""
+        if msg.tag != messages.SEALED:
+            if msg.tag in command_auth.AUTHENTICATED_TAGS:
+                if self.keys.mode == command_auth.AUTH_REQUIRED or self.sealed_seen or \
+                        msg.tag in (messages.KEY_INSTALL, messages.KEY_RETIRE):
+                    raise ProtocolError(UNAUTHENTICATED, "%s must come sealed (this device "
+                                        "checks commands with key %s)"
+                                        % (msg.kind, self.keys.ids_text()))
+                if msg.tag == messages.SYNC_RESP:
+                    self._check_sync_open(msg)
+            return msg
+        self._sealing_key = self.guard.verify(msg)
+        inner = messages.decode(msg.body)
+        if inner.tag == messages.SEALED:
+            raise ProtocolError(MALFORMED, "a sealed message inside a sealed message")
+        if inner.tag == messages.SYNC_RESP:
+            # Fresh by the device's own (seq, t1); the counter plays no part.
+            self._check_sync_open(inner)
+        else:
+            agent_now = self.sync.to_agent(received_us) if self.sync.synced else None
+            self.guard.check_fresh(msg.counter, msg.sent_us, agent_now)
+        if inner.tag == messages.KEY_RETIRE and inner.key_id != msg.key_id:
+            raise ProtocolError(INCONSISTENT, "key_retire keeping %s must be sealed with it, "
+                                "not with %s" % (inner.key_id, msg.key_id))
+        self.sealed_seen = True
+        return inner
+
+    def _check_sync_open(self, msg):
+        code = self.open_syncs.take(msg.seq, msg.t1_us)
+        if code:
+            raise ProtocolError(code, "sync_resp seq %d answers no open request" % msg.seq)
+
+    async def _refuse(self, exc, msg, link):
+        """Count a refused message; answer it unless it is a sync answer (those get none)
+        or the last authentication refusal was answered under AUTH_REPLY_US ago."""
+        self.telemetry.count_error(exc.code)
+        if msg.tag == messages.SYNC_RESP:
+            return
+        if exc.code in _AUTH_REASONS:
+            now = self.clock.now_us()
+            if now - self._auth_replied_us < AUTH_REPLY_US:
+                return
+            self._auth_replied_us = now
+        self.board.log("refused %s: %s" % (msg.kind, exc))
+        await link.reply(messages.encode("error", reason=exc.code, detail=str(exc)[:200],
+                                         ref_tag=msg.tag))
+
+    def _install_key(self, msg):
+        key = self._sealing_key
+        command = command_auth.unwrap(key, b"c", msg.key, msg.key_id)
+        bundle = b""
+        if msg.bundle_key:
+            bundle = command_auth.unwrap(key, b"b", msg.bundle_key, msg.bundle_key_id)
+        try:
+            self.keys.install(msg.key_id, command, msg.bundle_key_id, bundle)
+        except OSError as exc:
+            return self._result(STORAGE_ERROR, msg, "keys.json: %s" % exc)
+        self.board.log("key %s installed (held: %s)" % (msg.key_id, self.keys.ids_text()))
+        return None
+
+    def _retire_keys(self, msg):
+        try:
+            self.keys.retire(msg.key_id)
+        except OSError as exc:
+            return self._result(STORAGE_ERROR, msg, "keys.json: %s" % exc)
+        self.board.log("keys retired but %s" % msg.key_id)
+        return None
 
     def _dispatch(self, msg, received_us):
         kind = msg.kind
         if kind == "sync_resp":
+            # (unsealed ones only reach here on a device that takes them: _authenticate)
             self.sync.add(msg.t1_us, msg.t2_us, msg.t3_us, received_us)
             if self.sync.refit_due:
                 self._refit_wanted.set()
@@ -149,6 +252,10 @@ class Device:
             return self._result(self.player.live_env.replace(msg), msg, "")
         if kind == "light_offset":
             return self._set_light_offset(msg)
+        if kind == "key_install":
+            return self._install_key(msg)
+        if kind == "key_retire":
+            return self._retire_keys(msg)
         if kind in _DEVICE_KINDS:
             self.telemetry.count_error(UNKNOWN_MESSAGE)
             return messages.encode("error", reason=UNKNOWN_MESSAGE,
@@ -182,6 +289,17 @@ class Device:
         self.telemetry.count_error(code)
         return messages.encode("error", reason=code, detail=detail, ref_tag=msg.tag)
 
+    async def publish_hello(self):
+        """Say hello again (the key ids changed): retained on MQTT, a frame elsewhere."""
+        hello = self.hello_message()
+        for link in self.links:
+            if not link.connected:
+                continue
+            if link.name == "mqtt":
+                await link.client.publish(link.topic[topics.HELLO], hello, 1, True)
+            else:  # serial, BLE: the message kind tells the agent it is a hello
+                await link.reply(hello)
+
     async def publish_status(self):
         for link in self.links:
             if link.connected:
@@ -195,6 +313,7 @@ class Device:
             if link is not None:
                 self.sync_seq += 1
                 t1 = self.clock.now_us()
+                self.open_syncs.add(self.sync_seq, t1)
                 await link.send_sync(messages.encode("sync_req", seq=self.sync_seq, t1_us=t1))
             await asyncio.sleep_ms(period_ms)
 

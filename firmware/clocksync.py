@@ -28,6 +28,8 @@ precision); only small differences meet the float skew. Runs on MicroPython
 and CPython.
 """
 
+from gridcast.protocol.reasons import REPLAYED, STALE
+
 BIN_US = 1000000
 MAX_BINS = 120
 RECENT_US = 30000000
@@ -203,3 +205,39 @@ class SyncEstimator:
     def to_local(self, t_agent, t_hint):
         """Device time at which the agent clock reads t_agent (t_hint: a nearby device time)."""
         return t_agent - int(self.offset_us(t_hint))
+
+
+MAX_OPEN_REQUESTS = 32  # sync_req awaiting an answer: 4 s at 8 Hz, past MAX_RTT_US
+ANSWERED_KEPT = 16
+
+
+class OpenRequests:
+    """The device's own sync requests still awaiting an answer. An answer counts only
+    for a request that is open (its seq and echoed t1 match), and only once: a replayed
+    or invented sync_resp is refused whether or not it is sealed, since its freshness is
+    the device's own (seq, t1), not a counter."""
+
+    def __init__(self):
+        self.seqs = []
+        self.t1s = []
+        self.answered = []
+
+    def add(self, seq, t1_us):
+        self.seqs.append(seq)
+        self.t1s.append(t1_us)
+        if len(self.seqs) > MAX_OPEN_REQUESTS:
+            self.seqs.pop(0)
+            self.t1s.pop(0)
+
+    def take(self, seq, t1_us):
+        """0 when (seq, t1) answers an open request (now closed), else the reason code:
+        replayed (answered already) or stale (no such request open)."""
+        for i in range(len(self.seqs)):
+            if self.seqs[i] == seq and self.t1s[i] == t1_us:
+                self.seqs.pop(i)
+                self.t1s.pop(i)
+                self.answered.append(seq)
+                if len(self.answered) > ANSWERED_KEPT:
+                    self.answered.pop(0)
+                return 0
+        return REPLAYED if seq in self.answered else STALE

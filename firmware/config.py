@@ -36,6 +36,7 @@ DEFAULTS = {
     "serial_path": "",
     "mqtt_user": "",
     "mqtt_password": "",
+    "command_key": "",  # hex; the key sealed commands are checked with (docs/protocol.md 11)
 }
 
 
@@ -69,6 +70,12 @@ def parse(data):
         cfg["key"] = _hex_key(cfg["key_hex"])
     except ValueError as exc:
         raise ProtocolError(BAD_CONFIG, "config.json: %s" % exc) from None
+    if cfg["command_key"]:
+        try:
+            cfg["command_key"] = _hex_key(cfg["command_key"])
+        except ValueError:
+            raise ProtocolError(BAD_CONFIG, "config.json: command_key must be an even number "
+                                            "(>= 32) of hex digits") from None
     for k in ("led_count", "led_pin", "sync_hz", "telemetry_s"):
         if not isinstance(cfg[k], int) or cfg[k] < 0:
             raise ProtocolError(BAD_CONFIG, "config.json: %s must be a non-negative integer" % k)

@@ -48,12 +48,16 @@ RATE = 18
 LIVE_BEATS = 19
 LIVE_ENV = 20
 LIGHT_OFFSET = 21
+SEALED = 22
+KEY_INSTALL = 23
+KEY_RETIRE = 24
 
 # tag -> (name, ((field, type, default), ...)). Append fields; never reorder.
 SCHEMA = {  # type: dict
     HELLO: ("hello", (("proto_version", "u", 0), ("fw_version", "u", 0), ("device_id", "s", ""),
                       ("max_frame", "u", 0), ("window", "u", 1), ("active_track", "s", ""),
-                      ("active_version", "u", 0), ("light_offset_us", "i", 0))),
+                      ("active_version", "u", 0), ("light_offset_us", "i", 0),
+                      ("auth", "u", 0), ("boot", "u", 0), ("key_ids", "s", ""))),
     BUNDLE_OFFER: ("bundle_offer", (("transfer_id", "u", 0), ("size", "u", 0),
                                     ("sha256", "b", b""), ("chunk_size", "u", 0),
                                     ("track_id", "s", ""), ("bundle_version", "u", 0))),
@@ -88,6 +92,12 @@ SCHEMA = {  # type: dict
     LIVE_ENV: ("live_env", (("start_us", "u", 0), ("rate_mhz", "u", 0), ("bass", "b", b""),
                             ("mid", "b", b""), ("high", "b", b""))),
     LIGHT_OFFSET: ("light_offset", (("offset_us", "i", 0),)),
+    # docs/protocol.md 11: a MAC'd envelope around another message, and key rotation.
+    SEALED: ("sealed", (("key_id", "s", ""), ("session", "u", 0), ("counter", "u", 0),
+                        ("sent_us", "u", 0), ("body", "b", b""), ("mac", "b", b""))),
+    KEY_INSTALL: ("key_install", (("key_id", "s", ""), ("key", "b", b""),
+                                  ("bundle_key_id", "s", ""), ("bundle_key", "b", b""))),
+    KEY_RETIRE: ("key_retire", (("key_id", "s", ""),)),
 }
 TAGS = {}
 for _tag in SCHEMA:

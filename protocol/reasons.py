@@ -26,6 +26,10 @@ NOT_FOUND = 18  # no such track / no previous bundle to roll back to
 BAD_CONFIG = 19  # device configuration unreadable or invalid
 INTERNAL = 20  # unexpected failure on the device (details in the message)
 RATE_OUT_OF_RANGE = 21  # a playback rate outside 92..108 %: refused, playback goes on unchanged
+UNAUTHENTICATED = 22  # a command that must come sealed (docs/protocol.md 11) came without a MAC
+REORDERED = 23  # a sealed command older (by counter) than one already accepted
+STALE = 24  # sealed outside the agent-time window, or a sync answer to no open request
+WRONG_SESSION = 25  # sealed for another boot of the device (a capture from before a restart)
 
 NAMES = {
     OK: "ok", BAD_FRAME: "bad_frame", TOO_LARGE: "too_large", MALFORMED: "malformed",
@@ -36,6 +40,8 @@ NAMES = {
     TRUNCATED: "truncated", STORAGE_ERROR: "storage_error", NO_TRANSFER: "no_transfer",
     REPLAYED: "replayed", BUSY: "busy", INCONSISTENT: "inconsistent", NOT_FOUND: "not_found",
     BAD_CONFIG: "bad_config", INTERNAL: "internal", RATE_OUT_OF_RANGE: "rate_out_of_range",
+    UNAUTHENTICATED: "unauthenticated", REORDERED: "reordered", STALE: "stale",
+    WRONG_SESSION: "wrong_session",
 }
 
 

@@ -17,7 +17,8 @@ import os
 import msgpack
 import numpy as np
 
-from gridcast.protocol import bundle_builder, frames, messages, reasons
+from gridcast.protocol import bundle_builder, command_auth, frames, messages, reasons
+from gridcast.protocol.key_id import key_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY = bytes(range(32))
@@ -75,6 +76,15 @@ MESSAGES = [
                    window=4, active_track="", active_version=0, light_offset_us=-12_500)),
     ("status", dict(state="online", fw_version=0x000500, active_track="song", bundle_version=2,
                     uptime_s=60, light_offset_us=80_000)),
+    ("hello", dict(proto_version=3, fw_version=0x000600, device_id="dev-03", max_frame=2048,
+                   window=4, active_track="", active_version=0, light_offset_us=0, auth=2,
+                   boot=0x1234567, key_ids="8ec6e6ce,0badc0de")),
+    ("sealed", dict(key_id="8ec6e6ce", session=0x1234567, counter=1_795_000_020_000_000,
+                    sent_us=1_795_000_020_000_100, body=bytes([0x91, 0x11]),
+                    mac=bytes(range(16)))),
+    ("key_install", dict(key_id="0badc0de", key=bytes(range(32)), bundle_key_id="12345678",
+                         bundle_key=bytes(range(32, 64)))),
+    ("key_retire", dict(key_id="0badc0de")),
 ]
 
 BAD_MESSAGES = [
@@ -160,6 +170,9 @@ def message_vectors() -> dict:
         {"name": "protocol 1 hello has no light offset",
          "hex": msgpack.packb([1, 1, 256, "d", 4096, 4, "s", 3]).hex(), "kind": "hello",
          "expect": {"active_version": 3, "light_offset_us": 0}},
+        {"name": "protocol 2 hello: the device checks no seals",
+         "hex": msgpack.packb([1, 2, 1280, "d", 2048, 4, "", 0, -5]).hex(), "kind": "hello",
+         "expect": {"light_offset_us": -5, "auth": 0, "boot": 0, "key_ids": ""}},
         {"name": "protocol 1 status has no light offset",
          "hex": msgpack.packb([15, "online", 256, "s", 3, 9]).hex(), "kind": "status",
          "expect": {"uptime_s": 9, "light_offset_us": 0}},
@@ -247,9 +260,66 @@ def bundle_vectors() -> dict:
             "cases": out}
 
 
+def _reference_mac(key: bytes, kid: str, session: int, counter: int, sent_us: int,
+                   body: bytes) -> bytes:
+    """The MAC by the standard library, from docs/protocol.md 11 alone."""
+    data = (command_auth.MAC_LABEL + kid.encode() + session.to_bytes(4, "big")
+            + counter.to_bytes(8, "big") + sent_us.to_bytes(8, "big") + body)
+    return hmac.new(key, data, hashlib.sha256).digest()[:16]
+
+
+def auth_vectors() -> dict:
+    """Sealed messages (docs/protocol.md 11): key derivation, MACs, and a sequence a
+    device's Guard must accept or refuse with the reason given."""
+    site, device = KEY, "stage-1"
+    dkey = hmac.new(site, command_auth.DEVICE_KEY_LABEL + device.encode(),
+                    hashlib.sha256).digest()
+    assert dkey == command_auth.device_key(site, device)
+    kid = key_id(dkey)
+    session, t0 = 0x1234567, 1_795_000_020_000_000
+
+    def sealed(counter: int, sent_us: int, body: bytes, key: bytes = dkey, k: str = kid,
+               sess: int = session) -> bytes:
+        data = command_auth.seal(key, k, sess, counter, sent_us, body)
+        ref = msgpack.packb([messages.SEALED, k, sess, counter, sent_us, body,
+                             _reference_mac(key, k, sess, counter, sent_us, body)],
+                            use_bin_type=True)
+        assert data == ref
+        return data
+
+    stop = messages.encode("stop", at_us=0)
+    play = messages.encode("play", track_id="song", start_us=t0 + 2_000_000)
+    first = sealed(t0, t0, play)
+    altered = bytearray(first)
+    altered[-20] ^= 0x01  # a byte of the body (the MAC is the last 16 bytes)
+    other_key = bytes(32)
+    steps = [
+        ("good play", first, t0 + 3000, reasons.OK),
+        ("same bytes again", first, t0 + 4000, reasons.REPLAYED),
+        ("altered body", bytes(altered), t0 + 4000, reasons.BAD_SIGNATURE),
+        ("MAC of another key", sealed(t0 + 10, t0, stop, key=other_key), t0, reasons.BAD_SIGNATURE),
+        ("unknown key id", sealed(t0 + 11, t0, stop, k="00000000"), t0, reasons.UNKNOWN_KEY),
+        ("another boot", sealed(t0 + 12, t0, stop, sess=session + 1), t0, reasons.WRONG_SESSION),
+        ("newer stop", sealed(t0 + 100, t0 + 100, stop), t0 + 200, reasons.OK),
+        ("older, never seen", sealed(t0 + 50, t0 + 50, stop), t0 + 200, reasons.REORDERED),
+        ("held back 6 s", sealed(t0 + 200, t0 + 200, stop), t0 + 6_000_300, reasons.STALE),
+        ("unsynced device takes it", sealed(t0 + 300, t0 + 300, stop), None, reasons.OK),
+        ("4.9 s ahead is within", sealed(t0 + 400, t0 + 4_900_000, stop), t0, reasons.OK),
+    ]
+    new_site = bytes(range(100, 132))
+    new_dkey = command_auth.device_key(new_site, device)
+    wrapped = command_auth.wrap(dkey, b"c", new_dkey, key_id(new_dkey))
+    return {"site_key_hex": site.hex(), "device_id": device, "device_key_hex": dkey.hex(),
+            "key_id": kid, "session": session,
+            "steps": [{"name": n, "hex": d.hex(), "agent_now_us": now, "reason": r}
+                      for n, d, now, r in steps],
+            "wrap": {"current_hex": dkey.hex(), "new_hex": new_dkey.hex(),
+                     "new_id": key_id(new_dkey), "wrapped_hex": wrapped.hex()}}
+
+
 def main() -> None:
     for name, data in (("messages", message_vectors()), ("frames", frame_vectors()),
-                       ("bundles", bundle_vectors())):
+                       ("bundles", bundle_vectors()), ("command_auth", auth_vectors())):
         with open(os.path.join(HERE, f"{name}.json"), "w") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
