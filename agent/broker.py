@@ -5,6 +5,12 @@ drops to the mosquitto user and silently fails to write into root's folders),
 listening on loopback only unless told otherwise, with its own config and
 persistence file in a folder we own. ``restart()`` stops it cleanly (it saves
 its persistence) and starts it again on the same port, for fault injection.
+
+``tls=True`` makes its one listener TLS-only, with a throwaway site CA in
+``FOLDER/tls`` (or the CA folder given as ``tls``, shared by several brokers): what a
+provisioned site runs, for the demo, the tests and the HIL suite over mqtts.
+``url`` then is ``mqtts://HOST:PORT?ca=...`` and ``device_broker`` what a device's
+config.json says (with ``ca_pem`` beside it).
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class Mosquitto:
 
     def __init__(self, port: int | None = None, folder: str | None = None,
                  bind: str = "127.0.0.1", persistence: bool = True,
-                 extra_conf: str = "", anonymous: bool = True) -> None:
+                 extra_conf: str = "", anonymous: bool = True,
+                 tls: bool | str = False) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto; "
@@ -55,8 +62,21 @@ class Mosquitto:
         os.makedirs(self.folder, exist_ok=True)
         os.chmod(self.folder, 0o777)  # mosquitto may drop to its own user
         self.conf = os.path.join(self.folder, "mosquitto.conf")
+        self.ca_file: str | None = None
+        tls_lines = ""
+        if tls:
+            from gridcast.agent.site_ca import SiteCA, broker_names
+
+            ca = SiteCA(tls if isinstance(tls, str) else os.path.join(self.folder, "tls"))
+            ca.ensure()
+            issued = ca.issue("gridcast test broker", os.path.join(self.folder, "broker.crt"),
+                              os.path.join(self.folder, "broker.key"),
+                              server_names=broker_names(bind), key_mode=0o600)
+            self.ca_file = ca.cert_path
+            tls_lines = (f"cafile {ca.cert_path}\ncertfile {issued.cert_path}\n"
+                         f"keyfile {issued.key_path}\ntls_version tlsv1.2\n")
         with open(self.conf, "w") as f:
-            f.write(f"listener {self.port} {bind}\n"
+            f.write(f"listener {self.port} {bind}\n" + tls_lines +
                     f"allow_anonymous {'true' if anonymous else 'false'}\n"
                     "max_inflight_messages 0\n"
                     # Nagle on the broker's sends delays small sync replies unevenly.
@@ -73,7 +93,27 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
+        """What the agent and the CLI connect to (with the CA to verify a TLS broker)."""
+        if self.ca_file:
+            return f"mqtts://{self.bind}:{self.port}?ca={self.ca_file}"
         return f"mqtt://{self.bind}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+    @property
+    def device_broker(self) -> str:
+        """The ``broker`` of a device's config.json."""
+        return (f"mqtts://{self.bind}:{self.port}" if self.ca_file
+                else f"{self.bind}:{self.port}")
+
+    @property
+    def ca_pem(self) -> str:
+        if not self.ca_file:
+            return ""
+        with open(self.ca_file, encoding="ascii") as f:
+            return f.read()
 
     def start(self, timeout_s: float = 5.0) -> None:
         with open(os.path.join(self.folder, "mosquitto.log"), "ab") as log:
@@ -84,7 +124,7 @@ class Mosquitto:
             if self.proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited at start (port {self.port} in use?); "
                                   f"see {self.folder}/mosquitto.log")
-            try:
+            try:  # a TCP connect: mosquitto logs the TLS-less probe and moves on
                 with socket.create_connection((self.bind, self.port), timeout=0.2):
                     return
             except OSError:
@@ -115,10 +155,12 @@ class Mosquitto:
         self.stop()
 
 
-def open_broker(folder: str | None = None, prefer_embedded: bool = False):
-    """mosquitto when it is installed, else the embedded broker (not started yet)."""
+def open_broker(folder: str | None = None, prefer_embedded: bool = False, tls: bool = False):
+    """mosquitto when it is installed, else the embedded broker (not started yet).
+    ``tls``: a TLS-only listener with a throwaway CA in ``folder``."""
     if mosquitto_binary() is not None and not prefer_embedded:
-        return Mosquitto(folder=folder)
+        return Mosquitto(folder=folder, tls=tls)
     from gridcast.agent.embedded_broker import EmbeddedBroker
 
-    return EmbeddedBroker()
+    return EmbeddedBroker(tls_folder=(folder or tempfile.mkdtemp(prefix="gridcast-broker-"))
+                          if tls else None)

@@ -63,9 +63,16 @@ def main_py(board: str, **board_args: int) -> str:
 
 def config_json(device_id: str, key: bytes, broker: str = "", led_count: int = 16,
                 led_pin: int = 48, serial: bool = True, mqtt_user: str = "",
-                mqtt_password: str = "") -> str:
-    cfg = {"device_id": device_id, "key_hex": key.hex(), "broker": broker,
-           "led_count": led_count, "led_pin": led_pin, "serial": serial}
+                mqtt_password: str = "", ca_pem: str = "", client_cert_pem: str = "",
+                client_key_pem: str = "") -> str:
+    """The device's config.json. A ``mqtts://`` broker needs ``ca_pem`` (the site CA the
+    device verifies the broker with); the client certificate and key are optional."""
+    cfg: dict[str, object] = {"device_id": device_id, "key_hex": key.hex(), "broker": broker,
+                              "led_count": led_count, "led_pin": led_pin, "serial": serial}
     if mqtt_user:
         cfg |= {"mqtt_user": mqtt_user, "mqtt_password": mqtt_password}
+    for name, pem in (("ca_pem", ca_pem), ("client_cert_pem", client_cert_pem),
+                      ("client_key_pem", client_key_pem)):
+        if pem:
+            cfg[name] = pem
     return json.dumps(cfg, indent=1) + "\n"

@@ -1,7 +1,8 @@
 """An MQTT broker inside this process (amqtt), for machines without mosquitto.
 
 Only the demo and quick trials use it; fleets run mosquitto. It has no shared
-subscriptions, so collectors subscribe plainly (one collector).
+subscriptions, so collectors subscribe plainly (one collector). ``tls_folder``: a
+TLS listener with a throwaway site CA there (as ``Mosquitto(tls=True)``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -21,16 +23,48 @@ class EmbeddedBroker:
     kind = "embedded (amqtt)"
     supports_shared_subscriptions = False
 
-    def __init__(self, port: int | None = None, bind: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, bind: str = "127.0.0.1",
+                 tls_folder: str | None = None) -> None:
         self.port = port or free_port()
         self.bind = bind
+        self.ca_file: str | None = None
+        self._listener: dict[str, Any] = {"type": "tcp", "bind": f"{bind}:{port or self.port}"}
+        if tls_folder:
+            from gridcast.agent.site_ca import SiteCA, broker_names
+
+            ca = SiteCA(os.path.join(tls_folder, "tls"))
+            ca.ensure()
+            issued = ca.issue("gridcast embedded broker", os.path.join(tls_folder, "broker.crt"),
+                              os.path.join(tls_folder, "broker.key"),
+                              server_names=broker_names(bind))
+            self.ca_file = ca.cert_path
+            self._listener |= {"ssl": True, "certfile": issued.cert_path,
+                               "keyfile": issued.key_path}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker: Any = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
+        if self.ca_file:
+            return f"mqtts://{self.bind}:{self.port}?ca={self.ca_file}"
         return f"mqtt://{self.bind}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+    @property
+    def device_broker(self) -> str:
+        return (f"mqtts://{self.bind}:{self.port}" if self.ca_file
+                else f"{self.bind}:{self.port}")
+
+    @property
+    def ca_pem(self) -> str:
+        if not self.ca_file:
+            return ""
+        with open(self.ca_file, encoding="ascii") as f:
+            return f.read()
 
     def start(self, timeout_s: float = 5.0) -> None:
         try:
@@ -47,8 +81,7 @@ class EmbeddedBroker:
             asyncio.set_event_loop(loop)
 
             async def boot() -> None:
-                self._broker = Broker({"listeners": {"default": {
-                    "type": "tcp", "bind": f"{self.bind}:{self.port}"}}}, loop=loop)
+                self._broker = Broker({"listeners": {"default": self._listener}}, loop=loop)
                 await self._broker.start()
 
             try:

@@ -29,6 +29,12 @@ acknowledged is delivered again after a restart.
 Two different filters on one connection may not overlap: an MQTT 3.1.1 broker may
 deliver one copy per matching subscription, and the copies cannot be told apart.
 The same filter may be subscribed several times (each gets every message).
+
+TLS: ``MqttConnection.from_url("mqtts://HOST:8883?ca=ca.crt")`` (or ``tls=TlsSettings``)
+verifies the broker against the site CA and its host name (agent/broker_url.py). A
+failed handshake (unknown CA, expired certificate, wrong host name, a refused client
+certificate) is one line naming the broker and the reason, in the log and in
+``error``; the connection keeps retrying with its back-off, as for any outage.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import itertools
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +54,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from gridcast.agent import broker_url
+from gridcast.agent.broker_url import TlsSettings
 from gridcast.agent.clock import now_us
 from gridcast.agent.transport import TransportError
 
@@ -157,9 +166,16 @@ class MqttConnection:
                  username: str | None = None, password: str | None = None,
                  clean_session: bool = True, keepalive_s: int = DEFAULT_KEEPALIVE_S,
                  backoff_min_s: float = BACKOFF_MIN_S,
-                 backoff_max_s: float = BACKOFF_MAX_S) -> None:
+                 backoff_max_s: float = BACKOFF_MAX_S, tls: TlsSettings | None = None) -> None:
+        """``host``: a host name, or a broker URL (``mqtt://`` or ``mqtts://...?ca=``,
+        which then also gives the port and the TLS settings)."""
+        if "://" in host:
+            address = broker_url.parse(host)
+            host, port, tls = address.host, address.port, tls or address.tls
         self.host, self.port = host, port
-        self.broker = f"mqtt://{host}:{port}"
+        self.tls = tls
+        self.broker = f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
+        self._tls_failure: BaseException | None = None  # last handshake/record error
         self.client_id = client_id or f"gridcast-{os.getpid()}-{next(_ids)}"
         self.keepalive_s = keepalive_s
         self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
@@ -168,6 +184,8 @@ class MqttConnection:
                                   clean_session=clean_session)
         if username:
             self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set_context(self._tls_context(tls))
         self.client.manual_ack_set(True)  # client-wide; this layer acks (see module doc)
         self.client.max_inflight_messages_set(0)  # no client-side cap: the broker paces
         self.client.max_queued_messages_set(0)
@@ -194,12 +212,48 @@ class MqttConnection:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MqttConnection:
-        from urllib.parse import urlparse
+        """``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]?ca=...`` (agent/broker_url.py)."""
+        try:
+            address = broker_url.parse(url)
+        except broker_url.BrokerUrlError as exc:
+            raise MqttError(str(exc), broker=url) from exc
+        return cls(address.host, address.port, tls=address.tls, **options)
 
-        parsed = urlparse(url)
-        if parsed.scheme != "mqtt" or not parsed.hostname:
-            raise MqttError(f"{url!r}: expected mqtt://HOST[:PORT]", broker=url)
-        return cls(parsed.hostname, parsed.port or 1883, **options)
+    # -- TLS -----------------------------------------------------------------------------
+    def _tls_context(self, tls: TlsSettings) -> ssl.SSLContext:
+        """The client context, with a socket class that remembers why TLS failed: paho
+        only reports "connection failed", and the operator needs the reason."""
+        ctx = tls.context()
+        conn = self
+
+        class RecordingSocket(ssl.SSLSocket):
+            def do_handshake(self, *args: Any, **kwargs: Any) -> None:
+                try:
+                    super().do_handshake(*args, **kwargs)
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    conn._tls_failure = exc
+                    raise
+
+            def recv(self, *args: Any, **kwargs: Any) -> bytes:
+                try:
+                    return super().recv(*args, **kwargs)
+                except ssl.SSLWantReadError:
+                    raise
+                except ssl.SSLError as exc:  # TLS 1.3: a refused client cert shows here
+                    conn._tls_failure = exc
+                    raise
+
+        ctx.sslsocket_class = RecordingSocket
+        return ctx
+
+    def _tls_error(self, exc: BaseException | None = None) -> MqttError | None:
+        """The recorded (or given) TLS failure as an MqttError, once; None if there is none."""
+        failure = exc if exc is not None else self._tls_failure
+        self._tls_failure = None
+        if failure is None or self.tls is None:
+            return None
+        text = broker_url.explain_tls_failure(failure, self.broker, self.tls)
+        return MqttError(text, broker=self.broker) if text else None
 
     # -- subscriptions -------------------------------------------------------------------
     def subscribe(self, topic_filter: str, qos: int = 1, handler: Handler | None = None, *,
@@ -341,12 +395,26 @@ class MqttConnection:
             self._connected = False
             self._granted.clear()
             self._check_ready()
-        if was and self._started:
+        tls_error = self._tls_error()
+        if tls_error is not None:
+            self._fail(tls_error)  # logged once per distinct reason
+        elif (not was and self.tls is None and self.connects == 0 and self._started
+              and self.error is None):
+            # Closed before any CONNACK: what a TLS-only (provisioned) listener does to a
+            # plain CONNECT.
+            self._fail(MqttError(f"the broker at {self.broker} closed the connection before "
+                                 "answering; if it is a provisioned (TLS) broker, connect with "
+                                 "mqtts://HOST:PORT?ca=CA_FILE", broker=self.broker))
+        elif was and self._started:
             log.warning("lost the broker %s (%s); reconnecting", self.broker, reason_code)
         self._next_delay()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        if not self._unreachable_logged and self._started:  # once per outage
+        tls_error = self._tls_error()
+        if tls_error is not None:
+            self._fail(tls_error)
+            self._unreachable_logged = True
+        elif not self._unreachable_logged and self._started:  # once per outage
             self._unreachable_logged = True
             log.error("cannot reach the broker at %s; retrying (every %g s at most)",
                       self.broker, self.backoff_max_s)
@@ -393,6 +461,10 @@ class MqttConnection:
             self.client.connect(self.host, self.port, keepalive=self.keepalive_s)
         except OSError as exc:
             self._started = False
+            tls_error = self._tls_error(exc)
+            if tls_error is not None:
+                log.error("%s", tls_error)
+                raise tls_error from exc
             raise MqttError(f"cannot reach the broker at {self.broker} "
                             f"({exc.strerror or exc}); is it running?",
                             broker=self.broker) from exc

@@ -13,8 +13,16 @@ regenerates mosquitto's ACL file from those roles:
 
 It writes the device's config.json (credentials, broker, site key) for
 ``gridcast flash --config`` and prints nothing secret. Re-provisioning a device
-rotates its password. Point mosquitto at the files (``password_file``, ``acl_file``,
-``allow_anonymous false``) and reload it (SIGHUP) to apply.
+rotates its password.
+
+With ``--broker HOST:PORT`` it also sets up TLS (agent/site_ca.py): the site CA
+(created once, then reused), the broker's certificate for HOST, optional client
+certificates, and a complete ``mosquitto.conf`` (agent/mosquitto_conf.py) with the
+TLS listener on PORT as the only listener. The device's config then says
+``"broker": "mqtts://HOST:PORT"`` and carries the CA (``ca_pem``) it verifies the
+broker with. ``site.json`` remembers the broker and whether client certificates are
+required, so later runs need not repeat them. Reload mosquitto (SIGHUP) after adding
+a user; restart it after the first run.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from gridcast.agent import device_files
+from gridcast.agent import device_files, mosquitto_conf
+from gridcast.agent.site_ca import SiteCA, broker_names
 from gridcast.protocol import topics
 from gridcast.protocol.errors import GridcastError
 
@@ -43,6 +52,17 @@ class Provisioned:
     user: str
     password: str
     config_path: str | None
+    client_cert: str | None = None  # path of the user's client certificate, if issued
+
+
+def split_host_port(broker: str) -> tuple[str, int]:
+    """``HOST:PORT`` (as given to ``--broker``; a URL's scheme is tolerated)."""
+    text = broker.split("://", 1)[-1].split("?", 1)[0].rstrip("/")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProvisionError(f"--broker {broker!r}: expected HOST:PORT (the address devices "
+                             "dial, e.g. 192.168.1.10:8883)")
+    return host.strip("[]"), int(port)
 
 
 def device_acl(device_id: str) -> str:
@@ -73,6 +93,9 @@ class Provisioner:
         self.registry_path = os.path.join(folder, "provisioning.json")
         self.passwd_path = os.path.join(folder, "passwd")
         self.acl_path = os.path.join(folder, "acl")
+        self.site_path = os.path.join(folder, "site.json")
+        self.conf_path = os.path.join(folder, "mosquitto.conf")
+        self.ca = SiteCA(folder)
 
     def _load(self) -> dict[str, dict]:
         if not os.path.exists(self.registry_path):
@@ -121,12 +144,87 @@ class Provisioner:
         if os.geteuid() == 0:
             os.chmod(self.acl_path, 0o644)
 
+    # -- TLS ------------------------------------------------------------------------------
+    def site(self) -> dict:
+        """What earlier runs set up: {"broker": "HOST:PORT", "client_certs": bool}."""
+        try:
+            with open(self.site_path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ProvisionError(f"{self.site_path}: unreadable ({exc}); fix or remove it "
+                                 "(it remembers the broker's address)") from exc
+        return data if isinstance(data, dict) else {}
+
+    def setup_tls(self, broker: str, client_certs: bool = False) -> str:
+        """The CA, the broker's certificate and mosquitto.conf for ``broker`` (HOST:PORT).
+        Client certificates, once required, stay required. Returns mosquitto.conf's path."""
+        host, port = split_host_port(broker)
+        site = self.site()
+        client_certs = client_certs or bool(site.get("client_certs"))
+        os.makedirs(self.folder, exist_ok=True)
+        self.ca.ensure()
+        key_mode = 0o600
+        self.ca.issue(f"gridcast broker {host}", os.path.join(self.folder, "broker.crt"),
+                      os.path.join(self.folder, "broker.key"), server_names=broker_names(host),
+                      key_mode=key_mode)
+        self._hand_to_broker(os.path.join(self.folder, "broker.key"))
+        data_dir = os.path.join(self.folder, "data")
+        os.makedirs(data_dir, exist_ok=True)
+        self._hand_to_broker(data_dir)
+        self._write_private(self.conf_path, mosquitto_conf.render(
+            self.folder, port, require_client_cert=client_certs, persistence_dir=data_dir))
+        os.chmod(self.conf_path, 0o644)
+        self._write_private(self.site_path, json.dumps(
+            {"broker": f"{host}:{port}", "client_certs": client_certs}, indent=1) + "\n")
+        return self.conf_path
+
+    @staticmethod
+    def _hand_to_broker(path: str) -> None:
+        """Started as root, mosquitto drops to its own user: it must still read its key
+        and write its persistence. Nobody else gets either."""
+        if os.geteuid() != 0:
+            return
+        import pwd
+
+        try:
+            entry = pwd.getpwnam("mosquitto")
+        except KeyError:
+            return
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def issue_client_cert(self, user: str) -> tuple[str, str]:
+        """(cert path, key path) of ``user``'s client certificate, issued by the site CA."""
+        clients = os.path.join(self.folder, "clients")
+        done = self.ca.issue(user, os.path.join(clients, f"{user}.crt"),
+                             os.path.join(clients, f"{user}.key"))
+        return done.cert_path, done.key_path
+
+    def agent_url(self, user: str = AGENT_USER) -> str | None:
+        """The agent's broker URL for this site (None before TLS was set up)."""
+        site = self.site()
+        if not site.get("broker"):
+            return None
+        url = f"mqtts://{site['broker']}?ca={os.path.abspath(self.ca.cert_path)}"
+        if site.get("client_certs"):
+            cert, key = (os.path.join(os.path.abspath(self.folder), "clients", f"{user}.{x}")
+                         for x in ("crt", "key"))
+            url += f"&cert={cert}&key={key}"
+        return url
+
+    # -- users -----------------------------------------------------------------------------
     def provision(self, user: str, role: str = "device", key: bytes | None = None,
-                  broker: str = "", config_dir: str | None = None) -> Provisioned:
+                  broker: str = "", config_dir: str | None = None,
+                  client_cert: bool = False) -> Provisioned:
+        """``broker`` HOST:PORT turns TLS on (see module doc); "" uses the site's broker
+        from an earlier run, if any, else writes a config without TLS."""
         if role == "device" and not topics.valid_device_id(user):
             raise ProvisionError(f"device id {user!r}: use 1-32 of A-Z a-z 0-9 _ -")
         if role == "device" and key is None:
             raise ProvisionError("a device needs the site key (--key-file)")
+        if broker:
+            split_host_port(broker)  # a clear line before anything changes
         os.makedirs(self.folder, exist_ok=True)
         users = self._load()
         password = secrets.token_urlsafe(18)
@@ -134,23 +232,41 @@ class Provisioner:
         self._set_password(user, password)  # first: if it fails, nothing else changed
         self._write_acl(updated)
         self._write_private(self.registry_path, json.dumps(updated, indent=1) + "\n")
+        tls = bool(broker) or bool(self.site().get("broker"))
+        if tls:
+            self.setup_tls(broker or self.site()["broker"], client_certs=client_cert)
+        cert = key_file = None
+        if tls and (client_cert or self.site().get("client_certs")):
+            cert, key_file = self.issue_client_cert(user)
         config_path = None
         if role == "device" and config_dir is not None:
             assert key is not None
             os.makedirs(config_dir, exist_ok=True)
             config_path = os.path.join(config_dir, f"{user}.config.json")
+            url = f"mqtts://{self.site()['broker']}" if tls else broker
+            ca_pem = cert_pem = key_pem = ""
+            if tls:
+                ca_pem = self.ca.pem
+                if cert and key_file:
+                    with open(cert, encoding="ascii") as f:
+                        cert_pem = f.read()
+                    with open(key_file, encoding="ascii") as f:
+                        key_pem = f.read()
             fd, tmp = tempfile.mkstemp(dir=config_dir, prefix=".tmp-")
             with os.fdopen(fd, "w") as f:
-                f.write(device_files.config_json(user, key, broker, mqtt_user=user,
-                                                 mqtt_password=password))
+                f.write(device_files.config_json(user, key, url, mqtt_user=user,
+                                                 mqtt_password=password, ca_pem=ca_pem,
+                                                 client_cert_pem=cert_pem,
+                                                 client_key_pem=key_pem))
             os.chmod(tmp, 0o600)
             os.replace(tmp, config_path)
         elif role == "agent":
             config_path = os.path.join(self.folder, f"{user}.password")
             self._write_private(config_path, password + "\n")
-        return Provisioned(user, password, config_path)
+        return Provisioned(user, password, config_path, cert)
 
     def mosquitto_conf(self, anonymous_line: bool = True) -> str:
-        """The lines a mosquitto listener needs to enforce what was provisioned."""
+        """The lines a (plain, test) mosquitto listener needs to enforce what was
+        provisioned; a TLS site's complete config is ``conf_path``."""
         return (("allow_anonymous false\n" if anonymous_line else "")
                 + f"password_file {self.passwd_path}\nacl_file {self.acl_path}\n")

@@ -5,6 +5,11 @@
      "serial": true, "sync_hz": 8, "telemetry_s": 1,
      "mqtt_user": "stage-left-1", "mqtt_password": "..."}   (gridcast provision)
 
+A provisioned (TLS) site gives ``"broker": "mqtts://192.168.1.10:8883"`` and
+``"ca_pem"``: the site CA the device verifies the broker's certificate with (and its
+host name). ``client_cert_pem`` / ``client_key_pem`` are the device's own certificate
+where the broker requires one. ``broker_tls`` tells the link to use TLS.
+
 A missing or corrupt file does not stop the device: it runs with defaults
 (serial only, no key: every bundle is refused as unknown_key), shows the error
 on the LEDs and reports it in telemetry and status.
@@ -37,7 +42,11 @@ DEFAULTS = {
     "mqtt_user": "",
     "mqtt_password": "",
     "command_key": "",  # hex; the key sealed commands are checked with (docs/protocol.md 11)
+    "ca_pem": "",
+    "client_cert_pem": "",
+    "client_key_pem": "",
 }
+MAX_PEM = 4096  # characters; a P-256 certificate is about 700
 
 
 def _hex_key(value):
@@ -85,12 +94,29 @@ def parse(data):
         if not isinstance(cfg[k], str) or len(cfg[k]) > 128:
             raise ProtocolError(BAD_CONFIG, "config.json: %s must be text of at most 128 "
                                             "characters" % k)
+    for k in ("ca_pem", "client_cert_pem", "client_key_pem"):
+        if not isinstance(cfg[k], str) or len(cfg[k]) > MAX_PEM or (
+                cfg[k] and "-----BEGIN " not in cfg[k]):
+            raise ProtocolError(BAD_CONFIG, "config.json: %s must be one PEM block (at most "
+                                            "%d characters)" % (k, MAX_PEM))
     broker = cfg["broker"]
+    if not isinstance(broker, str):
+        raise ProtocolError(BAD_CONFIG, "config.json: broker must be text")
+    cfg["broker_tls"] = broker.startswith("mqtts://")
     if broker:
+        if broker.startswith("mqtts://") or broker.startswith("mqtt://"):
+            broker = broker.split("://", 1)[1]
         host, _, port = broker.rpartition(":")
         if not host or not port.isdigit():
-            raise ProtocolError(BAD_CONFIG, "config.json: broker must be HOST:PORT")
+            raise ProtocolError(BAD_CONFIG, "config.json: broker must be HOST:PORT or "
+                                            "mqtts://HOST:PORT")
         cfg["broker_host"], cfg["broker_port"] = host, int(port)
+    if cfg["broker_tls"] and not cfg["ca_pem"]:
+        raise ProtocolError(BAD_CONFIG, "config.json: an mqtts:// broker needs ca_pem (the "
+                                        "site CA; gridcast provision writes it)")
+    if bool(cfg["client_cert_pem"]) != bool(cfg["client_key_pem"]):
+        raise ProtocolError(BAD_CONFIG, "config.json: give client_cert_pem and client_key_pem "
+                                        "together")
     return cfg
 
 

@@ -13,6 +13,23 @@ from gridcast.protocol.reasons import BAD_FRAME, TOO_LARGE
 ERROR_REPLY_MS = 100
 
 
+def _tls_from(app):
+    """The TLS context for an ``mqtts://`` broker in the config (None: plain TCP). A CA
+    or client certificate that does not parse gives a context that fails every attempt
+    with that reason (never plain TCP: that would send the password in clear), and
+    the show goes on."""
+    cfg = app.cfg
+    if not cfg.get("broker_tls"):
+        return None
+    from gridcast.firmware.mqtt_client import UnusableTls, tls_context
+
+    try:
+        return tls_context(cfg["ca_pem"], cfg.get("client_cert_pem", ""),
+                           cfg.get("client_key_pem", ""))
+    except (ValueError, OSError) as exc:
+        return UnusableTls("config.json ca_pem/client_cert_pem unusable (%s)" % exc)
+
+
 class MqttLink:
     name = "mqtt"
 
@@ -29,7 +46,8 @@ class MqttLink:
         self.client = MqttClient(device_id, host, port,
                                  will=(self.topic[topics.STATUS], lost, 1, True),
                                  on_message=self._on_message, on_connect=self._on_connect,
-                                 username=username, password=password)
+                                 username=username, password=password,
+                                 tls=_tls_from(app), log=app.board.log)
         # Subscribed again on every (re)connect by the client.
         for leaf in (topics.CMD, topics.BUNDLE, topics.SYNC_RESP):
             self.client.subscriptions.append((self.topic[leaf], topics.QOS[leaf]))

@@ -9,11 +9,23 @@ QoS 1 messages stay in ``outbox`` until their PUBACK; after a reconnect they are
 sent again with the DUP flag, so telemetry survives a broker restart. The outbox
 is bounded (MAX_OUTBOX): past it the oldest is dropped and counted in
 ``dropped``, which the sequence numbers then show as a gap.
+
+TLS (a provisioned site, ``mqtts://``): ``tls_context(ca_pem)`` makes an mbedTLS
+context that verifies the broker's chain against the site CA and its name against
+the host dialled (``server_hostname``). A failed handshake (another CA, an expired
+certificate, a wrong name, a clock far off, a client certificate the broker refuses)
+is logged once per distinct reason through ``log`` and kept in ``last_error``; the
+client keeps retrying with its back-off, and the rest of the device (the show) runs
+on. ``handshake_ms`` is how long the last connect took until CONNACK.
 """
 
 import asyncio
+import binascii
 import random
+import select
+import socket
 import struct
+import time
 
 MAX_OUTBOX = 64
 MAX_PACKET = 2048 + 512  # the device's max frame plus topic and headers
@@ -36,10 +48,129 @@ def _str(s):
     return struct.pack("!H", len(data)) + data
 
 
+def pem_to_der(pem):
+    """The DER bytes of the first PEM block (this port's mbedTLS parses DER only)."""
+    body = []
+    inside = False
+    for line in pem.split("\n"):
+        line = line.strip()
+        if line.startswith("-----BEGIN"):
+            inside = True
+        elif line.startswith("-----END"):
+            break
+        elif inside and line:
+            body.append(line)
+    if not body:
+        raise ValueError("no PEM block")
+    return binascii.a2b_base64("".join(body))
+
+
+def tls_context(ca_pem, cert_pem="", key_pem=""):
+    """A client context that requires the broker's certificate to chain to ``ca_pem``."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # the stub lacks it
+    ctx.load_verify_locations(cadata=pem_to_der(ca_pem))
+    if cert_pem:
+        ctx.load_cert_chain(pem_to_der(cert_pem), pem_to_der(key_pem))
+    return ctx
+
+
+class UnusableTls:
+    """Stands in for a context that could not be made: every attempt fails with why."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def wrap_socket(self, sock, server_hostname=None, do_handshake_on_connect=True):
+        raise ValueError(self.reason)
+
+
+def describe_failure(exc, tls):
+    """One line for why a connection attempt failed (mbedTLS's own words for TLS)."""
+    text = " ".join(str(a) for a in exc.args).strip() if exc.args else ""
+    if tls and isinstance(exc, ValueError) and "unusable" in text:
+        return "TLS: " + text
+    if tls and isinstance(exc, ValueError):  # the certificate check (mbedTLS verify info)
+        return "TLS: the broker's certificate was rejected: " + " / ".join(
+            p.strip() for p in text.split("\n") if p.strip())
+    if tls and isinstance(exc, OSError) and exc.args and isinstance(exc.args[0], int) \
+            and exc.args[0] < 0:
+        code = -exc.args[0]
+        why = _MBEDTLS.get(code, "")
+        return "TLS: handshake failed (mbedTLS -0x%04X%s%s)" % (
+            code, ": " if why else "", why or (" " + text if text else ""))
+    if not tls and (isinstance(exc, EOFError) or (isinstance(exc, OSError) and exc.args
+                                                    and exc.args[0] == 104)):
+        return ("the broker closed the connection before CONNACK (a TLS-only broker? "
+                "then config.json's broker must be mqtts://HOST:PORT with ca_pem)")
+    return "%s %s" % (type(exc).__name__, text or "")
+
+
+_MBEDTLS = {
+    0x7780: "the broker sent a fatal alert (a client certificate it refuses, or no "
+            "common cipher)",
+    0x7280: "the broker closed the connection during the handshake (plain listener, or "
+            "it refused this client)",
+    0x2700: "the broker's certificate was rejected",
+    0x7200: "bad handshake message (not a TLS listener?)",
+    0x7100: "the broker's certificate was rejected",
+}
+
+
+async def open_stream(host, port, tls=None, timeout_ms=5000):
+    """A TCP (or TLS) stream with TCP_NODELAY set before the handshake: asyncio's
+    open_connection wraps the socket before anyone can set options on it."""
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    sock = socket.socket(ai[0], ai[1], ai[2])
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY
+    except (AttributeError, OSError):
+        pass
+    try:
+        sock.connect(ai[-1])
+    except OSError as exc:
+        if exc.errno != 115 and exc.errno != 119:  # EINPROGRESS (Linux 115, lwIP 119)
+            sock.close()
+            raise
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    start = time.ticks_ms()
+    while True:
+        ready = poller.poll(0)
+        if ready:
+            if ready[0][1] & (select.POLLERR | select.POLLHUP):
+                sock.close()
+                raise OSError(111)  # ECONNREFUSED
+            break
+        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+            sock.close()
+            raise OSError(110)  # ETIMEDOUT
+        await asyncio.sleep_ms(5)
+    stream_sock = sock
+    if tls is not None:
+        try:
+            stream_sock = tls.wrap_socket(sock, server_hostname=host,
+                                          do_handshake_on_connect=False)
+        except (OSError, ValueError):
+            sock.close()
+            raise
+        stream_sock.setblocking(False)
+    stream = asyncio.StreamReader(stream_sock)
+    return stream, stream
+
+
 class MqttClient:
     def __init__(self, client_id, host, port, keepalive_s=10, will=None, on_message=None,
-                 on_connect=None, username="", password=""):
+                 on_connect=None, username="", password="", tls=None, log=None):
         self.client_id = client_id
+        self.tls = tls  # an ssl.SSLContext (tls_context) or None for plain TCP
+        self.log = log  # callable(text): the device's log
+        self.last_error = ""  # why the last attempt failed ("" once connected)
+        self.failures = 0  # connection attempts that failed
+        self.handshake_ms = 0  # TCP (+ TLS) + CONNACK of the last connect
         self.username = username
         self.password = password
         self.host = host
@@ -73,11 +204,8 @@ class MqttClient:
             await w.drain()
 
     async def _connect_once(self):
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        try:
-            writer.s.setsockopt(6, 1, 1)  # type: ignore[attr-defined]  # IPPROTO_TCP, NODELAY
-        except (AttributeError, OSError):
-            pass
+        started = time.ticks_ms()
+        reader, writer = await open_stream(self.host, self.port, self.tls)
         flags = 0x02  # clean session
         payload = _str(self.client_id)
         if self.will is not None:
@@ -97,7 +225,13 @@ class MqttClient:
         head = await reader.readexactly(4)
         if head[0] != 0x20 or head[3] != 0:
             writer.close()
-            raise OSError("broker refused the connection (code %d)" % head[3])
+            raise OSError("broker refused the connection (code %d%s)" % (
+                head[3], ": bad user name or password" if head[3] in (4, 5) else ""))
+        self.handshake_ms = time.ticks_diff(time.ticks_ms(), started)
+        if self.last_error and self.log is not None:
+            self.log("mqtt: connected to %s:%d after %d failed attempts" % (
+                self.host, self.port, self.failures))
+        self.last_error = ""
         self._reader, self._writer = reader, writer
         self.connected = True
         for topic, qos in self.subscriptions:
@@ -116,12 +250,23 @@ class MqttClient:
                 if self.on_connect is not None:
                     await self.on_connect()
                 await self._serve()
-            except (OSError, EOFError, asyncio.TimeoutError, ValueError, MemoryError):
-                pass
+            except (OSError, EOFError, asyncio.TimeoutError, ValueError, MemoryError) as exc:
+                self._note_failure(exc)
             self._drop_connection()
             self.reconnects += 1
             await asyncio.sleep_ms(delay_ms + random.getrandbits(8))
             delay_ms = min(delay_ms * 2, 8000)
+
+    def _note_failure(self, exc):
+        """Remember why, and log it when the reason changes (not at every retry)."""
+        if self.connected:  # a connection that worked and then dropped
+            return
+        self.failures += 1
+        why = describe_failure(exc, self.tls is not None)
+        if why != self.last_error:
+            self.last_error = why
+            if self.log is not None:
+                self.log("mqtt: %s:%d: %s; retrying with back-off" % (self.host, self.port, why))
 
     def _drop_connection(self):
         self.connected = False

@@ -78,3 +78,56 @@ def test_provision_command(tmp_path, capsys):
     assert cli.main(["provision", "--agent", "--mosquitto-dir", str(tmp_path / "mosq")]) == 0
     assert (tmp_path / "mosq" / "gridcast-agent.password").exists()
     assert cli.main(["provision", "stage-9", "--mosquitto-dir", str(tmp_path / "mosq")]) == 1
+
+
+def test_provision_with_broker_writes_the_tls_site(tmp_path, capsys):
+    """The interface outside checks use: DIR/ca.crt, a complete TLS-only DIR/mosquitto.conf,
+    and a device config with mqtts:// and the CA; the CA is kept on later runs."""
+    keys.generate(str(tmp_path / "site.key"))
+    mosq, out = tmp_path / "mosq", tmp_path / "out"
+    args = ["provision", "stage-1", "--key-file", str(tmp_path / "site.key"), "--broker",
+            "10.0.0.2:8883", "--mosquitto-dir", str(mosq), "--out", str(out)]
+    assert cli.main(args) == 0
+    assert "mosquitto -c" in capsys.readouterr().err
+    ca_pem = (mosq / "ca.crt").read_text()
+    assert stat.S_IMODE(os.stat(mosq / "ca.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(mosq / "broker.key").st_mode) == 0o600
+    conf = (mosq / "mosquitto.conf").read_text().splitlines()
+    listeners = [line for line in conf if line.startswith("listener")]
+    assert listeners == ["listener 8883"]  # one listener, and it is the TLS one
+    for line in (f"cafile {mosq}/ca.crt", f"certfile {mosq}/broker.crt",
+                 f"keyfile {mosq}/broker.key", f"password_file {mosq}/passwd",
+                 f"acl_file {mosq}/acl", "allow_anonymous false", "max_packet_size 65536"):
+        assert line in conf
+    cfg_text = (out / "stage-1.config.json").read_text()
+    raw = json.loads(cfg_text)
+    assert raw["broker"] == "mqtts://10.0.0.2:8883" and raw["ca_pem"] == ca_pem
+    assert raw["mqtt_user"] == "stage-1" and raw["mqtt_password"]
+    cfg = device_config.parse(cfg_text)  # the firmware accepts it
+    assert cfg["broker_tls"] and (cfg["broker_host"], cfg["broker_port"]) == ("10.0.0.2", 8883)
+    from cryptography import x509
+
+    broker_cert = x509.load_pem_x509_certificate((mosq / "broker.crt").read_bytes())
+    san = broker_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(n.value) for n in san} == {"10.0.0.2", "localhost", "127.0.0.1"}
+    # a second device later: the same CA, and --broker need not be repeated
+    assert cli.main(["provision", "stage-2", "--key-file", str(tmp_path / "site.key"),
+                     "--mosquitto-dir", str(mosq), "--out", str(out)]) == 0
+    assert (mosq / "ca.crt").read_text() == ca_pem
+    assert json.loads((out / "stage-2.config.json").read_text())["broker"] == \
+        "mqtts://10.0.0.2:8883"
+    with pytest.raises(ProvisionError, match="HOST:PORT"):
+        Provisioner(str(mosq)).provision("stage-3", key=b"k" * 32, broker="10.0.0.2")
+
+
+def test_client_certificates_once_asked_for_are_required(tmp_path):
+    prov = Provisioner(str(tmp_path / "mosq"))
+    done = prov.provision("stage-1", key=b"k" * 32, broker="127.0.0.1:8883",
+                          config_dir=str(tmp_path / "out"), client_cert=True)
+    assert done.client_cert and os.path.exists(done.client_cert)
+    raw = json.loads((tmp_path / "out" / "stage-1.config.json").read_text())
+    assert "BEGIN CERTIFICATE" in raw["client_cert_pem"] and "PRIVATE KEY" in raw["client_key_pem"]
+    assert "require_certificate true" in (tmp_path / "mosq" / "mosquitto.conf").read_text()
+    later = prov.provision("gridcast-agent", role="agent")  # no flag: still required
+    assert later.client_cert is not None
+    assert prov.agent_url() is not None and "&cert=" in prov.agent_url()  # type: ignore[operator]

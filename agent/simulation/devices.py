@@ -4,6 +4,10 @@ Each device has a folder that is its filesystem (config.json, bundles/), an LED
 log of every beat it showed, stamped with true time, and a clock with its own
 skew and offset that wraps at 2**30 us like an ESP32's. ``kill()`` is a power
 cut (SIGKILL); ``start()`` again boots from the same folder.
+
+The broker is ``HOST:PORT`` (plain TCP), or a TLS broker: ``mqtts://HOST:PORT`` with
+``ca_pem``, or the agent's URL ``mqtts://HOST:PORT?ca=FILE`` (the CA is read from
+FILE). Each device then verifies the broker with mbedTLS, as a board does.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class SimDevice:
     proc: subprocess.Popen | None = field(default=None, repr=False)
     boots: int = 0
     config_text: str | None = None  # a provisioned config.json instead of the generated one
+    ca_pem: str = ""  # the site CA, for a broker given as mqtts://HOST:PORT
 
     @property
     def led_log(self) -> str:
@@ -61,7 +66,8 @@ class SimDevice:
         os.makedirs(self.folder, exist_ok=True)
         with open(os.path.join(self.folder, "config.json"), "w") as f:
             f.write(self.config_text or device_files.config_json(
-                self.id, self.key, self.broker, led_count, serial=bool(self.serial_path)))
+                self.id, self.key, self.broker, led_count, serial=bool(self.serial_path),
+                ca_pem=self.ca_pem))
 
     def start(self) -> None:
         env = {**os.environ,
@@ -101,6 +107,28 @@ class SimDevice:
                 self.kill()
 
 
+def device_broker(broker: str, ca_pem: str = "") -> tuple[str, str]:
+    """(config.json's broker, its ca_pem) for a broker given as HOST:PORT, mqtt://,
+    mqtts://HOST:PORT (with ``ca_pem``) or mqtts://HOST:PORT?ca=FILE."""
+    if broker.startswith("mqtt://"):
+        return broker[len("mqtt://"):].split("?", 1)[0], ""
+    if not broker.startswith("mqtts://"):
+        if ca_pem and broker:
+            return "mqtts://" + broker, ca_pem
+        return broker, ""
+    from urllib.parse import parse_qs, urlparse
+
+    parsed = urlparse(broker)
+    ca_file = parse_qs(parsed.query).get("ca", [""])[-1]
+    if ca_file and not ca_pem:
+        with open(ca_file, encoding="ascii") as f:
+            ca_pem = f.read()
+    if not ca_pem:
+        raise GridcastError(f"simulated devices on {broker}: give the CA (?ca=FILE) they "
+                            "verify the broker with")
+    return f"mqtts://{parsed.hostname}:{parsed.port or 8883}", ca_pem
+
+
 class Simulator:
     """``n`` devices named PREFIX-01, PREFIX-02, ... in folders under ``state_dir``; clock
     skews (ppm) are cycled over the devices, clock offsets drawn from ``seed``."""
@@ -108,7 +136,8 @@ class Simulator:
     def __init__(self, n: int, broker: str, key: bytes, state_dir: str,
                  skews_ppm: list[int] | None = None, heap: str = DEFAULT_HEAP,
                  prefix: str = "sim", seed: int = 1, serial_paths: list[str] | None = None,
-                 led_count: int = 16) -> None:
+                 led_count: int = 16, ca_pem: str = "") -> None:
+        broker, ca_pem = device_broker(broker, ca_pem)
         self.state_dir = os.path.abspath(state_dir)
         self.library = os.path.join(self.state_dir, ".lib")
         rng = random.Random(seed)
@@ -119,7 +148,7 @@ class Simulator:
             dev = SimDevice(dev_id, os.path.join(self.state_dir, dev_id), self.library,
                             broker, key, skews[i % len(skews)],
                             rng.randrange(1 << 30), heap,
-                            serial_paths[i] if serial_paths else "")
+                            serial_paths[i] if serial_paths else "", ca_pem=ca_pem)
             self.devices.append(dev)
         self.led_count = led_count
 

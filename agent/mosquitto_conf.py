@@ -1,0 +1,71 @@
+"""mosquitto.conf for a provisioned site: one TLS listener, passwords, ACL, limits.
+
+``gridcast provision`` writes it to MOSQUITTO_DIR/mosquitto.conf, complete: ``mosquitto
+-c MOSQUITTO_DIR/mosquitto.conf`` runs it as it is. There is no plain listener: a
+CONNECT in clear text would show every password to anyone on the venue's Wi-Fi.
+
+The limits are mosquitto's own (mosquitto 2.0 has no per-client message *rate*
+limit; the agent throttles a flooding device on ingest):
+
+- ``max_packet_size``: the largest MQTT packet accepted. gridcast's largest are bundle
+  chunks (<= 8 KiB) and device frames (<= 2 KiB); 64 KiB leaves room and stops a client
+  from making the broker buffer megabytes.
+- ``max_connections``: per listener, above any venue's fleet, below what exhausts
+  the broker's file descriptors.
+- ``max_inflight_messages``: unacknowledged QoS 1 messages per client. Above the
+  collector's batch (it acknowledges after each database commit, up to 5,000), so
+  it bounds a stuck client without slowing a healthy agent.
+- ``max_queued_messages`` / ``max_queued_bytes``: what the broker holds for one
+  slow or offline client (the agent's persistent session across a restart).
+- ``max_keepalive``: a client may not ask to be left alone for longer.
+"""
+
+from __future__ import annotations
+
+import os
+
+LIMITS = {
+    "max_packet_size": 65536,
+    "max_connections": 2000,
+    "max_inflight_messages": 10000,
+    "max_queued_messages": 100000,
+    "max_queued_bytes": 64 * 1024 * 1024,
+    "max_keepalive": 300,
+}
+
+
+def render(folder: str, port: int, *, require_client_cert: bool = False,
+           bind: str | None = None, run_as_root: bool = False,
+           persistence_dir: str | None = None, extra: str = "") -> str:
+    """The config text. ``folder`` holds ca.crt, broker.crt/.key, passwd and acl.
+    ``bind``: an address to listen on (default: every interface, where devices are)."""
+    d = os.path.abspath(folder)
+    lines = [
+        "# Written by `gridcast provision`; running it again rewrites this file.",
+        "# Run: mosquitto -c " + os.path.join(d, "mosquitto.conf"),
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {d}/passwd",
+        f"acl_file {d}/acl",
+        "",
+        "# The only listener: TLS. Devices verify this certificate against ca.crt.",
+        f"listener {port}" + (f" {bind}" if bind else ""),
+        f"cafile {d}/ca.crt",
+        f"certfile {d}/broker.crt",
+        f"keyfile {d}/broker.key",
+        "tls_version tlsv1.2",  # the minimum; TLS 1.3 is negotiated where both have it
+        f"require_certificate {'true' if require_client_cert else 'false'}",
+        "use_identity_as_username false",  # the password and ACL still decide
+        "",
+        "# Limits (see docs/agent.md, provisioning).",
+        *(f"{k} {v}" for k, v in LIMITS.items()),
+        "",
+        # Nagle on the broker's sends delays small sync answers unevenly.
+        "set_tcp_nodelay true",
+    ]
+    if persistence_dir:
+        lines += ["persistence true", f"persistence_location {os.path.abspath(persistence_dir)}/",
+                  "autosave_interval 60"]
+    if run_as_root:  # a child process of a root test or demo: no user switch
+        lines.append("user root")
+    return "\n".join(lines) + "\n" + extra

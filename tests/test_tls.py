@@ -1,0 +1,180 @@
+"""TLS on a provisioned site: the broker runs the mosquitto.conf `gridcast provision` wrote, as
+it is; it refuses plain text, other CAs and wrong passwords; the agent's connection and the
+real firmware (MicroPython unix port) say precisely why a handshake failed."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from gridcast.agent.broker import Mosquitto, free_port, mosquitto_binary
+from gridcast.agent.mqtt import MqttConnection, MqttError
+from gridcast.agent.provisioning import Provisioner
+from gridcast.agent.simulation.devices import Simulator
+from gridcast.agent.site_ca import SiteCA
+from gridcast.agent.transport_mqtt import MqttTransport
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs mosquitto")
+KEY = b"k" * 32
+
+
+class Site:
+    """A provisioned site in a folder mosquitto's own user can read, its broker started
+    with ``mosquitto -c DIR/mosquitto.conf`` and nothing else."""
+
+    def __init__(self, client_cert: bool = False) -> None:
+        self.root = tempfile.mkdtemp(prefix="gridcast-tls-")
+        os.chmod(self.root, 0o755)  # mosquitto drops to its own user when started as root
+        self.dir = os.path.join(self.root, "mosq")
+        self.port = free_port()
+        self.prov = Provisioner(self.dir)
+        self.agent = self.prov.provision("gridcast-agent", role="agent",
+                                         broker=f"127.0.0.1:{self.port}", client_cert=client_cert)
+        self.device = self.prov.provision("tls-01", key=KEY, config_dir=os.path.join(
+            self.root, "out"))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = mosquitto_binary()
+        assert binary is not None
+        self.proc = subprocess.Popen([binary, "-c", os.path.join(self.dir, "mosquitto.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "mosquitto refused the provisioned config"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("the provisioned broker did not open its port")
+
+    def connect(self, url: str | None = None, password: str | None = None) -> MqttConnection:
+        conn = MqttConnection.from_url(url or self.prov.agent_url() or "",
+                                       username="gridcast-agent",
+                                       password=self.agent.password if password is None
+                                       else password)
+        conn.subscribe("gridcast/v1/dev/+/status", handler=lambda m: None)
+        conn.start(timeout_s=3)
+        return conn
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def site():
+    s = Site()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory) -> SiteCA:
+    ca = SiteCA(str(tmp_path_factory.mktemp("other-ca")))
+    ca.ensure()
+    return ca
+
+
+def test_provisioned_broker_refuses_plain_text_other_cas_and_wrong_passwords(site, other_ca):
+    site.connect().stop()  # the agent's URL and password work
+    with pytest.raises(MqttError, match=r"closed the connection before answering.*mqtts://"):
+        site.connect(f"mqtt://127.0.0.1:{site.port}")
+    with pytest.raises(MqttError, match=f"TLS: the broker at mqtts://127.0.0.1:{site.port} "
+                                        "presented a certificate .* not signed by the CA"):
+        site.connect(f"mqtts://127.0.0.1:{site.port}?ca={other_ca.cert_path}")
+    with pytest.raises(MqttError, match="refused the connection: Not authorized"):
+        site.connect(password="wrong-password")
+    with pytest.raises(MqttError, match=r"(Hostname|IP address) mismatch.*names"):
+        site.connect(f"mqtts://127.0.0.2:{site.port}?ca={site.prov.ca.cert_path}")
+
+
+def test_broker_requiring_client_certificates_refuses_another_cas(other_ca, tmp_path):
+    site = Site(client_cert=True)
+    site.start()
+    try:
+        site.connect().stop()  # the agent URL carries its certificate
+        ca = site.prov.ca.cert_path
+        foreign = other_ca.issue("intruder", str(tmp_path / "i.crt"), str(tmp_path / "i.key"))
+        for url in (f"mqtts://127.0.0.1:{site.port}?ca={ca}",  # no certificate at all
+                    f"mqtts://127.0.0.1:{site.port}?ca={ca}&cert={foreign.cert_path}"
+                    f"&key={foreign.key_path}"):
+            with pytest.raises(MqttError, match=r"TLS: the broker at .* refused the handshake"):
+                site.connect(url)
+    finally:
+        site.stop()
+
+
+def _device_log(sim: Simulator, text: str, timeout_s: float = 8.0) -> str:
+    path = os.path.join(sim.devices[0].folder, "device.log")
+    deadline = time.monotonic() + timeout_s
+    log = ""
+    while time.monotonic() < deadline:
+        with open(path, errors="replace") as f:
+            log = f.read()
+        if text in log:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the device log:\n{log}")
+
+
+def test_firmware_connects_over_tls_and_logs_why_a_bad_ca_fails(site, other_ca, tmp_path):
+    """The real firmware with the provisioned config comes online over TLS; with another CA
+    it logs the reason, keeps running and keeps retrying."""
+    good = Simulator(1, "", KEY, str(tmp_path / "good"), prefix="tls")
+    assert site.device.config_path is not None
+    with open(site.device.config_path) as f:
+        good.devices[0].config_text = f.read()
+    bad = Simulator(1, "", KEY, str(tmp_path / "bad"), prefix="tls")
+    bad.devices[0].config_text = json.dumps(
+        json.loads(good.devices[0].config_text) | {"ca_pem": other_ca.pem})
+    conn = site.connect()
+    transport = MqttTransport(conn)
+    try:
+        good.start()
+        bad.start()
+
+        async def online() -> None:
+            async with transport:
+                await transport.wait_online(["tls-01"], timeout_s=10)
+
+        asyncio.run(online())
+        log = _device_log(bad, "retrying")
+        assert ("TLS: the broker's certificate was rejected: The certificate is not correctly "
+                "signed by the trusted CA") in log
+        assert bad.devices[0].alive  # no brick: it runs on and retries
+    finally:
+        good.stop()
+        bad.stop()
+        conn.stop()
+
+
+def test_expired_broker_certificate_is_named_by_agent_and_device(tmp_path):
+    broker = Mosquitto(folder=str(tmp_path / "broker"), tls=True)
+    ca = SiteCA(str(tmp_path / "broker" / "tls"))
+    ca.issue("expired", broker.folder + "/broker.crt", broker.folder + "/broker.key",
+             server_names=("127.0.0.1", "localhost"),
+             not_after=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
+    with broker:
+        with pytest.raises(MqttError, match="certificate has expired; renew it"):
+            MqttConnection.from_url(broker.url).start(timeout_s=3)
+        sim = Simulator(1, broker.url, KEY, str(tmp_path / "sim"), prefix="exp")
+        sim.start()
+        try:
+            _device_log(sim, "The certificate validity has expired")
+            assert sim.devices[0].alive
+        finally:
+            sim.stop()
