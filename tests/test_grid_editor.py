@@ -19,6 +19,7 @@ from gridcast.host.beatmaps import beatmap, corrections
 from gridcast.host.errors import BeatMapError
 from tests import test_agent_api
 from tests.editor_helpers import (
+    click,
     editor_timing,
     grid_point,
     key,
@@ -164,8 +165,21 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
             await key(cdp, "z", code="KeyZ", modifiers=2)  # Ctrl+Z
             await cdp.wait_for("editor.map.version === 4 && !editor.busy", timeout_s=5)
             status = await cdp.evaluate("document.getElementById('status').textContent")
-            return {"timing": timing, "span": span, "moved": moved, "tapped": tapped,
-                    "tempo": tempo, "status": status}
+            # click at 8 s (the cursor), S splits the section at the nearest downbeat; a
+            # click on the first section's strip picks it, M merges it with the next
+            x, y = await grid_point(cdp, 8.0)
+            await click(cdp, x, y)
+            await key(cdp, "s")
+            await cdp.wait_for("editor.map.version === 5 && !editor.busy", timeout_s=5)
+            split = await cdp.evaluate("editor.map.sections.map(s => [s.start_s, s.end_s])")
+            x, _ = await grid_point(cdp, 2.0)
+            await click(cdp, x, await cdp.evaluate(
+                "document.getElementById('grid').getBoundingClientRect().bottom - 8"))
+            await key(cdp, "m")
+            await cdp.wait_for("editor.map.version === 6 && !editor.busy", timeout_s=5)
+            merged = await cdp.evaluate("editor.map.sections.length")
+            return {"split": split, "merged": merged, "timing": timing, "span": span,
+                    "moved": moved, "tapped": tapped, "tempo": tempo, "status": status}
 
     try:
         seen = asyncio.run(scenario())
@@ -175,11 +189,16 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
     assert seen["moved"] == pytest.approx(expected, abs=0.003)
     assert 118 < seen["tapped"] < 122 and 118 < seen["tempo"] < 122
     final = beatmap.load(map_file)
-    assert final.version == 4 and [e["by"] for e in final.history[1:]] == ["lighting-desk"] * 3
-    assert [e["change"] for e in final.history[1:]] == ["edit", "edit", "undo"]
+    assert final.version == 6 and [e["by"] for e in final.history[1:]] == ["lighting-desk"] * 5
+    assert [e["change"] for e in final.history[1:]] == ["edit", "edit", "undo", "edit", "edit"]
     v2 = beatmap.load(map_file.replace(".json", ".v2.json"))
     assert v2.history[-1]["edits"]["move_beat"] == 3
     assert v2.beats[3] == pytest.approx(seen["moved"], abs=1e-4)
-    assert np.array_equal(final.beats, v2.beats)  # the undo went back to the dragged grid
+    v4 = beatmap.load(map_file.replace(".json", ".v4.json"))
+    assert np.array_equal(v4.beats, v2.beats)  # the undo went back to the dragged grid
     assert "undo by lighting-desk" in seen["status"]
+    bar_at_8s = min(first.downbeats, key=lambda t: abs(t - 8.0))
+    assert seen["split"] == [[0.0, pytest.approx(bar_at_8s, abs=1e-4)],
+                             [pytest.approx(bar_at_8s, abs=1e-4), 60.0]]
+    assert seen["merged"] == 1 and final.sections[0].source == "edit"
     assert seen["timing"]["ready_ms"] is not None and seen["timing"]["ready_ms"] < 5000

@@ -10,6 +10,14 @@ The override file (JSON) may hold these keys, all optional:
      "add_beats": [13.02],       insert beats at these times
      "meter": 3,                 beats per bar
      "downbeat_at": 1.92}        the beat nearest this time becomes a downbeat
+
+The grid editor (agent/map_api.py) adds edits of one map at a time: ``move_beat``,
+``shift_grid``, ``set_downbeat``, ``regrid`` (a tapped tempo), ``split_section``,
+``merge_sections``, ``set_section_role``. Each refuses what would break the map
+(beats out of order, a split outside any section) with a BeatMapError and leaves the
+base as it was. ``save_version`` stores the result as the next version (the previous
+file kept as ``<name>.v<N>.json``, the history saying what, who and when), and ``undo``
+restores the version before the last edit as a new version, so the trail keeps both.
 """
 
 from __future__ import annotations
