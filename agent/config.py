@@ -83,13 +83,22 @@ class AgentConfig:
 
     @property
     def broker_host_port(self) -> tuple[str, int]:
-        parsed = urlparse(self.broker)
-        return parsed.hostname or "127.0.0.1", parsed.port or 1883
+        from gridcast.agent import broker_url
+
+        try:
+            address = broker_url.parse(self.broker)
+        except broker_url.BrokerUrlError:
+            parsed = urlparse(self.broker)
+            return parsed.hostname or "127.0.0.1", parsed.port or 1883
+        return address.host, address.port
 
     def check(self) -> AgentConfig:
-        parsed = urlparse(self.broker)
-        if parsed.scheme != "mqtt" or not parsed.hostname:
-            raise ConfigError(f"broker = {self.broker!r}: expected mqtt://HOST[:PORT]")
+        from gridcast.agent import broker_url
+
+        try:  # mqtt://HOST:PORT, or mqtts://HOST:PORT?ca=CA_FILE (a provisioned site)
+            broker_url.parse(self.broker, option="broker =")
+        except broker_url.BrokerUrlError as exc:
+            raise ConfigError(str(exc)) from exc
         if not 0 < self.port < 65536:
             raise ConfigError(f"port = {self.port}: expected 1..65535")
         if self.bind not in LOCAL_BINDS and not self.token:

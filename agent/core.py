@@ -55,14 +55,13 @@ class AgentCore:
     def __init__(self, config: AgentConfig, store: Store | None = None) -> None:
         self.config = config
         self.store = store or open_store(config.database)
-        host, port = config.broker_host_port
         self.alerts = AlertPolicy(config.alert_threshold_ms, config.alert_window_s,
                                   config.webhook_url)
         self.rollup = Rollup(self.store, self.alerts,
                              int(config.raw_retention_days * 86400),
                              int(config.second_retention_days * 86400))
         self._listeners: list[Callable[[str, dict], None]] = []
-        self.mqtt = MqttConnection(host, port,
+        self.mqtt = MqttConnection(config.broker,  # a URL: mqtts:// carries the CA
                                    client_id=config.mqtt_client_id or default_client_id(config),
                                    clean_session=False, username=config.broker_username,
                                    password=config.broker_password)

@@ -369,7 +369,7 @@ async def in_process(url: str, *, collect_drift: bool = False,
     from gridcast.agent.transport_mqtt import MqttTransport
 
     mqtt = (MqttConnection.from_url(url, client_id=f"gridcast-deploy-{os.getpid()}")
-            if url.startswith("mqtt://") else None)
+            if url.startswith(("mqtt://", "mqtts://")) else None)
     transport = (open_transport(url) if mqtt is None
                  else MqttTransport(mqtt, telemetry=False))
     async with contextlib.AsyncExitStack() as stack:

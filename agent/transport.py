@@ -274,10 +274,10 @@ def _open_backend(url: str, **options: Any) -> Transport:
         options.setdefault("device_id", query["device"][-1])
         url = url.split("?", 1)[0]
         parsed = urlparse(url)
-    if parsed.scheme == "mqtt":
+    if parsed.scheme in ("mqtt", "mqtts"):  # mqtts://HOST:PORT?ca=...: agent/broker_url.py
         from gridcast.agent.transport_mqtt import MqttTransport
 
-        return MqttTransport(parsed.hostname or "127.0.0.1", parsed.port or 1883, **options)
+        return MqttTransport(url, **options)
     if parsed.scheme == "serial":
         from gridcast.agent.transport_serial import SerialTransport
 

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import argparse
 import time
-from urllib.parse import urlparse
 
 from gridcast.agent.client import DEFAULT_URL, TOKEN_FILE, AgentClient, find_token
 from gridcast.protocol.errors import GridcastError
 
 
 def broker_host_port(url: str) -> tuple[str, int]:
-    """``mqtt://HOST:PORT`` -> (host, port); the port defaults to 1883."""
-    parsed = urlparse(url)
-    if parsed.scheme != "mqtt" or not parsed.hostname:
-        raise GridcastError(f"--broker {url!r}: expected mqtt://HOST:PORT")
-    return parsed.hostname, parsed.port or 1883
+    """``mqtt://HOST:PORT`` (port 1883 by default) or ``mqtts://HOST:PORT?ca=CA_FILE`` (8883)
+    -> (host, port); a clear line for anything else."""
+    from gridcast.agent import broker_url
+
+    address = broker_url.parse(url, option="--broker")
+    return address.host, address.port
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
     """``--broker`` (required) and ``--to ID...``: which devices a playback command reaches."""
-    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--broker", required=True,
+                   help="mqtt://HOST:PORT, or mqtts://HOST:PORT?ca=CA_FILE (provisioned)")
     p.add_argument("--to", nargs="+", metavar="ID", help="devices (default: all)")
 
 

@@ -17,7 +17,8 @@ HELP = "run simulated devices (the real firmware in MicroPython)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=3, help="how many devices")
-    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--broker", required=True,
+                   help="mqtt://HOST:PORT, or mqtts://HOST:PORT?ca=CA_FILE (provisioned)")
     p.add_argument("--key-file", required=True, help="the bundle key the devices hold")
     p.add_argument("--skew-ppm", default="0", help="clock error per device, cycled: 0,0,150")
     p.add_argument("--state-dir", default="gridcast-sim", help="one folder per device "
@@ -43,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     host, port = broker_host_port(args.broker)
     key = keys.load(args.key_file)
-    simulator = Simulator(args.devices, f"{host}:{port}", key, args.state_dir,
+    simulator = Simulator(args.devices, args.broker, key, args.state_dir,  # mqtts: with its CA
                           _skews(args.skew_ppm), heap=args.heap, prefix=args.prefix)
-    witness = BrokerWitness(host, port)
+    witness = BrokerWitness(args.broker)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
