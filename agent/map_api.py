@@ -14,6 +14,8 @@ the history entry says what changed, who (the API token's name) and when.
     GET  /api/maps/{name}/peaks      the audio's peaks (PEAKS_PER_S a second, base64 uint8)
                                      when the agent has the file (beside the map or in
                                      the player's set list); 404 otherwise
+    GET  /api/maps/{name}/audio      the audio file itself when it lies beside the map
+                                     (Range requests: the page plays and seeks it)
     POST /api/maps/{name}/edit       {"op": OP, "base_version": N, ...}; OP is one of
                                      move_beat {index, to_s}, shift {offset_ms},
                                      downbeat {at_s, meter?}, tempo {bpm, anchor_s},
@@ -57,6 +59,9 @@ MAP_SUFFIXES = (".beatmap.json", ".beatmap.msgpack")
 KEPT_VERSION = re.compile(r"\.v\d+(-\d+)?\.beatmap\.|\.beatmap\.v\d+(-\d+)?\.")
 HEAD_FIELDS = re.compile(r'"(version|tempo_bpm)": ([0-9.]+)')
 PEAKS_PER_S = 100  # audio peaks a second for the waveform (the envelopes have 50)
+AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
+               ".oga": "audio/ogg", ".mp3": "audio/mpeg", ".aif": "audio/aiff",
+               ".aiff": "audio/aiff"}
 HISTORY_SHOWN = 50  # newest history entries sent to the page
 Op = Callable[["BeatMap", dict[str, Any]], tuple["BeatMap", dict[str, Any]]]
 
@@ -228,11 +233,11 @@ class MapService:
         key = (name, str(bm.metadata.get("audio_sha256", "")))
         if key in self._peaks:
             return self._peaks[key]
-        beside = os.path.join(os.path.dirname(self.path(name)), audio_name)
+        beside = self.audio_path(name)
         player = self.api.player.player
         track = next((t for t in (player.tracks if player is not None else [])
                       if t.title == audio_name), None)
-        if audio_name and os.path.isfile(beside):
+        if beside is not None:
             samples, rate = sf.read(beside, dtype="float32", always_2d=True)
         elif audio_name and track is not None:
             samples, rate = track.load()
@@ -245,8 +250,15 @@ class MapService:
         cols = mono[: len(mono) // step * step].reshape(-1, step).max(axis=1)
         top = float(cols.max()) if cols.size else 0.0
         self._peaks[key] = {"name": name, "rate_hz": rate / step,
-                            "peaks": _u8(cols / (top or 1.0))}
+                            "peaks": _u8(cols / (top or 1.0)), "audio": beside is not None}
         return self._peaks[key]
+
+    def audio_path(self, name: str) -> str | None:
+        """The map's audio file when it lies beside the map (the page can play it)."""
+        path = self.path(name)
+        audio_name = os.path.basename(str(self.load(path).metadata.get("audio_file", "")))
+        beside = os.path.join(os.path.dirname(path), audio_name)
+        return beside if audio_name and os.path.isfile(beside) else None
 
     # -- writing ---------------------------------------------------------------------------
     def _lock(self, path: str) -> asyncio.Lock:
@@ -358,6 +370,14 @@ def register(app: web.Application, api: Api) -> MapService:
     async def peaks(request: web.Request) -> dict[str, Any]:
         return await asyncio.to_thread(service.peaks, request.match_info["name"])
 
+    async def audio(request: web.Request) -> web.FileResponse:
+        name = request.match_info["name"]
+        found = await asyncio.to_thread(service.audio_path, name)
+        if found is None:
+            raise EditRefused(f"{name}: its audio is not beside the map", 404)
+        kind = AUDIO_TYPES.get(os.path.splitext(found)[1].lower(), "application/octet-stream")
+        return web.FileResponse(found, headers={"Content-Type": kind})  # Range: <audio> seeks
+
     def write(action: Callable[[str, dict[str, Any], str], dict[str, Any]]
               ) -> Callable[[web.Request], Awaitable[dict[str, Any]]]:
         async def run(request: web.Request) -> dict[str, Any]:
@@ -394,6 +414,7 @@ def register(app: web.Application, api: Api) -> MapService:
     r.add_get("/api/maps", route(listing))
     r.add_get("/api/maps/{name}", route(one))
     r.add_get("/api/maps/{name}/peaks", route(peaks))
+    r.add_get("/api/maps/{name}/audio", route(audio))
     r.add_post("/api/maps/{name}/edit", route(write(service.edit)))
     r.add_post("/api/maps/{name}/undo", route(write(service.undo)))
     r.add_post("/api/maps/{name}/deploy", route(deploy))

@@ -5,6 +5,7 @@ mouse and key events over the DevTools protocol."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+import soundfile as sf
 
 from gridcast.agent import config as agent_config
 from gridcast.agent.broker import free_port
@@ -40,6 +42,10 @@ def map_file(tmp_path) -> str:
     folder.mkdir()
     path = str(folder / NAME)
     beatmap.save(synthetic_map(60.0), path)
+    rate = 8000  # the map's audio, beside it: 5 s of a 440 Hz tone, louder from 2 s
+    t = np.arange(5 * rate) / rate
+    sf.write(str(folder / "synthetic.wav"), 0.2 * (1 + 3 * (t > 2)) * np.sin(880 * np.pi * t),
+             rate)
     return path
 
 
@@ -130,6 +136,10 @@ def test_the_api_saves_edits_refuses_disorder_and_stale_pages(daemon, map_file):
     assert status == 409 and "version 2" in stale["error"]
     status, v3 = post(daemon, f"/api/maps/{NAME}/undo", {"base_version": 2})
     assert status == 200 and v3["version"] == 3 and v3["beats"] == m["beats"]
+    status, peaks = request(daemon.url + f"/api/maps/{NAME}/peaks")
+    assert status == 200 and peaks["audio"] and peaks["rate_hz"] == 100
+    level = np.frombuffer(base64.b64decode(peaks["peaks"]), np.uint8)
+    assert len(level) == 500 and level[300:].min() >= 250 and level[50:150].max() < 80
     # no device online: the deployment is refused with the devices it knows (none)
     status, dep = post(daemon, f"/api/maps/{NAME}/deploy", {"devices": "all"})
     assert status == 400 and "known device ids" in dep["error"]
@@ -149,6 +159,14 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
             await cdp.call("Page.navigate", url=page)
             await cdp.wait_for("document.body.dataset.ready === '1'", timeout_s=10)
             timing = await editor_timing(cdp)
+            # Space plays the audio beside the map from the cursor, Space again pauses
+            await cdp.wait_for("editor.audio.src !== ''", timeout_s=5)
+            x, y = await grid_point(cdp, 1.0)
+            await click(cdp, x, y)
+            await key(cdp, " ", code="Space")
+            await cdp.wait_for("editor.audio.currentTime > 1.3", timeout_s=5)
+            await key(cdp, " ", code="Space")
+            await cdp.wait_for("editor.audio.paused", timeout_s=5)
             # drag beat 3 right by 20 px, with the mouse
             t3 = float(first.beats[3])
             x, y = await grid_point(cdp, t3)
