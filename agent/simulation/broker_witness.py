@@ -53,6 +53,8 @@ class BrokerWitness:
     def _on_message(self, m: MqttMessage) -> None:
         try:
             msg = messages.decode(m.payload)
+            if msg.kind == "sealed":  # the command inside (docs/protocol.md 11)
+                msg = messages.decode(msg.body)
         except ProtocolError:
             return
         parsed = topics.parse_device_topic(m.topic)
