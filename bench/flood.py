@@ -1,0 +1,298 @@
+"""A flooding device against the agent: are the others' batches stored, is the flooder throttled?
+
+Starts mosquitto and the daemon (`gridcast agent`, its own process, SQLite), then, each in
+its own process, --devices normal devices publishing telemetry --hz times a second and
+one device ("flooder") publishing --flood-rate telemetry messages a second, for --seconds.
+Afterwards it reads the daemon's API (the flooder's ``throttled``/``dropped``, the
+collector's counters, the Prometheus metric) and, once the daemon has stopped, the
+database: every normal device's batches stored and lost (by seq), how late the agent
+received them (publish time -> ``received_us``), the flooder's batches stored.
+
+    python bench/flood.py [--devices 20] [--hz 2] [--seconds 10] [--flood-rate 10000]
+                          [--qos 1] [--no-limit] [--rate R] [--burst B] [--json]
+
+--no-limit runs the same with the ingest limit off (ingest_rate_per_device = 0), to see
+what the limit buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+FLOODER = "flooder"
+
+
+def _client(port: int, name: str):
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+    client.max_inflight_messages_set(0)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def _status(client, device_id: str) -> None:
+    from gridcast.protocol import messages, topics
+
+    client.publish(topics.device_topic(device_id, topics.STATUS),
+                   messages.encode("status", state="online", fw_version=1, active_track="",
+                                   bundle_version=0), qos=1, retain=True).wait_for_publish(5)
+
+
+def devices_process(port: int, devices: int, hz: float, seconds: float, go: float, out) -> None:
+    """Normal devices: one batch each, --hz times a second; device_us = publish time."""
+    from gridcast.agent.clock import now_us
+    from gridcast.protocol import messages, topics
+
+    client = _client(port, "bench-devices")
+    names = [f"dev-{d:03d}" for d in range(devices)]
+    for name in names:
+        _status(client, name)
+    time.sleep(max(0.0, go - time.time()))
+    infos, seq = [], 0
+    while seq < seconds * hz:
+        for name in names:
+            payload = messages.encode("telemetry", seq=seq, device_us=now_us(),
+                                      drift_us=[seq % 50, -(seq % 50)], boot=1)
+            infos.append(client.publish(topics.device_topic(name, topics.TELEMETRY), payload,
+                                        qos=1))
+        seq += 1
+        time.sleep(max(0.0, go + seq / hz - time.time()))
+    for info in infos:
+        info.wait_for_publish(30)
+    client.loop_stop()
+    client.disconnect()
+    out.put({"sent_per_device": seq})
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _remaining_length(len(body)) + body
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float, out) -> None:
+    """One device sending ``rate`` telemetry messages a second, each a valid batch with its
+    own seq (every one the agent let through would be stored). MQTT packets written straight
+    to the socket, as an attacker would: a Python MQTT client cannot publish this fast."""
+    import socket
+    import threading
+
+    from gridcast.protocol import messages, topics
+
+    client = _client(port, "bench-flooder-status")
+    _status(client, FLOODER)
+    client.loop_stop()
+    client.disconnect()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(_packet(0x10, _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big")
+                         + _utf8("bench-flooder")))
+    threading.Thread(target=lambda: all(iter(lambda: sock.recv(65536), b"")),
+                     daemon=True).start()  # CONNACK and PUBACKs, read and ignored
+    topic = _utf8(topics.device_topic(FLOODER, topics.TELEMETRY))
+    time.sleep(max(0.0, go - time.time()))
+    started, sent, chunk = time.time(), 0, max(1, int(rate / 200))
+    while time.time() - started < seconds:
+        packets = []
+        for i in range(sent, sent + chunk):
+            payload = messages.encode("telemetry", seq=i, drift_us=[1], boot=1)
+            packet_id = (i % 65535 + 1).to_bytes(2, "big") if qos else b""
+            packets.append(_packet(0x30 | (qos << 1), topic + packet_id + payload))
+        sock.sendall(b"".join(packets))
+        sent += chunk
+        time.sleep(max(0.0, started + sent / rate - time.time()))
+    elapsed = time.time() - started
+    sock.sendall(b"\xe0\x00")  # DISCONNECT
+    time.sleep(0.5)
+    sock.close()
+    out.put({"flood_sent": sent, "flood_s": round(elapsed, 2),
+             "flood_rate_achieved": round(sent / elapsed)})
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def collector_counts(client) -> tuple[int, int]:
+    stats = client.get("/health")["collectors"][0]
+    return int(stats["received"]), int(stats.get("rate_dropped", 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--hz", type=float, default=2.0, help="batches a second, a device")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--flood-rate", type=float, default=10_000.0)
+    parser.add_argument("--qos", type=int, default=1, choices=(0, 1))
+    parser.add_argument("--no-limit", action="store_true")
+    parser.add_argument("--rate", type=float, help="ingest_rate_per_device (default: agent's)")
+    parser.add_argument("--burst", type=int, help="ingest_burst_per_device (default: agent's)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from gridcast.agent.broker import Mosquitto, free_port
+    from gridcast.agent.client import AgentClient, AgentError
+
+    folder = tempfile.mkdtemp(prefix="gridcast-bench-flood-")
+    db = os.path.join(folder, "a.db")
+    log_path = os.path.join(folder, "agent.log")
+    with Mosquitto(folder=os.path.join(folder, "broker")) as broker:
+        port = free_port()
+        conf = os.path.join(folder, "agent.toml")
+        with open(conf, "w") as f:
+            f.write(f'[agent]\nbroker = "{broker.url}"\ndatabase = "sqlite://{db}"\n'
+                    f'port = {port}\nlog_level = "info"\n'
+                    + ("ingest_rate_per_device = 0\n" if args.no_limit else "")
+                    + (f"ingest_rate_per_device = {args.rate}\n" if args.rate else "")
+                    + (f"ingest_burst_per_device = {args.burst}\n" if args.burst else ""))
+        with open(log_path, "wb") as log:
+            daemon = subprocess.Popen([sys.executable, "-m", "gridcast.host.cli", "agent",
+                                       "--config", conf, "--token-file",
+                                       os.path.join(folder, "token")],
+                                      stdout=log, stderr=subprocess.STDOUT)
+        client = AgentClient(f"http://127.0.0.1:{port}", timeout_s=5)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get("/health")["broker"]:
+                        break
+                except AgentError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the daemon did not come up in 30 s; see {log_path}")
+                time.sleep(0.2)
+            ctx = mp.get_context("spawn")
+            out = ctx.Queue()
+            go = time.time() + 3.0  # both processes connected and statuses in
+            procs = [ctx.Process(target=devices_process,
+                                 args=(broker.port, args.devices, args.hz, args.seconds, go,
+                                       out)),
+                     ctx.Process(target=flooder_process,
+                                 args=(broker.port, args.flood_rate, args.seconds, args.qos,
+                                       go, out))]
+            for p in procs:
+                p.start()
+            time.sleep(max(0.0, go - time.time()))
+            r0, d0, t0 = *collector_counts(client), time.monotonic()
+            c0 = cpu_s(daemon.pid)
+            time.sleep(args.seconds)
+            r1, d1, t1 = *collector_counts(client), time.monotonic()
+            c1 = cpu_s(daemon.pid)
+            results: dict = {}
+            for _ in procs:
+                results.update(out.get(timeout=120))
+            for p in procs:
+                p.join()
+            expected = results["sent_per_device"] * args.devices + results["flood_sent"]
+            # Everything published reaches the collector (QoS 1), stored or dropped.
+            deadline, last, still = time.monotonic() + 120, -1, time.monotonic()
+            while time.monotonic() < deadline:
+                received = collector_counts(client)[0]
+                if received >= expected or (args.qos == 0 and time.monotonic() - still > 3):
+                    break
+                if received != last:
+                    last, still = received, time.monotonic()
+                time.sleep(0.2)
+            drained_s = round(time.monotonic() - t1, 2)
+            time.sleep(1.5)  # the API's device summary is refreshed once a second
+            rows = {d["id"]: d for d in client.get("/api/devices")}
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            received, rate_dropped = collector_counts(client)
+        finally:
+            daemon.terminate()
+            daemon.wait(60)
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        flood_log = [line.strip() for line in f if f"device {FLOODER}" in line]
+    con = sqlite3.connect(db)
+    counts = dict(con.execute("SELECT device_id, COUNT(*) FROM telemetry GROUP BY device_id"))
+    late_ms = sorted((received_us - device_us) / 1000 for received_us, device_us in con.execute(
+        "SELECT received_us, device_us FROM telemetry WHERE device_id != ?", (FLOODER,)))
+    con.close()
+    sent = results["sent_per_device"]
+    stored = {f"dev-{d:03d}": counts.get(f"dev-{d:03d}", 0) for d in range(args.devices)}
+    flooder_row = rows.get(FLOODER, {})
+    metric = re.search(r'gridcast_ingest_dropped_messages_total\{device="flooder"\} (\S+)',
+                       metrics)
+
+    def pct(q: float) -> float | None:
+        return round(late_ms[min(len(late_ms) - 1, int(q * len(late_ms)))], 1) if late_ms else None
+
+    report = {
+        "limit": "off" if args.no_limit else {"rate_per_s": args.rate or "default",
+                                              "burst": args.burst or "default"},
+        "devices": args.devices, "hz": args.hz, "seconds": args.seconds, "qos": args.qos,
+        "others": {"sent_per_device": sent, "stored_min": min(stored.values()),
+                   "stored_max": max(stored.values()),
+                   "lost_total": sum(sent - n for n in stored.values()),
+                   "received_late_ms": {"p50": pct(0.5), "p99": pct(0.99),
+                                        "max": round(late_ms[-1], 1) if late_ms else None}},
+        "flooder": {**{k: results[k] for k in ("flood_sent", "flood_s", "flood_rate_achieved")},
+                    "stored": counts.get(FLOODER, 0), "dropped": rate_dropped,
+                    "api_throttled": flooder_row.get("throttled"),
+                    "api_dropped": flooder_row.get("dropped"),
+                    "metric_dropped": float(metric.group(1)) if metric else None,
+                    "log_lines": len(flood_log), "first_log_line": flood_log[0] if flood_log
+                    else None},
+        "ingest_msgs_per_s": round((r1 - r0) / (t1 - t0)),
+        "ingest_dropped_per_s": round((d1 - d0) / (t1 - t0)),
+        # What the daemon would take on a core of its own: load on a shared machine slows
+        # the wall-clock rate, not this.
+        "daemon_cpu_s": round(c1 - c0, 2),
+        "ingest_msgs_per_daemon_cpu_s": round((r1 - r0) / max(1e-6, c1 - c0)),
+        "load_average": os.getloadavg()[0],
+        "collector_received": received,
+        "drained_after_flood_s": drained_s,
+    }
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    o, fl = report["others"], report["flooder"]
+    print(f"{args.devices} devices at {args.hz:g} Hz for {args.seconds:g} s: {sent} batches "
+          f"each sent, {o['stored_min']}..{o['stored_max']} stored, {o['lost_total']} lost; "
+          f"received late p50 {o['received_late_ms']['p50']} ms, p99 "
+          f"{o['received_late_ms']['p99']} ms.")
+    print(f"Flooder: {fl['flood_sent']} messages in {fl['flood_s']} s "
+          f"({fl['flood_rate_achieved']}/s), {fl['stored']} stored, {fl['dropped']} dropped; "
+          f"API throttled={fl['api_throttled']} dropped={fl['api_dropped']}; "
+          f"{fl['log_lines']} log lines.")
+    print(f"Ingest {report['ingest_msgs_per_s']} messages/s during the flood "
+          f"({report['ingest_dropped_per_s']}/s dropped; "
+          f"{report['ingest_msgs_per_daemon_cpu_s']} per CPU second of the daemon, load "
+          f"{report['load_average']:.1f}); all in {drained_s} s after it.")
+
+
+if __name__ == "__main__":
+    main()
