@@ -48,6 +48,7 @@ import numpy as np
 from aiohttp import web
 
 from gridcast.agent.deployment import BundleRef, PlanError
+from gridcast.host.errors import BeatMapError
 from gridcast.protocol.errors import GridcastError
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 EDITOR_PAGE = os.path.join(os.path.dirname(__file__), "dashboard", "editor.html")
 MAP_SUFFIXES = (".beatmap.json", ".beatmap.msgpack")
-KEPT_VERSION = re.compile(r"\.v\d+(-\d+)?\.beatmap\.|\.beatmap\.v\d+(-\d+)?\.")
 HEAD_FIELDS = re.compile(r'"(version|tempo_bpm)": ([0-9.]+)')
 PEAKS_PER_S = 100  # audio peaks a second for the waveform (the envelopes have 50)
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
@@ -155,8 +155,9 @@ class MapService:
         out: dict[str, str] = {}
         for folder in self.folders():
             for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-                if (entry.name.endswith(MAP_SUFFIXES) and not KEPT_VERSION.search(entry.name)
-                        and not entry.name.startswith(".") and entry.is_file()):
+                # kept versions (song.beatmap.v3.json) do not end with a map suffix
+                if (entry.name.endswith(MAP_SUFFIXES) and not entry.name.startswith(".")
+                        and entry.is_file()):
                     out.setdefault(entry.name, entry.path)
         return out
 
@@ -349,6 +350,8 @@ def register(app: web.Application, api: Api) -> MapService:
                 return _error(exc.status, str(exc))
             except PlanError as exc:
                 return _error(exc.status, str(exc))
+            except BeatMapError as exc:  # a map file that does not parse: the place in it
+                return _error(422, str(exc))
             except (GridcastError, OSError) as exc:
                 return _error(500, f"{request.match_info.get('name', '')}: {exc}")
             if isinstance(result, web.StreamResponse):
