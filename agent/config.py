@@ -59,6 +59,9 @@ class AgentConfig:
     bind: str = "127.0.0.1"
     port: int = 8750
     token: str | None = None
+    https_cert: str | None = None  # the API's certificate (agent/https.py: else provisioned)
+    https_key: str | None = None
+    insecure_http: bool = False  # plain HTTP on a non-local bind (a network you trust)
     key_file: str | None = None
     bundle_dir: str = "gridcast-bundles"
     maps_dir: str | None = None  # beat maps for the grid editor (agent/map_api.py)
@@ -101,6 +104,12 @@ class AgentConfig:
             raise ConfigError(str(exc)) from exc
         if not 0 < self.port < 65536:
             raise ConfigError(f"port = {self.port}: expected 1..65535")
+        from gridcast.agent import https
+
+        try:
+            https.check(self)
+        except https.HttpsError as exc:
+            raise ConfigError(str(exc)) from exc
         if self.bind not in LOCAL_BINDS and not self.token:
             raise ConfigError(f"bind = {self.bind!r} is not localhost: set token (or "
                               "GRIDCAST_TOKEN) so that the API is not open to the network")
@@ -199,7 +208,8 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Agen
         key = f"GRIDCAST_{name.upper()}"
         if key in env:
             values[name] = env[key]
-    types = {"shared_subscription": bool, "port": int, "alert_window_s": int,
+    types = {"shared_subscription": bool, "insecure_http": bool, "port": int,
+             "alert_window_s": int,
              "alert_threshold_ms": float, "raw_retention_days": float,
              "second_retention_days": float, "room_latency_ms": float,
              "ingest_rate_per_device": float, "ingest_burst_per_device": int,

@@ -69,17 +69,24 @@ async def serve(config: AgentConfig, token_file: str = "gridcast-agent.token",
     core = core or AgentCore(config)
     await core.start(retry=True)
     api = Api(core, token)
+    from gridcast.agent import https
+
+    try:
+        tls = https.server_context(config)  # HTTPS beyond localhost (agent/https.py)
+    except https.HttpsError as exc:
+        await core.stop()
+        raise OSError(str(exc)) from exc
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.bind, config.port)
+    site = web.TCPSite(runner, config.bind, config.port, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
         await core.stop()
         await runner.cleanup()
         raise OSError(f"cannot listen on {config.bind}:{config.port} ({exc.strerror})") from exc
-    log.info("agent listening on http://%s:%d (dashboard at /, metrics at /metrics)",
-             config.bind, config.port)
+    log.info("agent listening on %s://%s:%d (dashboard at /, metrics at /metrics)",
+             "https" if tls else "http", config.bind, config.port)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

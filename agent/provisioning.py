@@ -263,7 +263,22 @@ class Provisioner:
         elif role == "agent":
             config_path = os.path.join(self.folder, f"{user}.password")
             self._write_private(config_path, password + "\n")
+            if tls:
+                self.issue_api_cert()
         return Provisioned(user, password, config_path, cert)
+
+    def issue_api_cert(self) -> tuple[str, str]:
+        """The agent API's HTTPS certificate (agent/https.py finds it next to ca.crt): for
+        the site's broker host (the agent usually runs beside the broker), this machine's
+        names, localhost and 127.0.0.1."""
+        import socket
+
+        host = split_host_port(self.site()["broker"])[0]
+        names = tuple(dict.fromkeys([*broker_names(host), socket.gethostname(),
+                                     socket.getfqdn()]))
+        done = self.ca.issue("gridcast agent API", os.path.join(self.folder, "api.crt"),
+                             os.path.join(self.folder, "api.key"), server_names=names)
+        return done.cert_path, done.key_path
 
     def mosquitto_conf(self, anonymous_line: bool = True) -> str:
         """The lines a (plain, test) mosquitto listener needs to enforce what was

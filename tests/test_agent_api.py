@@ -173,7 +173,8 @@ def test_non_local_bind_requires_a_token_for_everything(mosquitto, tmp_path):
     with pytest.raises(agent_config.ConfigError, match="not localhost"):
         agent_config.AgentConfig(bind="0.0.0.0").check()
     cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/b.db",
-                                   bind="0.0.0.0", port=free_port(), token=TOKEN).check()
+                                   bind="0.0.0.0", port=free_port(), token=TOKEN,
+                                   insecure_http=True).check()  # HTTPS: tests/test_tls.py
     with Daemon(cfg, str(tmp_path / "token")):
         base = f"http://127.0.0.1:{cfg.port}"
         assert request(base + "/api/devices")[0] == 401

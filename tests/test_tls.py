@@ -178,3 +178,23 @@ def test_expired_broker_certificate_is_named_by_agent_and_device(tmp_path):
             assert sim.devices[0].alive
         finally:
             sim.stop()
+
+
+def test_api_beyond_localhost_serves_https_with_the_site_certificate(site, tmp_path,
+                                                                      monkeypatch):
+    from gridcast.agent import config as agent_config
+    from gridcast.agent.client import AgentClient, AgentError
+    from tests.test_agent_api import TOKEN, Daemon
+
+    with pytest.raises(agent_config.ConfigError, match="not localhost: the API needs HTTPS"):
+        agent_config.AgentConfig(bind="0.0.0.0", token=TOKEN).check()
+    cfg = agent_config.AgentConfig(
+        broker=site.prov.agent_url() or "", broker_username="gridcast-agent",
+        broker_password=site.agent.password, database=f"sqlite://{tmp_path}/a.db",
+        bind="0.0.0.0", port=free_port(), token=TOKEN).check()  # api.crt found beside ca.crt
+    monkeypatch.setenv("SSL_CERT_FILE", site.prov.ca.cert_path)  # how the CLI trusts the CA
+    with Daemon(cfg, str(tmp_path / "token")):
+        answer = AgentClient(f"https://127.0.0.1:{cfg.port}", TOKEN).request("/api/devices")
+        assert answer.status == 200
+        with pytest.raises(AgentError):  # no plain HTTP on the same port
+            AgentClient(f"http://127.0.0.1:{cfg.port}", TOKEN).request("/api/devices")

@@ -2,6 +2,11 @@
 
     pytest hil                                  # against simulated devices (default)
     pytest hil --target serial:/dev/ttyUSB0     # against a flashed board on a serial port
+    pytest hil --mqtts                          # the broker TLS-only (GRIDCAST_HIL_MQTTS=1)
+
+With ``--mqtts`` the ``broker`` fixture is a TLS-only mosquitto with a throwaway CA
+(one for the session), ``broker.url`` is ``mqtts://...?ca=...`` and the simulator's
+devices verify the broker with that CA: the scenarios run as a provisioned site does.
 
 Scenarios that cut power, skew clocks or restart brokers need the simulator
 and say so when run against a board.
@@ -21,6 +26,9 @@ from gridcast.agent.simulation.devices import Simulator
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--target", default="sim",
                      help="sim (default) or serial:/dev/ttyUSB0 for a real board")
+    parser.addoption("--mqtts", action="store_true",
+                     default=os.environ.get("GRIDCAST_HIL_MQTTS") == "1",
+                     help="run the broker TLS-only (devices and agent over mqtts://)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,9 +52,17 @@ def target(pytestconfig: pytest.Config) -> str:
     return str(pytestconfig.getoption("--target"))
 
 
+@pytest.fixture(scope="session")
+def mqtts_ca(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    """The session's throwaway CA folder with --mqtts, else None (plain MQTT)."""
+    if not pytestconfig.getoption("--mqtts"):
+        return None
+    return str(tmp_path_factory.mktemp("mqtts-ca"))
+
+
 @pytest.fixture
-def broker(tmp_path):
-    with Mosquitto(folder=str(tmp_path / "broker")) as b:
+def broker(tmp_path, mqtts_ca):
+    with Mosquitto(folder=str(tmp_path / "broker"), tls=mqtts_ca or False) as b:
         yield b
 
 
@@ -56,11 +72,17 @@ def key() -> bytes:
 
 
 @pytest.fixture
-def simulator(tmp_path, key):
-    """Factory: simulator(n, broker, **options) -> a started Simulator, stopped afterwards."""
+def simulator(tmp_path, key, mqtts_ca):
+    """Factory: simulator(n, broker, **options) -> a started Simulator, stopped afterwards.
+    With --mqtts a HOST:PORT broker is dialled over TLS with the session's CA."""
     made: list[Simulator] = []
+    ca_pem = ""
+    if mqtts_ca:
+        with open(os.path.join(mqtts_ca, "ca.crt"), encoding="ascii") as f:
+            ca_pem = f.read()
 
     def start(n: int, broker_hostport: str, **options: object) -> Simulator:
+        options.setdefault("ca_pem", ca_pem)
         sim = Simulator(n, broker_hostport, key, str(tmp_path / f"sim{len(made)}"),
                         **options)  # type: ignore[arg-type]
         sim.start()

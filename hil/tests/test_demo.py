@@ -63,4 +63,5 @@ def test_demo_runs_the_whole_system_and_leaves_the_checkout_clean(tmp_path):
         assert d["sound_error_p99_ms"] <= 2.0, d
     assert result["room"] == "jack"  # no sound card here: the virtual room
     assert os.path.getsize(result["drift_plot"]) > 10_000
-    assert result["broker"] == "mosquitto"
+    assert result["broker"].startswith("mqtts://")  # over TLS (#17)
+    assert result["broker_kind"] == "mosquitto"

@@ -36,7 +36,7 @@ def test_beats_land_within_a_millisecond_under_skew_and_jitter(broker, simulator
     jittery = simulator(2, f"127.0.0.1:{proxy.port}", skews_ppm=[-100, 100], prefix="slow")
     devices = direct.devices + jittery.devices
     ids = [d.id for d in devices]
-    witness = BrokerWitness("127.0.0.1", broker.port)
+    witness = BrokerWitness(broker.url)  # mqtt:// or, with --mqtts, mqtts://...?ca=
     witness.start()
     bundle = make_bundle(key, 2)
 

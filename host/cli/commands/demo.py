@@ -2,7 +2,8 @@
 
 1. Generate a song with known beats, analyze it, score the beat map, plot it.
 2. Sign it into a bundle with a fresh key.
-3. Start a broker (mosquitto when installed, else an embedded one), the agent
+3. Start a broker over TLS only (mosquitto when installed, else an embedded one; a
+   throwaway site CA in the output folder's broker/tls), the agent
    (collector into SQLite, registry, clock-sync responder) and three simulated
    devices running the real firmware in MicroPython, one of them with a clock
    150 ppm fast.
@@ -141,15 +142,17 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             os.remove(stale)
     state = os.path.join(args.out, "devices")
     shutil.rmtree(state, ignore_errors=True)
-    with open_room(args.room) as room, open_broker(os.path.join(args.out, "broker")) as broker:
-        output.info(f"broker: {broker.kind} on {broker.url}")
+    with open_room(args.room) as room, open_broker(os.path.join(args.out, "broker"),
+                                                   tls=True) as broker:
+        output.info(f"broker: {broker.kind} on {broker.device_broker} (TLS, CA "
+                    f"{broker.ca_file})")
         config = AgentConfig(broker=broker.url, database=f"sqlite://{db}",
                              alert_threshold_ms=args.max_drift_ms,
                              shared_subscription=broker.supports_shared_subscriptions)
         core = AgentCore(config)
-        sim = Simulator(3, f"127.0.0.1:{broker.port}", key, state, SKEWS_PPM, prefix="demo")
+        sim = Simulator(3, broker.url, key, state, SKEWS_PPM, prefix="demo")  # TLS, its CA
         ids = [d.id for d in sim.devices]
-        witness = BrokerWitness("127.0.0.1", broker.port)
+        witness = BrokerWitness(broker.url)
         witness.start()
         await core.start()
         started_us = time.time_ns() // 1000
@@ -193,7 +196,8 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
                                 started_us, args.max_drift_ms,
                                 title=f"gridcast demo: {track_id} on {len(ids)} devices")
         core.store.close()
-    return {"broker": broker.kind, "database": db, "room": room.kind,
+    return {"broker": broker.device_broker, "broker_kind": broker.kind, "database": db,
+            "room": room.kind,
             "audio_xruns": sound["xruns"] if room.kind else None,
             "bundle": os.path.join(args.out, "demo-song.gcb"), "play_start_us": start_us,
             "drift_plot": png, "alerts": core.alerts.sent, "devices": rows}
