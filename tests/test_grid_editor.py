@@ -30,6 +30,7 @@ from tests.editor_helpers import (
     taps,
 )
 from tests.test_agent_api import TOKEN, Cdp, Daemon, HeadlessChromium, request
+from tests.test_agent_collector import wait_until
 
 key_path = test_agent_api.key_path
 NAME = "song.beatmap.json"
@@ -220,3 +221,47 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
                              [pytest.approx(bar_at_8s, abs=1e-4), 60.0]]
     assert seen["merged"] == 1 and final.sections[0].source == "edit"
     assert seen["timing"]["ready_ms"] is not None and seen["timing"]["ready_ms"] < 5000
+
+
+def test_the_deploy_button_puts_the_edited_map_on_three_simulated_devices(
+        mosquitto, tmp_path, key_path, map_file):
+    """Real firmware (MicroPython unix port) on three simulated devices: an edit, then a
+    click on "bundle + deploy"; every device activates the new version."""
+    from gridcast.agent.simulation.devices import Simulator
+    from gridcast.protocol import keys
+
+    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                   port=free_port(), token=TOKEN, key_file=key_path,
+                                   bundle_dir=str(tmp_path / "bundles"),
+                                   maps_dir=os.path.dirname(map_file)).check()
+    sim = Simulator(3, f"127.0.0.1:{mosquitto.port}", keys.load(key_path),
+                    str(tmp_path / "sim"), prefix="ed")
+    browser = HeadlessChromium(str(tmp_path / "chrome"))
+
+    async def scenario(url: str) -> str:
+        async with aiohttp.ClientSession() as session:
+            cdp = Cdp(await browser.page(session))
+            await cdp.call("Page.navigate", url=f"{url}/editor?token={TOKEN}&map={NAME}")
+            await cdp.wait_for("document.body.dataset.ready === '1'", timeout_s=10)
+            x, y = await grid_point(cdp, float(beatmap.load(map_file).beats[2]))
+            await mouse_drag(cdp, x, y, x - 10)
+            await cdp.wait_for("editor.map.version === 2 && !editor.busy", timeout_s=5)
+            bx, by = await cdp.evaluate("(() => { const r = document.getElementById('deploy')"
+                                        ".getBoundingClientRect(); return [r.x + r.width / 2,"
+                                        " r.y + r.height / 2]; })()")
+            await click(cdp, bx, by)
+            await cdp.wait_for("/: (done|stopped)/.test(document.getElementById('status')"
+                               ".textContent)", timeout_s=15)
+            return await cdp.evaluate("document.getElementById('status').textContent")
+
+    with sim, Daemon(cfg, str(tmp_path / "token")) as daemon:
+        try:
+            wait_until(lambda: sum(d["online"] for d in request(daemon.url + "/api/devices")[1])
+                       == 3, timeout_s=30)
+            status = asyncio.run(scenario(daemon.url))
+        finally:
+            browser.close()
+        _, deployments = request(daemon.url + "/api/deployments")
+    assert "of version 2: done" in status, status
+    assert sorted(deployments[-1]["activated"]) == ["ed-01", "ed-02", "ed-03"]
+    assert deployments[-1]["bundle_version"] == 2
