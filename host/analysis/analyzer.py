@@ -9,6 +9,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from gridcast.host.analysis import audio, beat_network, beats, downbeats, envelopes, features, onset
+from gridcast.host.analysis import structure as phrase_structure
 from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.beatmaps.beatmap import BeatMap
 
@@ -78,7 +79,9 @@ def analyze_features(feats: features.Features, params: AnalyzerParams,
                                                  feats.frame_rate_hz, feats,
                                                  params.downbeat_accent_weight)
            if activation is not None else downbeats.beat_in_bar(feats, beat_times))
+    parts = phrase_structure.analyze(feats, beat_times, bib)  # phrases and sections
     return BeatMap(
+        phrases=parts.phrases_s, sections=parts.sections,
         beats=beat_times,
         beat_in_bar=bib,
         beat_strength=beat_strengths(strength, beat_times, feats.frame_rate_hz),
