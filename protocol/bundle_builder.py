@@ -34,6 +34,13 @@ class BundleSource:
     envelope_rate_hz: float
     envelopes: tuple[Sequence[float] | np.ndarray, ...]  # bass, mid, high, each 0..1
     min_firmware: int = fmt.version_to_int("0.1.0")
+    # Structure (optional): sections as parallel lists, roles by name (bundle_format.ROLES),
+    # energy 0..1; phrase starts in seconds. All empty: no structure part is written.
+    section_starts_s: Sequence[float] | np.ndarray = ()
+    section_ends_s: Sequence[float] | np.ndarray = ()
+    section_roles: Sequence[str] = ()
+    section_energy: Sequence[float] | np.ndarray = ()
+    phrases_s: Sequence[float] | np.ndarray = ()
 
 
 def _limit(ok: bool, message: str) -> None:
@@ -74,7 +81,39 @@ def signed_part(src: BundleSource, key_id: str) -> list:
     beats = [n, deltas.astype("<u4").tobytes(), bib.astype(np.uint8).tobytes(),
              _quantize(src.strength).tobytes()]
     envelopes = [rate_mhz, frames, *(_quantize(e).tobytes() for e in src.envelopes)]
-    return [header, beats, envelopes]
+    if not len(src.section_starts_s) and not len(src.phrases_s):
+        return [header, beats, envelopes]  # the same bytes as before structure existed
+    return [header, beats, envelopes, structure_part(src, duration_us)]
+
+
+def _times_us(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(values, dtype=np.float64).reshape(-1) * 1e6).astype(np.int64)
+
+
+def structure_part(src: BundleSource, duration_us: int) -> list:
+    """[sections, starts, ends, roles, energy, phrases, phrase_starts] (bundle_format)."""
+    n = len(src.section_starts_s)
+    _limit(n <= fmt.MAX_SECTIONS, f"{n} sections over the limit {fmt.MAX_SECTIONS}")
+    if not (len(src.section_ends_s) == len(src.section_roles) == len(src.section_energy) == n):
+        raise ProtocolError(INCONSISTENT, "section starts, ends, roles and energy differ in "
+                            "length")
+    starts, ends = _times_us(src.section_starts_s), _times_us(src.section_ends_s)
+    if n and ((starts < 0).any() or (ends <= starts).any() or (starts[1:] < ends[:-1]).any()
+              or int(ends[-1]) > duration_us):
+        raise ProtocolError(INCONSISTENT, "sections must be ordered, not overlap, and lie "
+                            "inside the track")
+    unknown = [r for r in src.section_roles if r not in fmt.ROLES]
+    if unknown:
+        raise ProtocolError(INCONSISTENT, f"unknown section role {unknown[0]!r}")
+    roles = bytes(fmt.ROLES.index(r) for r in src.section_roles)
+    phrases = _times_us(src.phrases_s)
+    m = len(phrases)
+    _limit(m <= fmt.MAX_PHRASES, f"{m} phrases over the limit {fmt.MAX_PHRASES}")
+    if m and ((phrases[0] < 0) or (np.diff(phrases) <= 0).any() or int(phrases[-1]) >
+              duration_us):
+        raise ProtocolError(INCONSISTENT, "phrase starts must be ascending and inside the track")
+    return [n, starts.astype("<u4").tobytes(), ends.astype("<u4").tobytes(), roles,
+            _quantize(src.section_energy).tobytes(), m, phrases.astype("<u4").tobytes()]
 
 
 def _quantize(values: Sequence[float] | np.ndarray) -> np.ndarray:

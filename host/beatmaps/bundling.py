@@ -36,6 +36,9 @@ def source_from_map(bm: BeatMap, track_id: str | None = None,
     sha_hex = str(bm.metadata.get("audio_sha256", ""))
     sha = bytes.fromhex(sha_hex) if len(sha_hex) == 64 else bytes(32)
     duration = max(bm.duration_s, float(bm.beats[-1]) if len(bm.beats) else 0.0)
+    end_us = round(duration * 1e6)
+    sections = [s for s in bm.sections  # those that keep a microsecond inside the track
+                if s.start_s >= 0.0 and round(s.start_s * 1e6) < min(round(s.end_s * 1e6), end_us)]
     return BundleSource(
         track_id=track_id or default_track_id(bm),
         audio_sha256=sha,
@@ -49,4 +52,10 @@ def source_from_map(bm: BeatMap, track_id: str | None = None,
         envelope_rate_hz=bm.envelope_rate_hz,
         envelopes=(bm.envelopes["bass"], bm.envelopes["mid"], bm.envelopes["high"]),
         min_firmware=bundle_format.version_to_int(min_firmware),
+        # Structure: sections clipped to the track (an imported grid may overrun it).
+        section_starts_s=[min(s.start_s, duration) for s in sections],
+        section_ends_s=[min(s.end_s, duration) for s in sections],
+        section_roles=[s.role for s in sections],
+        section_energy=[s.energy for s in sections],
+        phrases_s=[float(t) for t in bm.phrases if 0.0 <= t <= duration],
     )
