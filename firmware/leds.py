@@ -7,12 +7,25 @@ Effects (chosen by ``effect``):
              blue high), beats add a brightness kick
     "chase"  one lit segment steps along the strip on every beat
 The buffer is GRB, 3 bytes per LED, written by the board (NeoPixel order).
+
+With a bundle's structure (the player passes the section of each beat), every
+section has its own palette (the downbeat colour, and the tint beats mix with
+the envelopes), the first downbeat of a drop or chorus is a full white hit, and
+beats in a break flash at half the level. Without one, beats look as they always
+did.
 """
+
+from gridcast.protocol.bundle_format import ROLE_BREAK, ROLE_CHORUS, ROLE_DROP
 
 _DOWNBEAT = (255, 180, 90)  # warm white, R G B
 _IDLE = (90, 120, 255)  # the idle effect's colour: a cool blue, R G B
 IDLE_PERIOD_MS = 4000  # one slow breath
 IDLE_MAX = 24  # its peak brightness (of 255): dim, never a flash
+# One palette per section, in turn: neighbouring sections never share one.
+PALETTES = ((255, 180, 90), (60, 140, 255), (255, 60, 150), (80, 255, 120), (255, 110, 20),
+            (170, 90, 255))
+_HIT = (255, 255, 255)
+_LOUD = (ROLE_DROP, ROLE_CHORUS)  # roles whose first downbeat is a hit
 
 
 class Renderer:
@@ -22,7 +35,8 @@ class Renderer:
         self.buf = bytearray(3 * self.count)
         self.beat_buf = bytearray(3 * self.count)  # the next beat's frame, ready in advance
         self._beat_index = None
-        self._beat_state = (0, (0, 0, 0), 0)  # level, colour, step once that beat shows
+        self._beat_state = (0, (0, 0, 0), 0, -1)  # level, colour, step, hit section
+        self.hit_section = -1  # the section whose drop hit has shown (one hit each)
         self.effect = effect
         self.level = 0  # 0..255 brightness of the last beat, decaying
         self.colour = (0, 0, 0)
@@ -42,18 +56,39 @@ class Renderer:
         self.frames += 1
         self.board.led_write(self.buf, beat_index)
 
-    def prepare_beat(self, index, bar_pos, strength, env):
+    def prepare_beat(self, index, bar_pos, strength, env, section=None):
         """Render the next beat's frame ahead of time (``strength``, ``env`` are 0..255),
         so that at the beat itself only the write to the LEDs is left to do. The frames
-        shown until then keep decaying from the previous beat."""
+        shown until then keep decaying from the previous beat. ``section``: (number,
+        role code, energy) of the section the beat is in, or None."""
         live = (self.level, self.colour, self.step, self.buf)
+        hit_section = self.hit_section
         self.level = 128 + (strength >> 1)
-        self.colour = _DOWNBEAT if bar_pos == 1 else (env[0] or 1, env[1] or 1, env[2] or 1)
+        if section is None:
+            down = _DOWNBEAT
+            tint = None
+        else:
+            number, role = section[0], section[1]
+            down = PALETTES[number % len(PALETTES)]
+            tint = down
+            if role == ROLE_BREAK:
+                self.level >>= 1
+            elif bar_pos == 1 and number != hit_section and role in _LOUD:
+                self.level = 255
+                down = _HIT
+                hit_section = number
+        if bar_pos == 1:
+            self.colour = down
+        elif tint is None:
+            self.colour = (env[0] or 1, env[1] or 1, env[2] or 1)
+        else:
+            self.colour = ((tint[0] + env[0]) >> 1, (tint[1] + env[1]) >> 1,
+                           (tint[2] + env[2]) >> 1)
         self.step = (self.step + 1) % self.count
         self.buf = self.beat_buf
         self._render(env)
         self._beat_index = index
-        self._beat_state = (self.level, self.colour, self.step)
+        self._beat_state = (self.level, self.colour, self.step, hit_section)
         self.level, self.colour, self.step, self.buf = live
 
     def show_beat(self):
@@ -62,11 +97,11 @@ class Renderer:
         self.frames += 1
         shown = self.board.led_write(self.beat_buf, self._beat_index)
         self.buf[:] = self.beat_buf
-        self.level, self.colour, self.step = self._beat_state
+        self.level, self.colour, self.step, self.hit_section = self._beat_state
         return shown
 
-    def beat(self, index, bar_pos, strength, env):
-        self.prepare_beat(index, bar_pos, strength, env)
+    def beat(self, index, bar_pos, strength, env, section=None):
+        self.prepare_beat(index, bar_pos, strength, env, section)
         self.show_beat()
 
     def frame(self, env, decay=16):

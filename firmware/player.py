@@ -13,7 +13,9 @@ The wait is re-planned while it runs (the clock estimate keeps improving, and a
 command may move the beat): asyncio sleeps until SPIN_US before the beat, then a busy
 sleep and spin finish the last stretch precisely (on a board a hardware timer
 would; asyncio alone only gives millisecond granularity). In between beats the LEDs
-follow the energy envelopes at about FRAME_MS.
+follow the energy envelopes at about FRAME_MS. A bundle with a structure part also
+gives each beat its section (a SectionCursor: one comparison per beat), which the
+LED effects use for palettes and the drop's hit.
 """
 
 import asyncio
@@ -54,6 +56,7 @@ class Player:
         self._f = None
         self._info = None
         self._cursor = None
+        self._sections = None  # SectionCursor when the bundle has sections
         self._pending = None  # (index, map time) of the bundle beat to fire next
         self._generation = 0  # bumped by every command: an ongoing wait re-plans or gives up
         self._due_local = None  # device time of the beat being waited for (None: none)
@@ -77,6 +80,7 @@ class Player:
         self._f = None
         self._info = None
         self._cursor = None
+        self._sections = None
 
     @property
     def start_us(self):
@@ -100,6 +104,8 @@ class Player:
         self.timeline.reset(start_us, position_us, rate_ppm)
         self.stop_at_us = 0
         self._cursor = bundle_reader.BeatCursor(self._f, self._info)
+        self._sections = (bundle_reader.SectionCursor(self._f, info)
+                          if info.section_count else None)
         self._pending = None
         self.live.cancel()
         self.mode = BUNDLE
@@ -180,7 +186,7 @@ class Player:
                 self._consume()
                 continue
             bar, strength, env = self._beat_look(target)
-            self.leds.prepare_beat(index, bar, strength, env)
+            self.leds.prepare_beat(index, bar, strength, env, self._section_look())
             fired_ok = await self._wait_until(target, gen)
             self._due_local = None
             if not fired_ok:
@@ -227,6 +233,14 @@ class Player:
             return 0, 0, (0, 0, 0)
         bar, strength = cursor.beat_info(pending[0])
         return bar, strength, self._envelope(pending[1])
+
+    def _section_look(self):
+        """(number, role code, energy) of the section of the beat _next_target gave, or
+        None (live beats, a bundle without sections, a beat between sections)."""
+        sections, pending = self._sections, self._pending
+        if self.mode != BUNDLE or sections is None or pending is None:
+            return None
+        return sections.at(pending[1])
 
     def _consume(self):
         if self.mode == LIVE:
