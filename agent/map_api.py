@@ -17,7 +17,8 @@ the history entry says what changed, who (the API token's name) and when.
     GET  /api/maps/{name}/audio      the audio file itself when it lies beside the map
                                      (Range requests: the page plays and seeks it)
     POST /api/maps/{name}/edit       {"op": OP, "base_version": N, ...}; OP is one of
-                                     move_beat {index, to_s}, shift {offset_ms},
+                                     move_beat {index, to_s}, delete_beat {at_s},
+                                     add_beat {at_s}, shift {offset_ms},
                                      downbeat {at_s, meter?}, tempo {bpm, anchor_s},
                                      split_section {at_s}, merge_sections {index},
                                      section_role {index, role}
@@ -115,6 +116,11 @@ def _ops() -> dict[str, Op]:
 
     return {
         "move_beat": move,
+        "delete_beat": lambda bm, b: (c.apply(bm, c.Corrections(
+            delete_beats=(_number(b, "at_s"),), source="delete")),
+            {"delete_beats": [round(_number(b, "at_s"), 4)]}),
+        "add_beat": lambda bm, b: (c.apply(bm, c.Corrections(add_beats=(_number(b, "at_s"),))),
+                                   {"add_beats": [round(_number(b, "at_s"), 4)]}),
         "shift": lambda bm, b: (c.shift_grid(bm, _number(b, "offset_ms")),
                                 {"offset_ms": round(_number(b, "offset_ms"), 3)}),
         "downbeat": lambda bm, b: (c.set_downbeat(bm, _number(b, "at_s"), meter(b)),

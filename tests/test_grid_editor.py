@@ -137,6 +137,13 @@ def test_the_api_saves_edits_refuses_disorder_and_stale_pages(daemon, map_file):
     assert status == 409 and "version 2" in stale["error"]
     status, v3 = post(daemon, f"/api/maps/{NAME}/undo", {"base_version": 2})
     assert status == 200 and v3["version"] == 3 and v3["beats"] == m["beats"]
+    middle = round((m["beats"][20] + m["beats"][21]) / 2, 4)
+    status, v4 = post(daemon, f"/api/maps/{NAME}/edit",
+                      {"op": "add_beat", "at_s": middle, "base_version": 3})
+    assert status == 200 and len(v4["beats"]) == len(m["beats"]) + 1 and middle in v4["beats"]
+    status, v5 = post(daemon, f"/api/maps/{NAME}/edit",
+                      {"op": "delete_beat", "at_s": middle + 0.01, "base_version": 4})
+    assert status == 200 and v5["beats"] == m["beats"]
     status, peaks = request(daemon.url + f"/api/maps/{NAME}/peaks")
     assert status == 200 and peaks["audio"] and peaks["rate_hz"] == 100
     level = np.frombuffer(base64.b64decode(peaks["peaks"]), np.uint8)
