@@ -153,7 +153,7 @@ class Device:
                                         "checks commands with key %s)"
                                         % (msg.kind, self.keys.ids_text()))
                 if msg.tag == messages.SYNC_RESP:
-                    self._check_sync_open(msg)
+                    self._check_sync_open(msg, received_us)
             return msg
         self._sealing_key = self.guard.verify(msg)
         inner = messages.decode(msg.body)
@@ -161,7 +161,7 @@ class Device:
             raise ProtocolError(MALFORMED, "a sealed message inside a sealed message")
         if inner.tag == messages.SYNC_RESP:
             # Fresh by the device's own (seq, t1); the counter plays no part.
-            self._check_sync_open(inner)
+            self._check_sync_open(inner, received_us)
         else:
             agent_now = self.sync.to_agent(received_us) if self.sync.synced else None
             self.guard.check_fresh(msg.counter, msg.sent_us, agent_now)
@@ -171,8 +171,8 @@ class Device:
         self.sealed_seen = True
         return inner
 
-    def _check_sync_open(self, msg):
-        code = self.open_syncs.take(msg.seq, msg.t1_us)
+    def _check_sync_open(self, msg, received_us):
+        code = self.open_syncs.take(msg.seq, msg.t1_us, received_us)
         if code:
             raise ProtocolError(code, "sync_resp seq %d answers no open request" % msg.seq)
 

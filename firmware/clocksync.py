@@ -229,13 +229,16 @@ class OpenRequests:
             self.seqs.pop(0)
             self.t1s.pop(0)
 
-    def take(self, seq, t1_us):
+    def take(self, seq, t1_us, t4_us):
         """0 when (seq, t1) answers an open request (now closed), else the reason code:
-        replayed (answered already) or stale (no such request open)."""
+        replayed (answered already) or stale (no such request open, or the answer came
+        MAX_RTT_US or more after it: held back on the way)."""
         for i in range(len(self.seqs)):
             if self.seqs[i] == seq and self.t1s[i] == t1_us:
                 self.seqs.pop(i)
                 self.t1s.pop(i)
+                if t4_us - t1_us > MAX_RTT_US:
+                    return STALE
                 self.answered.append(seq)
                 if len(self.answered) > ANSWERED_KEPT:
                     self.answered.pop(0)

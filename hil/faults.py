@@ -6,6 +6,9 @@ every packet after its own random delay, never reordering (TCP would not), and
 can drop QoS 0 publishes (sync traffic) to model loss. It runs in its own
 process with plain threads, so that both directions get the same delays.
 
+``MqttTamperProxy`` is the same kind of proxy with an attacker in it (hil/forger.py):
+it forges, replays, reorders, alters and holds back what the broker sends devices.
+
 ``SerialPair`` gives a device and the agent each a pty, relayed by a thread that
 can throttle to a real baud rate and corrupt, duplicate or swap frames.
 """
@@ -13,6 +16,7 @@ can throttle to a real baud rate and corrupt, duplicate or swap frames.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import socket
@@ -23,6 +27,7 @@ import time
 import tty
 from dataclasses import dataclass
 
+from gridcast.hil.forger import Forger
 from gridcast.protocol import frames
 
 
@@ -167,6 +172,128 @@ class MqttJitterProxy:
             self.proc.wait(5)
 
 
+class _TamperServer(_ProxyServer):
+    """The proxy with an attacker (hil/forger.py) on what the broker sends each device:
+    it forwards real packets (holding some back, to reorder or stale them) and injects
+    one forgery every ``interval_s`` per device, ``budget`` in all; the tally goes to
+    ``stats_path`` (JSON) about every 0.2 s."""
+
+    def __init__(self, broker: tuple[str, int], interval_s: float, budget: int,
+                 stats_path: str, seed: int) -> None:
+        super().__init__(broker, Jitter(0, 0), Jitter(0, 0), seed)
+        self.interval_s = interval_s
+        self.budget = budget
+        self.stats_path = stats_path
+        self.forgers: dict[int, Forger] = {}
+
+    def _client(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.broker)
+        except OSError:
+            conn.close()
+            return
+        for s in (conn, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        forger = Forger(seed=self.rng.randrange(1 << 30))
+        with self.lock:
+            self.forgers[len(self.forgers)] = forger
+        send_lock = threading.Lock()
+        threading.Thread(target=self._direction, args=(conn, upstream, self.up),
+                         daemon=True).start()
+        threading.Thread(target=self._down, args=(upstream, conn, forger, send_lock),
+                         daemon=True).start()
+        threading.Thread(target=self._inject, args=(conn, forger, send_lock),
+                         daemon=True).start()
+
+    def _down(self, src: socket.socket, dst: socket.socket, forger: Forger,
+              send_lock: threading.Lock) -> None:
+        try:
+            while True:
+                packet = _recv_packet(src)
+                with self.lock:
+                    out = forger.on_legit(packet, time.monotonic())
+                with send_lock:
+                    for p in out:
+                        dst.sendall(p)
+        except (ConnectionError, OSError):
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def _inject(self, dst: socket.socket, forger: Forger, send_lock: threading.Lock) -> None:
+        next_s = time.monotonic()
+        while True:
+            next_s += self.interval_s
+            time.sleep(max(0.0, next_s - time.monotonic()))
+            with self.lock:
+                out = forger.due(time.monotonic())
+                if sum(f.injected for f in self.forgers.values()) < self.budget:
+                    packet = forger.forge()
+                    if packet is not None:
+                        out.append(packet)
+            try:
+                with send_lock:
+                    for p in out:
+                        dst.sendall(p)
+            except OSError:
+                return
+
+    def write_stats(self) -> None:
+        with self.lock:
+            data = {"budget": self.budget, "devices": [
+                {"topic": f.cmd_topic, "sent": dict(f.sent),
+                 "expected": {str(k): v for k, v in f.expected.items()}}
+                for f in self.forgers.values()]}
+        tmp = self.stats_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.stats_path)
+
+    def serve_with_stats(self) -> None:
+        def stats() -> None:
+            while True:
+                time.sleep(0.2)
+                self.write_stats()
+
+        threading.Thread(target=stats, daemon=True).start()
+        self.serve()
+
+
+class MqttTamperProxy:
+    """TCP proxy on 127.0.0.1:port between devices and the broker that attacks what the
+    broker sends them: ``count`` forgeries in all, one every ``interval_s`` per device
+    (see hil/forger.py). ``stats()`` reads its tally: per device, what it sent and the
+    refusal reasons the device must count. Its own process, like MqttJitterProxy."""
+
+    def __init__(self, broker_host: str, broker_port: int, count: int, interval_s: float,
+                 stats_path: str, seed: int = 11) -> None:
+        self.args = [broker_host, str(broker_port), str(count), str(interval_s), stats_path,
+                     str(seed)]
+        self.stats_path = stats_path
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MqttTamperProxy:
+        self.proc = subprocess.Popen([sys.executable, "-m", "gridcast.hil.faults", "tamper",
+                                      *self.args], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        return self
+
+    def stats(self) -> dict:
+        """The tally as last written ({"devices": []} before the first write)."""
+        try:
+            with open(self.stats_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {"devices": []}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
 def _raw_pty() -> tuple[int, str]:
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -249,6 +376,13 @@ def corrupted_frames(payloads: list[bytes], rng: random.Random) -> bytes:
 
 
 def _main(argv: list[str]) -> None:
+    if argv[:1] == ["tamper"]:
+        host, port, count, interval, stats_path, seed = argv[1:7]
+        tamper = _TamperServer((host, int(port)), float(interval), int(count), stats_path,
+                               int(seed))
+        with contextlib.suppress(KeyboardInterrupt):
+            tamper.serve_with_stats()
+        return
     if argv[:1] != ["proxy"]:
         raise SystemExit("usage: python -m gridcast.hil.faults proxy HOST PORT UP_MIN UP_MAX "
                          "UP_LOSS DOWN_MIN DOWN_MAX DOWN_LOSS SEED")

@@ -1,0 +1,126 @@
+"""The forgery scenario (bench/forgery.py, hil/tests/test_forgery.py): devices that take
+only sealed commands play behind MqttTamperProxy, which injects forged, replayed,
+reordered, altered and held-back commands and sync answers; the agent meanwhile sends
+a sealed no-op ``rate`` every RATE_EVERY_S (the attacker's material) and answers sync.
+
+The result says, per device, what was injected, what the device counted as refused
+(its telemetry), the beats it showed (true error against the agent's real commands,
+from the broker witness, which sees no forgery) and whether its state moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from gridcast.agent import deploy, playback
+from gridcast.agent.clock import now_us
+from gridcast.agent.command_signer import CommandSigner
+from gridcast.agent.simulation.broker_witness import BrokerWitness
+from gridcast.agent.simulation.led_report import device_report
+from gridcast.agent.sync_responder import SyncResponder
+from gridcast.agent.transport import open_transport
+from gridcast.hil.bundles import make_bundle
+from gridcast.hil.faults import MqttTamperProxy
+from gridcast.hil.sealed_fleet import AUTH_REASONS, beat_gaps, sealed_simulator
+
+RATE_EVERY_S = 0.25
+STAGGER_US = 117_000  # devices a quarter beat apart: they do not spin at once (test_sync)
+TELEMETRY_WAIT_S = 2.5  # the last counts reach the witness in the next batches
+
+
+def _refused(counts: dict[int, int], base: dict[int, int]) -> dict[int, int]:
+    out = {}
+    for code in AUTH_REASONS:
+        n = counts.get(code, 0) - base.get(code, 0)
+        if n:
+            out[code] = n
+    return out
+
+
+def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interval_s: float,
+                warmup_s: float, devices: int = 3, minutes: float = 2.0) -> dict:
+    """Run the scenario on a broker at 127.0.0.1:``broker_port``; ``count`` forgeries in
+    all, one per device every ``interval_s``, after ``warmup_s`` of clock sync."""
+    proxy = MqttTamperProxy("127.0.0.1", broker_port, count, interval_s,
+                            os.path.join(state_dir, "tamper.json")).start()
+    sim = sealed_simulator(devices, f"127.0.0.1:{proxy.port}", key,
+                           os.path.join(state_dir, "sim"), prefix="forge")
+    ids = [d.id for d in sim.devices]
+    witness = BrokerWitness("127.0.0.1", broker_port)
+    witness.start()
+    sim.start()
+    url = f"mqtt://127.0.0.1:{broker_port}"
+
+    def injected() -> int:
+        return sum(sum(d["sent"].values()) for d in proxy.stats()["devices"])
+
+    async def scenario() -> dict:
+        async with open_transport(url, signer=CommandSigner(key)) as t:
+            SyncResponder(t).start()
+            await t.wait_online(ids, timeout_s=30)
+            results = await deploy.deploy(t, ids, make_bundle(key, minutes), "hil-song", 1)
+            if not all(r.ok for r in results):
+                raise RuntimeError("deploy failed: " + "; ".join(r.error for r in results))
+            await asyncio.sleep(warmup_s)
+            base = {d: dict(witness.telemetry[d].error_counts) for d in ids
+                    if d in witness.telemetry}
+            start = now_us() + 1_000_000
+            for k, dev_id in enumerate(ids):
+                await playback.play(t, [dev_id], "hil-song", start_us=start + k * STAGGER_US)
+            attack_from = time.monotonic()
+            limit_s = minutes * 60 - 10
+            while injected() < count and time.monotonic() - attack_from < limit_s:
+                await playback.set_rate(t, ids, playback.NORMAL_RATE_PPM)
+                await asyncio.sleep(RATE_EVERY_S)
+            for _ in range(12):  # held packets come out; the proxy writes its last tally
+                await playback.set_rate(t, ids, playback.NORMAL_RATE_PPM)
+                await asyncio.sleep(RATE_EVERY_S)
+            attack_s = time.monotonic() - attack_from
+            await asyncio.sleep(TELEMETRY_WAIT_S)
+            stop_at = now_us()
+            await playback.stop(t, ids)
+            status = {d: t.status[d] for d in ids}
+            hellos = {d: t.hellos[d] for d in ids}
+        return {"base": base, "attack_s": attack_s, "status": status, "hellos": hellos,
+                "stop_at": stop_at}
+
+    try:
+        out = asyncio.run(scenario())
+    finally:
+        sim.stop()
+        proxy.stop()
+        witness.stop()
+    stats = proxy.stats()
+    per_device = []
+    for dev in sim.devices:
+        tally = next((d for d in stats["devices"] if f"/{dev.id}/" in d["topic"]),
+                     {"sent": {}, "expected": {}})
+        tele = witness.telemetry.get(dev.id)
+        counted = _refused(tele.error_counts if tele else {}, out["base"].get(dev.id, {}))
+        report, _ = device_report(dev, witness)
+        per_device.append({
+            "id": dev.id,
+            "injected": sum(tally["sent"].values()),
+            "by_kind": tally["sent"],
+            "expected_reasons": {int(k): v for k, v in tally["expected"].items()},
+            "refused_reasons": counted,
+            "refused": sum(counted.values()),
+            "beats": report["beats"],
+            "beat_gaps": beat_gaps(dev.led_log),
+            "true_error_p50_ms": report["true_error_p50_ms"],
+            "true_error_p99_ms": report["true_error_p99_ms"],
+            "true_error_max_ms": report.get("true_error_max_ms"),
+            "light_offset_us": out["status"][dev.id].light_offset_us,
+            "active_track": out["status"][dev.id].active_track,
+            "bundle_version": out["status"][dev.id].bundle_version,
+            "boots": dev.boots,
+        })
+    injected_total = sum(d["injected"] for d in per_device)
+    refused_total = sum(d["refused"] for d in per_device)
+    return {"count": count, "interval_s": interval_s, "attack_s": round(out["attack_s"], 1),
+            "injected": injected_total, "refused": refused_total,
+            "refused_pct": round(100.0 * refused_total / injected_total, 3)
+            if injected_total else None,
+            "devices": per_device}
