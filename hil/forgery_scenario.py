@@ -95,8 +95,8 @@ def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interv
     stats = proxy.stats()
     per_device = []
     for dev in sim.devices:
-        tally = next((d for d in stats["devices"] if f"/{dev.id}/" in d["topic"]),
-                     {"sent": {}, "expected": {}})
+        tally: dict = next((d for d in stats["devices"] if f"/{dev.id}/" in d["topic"]),
+                           {"sent": {}, "expected": {}})
         tele = witness.telemetry.get(dev.id)
         counted = _refused(tele.error_counts if tele else {}, out["base"].get(dev.id, {}))
         report, _ = device_report(dev, witness)
