@@ -62,6 +62,7 @@ class AgentConfig:
     https_cert: str | None = None  # the API's certificate (agent/https.py: else provisioned)
     https_key: str | None = None
     insecure_http: bool = False  # plain HTTP on a non-local bind (a network you trust)
+    broker_log: str | None = None  # mosquitto's log: devices' TLS refusals (broker_log.py)
     key_file: str | None = None
     bundle_dir: str = "gridcast-bundles"
     maps_dir: str | None = None  # beat maps for the grid editor (agent/map_api.py)

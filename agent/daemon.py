@@ -87,6 +87,10 @@ async def serve(config: AgentConfig, token_file: str = "gridcast-agent.token",
         raise OSError(f"cannot listen on {config.bind}:{config.port} ({exc.strerror})") from exc
     log.info("agent listening on %s://%s:%d (dashboard at /, metrics at /metrics)",
              "https" if tls else "http", config.bind, config.port)
+    from gridcast.agent import broker_log
+
+    log_path = broker_log.path_for(config)  # devices that fail TLS reach only the broker
+    watcher = broker_log.BrokerLogWatcher(log_path).start() if log_path else None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,6 +102,8 @@ async def serve(config: AgentConfig, token_file: str = "gridcast-agent.token",
     log.info("stopping")
     started_stop = time.monotonic()
     await runner.cleanup()
+    if watcher is not None:
+        watcher.stop()
     await core.stop()
     core.store.close()
     log.info("stopped in %.1f s", time.monotonic() - started_stop)

@@ -64,8 +64,11 @@ def render(folder: str, port: int, *, require_client_cert: bool = False,
         "set_tcp_nodelay true",
     ]
     if persistence_dir:
-        lines += ["persistence true", f"persistence_location {os.path.abspath(persistence_dir)}/",
-                  "autosave_interval 60"]
+        data = os.path.abspath(persistence_dir)
+        lines += ["persistence true", f"persistence_location {data}/", "autosave_interval 60",
+                  # The agent reads why devices fail TLS from here (agent/broker_log.py).
+                  "log_dest stderr", f"log_dest file {data}/mosquitto.log",
+                  "log_timestamp_format %Y-%m-%dT%H:%M:%S"]
     if run_as_root:  # a child process of a root test or demo: no user switch
         lines.append("user root")
     return "\n".join(lines) + "\n" + extra

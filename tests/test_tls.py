@@ -16,7 +16,9 @@ import time
 
 import pytest
 
+from gridcast.agent import broker_log
 from gridcast.agent.broker import Mosquitto, free_port, mosquitto_binary
+from gridcast.agent.config import AgentConfig
 from gridcast.agent.mqtt import MqttConnection, MqttError
 from gridcast.agent.provisioning import Provisioner
 from gridcast.agent.simulation.devices import Simulator
@@ -131,9 +133,11 @@ def _device_log(sim: Simulator, text: str, timeout_s: float = 8.0) -> str:
     raise AssertionError(f"{text!r} not in the device log:\n{log}")
 
 
-def test_firmware_connects_over_tls_and_logs_why_a_bad_ca_fails(site, other_ca, tmp_path):
+def test_firmware_connects_over_tls_and_logs_why_a_bad_ca_fails(site, other_ca, tmp_path,
+                                                               caplog):
     """The real firmware with the provisioned config comes online over TLS; with another CA
-    it logs the reason, keeps running and keeps retrying."""
+    it logs the reason, keeps running and keeps retrying; the agent's log says it too, from
+    the broker's log (the device never reaches the agent)."""
     good = Simulator(1, "", KEY, str(tmp_path / "good"), prefix="tls")
     assert site.device.config_path is not None
     with open(site.device.config_path) as f:
@@ -143,6 +147,10 @@ def test_firmware_connects_over_tls_and_logs_why_a_bad_ca_fails(site, other_ca, 
         json.loads(good.devices[0].config_text) | {"ca_pem": other_ca.pem})
     conn = site.connect()
     transport = MqttTransport(conn)
+    cfg = AgentConfig(broker=site.prov.agent_url() or "")
+    log_path = broker_log.path_for(cfg)  # found beside the site CA
+    assert log_path is not None
+    watcher = broker_log.BrokerLogWatcher(log_path, poll_s=0.05).start()
     try:
         good.start()
         bad.start()
@@ -156,7 +164,16 @@ def test_firmware_connects_over_tls_and_logs_why_a_bad_ca_fails(site, other_ca, 
         assert ("TLS: the broker's certificate was rejected: The certificate is not correctly "
                 "signed by the trusted CA") in log
         assert bad.devices[0].alive  # no brick: it runs on and retries
+        deadline = time.monotonic() + 5
+        while not watcher.reported and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.reported == [
+            "broker: the client at 127.0.0.1 rejected the broker's certificate: not signed by "
+            "the CA it trusts; its ca_pem is not this site's CA; re-provision it (gridcast "
+            "provision) and flash it"]
+        assert watcher.reported[0] in caplog.text
     finally:
+        watcher.stop()
         good.stop()
         bad.stop()
         conn.stop()

@@ -153,6 +153,11 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
         sim = Simulator(3, broker.url, key, state, SKEWS_PPM, prefix="demo")  # TLS, its CA
         ids = [d.id for d in sim.devices]
         witness = BrokerWitness(broker.url)
+        from gridcast.agent.broker_log import BrokerLogWatcher
+
+        # A device that fails TLS reaches only the broker: its log says why.
+        broker_log = (BrokerLogWatcher(os.path.join(broker.folder, "mosquitto.log")).start()
+                      if hasattr(broker, "folder") else None)
         witness.start()
         await core.start()
         started_us = time.time_ns() // 1000
@@ -187,6 +192,8 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             core.rollup.flush()
             sim.stop()
             witness.stop()
+            if broker_log is not None:
+                broker_log.stop()
         rows = [_device_row(dev, witness, core.store, started_us, f"{track_id} v{version}")
                 | _sound_figures(sound["devices"].get(dev.id) if room.kind else None)
                 for dev in sim.devices]
