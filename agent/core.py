@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 
 from gridcast.agent.collector import Collector, telemetry_batch
+from gridcast.agent.command_signer import CommandSigner
 from gridcast.agent.config import AgentConfig
 from gridcast.agent.mqtt import MqttConnection
 from gridcast.agent.rate_limit import IngestLimiter
@@ -38,7 +39,7 @@ from gridcast.agent.transport import (
     open_transport,
 )
 from gridcast.agent.transport_mqtt import MqttTransport
-from gridcast.protocol import topics
+from gridcast.protocol import keys, topics
 
 log = logging.getLogger("gridcast.agent")
 
@@ -72,6 +73,8 @@ class AgentCore:
                                    on_batch=self._batch_stored, limiter=self.ingest)
         self.registry = Registry(self.store, on_change=self._device_changed)
         self.transport = MqttTransport(self.mqtt, telemetry=False)
+        if config.key_file:  # seals commands and sync answers (docs/protocol.md 11)
+            self.transport.signer = CommandSigner(keys.load(config.key_file))
         self.transport.admit = self.ingest.admit
         self.transport.taps.append(self._from_device)
         self.responder = SyncResponder(self.transport)
@@ -158,7 +161,7 @@ class AgentCore:
         and stored telemetry. Reopened with a jittered, capped back-off when it breaks."""
         delay, last_error = 1.0, ""
         while True:
-            link = open_transport(url, hello_timeout_s=None)
+            link = open_transport(url, signer=self.transport.signer, hello_timeout_s=None)
             assert isinstance(link, SingleDeviceLink)
             link.taps.append(self._from_device)
             try:
