@@ -182,6 +182,13 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
             await mouse_drag(cdp, x, y, x + 20)
             await cdp.wait_for("editor.map.version === 2 && !editor.busy", timeout_s=5)
             moved = await cdp.evaluate("editor.map.beats[3]")
+            # beat 5 dragged past beat 6 (35 px on): refused, the page says why, still v2
+            x, y = await grid_point(cdp, float(first.beats[5]))
+            await mouse_drag(cdp, x, y, x + 45)
+            await cdp.wait_for("document.getElementById('status').className === 'error'",
+                               timeout_s=5)
+            refused = await cdp.evaluate("[editor.map.version, editor.map.beats[5], "
+                                         "document.getElementById('status').textContent]")
             # tap the tempo (6 taps, 0.5 s apart = 120 BPM) and apply it with Enter
             await taps(cdp, 6, 0.5)
             tapped = await cdp.evaluate("editor.tapBpm")
@@ -204,8 +211,9 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
             await key(cdp, "m")
             await cdp.wait_for("editor.map.version === 6 && !editor.busy", timeout_s=5)
             merged = await cdp.evaluate("editor.map.sections.length")
-            return {"split": split, "merged": merged, "timing": timing, "span": span,
-                    "moved": moved, "tapped": tapped, "tempo": tempo, "status": status}
+            return {"refused": refused, "split": split, "merged": merged, "timing": timing,
+                    "span": span, "moved": moved, "tapped": tapped, "tempo": tempo,
+                    "status": status}
 
     try:
         seen = asyncio.run(scenario())
@@ -213,6 +221,8 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
         browser.close()
     expected = float(first.beats[3]) + 20 / 1200 * seen["span"]
     assert seen["moved"] == pytest.approx(expected, abs=0.003)
+    assert seen["refused"][:2] == [2, pytest.approx(first.beats[5], abs=1e-4)]
+    assert "must stay in order" in seen["refused"][2]
     assert 118 < seen["tapped"] < 122 and 118 < seen["tempo"] < 122
     final = beatmap.load(map_file)
     assert final.version == 6 and [e["by"] for e in final.history[1:]] == ["lighting-desk"] * 5
