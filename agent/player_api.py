@@ -16,6 +16,12 @@ command; an offline one joins at the current position when it says hello).
     POST /api/player/pause | resume | stop | next | previous
     POST /api/player/seek             {"position_s": S}
 
+The set list survives a restart: what was queued (the paths as given) and the current
+track are kept in ``<bundle_dir>/set_list.json`` (written atomically on every change)
+and queued again when the daemon starts, stopped at that track: a restarted daemon
+never starts sound on its own. A file it cannot read is logged with the reason and
+left as it is.
+
 Every write needs the token (agent/api.py). The WebSocket (/ws) carries the player's
 events as ``{"type": "player", "event": KIND, ...}``: state, now_playing, position
 (twice a second), next_beat, queue, skipped, ended, and queue_failed.
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gridcast.player_api")
 
 WAVEFORM_POINTS = 800  # peaks per track for the dashboard's picture
+SET_LIST_FILE = "set_list.json"  # in the config's bundle_dir
 TracksFrom = Callable[[list[str]], list["ShowTrack"]]
 
 
@@ -67,6 +74,8 @@ class PlayerService:
         self._waveforms: dict[tuple[str, str], dict[str, Any]] = {}
         self._failed_lines: list[str] = []  # files the last queue could not analyze
         self._lock = asyncio.Lock()
+        self.inputs: list[str] = []  # what was queued, as given (kept in SET_LIST_FILE)
+        self.set_list_path = os.path.join(self.core.config.bundle_dir, SET_LIST_FILE)
 
     # -- the player ----------------------------------------------------------------------
     def _ensure(self) -> ShowPlayer:
@@ -98,6 +107,7 @@ class PlayerService:
             self.next_beat = None  # the last track's
             if data.get("duration_s") is not None:
                 self.durations[int(data["index"])] = float(data["duration_s"])
+            self._save_set_list()
         if self.api.sockets:
             self.api._broadcast({"type": "player", "event": kind, **data})
 
@@ -146,6 +156,56 @@ class PlayerService:
         self._failed_lines = failed
         return tracks
 
+    def _save_set_list(self) -> None:
+        """Write the queued inputs and the current track (temporary file + rename)."""
+        index = self.player.index if self.player is not None else 0
+        data = {"inputs": self.inputs, "index": index}
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.set_list_path)), exist_ok=True)
+            tmp = self.set_list_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(data, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.set_list_path)
+        except OSError as exc:  # the show goes on; the next restart starts empty
+            log.error("%s: cannot save the set list (%s)", self.set_list_path, exc)
+
+    def _read_set_list(self) -> tuple[list[str], int] | None:
+        """The saved inputs and track index; None when there are none or the file is bad
+        (logged, and left in place for a person to look at)."""
+        if not os.path.exists(self.set_list_path):
+            return None
+        try:
+            with open(self.set_list_path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            log.error("%s: cannot read the saved set list (%s); starting with an empty one "
+                      "(the file is left as it is)", self.set_list_path, exc)
+            return None
+        inputs, index = (data.get("inputs"), data.get("index", 0)) if isinstance(data, dict) \
+            else (None, None)
+        if not (isinstance(inputs, list) and all(isinstance(p, str) for p in inputs)
+                and isinstance(index, int) and not isinstance(index, bool)):
+            log.error("%s: not a saved set list (expected {\"inputs\": [paths], \"index\": "
+                      "N}); starting with an empty one (the file is left as it is)",
+                      self.set_list_path)
+            return None
+        return inputs, index
+
+    async def restore(self) -> None:
+        """Queue the saved set list again, stopped at its saved track."""
+        saved = self._read_set_list()
+        if not saved or not saved[0]:
+            return
+        inputs, index = saved
+        await self._queue(inputs, replace=True)
+        if self.player is not None and self.player.tracks:
+            self.player.index = min(max(index, 0), len(self.player.tracks) - 1)
+            self._save_set_list()
+            log.info("set list restored from %s: %d tracks, at track %d (stopped)",
+                     self.set_list_path, len(self.player.tracks), self.player.index + 1)
+
     async def _queue(self, paths: list[str], replace: bool) -> None:
         self._failed_lines = []
         try:
@@ -156,6 +216,8 @@ class PlayerService:
                     await player.stop()
                     self.durations.clear()
                 player.queue(tracks, replace=replace)
+                self.inputs = list(paths) if replace else self.inputs + list(paths)
+                self._save_set_list()
         except (GridcastError, OSError) as exc:
             log.error("queue %s: %s", ", ".join(paths), exc)
             self._on_event("queue_failed", {"paths": paths, "reason": str(exc)})
@@ -285,6 +347,9 @@ def register(app: web.Application, api: Api) -> PlayerService:
     async def on_shutdown(app: web.Application) -> None:
         await service.close()
 
+    async def on_startup(app: web.Application) -> None:
+        api._spawn(service.restore())
+
     r = app.router
     r.add_get("/api/player", get_state)
     r.add_get("/api/player/waveform", get_waveform)
@@ -294,4 +359,5 @@ def register(app: web.Application, api: Api) -> PlayerService:
     for name in ("pause", "resume", "stop", "next", "previous"):
         r.add_post(f"/api/player/{name}", command(_plain(name)))
     app.on_shutdown.append(on_shutdown)
+    app.on_startup.append(on_startup)
     return service

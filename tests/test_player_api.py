@@ -65,16 +65,21 @@ def _daemon_in_a_room(mosquitto: Any, tmp_path: Any, key_path: str) -> Iterator[
         room = VirtualRoom(period_frames=1024).start()
     except RoomError as exc:  # pragma: no cover - a machine without jackd
         pytest.skip(str(exc))
-    cfg = agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
-                                   port=free_port(), token=TOKEN, key_file=key_path,
-                                   bundle_dir=str(tmp_path / "bundles"),
-                                   audio_output=room.output_device,
-                                   room_latency_ms=4.0).check()
     try:
-        with Daemon(cfg, str(tmp_path / "token")) as daemon:
+        with Daemon(_room_config(mosquitto, tmp_path, key_path, room),
+                    str(tmp_path / "token")) as daemon:
             yield daemon
     finally:
         room.stop()
+
+
+def _room_config(mosquitto: Any, tmp_path: Any, key_path: str,
+                 room: VirtualRoom) -> agent_config.AgentConfig:
+    return agent_config.AgentConfig(broker=mosquitto.url, database=f"sqlite://{tmp_path}/a.db",
+                                    port=free_port(), token=TOKEN, key_file=key_path,
+                                    bundle_dir=str(tmp_path / "bundles"),
+                                    audio_output=room.output_device,
+                                    room_latency_ms=4.0).check()
 
 
 def call(daemon: Daemon, command: str, body: bytes = b"{}") -> tuple[int, Any]:
@@ -150,6 +155,31 @@ def test_transport_over_rest_and_events_over_the_websocket(player_daemon) -> Non
     assert len(wave["peaks"]) == 800 and max(wave["peaks"]) == 1.0
     assert len(wave["beats_s"]) == len(np.arange(0.25, TRACK_S - 0.1, BEAT_S))
     assert request(f"{daemon.url}/api/player/waveform?index=9")[0] == 404
+
+
+def test_the_set_list_survives_a_restart_stopped_at_its_track(player_daemon, mosquitto,
+                                                              tmp_path, key_path,
+                                                              caplog) -> None:
+    queue_three(player_daemon)
+    assert call(player_daemon, "play", b'{"index": 1}')[1]["index"] == 1
+    assert call(player_daemon, "stop")[1]["state"] == "stopped"
+    saved = tmp_path / "bundles" / "set_list.json"
+    assert json.loads(saved.read_text()) == {"inputs": ["one", "two", "three"], "index": 1}
+    player_daemon.__exit__(None, None, None)  # the daemon stops (the room stays)
+    cfg = _room_config(mosquitto, tmp_path, key_path, VirtualRoom())  # the same folders
+    cfg.audio_output = player_daemon.cfg.audio_output
+    with Daemon(cfg, str(tmp_path / "token")) as again:
+        wait_until(lambda: len(state(again)["tracks"]) == 3, 10)
+        restored = state(again)
+        assert restored["state"] == "stopped" and restored["index"] == 1
+        assert [t["title"] for t in restored["tracks"]] == ["one", "two", "three"]
+    # A file it cannot read: an empty set list, and the file left for a person to see.
+    saved.write_text("{not json")
+    cfg.port = free_port()
+    with Daemon(cfg, str(tmp_path / "token")) as third:
+        wait_until(lambda: "cannot read the saved set list" in caplog.text, 10)
+        assert state(third)["tracks"] == []
+    assert saved.read_text() == "{not json"
 
 
 def test_queued_files_are_analyzed_and_bad_ones_reported(analyzing_daemon, tmp_path) -> None:
