@@ -110,6 +110,17 @@ def test_a_map_s_structure_travels_in_the_bundle():
         500_000, 8_500_000, 16_500_000]
 
 
+def test_the_summary_and_the_plot_show_the_structure(tmp_path):
+    from gridcast.host.beatmaps import plot
+
+    bm = _map([Section(0.0, 8.5, "intro", 0.2), Section(8.5, 16.5, "drop", 0.9),
+               Section(16.5, 20.0, "outro", 0.1)], [0.5, 8.5, 16.5])
+    assert structure.describe(bm) == "3 phrases; intro 4 bars | drop 4 | outro 2"
+    assert structure.describe(_map([], [])) == ""
+    out = plot.render(bm, str(tmp_path / "map.png"))
+    assert os.path.getsize(out) > 10_000
+
+
 def test_a_map_without_structure_gives_the_bytes_of_before():
     src = bundling.source_from_map(_map([], []))
     assert len(bundle_builder.signed_part(src, "k")) == 3

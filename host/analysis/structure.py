@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gridcast.host.analysis.features import Features
-from gridcast.host.beatmaps.beatmap import Section
+from gridcast.host.beatmaps.beatmap import BeatMap, Section
 
 MIN_BARS = 8  # fewer bars of beats than this: no structure
 NOVELTY_SCALES_BARS = (1, 4)  # windows either side of a beat, in bars
@@ -242,3 +242,18 @@ def _phrase_levels(feats: Features, beats_s: np.ndarray, end_s: float, rows: np.
     span = lv.max() - lv.min()
     lv = (lv - lv.min()) / span if span > 1e-6 else np.full(len(lv), 0.5)
     return lv, np.array(rises)
+
+
+def describe(bm: BeatMap) -> str:
+    """One line for a map's sections: role and length in bars (beats where there are no
+    downbeats), e.g. ``intro 16 bars | buildup 8 | drop 16 | outro 8``; empty without."""
+    parts = []
+    downbeats = bm.downbeats
+    for sec in bm.sections:
+        bars = int(np.sum((downbeats >= sec.start_s) & (downbeats < sec.end_s)))
+        if not len(downbeats):
+            bars = int(np.sum((bm.beats >= sec.start_s) & (bm.beats < sec.end_s)))
+        parts.append(f"{sec.role} {bars}" + (" bars" if not parts else ""))
+    if not parts:
+        return ""
+    return f"{len(bm.phrases)} phrases; " + " | ".join(parts)

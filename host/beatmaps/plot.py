@@ -1,4 +1,5 @@
-"""A picture of a beat map: waveform, beats and downbeats, band envelopes, tempo."""
+"""A picture of a beat map: waveform, beats and downbeats, sections and phrases, band
+envelopes, tempo."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from gridcast.host.analysis import audio
 from gridcast.host.beatmaps.beatmap import BeatMap
 
 BAND_COLOURS = {"bass": "#c0392b", "mid": "#27ae60", "high": "#2980b9"}
+ROLE_COLOURS = {"intro": "#95a5a6", "verse": "#a3c4dc", "buildup": "#f5b041", "drop": "#e74c3c",
+                "chorus": "#e67e22", "break": "#5dade2", "bridge": "#af7ac5", "outro": "#7f8c8d",
+                "other": "#d5d8dc"}
 
 
 def _waveform_peaks(path: str, rate_hz: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +28,21 @@ def _waveform_peaks(path: str, rate_hz: float = 200.0) -> tuple[np.ndarray, np.n
         carry = data[n:]
     values = np.concatenate(peaks) if peaks else np.zeros(0)
     return np.arange(len(values)) * hop / info.sample_rate, values
+
+
+def _structure(ax, bm: BeatMap, start_s: float, end_s: float) -> None:
+    """Sections as shaded spans with their role (and energy) on top, phrase starts as
+    dashed lines."""
+    for sec in bm.sections:
+        if sec.end_s < start_s or sec.start_s > end_s:
+            continue
+        ax.axvspan(sec.start_s, sec.end_s, color=ROLE_COLOURS.get(sec.role, "#d5d8dc"),
+                   alpha=0.25, lw=0)
+        ax.text(max(sec.start_s, start_s), 1.0, f" {sec.role} {sec.energy:.1f}",
+                transform=ax.get_xaxis_transform(), va="top", ha="left", fontsize=8)
+    for t in bm.phrases:
+        if start_s <= t <= end_s:
+            ax.axvline(t, color="#8e44ad", lw=1.2, ls="--", alpha=0.9)
 
 
 def render(bm: BeatMap, out_png: str, audio_path: str | None = None,
@@ -53,6 +72,7 @@ def render(bm: BeatMap, out_png: str, audio_path: str | None = None,
             down = pos == 1
             ax_w.axvline(t_beat, color="#e67e22" if down else "#34495e",
                          lw=2.0 if down else 0.5 + strength, alpha=0.9 if down else 0.6)
+    _structure(ax_w, bm, start_s, end_s)
     env_t = np.arange(len(bm.envelopes["bass"])) / bm.envelope_rate_hz
     for i, (band, colour) in enumerate(BAND_COLOURS.items()):
         ax_e.fill_between(env_t, i, i + 0.9 * bm.envelopes[band], color=colour, lw=0,

@@ -62,6 +62,20 @@ def _report(outcome: batch.Outcome) -> None:
     what = "unchanged" if outcome.status == "unchanged" else f"v{outcome.version}"
     output.info(f"{outcome.audio_path} -> {outcome.out_path} ({what}, {outcome.n_beats} beats, "
                 f"{outcome.tempo_bpm:.1f} BPM)")
+    _structure_line(outcome.out_path)
+
+
+def _structure_line(map_path: str) -> None:
+    """The map's sections under its line (role and bars), when it has any."""
+    from gridcast.host.analysis.structure import describe
+    from gridcast.host.beatmaps import beatmap
+
+    try:
+        text = describe(beatmap.load(map_path))
+    except BeatMapError:
+        return  # the line above already says where the map is
+    if text:
+        output.info(f"  structure: {text}")
 
 
 def analyze_paths(paths: list[str], args: argparse.Namespace,
