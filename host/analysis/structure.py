@@ -247,7 +247,7 @@ def _phrase_levels(feats: Features, beats_s: np.ndarray, end_s: float, rows: np.
 def describe(bm: BeatMap) -> str:
     """One line for a map's sections: role and length in bars (beats where there are no
     downbeats), e.g. ``intro 16 bars | buildup 8 | drop 16 | outro 8``; empty without."""
-    parts = []
+    parts: list[str] = []
     downbeats = bm.downbeats
     for sec in bm.sections:
         bars = int(np.sum((downbeats >= sec.start_s) & (downbeats < sec.end_s)))
