@@ -291,6 +291,8 @@ class MapService:
         current = self._current(path, body)
         try:
             edited, edits = ops[str(op)](current, body)
+        except EditRefused:  # a malformed request (400), not an edit the map refuses
+            raise
         except GridcastError as exc:
             raise EditRefused(f"{name} v{current.version}: {exc}; the map is unchanged",
                               422) from exc
