@@ -11,6 +11,9 @@ from gridcast.protocol import frames, messages, topics
 from gridcast.protocol.reasons import BAD_FRAME, TOO_LARGE
 
 ERROR_REPLY_MS = 100
+# What a TLS handshake may hold the event loop for, in blocking mbedTLS steps (ECDHE and
+# certificate checks on P-256): 46 ms in all on the unix port on x86; an ESP32 is slower.
+TLS_HANDSHAKE_WORK_US = 150_000
 
 
 def _tls_from(app):
@@ -43,11 +46,13 @@ class MqttLink:
                      topics.SYNC_REQ, topics.SYNC_RESP, topics.TELEMETRY):
             self.topic[leaf] = topics.device_topic(device_id, leaf)
         lost = app.status_message("lost")
+        tls = _tls_from(app)
         self.client = MqttClient(device_id, host, port,
                                  will=(self.topic[topics.STATUS], lost, 1, True),
                                  on_message=self._on_message, on_connect=self._on_connect,
                                  username=username, password=password,
-                                 tls=_tls_from(app), log=app.board.log)
+                                 tls=tls, log=app.board.log,
+                                 before_connect=self._quiet if tls is not None else None)
         # Subscribed again on every (re)connect by the client.
         for leaf in (topics.CMD, topics.BUNDLE, topics.SYNC_RESP):
             self.client.subscriptions.append((self.topic[leaf], topics.QOS[leaf]))
@@ -56,6 +61,9 @@ class MqttLink:
     @property
     def connected(self):
         return self.client.connected
+
+    async def _quiet(self):
+        await self.app.player.quiet(TLS_HANDSHAKE_WORK_US)
 
     async def _on_connect(self):
         # Retained: an agent that connects later still learns versions and limits.

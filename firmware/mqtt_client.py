@@ -164,10 +164,14 @@ async def open_stream(host, port, tls=None, timeout_ms=5000):
 
 class MqttClient:
     def __init__(self, client_id, host, port, keepalive_s=10, will=None, on_message=None,
-                 on_connect=None, username="", password="", tls=None, log=None):
+                 on_connect=None, username="", password="", tls=None, log=None,
+                 before_connect=None):
         self.client_id = client_id
         self.tls = tls  # an ssl.SSLContext (tls_context) or None for plain TCP
         self.log = log  # callable(text): the device's log
+        # awaited before each attempt: the TLS handshake computes in blocking steps, so the
+        # app starts it just after a beat (Player.quiet), not just before one
+        self.before_connect = before_connect
         self.last_error = ""  # why the last attempt failed ("" once connected)
         self.failures = 0  # connection attempts that failed
         self.handshake_ms = 0  # TCP (+ TLS) + CONNACK of the last connect
@@ -245,6 +249,8 @@ class MqttClient:
         delay_ms = 250
         while True:
             try:
+                if self.before_connect is not None:
+                    await self.before_connect()
                 await self._connect_once()
                 delay_ms = 250
                 if self.on_connect is not None:
