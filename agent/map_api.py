@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 EDITOR_PAGE = os.path.join(os.path.dirname(__file__), "dashboard", "editor.html")
 MAP_SUFFIXES = (".beatmap.json", ".beatmap.msgpack")
-HEAD_FIELDS = re.compile(r'"(version|tempo_bpm)": ([0-9.]+)')
+HEAD_FIELDS = re.compile(r'"(version|tempo_bpm)":\s*([0-9.]+)')  # indented or compact JSON
 PEAKS_PER_S = 100  # audio peaks a second for the waveform (the envelopes have 50)
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
                ".oga": "audio/ogg", ".mp3": "audio/mpeg", ".aif": "audio/aiff",
