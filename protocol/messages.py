@@ -15,7 +15,8 @@ from .errors import ProtocolError
 from .reasons import INCONSISTENT, LIMIT_EXCEEDED, MALFORMED, RATE_OUT_OF_RANGE, UNKNOWN_MESSAGE
 
 # 2: playback rate (play, seek, rate), live beats and envelopes, light offset.
-PROTOCOL_VERSION = 2
+# 3: sealed messages, key rotation, hello.auth / boot / key_ids (docs/protocol.md 11).
+PROTOCOL_VERSION = 3
 MAX_MESSAGE_BYTES = 65536
 MAX_TEXT_BYTES = 256
 MAX_LIST_ITEMS = 1024
