@@ -91,6 +91,11 @@ def test_grid_edits_keep_the_bars_and_sections_consistent(map_file):
     assert [(s.start_s, s.end_s) for s in merged.sections] == [(s.start_s, s.end_s)
                                                                for s in m.sections]
     assert corrections.set_section_role(m, 0, "drop").sections[0].role == "drop"
+    empty = beatmap.load(map_file)
+    empty.beats, empty.beat_in_bar, empty.beat_strength = np.zeros(0), np.zeros(0, int), \
+        np.zeros(0)
+    fresh = corrections.regrid(empty, 120.0, 1.0)  # a map without beats: tap a grid in
+    assert fresh.beats[0] == 0.0 and fresh.beat_in_bar[:4].tolist() == [3, 4, 1, 2]
     bare = beatmap.load(map_file)
     bare.sections = []
     assert [(s.start_s, s.end_s) for s in corrections.split_section(bare, 10.0).sections] \

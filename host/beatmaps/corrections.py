@@ -210,19 +210,24 @@ def set_downbeat(base: BeatMap, at_s: float, meter: int | None = None) -> BeatMa
 
 def regrid(base: BeatMap, tempo_bpm: float, anchor_s: float) -> BeatMap:
     """A constant-tempo grid (a tapped tempo) through the beat nearest ``anchor_s``, over
-    the whole track; that beat keeps its place in the bar, the others follow the meter."""
+    the whole track; that beat keeps its place in the bar, the others follow the meter
+    (a map without beats gets a grid with a downbeat at ``anchor_s``)."""
     if not 20 <= tempo_bpm <= 400:
         raise BeatMapError(f"tempo {tempo_bpm!r} BPM is out of range (20-400)")
-    if len(base.beats) == 0:
-        raise BeatMapError("the map has no beats to anchor a tempo on")
+    if not np.isfinite(anchor_s) or anchor_s < 0:
+        raise BeatMapError(f"a tempo cannot be anchored at {anchor_s!r} s (times are >= 0)")
     out = copy.deepcopy(base)
+    if len(base.beats) == 0:  # a map without beats: the grid starts a bar at anchor_s
+        base = copy.deepcopy(base)
+        base.beats, base.beat_in_bar = np.array([anchor_s]), np.ones(1, dtype=np.int64)
+        base.beat_strength = np.ones(1)
     i = int(np.argmin(np.abs(base.beats - anchor_s)))
     anchor, period = float(base.beats[i]), 60.0 / tempo_bpm
     end = max(base.duration_s, float(base.beats[-1]))
     ks = np.arange(-int(anchor / period), int((end - anchor) / period) + 1)
     beats = anchor + ks * period
     beats = beats[(beats >= 0) & (beats <= end)]
-    meter = base.meter or 4
+    meter = out.meter or 4  # out still holds the original beats here
     k0 = int(np.argmin(np.abs(beats - anchor)))
     phase = int(base.beat_in_bar[i]) - 1
     out.beats = beats
