@@ -20,12 +20,11 @@ import os
 import ssl
 from typing import TYPE_CHECKING
 
+from gridcast.agent.config import LOCAL_BINDS
 from gridcast.protocol.errors import GridcastError
 
 if TYPE_CHECKING:
     from gridcast.agent.config import AgentConfig
-
-LOCAL_BINDS = ("127.0.0.1", "localhost", "::1")
 
 
 class HttpsError(GridcastError):

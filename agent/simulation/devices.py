@@ -110,23 +110,20 @@ class SimDevice:
 def device_broker(broker: str, ca_pem: str = "") -> tuple[str, str]:
     """(config.json's broker, its ca_pem) for a broker given as HOST:PORT, mqtt://,
     mqtts://HOST:PORT (with ``ca_pem``) or mqtts://HOST:PORT?ca=FILE."""
-    if broker.startswith("mqtt://"):
-        return broker[len("mqtt://"):].split("?", 1)[0], ""
-    if not broker.startswith("mqtts://"):
-        if ca_pem and broker:
-            return "mqtts://" + broker, ca_pem
-        return broker, ""
-    from urllib.parse import parse_qs, urlparse
+    if "://" not in broker:
+        return ("mqtts://" + broker, ca_pem) if ca_pem and broker else (broker, "")
+    from gridcast.agent import broker_url
 
-    parsed = urlparse(broker)
-    ca_file = parse_qs(parsed.query).get("ca", [""])[-1]
-    if ca_file and not ca_pem:
-        with open(ca_file, encoding="ascii") as f:
+    address = broker_url.parse(broker)
+    if address.tls is None:
+        return f"{address.host}:{address.port}", ""
+    if address.tls.ca_file and not ca_pem:
+        with open(address.tls.ca_file, encoding="ascii") as f:
             ca_pem = f.read()
     if not ca_pem:
         raise GridcastError(f"simulated devices on {broker}: give the CA (?ca=FILE) they "
                             "verify the broker with")
-    return f"mqtts://{parsed.hostname}:{parsed.port or 8883}", ca_pem
+    return f"mqtts://{address.host}:{address.port}", ca_pem
 
 
 class Simulator:
