@@ -78,7 +78,8 @@ def run_job(job: Job, params: AnalyzerParams, max_duration_s: float,
         feats = (importing.AudioFeatures(job.audio_path, params, max_duration_s)
                  if job.audio_path else None)
         bm = importing.to_beatmap(track, feats, params)
-        status = versions.save_version(bm, job.out_path, importing.history_entry(bm), fmt)
+        status = versions.save_version(bm, job.out_path, importing.history_entry(bm), fmt,
+                                       durable=False)
     except (GridcastError, OSError) as exc:
         reason = str(exc) if isinstance(exc, GridcastError) else f"{exc.strerror or exc}"
         return TrackOutcome(track.track_id, track.describe(), "failed", reason)
@@ -95,10 +96,13 @@ def run_jobs(jobs: list[Job], workers: int, params: AnalyzerParams | None = None
     in job order."""
     params = params or AnalyzerParams()
     results: dict[int, TrackOutcome] = {}
-    for index, outcome in _iter(jobs, workers, params, max_duration_s, fmt):
-        results[index] = outcome
-        if on_done:
-            on_done(outcome)
+    try:
+        for index, outcome in _iter(jobs, workers, params, max_duration_s, fmt):
+            results[index] = outcome
+            if on_done:
+                on_done(outcome)
+    finally:
+        versions.sync_all()  # the maps reach the disk even when the batch is interrupted
     return [results[i] for i in range(len(jobs))]
 
 

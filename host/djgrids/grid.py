@@ -94,30 +94,26 @@ def beats_from_markers(markers: list[TempoMarker], end_s: float) -> tuple[np.nda
     if not markers:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     ordered = sorted(markers, key=lambda m: m.time_s)
-    times: list[np.ndarray] = []
-    positions: list[np.ndarray] = []
-    first = ordered[0]
-    period = 60.0 / first.bpm
-    n_before = int(np.floor(first.time_s / period + 1e-9))
-    if n_before > 0:
-        k = np.arange(-n_before, 0)
-        times.append(first.time_s + k * period)
-        positions.append((first.beat - 1 + k) % first.meter + 1)
-    for i, marker in enumerate(ordered):
-        period = 60.0 / marker.bpm
-        stop = ordered[i + 1].time_s - MARKER_SNAP_FRACTION * period \
-            if i + 1 < len(ordered) else end_s + 1e-9
-        n = max(1, int(np.floor((stop - marker.time_s) / period)) + 1) \
-            if stop > marker.time_s else 1
-        k = np.arange(n)
-        seg = marker.time_s + k * period
-        seg_pos = (marker.beat - 1 + k) % marker.meter + 1
-        keep = seg < stop if i + 1 < len(ordered) else seg <= end_s + 1e-9
-        keep[0] = True  # the marker's own beat always stands
-        times.append(seg[keep])
-        positions.append(seg_pos[keep])
-    beats = np.concatenate(times)
-    bib = np.concatenate(positions).astype(np.int64)
+    t = np.array([m.time_s for m in ordered])
+    period = 60.0 / np.array([m.bpm for m in ordered])
+    first_beat = np.array([m.beat for m in ordered])
+    meter = np.array([m.meter for m in ordered])
+    # Beats of marker i: t[i] + k * period[i] for k = 0 .. n[i] - 1, all at once. Between
+    # markers k runs while the beat is before the next marker's snap zone; after the last
+    # one until end_s.
+    stop = np.r_[t[1:] - MARKER_SNAP_FRACTION * period[:-1], np.nan]
+    n = np.ones(len(t), dtype=np.int64)
+    mid = stop[:-1] > t[:-1]
+    n[:-1][mid] = np.maximum(1, np.ceil((stop[:-1][mid] - t[:-1][mid]) / period[:-1][mid]))
+    if end_s >= t[-1]:
+        n[-1] = int(np.floor((end_s + 1e-9 - t[-1]) / period[-1])) + 1
+    n_before = int(np.floor(t[0] / period[0] + 1e-9))
+    seg = np.repeat(np.arange(len(t)), n)
+    k = np.arange(len(seg)) - np.repeat(np.cumsum(n) - n, n)
+    k = np.r_[np.arange(-n_before, 0), k]  # drawn back to the start at the first tempo
+    seg = np.r_[np.zeros(n_before, dtype=np.int64), seg]
+    beats = t[seg] + k * period[seg]
+    bib = ((first_beat[seg] - 1 + k) % meter[seg] + 1).astype(np.int64)
     inside = (beats >= 0) & (beats <= max(end_s, 0.0) + 1e-9)
     beats, bib = beats[inside], bib[inside]
     order = np.argsort(beats, kind="stable")

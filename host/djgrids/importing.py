@@ -61,12 +61,13 @@ def grid_tempo_curve(beats: np.ndarray) -> np.ndarray:
 
 def grid_digest(track: DjTrack, beats: np.ndarray, bib: np.ndarray) -> str:
     """A short hash of what was imported: the same grid, cues and phrases give the same."""
-    payload = json.dumps({"beats": [round(float(t), 5) for t in beats],
-                          "bib": [int(b) for b in bib],
-                          "cues": [c.to_dict() for c in track.cues],
-                          "phrases": [(round(p.start_s, 4), p.label) for p in track.phrases],
-                          "v": IMPORTER_VERSION}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(IMPORTER_VERSION.encode())
+    digest.update(np.round(np.asarray(beats, dtype=np.float64), 5).tobytes())
+    digest.update(np.asarray(bib, dtype=np.int64).tobytes())
+    digest.update(json.dumps([[c.to_dict() for c in track.cues],
+                              [(round(p.start_s, 4), p.label) for p in track.phrases]]
+                             ).encode())
+    return digest.hexdigest()[:16]
 
 
 def _sections(track: DjTrack, env: dict[str, np.ndarray] | None, rate_hz: float,

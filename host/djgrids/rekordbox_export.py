@@ -29,8 +29,8 @@ MAX_HOT_CUES = 8
 def _fits(beats: np.ndarray, bib: np.ndarray, i: int, j: int, start: float, meter: int,
           ) -> tuple[bool, float]:
     """Whether one marker at beats[i] (rounded ``start``) reproduces beats i..j, and its BPM."""
-    bpm = round(60.0 * (j - i) / (beats[j] - start), 2) if j > i else \
-        round(60.0 / (beats[i + 1] - beats[i]), 2)
+    bpm = round(60.0 * (j - i) / float(beats[j] - start), 2) if j > i else \
+        round(60.0 / float(beats[i + 1] - beats[i]), 2)
     if bpm <= 0:
         return False, bpm
     k = np.arange(j - i + 1)
@@ -39,8 +39,45 @@ def _fits(beats: np.ndarray, bib: np.ndarray, i: int, j: int, start: float, mete
     return bool(err.max() <= MAX_ERROR_S and same_bars), bpm
 
 
-def tempo_markers(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarker]:
-    """The fewest markers (greedy) that reproduce ``beats`` within MAX_ERROR_S."""
+def _bpm_below(interval_s: float) -> float:
+    """The largest 0.01-BPM tempo whose beat period is longer than ``interval_s``, within
+    the 20-400 BPM a marker may have."""
+    return float(np.clip(np.floor(6000.0 / interval_s - 1e-9) / 100.0, 20.0, 400.0))
+
+
+def tempo_markers(beats: np.ndarray, beat_in_bar: np.ndarray,
+                  end_s: float | None = None) -> list[TempoMarker]:
+    """Markers that reproduce ``beats`` within MAX_ERROR_S (greedy: few of them).
+
+    rekordbox also draws beats before the first marker and after the last one up to the
+    track's end (``end_s``): where the map has none there, the edge marker's tempo is
+    set just slow enough that rekordbox draws none either.
+    """
+    markers = _greedy(beats, beat_in_bar)
+    if len(beats) < 5:
+        return markers
+    meter = markers[0].meter
+    head: list[TempoMarker] = []
+    lo, hi = 0, len(beats)
+    if markers[0].time_s >= 60.0 / markers[0].bpm - 1e-9:
+        interval = max(beats[1] - beats[0], markers[0].time_s + 1e-3)
+        head = [TempoMarker(markers[0].time_s, _bpm_below(interval), int(beat_in_bar[0]),
+                            meter)]
+        lo = 1
+        markers = _greedy(beats[lo:], beat_in_bar[lo:])
+    if end_s is not None:
+        last = markers[-1]
+        drawn = int(np.floor((end_s - last.time_s) * last.bpm / 60.0 + 1e-9)) + 1
+        if drawn > int(np.sum(beats >= last.time_s - 1e-6)):
+            hi = len(beats) - 1
+            tail = TempoMarker(round(float(beats[-1]), 3),
+                               _bpm_below(end_s - float(beats[-1]) + 1e-3),
+                               int(beat_in_bar[-1]), meter)
+            markers = [*_greedy(beats[lo:hi], beat_in_bar[lo:hi]), tail]
+    return head + markers
+
+
+def _greedy(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarker]:
     n = len(beats)
     if n < 2:
         raise DjGridError("a grid needs at least two beats to export")
@@ -50,7 +87,7 @@ def tempo_markers(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarke
     while i < n:
         start = round(float(beats[i]), 3)
         if i == n - 1:
-            bpm = markers[-1].bpm if markers else round(60.0 / (beats[1] - beats[0]), 2)
+            bpm = markers[-1].bpm if markers else round(60.0 / float(beats[1] - beats[0]), 2)
             markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
             break
         ok, bpm = _fits(beats, beat_in_bar, i, i + 1, start, meter)
@@ -75,8 +112,7 @@ def tempo_markers(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarke
             gap = beats[good + 1] - beats[good]
             if gap > (1 + MARKER_SNAP_FRACTION) * period or (
                     good - i >= 2 and abs(gap - period) > MAX_ERROR_S):
-                good -= 1
-                bpm = _fits(beats, beat_in_bar, i, good, start, meter)[1]
+                good -= 1  # the tempo that fits the longer run fits this one too
         markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
         i = good + 1
     return markers
@@ -99,7 +135,7 @@ def _track_element(bm: BeatMap, map_path: str, track_id: int) -> ET.Element:
         "Location": file_url_from_path(location),
         "Comments": f"gridcast map v{bm.version}",
     })
-    for m in tempo_markers(bm.beats, bm.beat_in_bar):
+    for m in tempo_markers(bm.beats, bm.beat_in_bar, float(round(duration))):
         ET.SubElement(track, "TEMPO", {"Inizio": f"{m.time_s:.3f}", "Bpm": f"{m.bpm:.2f}",
                                        "Metro": f"{m.meter}/4", "Battito": str(m.beat)})
     hot = 0

@@ -8,7 +8,9 @@ was the same grid from the same audio is left alone ("unchanged").
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
 from gridcast.host.beatmaps import beatmap
 from gridcast.host.beatmaps.beatmap import BeatMap
@@ -41,7 +43,42 @@ def same_import(old: BeatMap, new: BeatMap) -> bool:
             and old.metadata.get("envelope_source") == new.metadata.get("envelope_source"))
 
 
-def save_version(new: BeatMap, path: str, entry: dict, fmt: str | None = None) -> str:
+def _encode(bm: BeatMap, fmt: str) -> bytes:
+    """JSON without indentation (the same map, a third of the time to write: a 1,000-track
+    collection is mostly this), msgpack as beatmap.encode writes it."""
+    if fmt == "json":
+        return (json.dumps(bm.to_dict(), separators=(",", ":")) + "\n").encode()
+    return beatmap.encode(bm, fmt)
+
+
+def write_atomically(payload: bytes, path: str, durable: bool = True) -> None:
+    """A complete file at ``path`` or none: written beside it, then renamed. ``durable``
+    also waits for the disk (fsync) first; a batch passes False and syncs once at its end
+    (``sync_all``): an fsync a file was a third of a 1,000-track import."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sync_all() -> None:
+    """Flush what a batch wrote with ``durable=False`` to the disk, once."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def save_version(new: BeatMap, path: str, entry: dict, fmt: str | None = None,
+                 durable: bool = True) -> str:
     """Save ``new`` at ``path`` as the next version; "written" or "unchanged"."""
     old = _existing(path)
     if old is not None and same_import(old, new):
@@ -51,7 +88,7 @@ def save_version(new: BeatMap, path: str, entry: dict, fmt: str | None = None) -
     new.history = [*(old.history if old is not None else []),
                    {"version": new.version, **entry}]
     staged = path + ".new"
-    beatmap.save(new, staged, fmt or beatmap.format_for(path))
+    write_atomically(_encode(new, fmt or beatmap.format_for(path)), staged, durable)
     try:
         if os.path.exists(path):
             os.replace(path, _kept_path(path, old.version if old is not None else 0))
