@@ -64,9 +64,10 @@ def main_py(board: str, **board_args: int) -> str:
 def config_json(device_id: str, key: bytes, broker: str = "", led_count: int = 16,
                 led_pin: int = 48, serial: bool = True, mqtt_user: str = "",
                 mqtt_password: str = "", ca_pem: str = "", client_cert_pem: str = "",
-                client_key_pem: str = "") -> str:
+                client_key_pem: str = "", command_key: bytes = b"") -> str:
     """The device's config.json. A ``mqtts://`` broker needs ``ca_pem`` (the site CA the
-    device verifies the broker with); the client certificate and key are optional."""
+    device verifies the broker with); the client certificate and key are optional.
+    ``command_key``: the device then takes only sealed commands (docs/protocol.md 11)."""
     cfg: dict[str, object] = {"device_id": device_id, "key_hex": key.hex(), "broker": broker,
                               "led_count": led_count, "led_pin": led_pin, "serial": serial}
     if mqtt_user:
@@ -75,4 +76,6 @@ def config_json(device_id: str, key: bytes, broker: str = "", led_count: int = 1
                       ("client_key_pem", client_key_pem)):
         if pem:
             cfg[name] = pem
+    if command_key:
+        cfg["command_key"] = command_key.hex()
     return json.dumps(cfg, indent=1) + "\n"

@@ -11,7 +11,7 @@ regenerates mosquitto's ACL file from those roles:
 - the agent user alone may send commands and bundles, and reads everything of the tree
   (its collectors use the shared subscription).
 
-It writes the device's config.json (credentials, broker, site key) for
+It writes the device's config.json (credentials, broker, site key, command key) for
 ``gridcast flash --config`` and prints nothing secret. Re-provisioning a device
 rotates its password.
 
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from gridcast.agent import device_files, mosquitto_conf
 from gridcast.agent.site_ca import SiteCA, broker_names
 from gridcast.protocol import topics
+from gridcast.protocol.command_auth import device_key
 from gridcast.protocol.errors import GridcastError
 
 AGENT_USER = "gridcast-agent"
@@ -257,7 +258,8 @@ class Provisioner:
                 f.write(device_files.config_json(user, key, url, mqtt_user=user,
                                                  mqtt_password=password, ca_pem=ca_pem,
                                                  client_cert_pem=cert_pem,
-                                                 client_key_pem=key_pem))
+                                                 client_key_pem=key_pem,
+                                                 command_key=device_key(key, user)))
             os.chmod(tmp, 0o600)
             os.replace(tmp, config_path)
         elif role == "agent":

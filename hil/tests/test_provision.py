@@ -12,6 +12,7 @@ import pytest
 
 from gridcast.agent import deploy
 from gridcast.agent.broker import Mosquitto
+from gridcast.agent.command_signer import CommandSigner
 from gridcast.agent.provisioning import Provisioner
 from gridcast.agent.simulation.devices import Simulator
 from gridcast.agent.transport import open_transport
@@ -77,7 +78,8 @@ def test_provisioned_fleet_is_fenced_into_its_own_topics(tmp_path, key):
 
             async def scenario():
                 async with open_transport(broker.url, username="gridcast-agent",
-                                          password=agent.password) as t:
+                                          password=agent.password,
+                                          signer=CommandSigner(key)) as t:
                     await t.wait_online(["sec-01", "sec-02"], timeout_s=30)
                     results = await deploy.deploy(t, ["sec-01", "sec-02"],
                                                   make_bundle(key, 0.3, track="sec"), "sec", 1)
