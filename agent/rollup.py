@@ -161,7 +161,13 @@ class Rollup:
                 expected = seq + 1
             self.checked[(device_id, boot)] = seqs[-1]
         if found:
+            # One line per device and pass: a device throttled by the ingest rate limit
+            # leaves a gap after nearly every batch it is allowed.
+            per_device: dict[str, list[tuple[int, int]]] = {}
             for device_id, _, first, count, _ in found:
-                log.warning("telemetry gap: %s lost %d batch(es) from seq %d", device_id, count,
-                            first)
+                per_device.setdefault(device_id, []).append((first, count))
+            for device_id, gaps in per_device.items():
+                log.warning("telemetry gap: %s lost %d batch(es) from seq %d%s", device_id,
+                            sum(c for _, c in gaps), gaps[0][0],
+                            f" ({len(gaps)} gaps)" if len(gaps) > 1 else "")
             self.store.add_telemetry([], gaps=found)
