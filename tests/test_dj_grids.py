@@ -4,6 +4,7 @@ with Serato GEOB frames (written with mutagen), damaged libraries, and round tri
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -223,6 +224,21 @@ def test_serato_tags_in_an_mp3_and_the_audio_as_its_own_grid_source(tmp_path, ca
     assert np.allclose(np.diff(bm.beats[bm.beats > 4.4]), 60 / 130, atol=2e-4)
     assert bm.history == [{"version": 1, **bm.history[0]}] and \
         bm.history[0]["source"] == {"format": "serato", "file": mp3, "track_id": ""}
+    # FLAC: Vorbis comments holding base64 of "application/octet-stream\0\0<name>\0<payload>".
+    from mutagen.flac import FLAC
+
+    flac = str(tmp_path / "other.flac")
+    sf.write(flac, signal, SR)
+    tagged = FLAC(flac)
+    head = b"application/octet-stream\x00\x00Serato BeatGrid\x00"
+    tagged["SERATO_BEATGRID"] = base64.b64encode(head + grid).decode().rstrip("=")
+    tagged.save()
+    assert main(["analyze", flac, mp3, "--grid-from", "serato", "-o", str(tmp_path / "maps")]) == 0
+    from_flac = beatmap.load(str(tmp_path / "maps" / "other.beatmap.json"))
+    assert from_flac.history[0]["source"] == {"format": "serato", "file": flac, "track_id": ""}
+    assert np.allclose(from_flac.beats, bm.beats)
+    assert main(["analyze", flac, mp3, "--grid-from", mp3]) == 1
+    assert "holds the grid of one track but 2 audio files" in capsys.readouterr().err
     with pytest.raises(DjGridError, match="unknown header"):
         serato_tags.parse_beatgrid(b"\x02\x00" + grid[2:], "x")
     with pytest.raises(DjGridError, match="says 3 markers but holds 2"):

@@ -13,6 +13,7 @@ from gridcast.host.djgrids.matching import find_track
 LIBRARY_EXTENSIONS = {".xml": rekordbox_xml.read, ".nml": traktor_nml.read}
 ANLZ_EXTENSIONS = (".dat", ".ext", ".2ex")
 TAGGED_AUDIO_EXTENSIONS = (".mp3", ".flac", ".m4a", ".mp4", ".aif", ".aiff", ".ogg", ".wav")
+OWN_TAGS = "serato"  # --grid-from serato: each audio file's own Serato tags
 KINDS = ("a rekordbox XML collection (.xml), a Traktor collection (.nml), a rekordbox "
          "analysis file (ANLZ*.DAT/.EXT) or an audio file with Serato tags")
 
@@ -40,9 +41,17 @@ def read_library(path: str) -> Library:
     return reader(path)
 
 
+def describes_one_track(grid_from: str) -> bool:
+    """Whether ``grid_from`` holds one track's grid (an ANLZ file, one tagged audio file),
+    so that it cannot serve several audio files."""
+    return grid_from != OWN_TAGS and kind_of(grid_from) in ("anlz", "serato")
+
+
 def grid_for_audio(grid_from: str, audio_path: str, duration_s: float | None) -> DjTrack:
     """The DJ grid of ``audio_path`` from ``grid_from`` (a library: matched by location,
-    then by file name and duration)."""
+    then by file name and duration; ``serato``: the audio file's own tags)."""
+    if grid_from == OWN_TAGS:
+        return serato_tags.read(audio_path)
     if not os.path.exists(grid_from):
         raise DjGridError(f"{grid_from}: no such file (--grid-from takes {KINDS})")
     kind = kind_of(grid_from)

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "analysis cache")
     p.add_argument("--grid-from", metavar="FILE", help="take beats, downbeats, cues and "
                    "phrases from a DJ grid: rekordbox XML, ANLZ .DAT/.EXT, Traktor NML, or "
-                   "the audio file itself for Serato tags (docs/dj_grids.md)")
+                   "'serato' for each audio file's own Serato tags (docs/dj_grids.md)")
     p.add_argument("--watch", metavar="DIR", help="after analyzing the inputs, keep "
                    "analyzing new and changed audio under DIR until Ctrl-C")
 

@@ -98,6 +98,10 @@ def analyze_with_grid(args: argparse.Namespace) -> int:
     if not inputs:
         raise BeatMapError("--grid-from needs the audio files it describes: gridcast analyze "
                            "AUDIO --grid-from FILE")
+    if len(inputs) > 1 and sources.describes_one_track(args.grid_from):
+        raise BeatMapError(f"{args.grid_from} holds the grid of one track but {len(inputs)} "
+                           "audio files were given: give one, or a library (.xml, .nml), or "
+                           "--grid-from serato for each file's own Serato tags")
     corr = corrections.Corrections(offset_ms=args.offset_ms or 0.0, source="command line")
     if args.overrides:
         corr = corrections.load_override_file(args.overrides).merged(corr)
