@@ -28,9 +28,11 @@ the history entry says what changed, who (the API token's name) and when.
                                      "max_drift_ms", "force", "wait"}: bundle with the
                                      agent's key, keep it, run the deployment service
 
-A write on a stale page (``base_version`` is not the file's version) is refused with
-409; an edit the map cannot take (beats out of order, no such section) with 422, and
-the file is left as it was.
+Each saved version is announced on the WebSocket (/ws) as ``{"type": "map", "name",
+"version", "change", "by"}``, so other open editors load it. A write on a stale page
+(``base_version`` is not the file's version) is refused with 409; an edit the map
+cannot take (beats out of order, no such section) with 422, and the file is left as it
+was.
 """
 
 from __future__ import annotations
@@ -395,7 +397,12 @@ def register(app: web.Application, api: Api) -> MapService:
             name, data = request.match_info["name"], await body(request)
             path = await asyncio.to_thread(service.path, name)
             async with service._lock(path):  # one edit of a map at a time
-                return await asyncio.to_thread(action, name, data, token_name(api, request))
+                saved = await asyncio.to_thread(action, name, data, token_name(api, request))
+            if api.sockets:  # other open editors follow (their next write would be stale)
+                entry = saved["history"][-1] if saved["history"] else {}
+                api._broadcast({"type": "map", "name": name, "version": saved["version"],
+                                "change": entry.get("change"), "by": entry.get("by")})
+            return saved
         return run
 
     async def deploy(request: web.Request) -> web.Response:

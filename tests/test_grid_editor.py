@@ -216,9 +216,14 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
             await key(cdp, "m")
             await cdp.wait_for("editor.map.version === 6 && !editor.busy", timeout_s=5)
             merged = await cdp.evaluate("editor.map.sections.length")
-            return {"refused": refused, "split": split, "merged": merged, "timing": timing,
-                    "span": span, "moved": moved, "tapped": tapped, "tempo": tempo,
-                    "status": status}
+            # an edit made elsewhere (the API, the config's token) shows up in the page
+            await asyncio.to_thread(post, daemon, f"/api/maps/{NAME}/edit",
+                                    {"op": "shift", "offset_ms": 5, "base_version": 6})
+            await cdp.wait_for("editor.map.version === 7", timeout_s=5)
+            elsewhere = await cdp.evaluate("document.getElementById('status').textContent")
+            return {"elsewhere": elsewhere, "refused": refused, "split": split,
+                    "merged": merged, "timing": timing, "span": span, "moved": moved,
+                    "tapped": tapped, "tempo": tempo, "status": status}
 
     try:
         seen = asyncio.run(scenario())
@@ -229,7 +234,8 @@ def test_the_page_drags_a_beat_taps_the_tempo_and_undoes_with_real_input(daemon,
     assert seen["refused"][:2] == [2, pytest.approx(first.beats[5], abs=1e-4)]
     assert "must stay in order" in seen["refused"][2]
     assert 118 < seen["tapped"] < 122 and 118 < seen["tempo"] < 122
-    final = beatmap.load(map_file)
+    assert "version 7 was saved elsewhere (edit by default)" in seen["elsewhere"]
+    final = beatmap.load(map_file.replace(".json", ".v6.json"))
     assert final.version == 6 and [e["by"] for e in final.history[1:]] == ["lighting-desk"] * 5
     assert [e["change"] for e in final.history[1:]] == ["edit", "edit", "undo", "edit", "edit"]
     v2 = beatmap.load(map_file.replace(".json", ".v2.json"))
