@@ -293,13 +293,13 @@ class MapService:
         current = self._current(path, body)
         try:
             edited, edits = ops[str(op)](current, body)
+            saved = corrections.save_version(path, current, edited, "edit", edits, by)
         except EditRefused:  # a malformed request (400), not an edit the map refuses
             raise
         except GridcastError as exc:
             raise EditRefused(f"{name} v{current.version}: {exc}; the map is unchanged",
                               422) from exc
-        saved = self._remember(path, corrections.save_version(path, current, edited, "edit",
-                                                              edits, by))
+        self._remember(path, saved)
         return self.compact(name, saved, envelopes=False)
 
     def undo(self, name: str, body: dict[str, Any], by: str) -> dict[str, Any]:

@@ -142,6 +142,9 @@ def test_the_api_saves_edits_refuses_disorder_and_stale_pages(daemon, map_file):
     assert status == 409 and "version 2" in stale["error"]
     status, v3 = post(daemon, f"/api/maps/{NAME}/undo", {"base_version": 2})
     assert status == 200 and v3["version"] == 3 and v3["beats"] == m["beats"]
+    status, answer = post(daemon, f"/api/maps/{NAME}/edit",  # on a beat: two at one time
+                          {"op": "add_beat", "at_s": m["beats"][20], "base_version": 3})
+    assert status == 422 and "must stay in order" in answer["error"]
     middle = round((m["beats"][20] + m["beats"][21]) / 2, 4)
     status, v4 = post(daemon, f"/api/maps/{NAME}/edit",
                       {"op": "add_beat", "at_s": middle, "base_version": 3})

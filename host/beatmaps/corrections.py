@@ -167,14 +167,19 @@ def apply(base: BeatMap, corr: Corrections) -> BeatMap:
 # Each takes a map and returns a new one (the base is not modified), or raises
 # BeatMapError saying why the edit is refused; ``save_version`` then stores it.
 
-def _retime(out: BeatMap) -> BeatMap:
-    """Tempo fields from the (edited) beats; refuses beats that are not ascending."""
-    steps = np.diff(out.beats)
+def check_order(beats: np.ndarray) -> None:
+    """Refuse beats that are not strictly ascending as the file stores them (0.1 ms)."""
+    steps = np.diff(np.round(beats, 4))
     if np.any(steps <= 0):
         i = int(np.flatnonzero(steps <= 0)[0])
         raise BeatMapError(f"beat {i + 1} would be at or after beat {i + 2} "
-                           f"({out.beats[i]:.3f} s >= {out.beats[i + 1]:.3f} s): beats must "
+                           f"({beats[i]:.4f} s >= {beats[i + 1]:.4f} s): beats must "
                            "stay in order; move it less far or delete a beat first")
+
+
+def _retime(out: BeatMap) -> BeatMap:
+    """Tempo fields from the (edited) beats; refuses beats that are not ascending."""
+    check_order(out.beats)
     out.tempo_curve_times = out.beats.copy()
     out.tempo_curve_bpm = local_tempo(out.beats, np.zeros(0))
     out.tempo_bpm = global_tempo(out.beats)
@@ -309,9 +314,11 @@ def save_version(path: str, current: BeatMap, edited: BeatMap, change: str,
                  edits: dict[str, Any], by: str) -> BeatMap:
     """Store ``edited`` as version ``current.version + 1`` at ``path``: the history gets
     ``{version, change, edits, by, created_at}``, the previous file is kept as
-    ``<name>.v<N>.<ext>`` (as analysis does), and the swap is atomic."""
+    ``<name>.v<N>.<ext>`` (as analysis does), and the swap is atomic. Beats out of order
+    raise BeatMapError and nothing is written."""
     from gridcast.host.library.batch import _kept_version_path
 
+    check_order(edited.beats)  # every edit: a map that would not load is never written
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     edited.version = current.version + 1
     edited.history = [*current.history, {"version": edited.version, "change": change,
