@@ -119,7 +119,8 @@ def to_beatmap(track: DjTrack, audio_feats: AudioFeatures | None,
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     metadata.update({
         "created_at": created,
-        "grid_source": {"format": track.source_format, "file": track.source_file,
+        "grid_source": {"format": track.source_format,
+                        "file": os.path.abspath(track.source_file),
                         "track_id": track.track_id, "location": track.location,
                         "title": track.title, "artist": track.artist,
                         "digest": grid_digest(track, beats, bib)},
