@@ -51,8 +51,16 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(out)
 
 
+TLS_RECORD_TYPES = (0x14, 0x15, 0x16, 0x17)  # never the first byte of an MQTT packet
+
+
 def _recv_packet(sock: socket.socket) -> bytes:
+    """One MQTT packet, or over TLS (mqtts) one TLS record: each MQTT packet the client
+    and the broker write is a record of its own, so the jitter still applies per message."""
     first = _recv_exactly(sock, 1)
+    if first[0] in TLS_RECORD_TYPES:
+        head = _recv_exactly(sock, 4)  # version (2), length (2)
+        return first + head + _recv_exactly(sock, int.from_bytes(head[2:4], "big"))
     raw = bytearray()
     length, shift = 0, 0
     while True:
@@ -111,7 +119,7 @@ class _ProxyServer:
                 with self.lock:
                     drop = jitter.qos0_loss and self.rng.random() < jitter.qos0_loss
                     delay = jitter.delay_s(self.rng)
-                if packet[0] & 0xF0 == 0x30 and qos == 0 and drop:
+                if packet[0] & 0xF0 == 0x30 and qos == 0 and drop:  # (plain MQTT only)
                     continue
                 due = max(last_due, time.monotonic() + delay)
                 last_due = due
