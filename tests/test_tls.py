@@ -215,3 +215,53 @@ def test_api_beyond_localhost_serves_https_with_the_site_certificate(site, tmp_p
         assert answer.status == 200
         with pytest.raises(AgentError):  # no plain HTTP on the same port
             AgentClient(f"http://127.0.0.1:{cfg.port}", TOKEN).request("/api/devices")
+
+
+def test_a_device_whose_broker_turns_untrusted_keeps_its_show(tmp_path, other_ca):
+    """Mid-show the broker comes back with a certificate from another CA: the device logs
+    why it cannot reconnect, and its LEDs keep the beat (the show does not need the broker)."""
+    from gridcast.agent import deploy, playback
+    from gridcast.agent.command_signer import CommandSigner
+    from gridcast.agent.sync_responder import SyncResponder
+    from gridcast.agent.transport import open_transport
+    from gridcast.hil.bundles import make_bundle
+
+    broker = Mosquitto(folder=str(tmp_path / "broker"), tls=True)
+    sim = Simulator(1, broker.url, KEY, str(tmp_path / "sim"), prefix="show")
+    dev = sim.devices[0]
+
+    def beats_shown() -> int:
+        if not os.path.exists(dev.led_log):
+            return 0
+        with open(dev.led_log) as f:
+            return sum(1 for _ in f)
+
+    async def show() -> None:
+        async with open_transport(broker.url, signer=CommandSigner(KEY)) as t:
+            responder = SyncResponder(t)  # the device plays on the agent's clock
+            responder.start()
+            await t.wait_online([dev.id], timeout_s=10)
+            results = await deploy.deploy(t, [dev.id], make_bundle(KEY, 0.5), "hil-song", 1)
+            assert all(r.ok for r in results), [r.error for r in results]
+            await playback.play(t, [dev.id], "hil-song", lead_s=1.0)
+            deadline = time.monotonic() + 8
+            while beats_shown() < 2:
+                assert time.monotonic() < deadline, "the show did not start"
+                await asyncio.sleep(0.05)
+            await responder.stop()
+
+    with broker:
+        sim.start()
+        try:
+            asyncio.run(show())
+            broker.stop()
+            other_ca.issue("impostor", broker.folder + "/broker.crt", broker.folder + "/broker.key",
+                           server_names=("127.0.0.1", "localhost"))
+            broker.start()
+            _device_log(sim, "not correctly signed by the trusted CA")
+            before = beats_shown()
+            time.sleep(1.5)  # 128 BPM: about three beats
+            assert beats_shown() >= before + 2
+            assert dev.alive
+        finally:
+            sim.stop()
