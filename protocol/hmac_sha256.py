@@ -9,14 +9,22 @@ import hashlib
 BLOCK_BYTES = 64
 
 
+def pads(key):
+    """(inner, outer) padded keys of ``key``: a caller that MACs many messages under one
+    key computes them once (on a device the two 64-byte XORs cost as much as the hashing
+    of a short message)."""
+    key = bytes(key)
+    if len(key) > BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(BLOCK_BYTES - len(key))
+    return bytes([b ^ 0x36 for b in key]), bytes([b ^ 0x5C for b in key])
+
+
 class HmacSha256:
-    def __init__(self, key):
-        key = bytes(key)
-        if len(key) > BLOCK_BYTES:
-            key = hashlib.sha256(key).digest()
-        key = key + bytes(BLOCK_BYTES - len(key))
-        self._outer_key = bytes([b ^ 0x5C for b in key])
-        self._inner = hashlib.sha256(bytes([b ^ 0x36 for b in key]))
+    def __init__(self, key, key_pads=None):
+        inner, outer = key_pads if key_pads is not None else pads(key)
+        self._outer_key = outer
+        self._inner = hashlib.sha256(inner)
 
     def update(self, data):
         self._inner.update(data)

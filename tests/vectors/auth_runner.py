@@ -70,21 +70,26 @@ def run(v):
 
 
 def time_verify(v, n=200):
-    """Microseconds per sealed stop: decode the envelope, MAC, counter, window."""
+    """Microseconds per sealed stop: decode the envelope, MAC, counter, window, decode
+    the inner message (the best of 5 rounds of ``n``)."""
     dkey = unhex(v["device_key_hex"])
     kid = v["key_id"]
     body = messages.encode("stop", at_us=0)
     t0 = 1795000020000000
     payloads = [command_auth.seal(dkey, kid, v["session"], t0 + i + 1, t0, body)
                 for i in range(n)]
-    guard = command_auth.Guard({kid: dkey}, v["session"])
-    start = ticks_us()
-    for p in payloads:
-        msg = messages.decode(p)
-        guard.verify(msg)
-        guard.check_fresh(msg.counter, msg.sent_us, t0)
-        messages.decode(msg.body)
-    return (ticks_us() - start) // n
+    best = None
+    for _ in range(5):  # the best of 5 rounds: a shared machine preempts some
+        guard = command_auth.Guard({kid: dkey}, v["session"])
+        start = ticks_us()
+        for p in payloads:
+            msg = messages.decode(p)
+            guard.verify(msg)
+            guard.check_fresh(msg.counter, msg.sent_us, t0)
+            messages.decode(msg.body)
+        took = (ticks_us() - start) // n
+        best = took if best is None or took < best else best
+    return best
 
 
 def main(folder):

@@ -128,6 +128,7 @@ async def _wait(seconds: float, label: str) -> None:
 async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
     from gridcast.agent import deploy, playback
     from gridcast.agent.broker import open_broker
+    from gridcast.agent.command_signer import CommandSigner
     from gridcast.agent.config import AgentConfig
     from gridcast.agent.core import AgentCore
     from gridcast.agent.simulation.broker_witness import BrokerWitness
@@ -150,6 +151,9 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
                              alert_threshold_ms=args.max_drift_ms,
                              shared_subscription=broker.supports_shared_subscriptions)
         core = AgentCore(config)
+        # Commands and sync answers sealed with keys derived from the bundle key, as the
+        # devices derive them (docs/protocol.md 11).
+        core.transport.signer = CommandSigner(key)
         sim = Simulator(3, broker.url, key, state, SKEWS_PPM, prefix="demo")  # TLS, its CA
         ids = [d.id for d in sim.devices]
         witness = BrokerWitness(broker.url)
