@@ -325,3 +325,23 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path, clicks, monkeypatch, ca
     err = capsys.readouterr().err.strip()
     assert err == ("gridcast: reading rekordbox analysis files needs pyrekordbox: "
                    "pip install 'gridcast[dj]'")
+
+
+def test_xml_written_by_pyrekordbox_is_read_and_ours_reads_back_in_it(tmp_path):
+    from pyrekordbox.rbxml import RekordboxXml
+
+    theirs = RekordboxXml(name="rekordbox", version="6.8.5", company="AlphaTheta")
+    track = theirs.add_track("/Users/dj/Music/x y.mp3", TotalTime=60, Name="X")
+    track.add_tempo(Inizio=0.1, Bpm=125.0, Metro="4/4", Battito=1)
+    track.add_tempo(Inizio=30.1, Bpm=126.0, Metro="4/4", Battito=1)
+    track.add_mark(Name="Hook", Type="cue", Start=12.5, Num=2)
+    theirs.save(str(tmp_path / "theirs.xml"))
+    (ours,) = rekordbox_xml.read(str(tmp_path / "theirs.xml")).tracks
+    assert ours.location == "/Users/dj/Music/x y.mp3" and ours.duration_s == 60
+    assert [(m.time_s, m.bpm) for m in ours.markers] == [(0.1, 125.0), (30.1, 126.0)]
+    assert ours.cues == [Cue(12.5, "Hook", "hot")]
+    bm = importing.to_beatmap(ours, None)
+    rekordbox_export.write([(str(tmp_path / "x.json"), bm)], str(tmp_path / "ours.xml"))
+    back = RekordboxXml(str(tmp_path / "ours.xml")).get_track(0)
+    assert [(t.Inizio, t.Bpm) for t in back.tempos] == [(0.1, 125.0), (30.1, 126.0)]
+    assert back.Location.endswith("Users/dj/Music/x y.mp3") and back.marks[0].Name == "Hook"

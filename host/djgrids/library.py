@@ -42,6 +42,8 @@ def path_from_file_url(url: str) -> str:
     else:
         rest = url
     path = urllib.parse.unquote(rest)
+    while path.startswith("//"):  # pyrekordbox writes file://localhost//Users/...
+        path = path[1:]
     if len(path) > 3 and path[0] == "/" and path[2] == ":" and path[1].isalpha():
         path = path[1:]
     return path

@@ -91,27 +91,30 @@ def _greedy(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarker]:
             markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
             break
         ok, bpm = _fits(beats, beat_in_bar, i, i + 1, start, meter)
-        good, step = (i + 1 if ok else i), 1
-        while ok and good + step < n:  # exponential then binary search for the longest run
-            ok, b = _fits(beats, beat_in_bar, i, good + step, start, meter)
-            if not ok:
-                break
-            good, bpm, step = good + step, b, step * 2
-        lo, hi = good, min(good + step, n)
-        while ok and hi - lo > 1:
-            mid = (lo + hi) // 2
-            ok, b = _fits(beats, beat_in_bar, i, mid, start, meter)
-            lo, hi, bpm = (mid, hi, b) if ok else (lo, mid, bpm)
-        good = lo
-        # The run's last beat is where the tempo changes when the gap after it differs:
-        # the next marker goes there (as rekordbox puts it). And rekordbox draws the
-        # run's tempo up to the next marker, so a next beat later than that would snap
-        # to also ends the run one beat earlier.
+        good = i + 1 if ok else i
+        if ok:  # the longest run: steps doubling until one fails, then halving back
+            step, bad = 1, n
+            while good + step < n:
+                fits, b = _fits(beats, beat_in_bar, i, good + step, start, meter)
+                if not fits:
+                    bad = good + step
+                    break
+                good, bpm, step = good + step, b, step * 2
+            while bad - good > 1:
+                mid = (good + bad) // 2
+                fits, b = _fits(beats, beat_in_bar, i, mid, start, meter)
+                good, bad, bpm = (mid, bad, b) if fits else (good, mid, bpm)
+        # The run's last beat starts the next tempo when the gaps after it agree with each
+        # other but not with this run: the next marker goes there (as rekordbox puts it).
+        # And rekordbox draws the run's tempo up to the next marker, so a next beat later
+        # than that would snap to also ends the run one beat earlier.
         period = 60.0 / bpm
         if good + 1 < n and good > i:
             gap = beats[good + 1] - beats[good]
-            if gap > (1 + MARKER_SNAP_FRACTION) * period or (
-                    good - i >= 2 and abs(gap - period) > MAX_ERROR_S):
+            new_tempo_here = good - i >= 2 and good + 2 < n and \
+                abs(gap - period) > MAX_ERROR_S and \
+                abs(gap - (beats[good + 2] - beats[good + 1])) <= MAX_ERROR_S
+            if gap > (1 + MARKER_SNAP_FRACTION) * period or new_tempo_here:
                 good -= 1  # the tempo that fits the longer run fits this one too
         markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
         i = good + 1
