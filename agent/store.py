@@ -15,7 +15,9 @@ What is stored:
 - ``bundles`` and ``deployments``: what was deployed where, and how it went.
 
 Every write happens in one transaction; a failed write (database locked, disk
-full) raises StoreError and leaves the stored data as it was.
+full) raises StoreError and leaves the stored data as it was. On SQLite, reads go
+through each thread's own read connection: in WAL mode they see every committed
+write and neither wait for the writer (the collector's transactions) nor hold it up.
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ class Store(abc.ABC):
     paramstyle = "?"
 
     @abc.abstractmethod
-    def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]: ...
+    def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """A read (SELECT or PRAGMA): its rows. Writes go through ``_transaction``."""
 
     @abc.abstractmethod
     def _transaction(self, statements: Iterable[tuple[str, Sequence | list[Sequence]]]) -> None:
@@ -269,6 +272,11 @@ class Store(abc.ABC):
             "WHERE device_id = ? AND bucket_s >= ? ORDER BY bucket_s"), (device_id, since_s))
         return [DriftAggregate(*r) for r in rows]
 
+    def reachable(self) -> None:
+        """A cheap read of a table (for /health): StoreError when the database cannot be
+        read."""
+        self._execute("SELECT 1 FROM devices LIMIT 1")
+
     def lost(self, device_id: str) -> int:
         rows = self._execute(self._q("SELECT COALESCE(SUM(count), 0) FROM gaps "
                                      "WHERE device_id = ?"), (device_id,))
@@ -341,10 +349,13 @@ def _device_record(row: Sequence) -> DeviceRecord:
 
 
 class SqliteStore(Store):
-    """SQLite in WAL mode: readers never block the collector's writes."""
+    """SQLite in WAL mode: one writer connection (behind a lock, for the collector, the
+    registry and the rollup) and a read connection per reading thread, so readers (the
+    API's thread pool, the rollup) never wait for a write transaction nor for each other."""
 
     def __init__(self, path: str, timeout_s: float = 5.0) -> None:
         self.path = path
+        self.timeout_s = timeout_s
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -356,14 +367,36 @@ class SqliteStore(Store):
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{path}: cannot open the SQLite database ({exc})") from exc
         self._lock = threading.Lock()
+        # An in-memory database is private to its connection: its reads share the writer.
+        self._shared_reads = path == ":memory:" or path.startswith("file::memory:")
+        self._local = threading.local()
+        self._readers: dict[threading.Thread, sqlite3.Connection] = {}
+        self._readers_lock = threading.Lock()
         self.init_schema()
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (opened on its first read; those of threads that
+        have ended are closed then, so short-lived threads leave none open)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, check_same_thread=False,
+                                   isolation_level=None)
+            conn.execute("PRAGMA query_only=1")
+            with self._readers_lock:
+                for thread in [t for t in self._readers if not t.is_alive()]:
+                    self._readers.pop(thread).close()
+                self._readers[threading.current_thread()] = conn
+            self._local.conn = conn
+        return conn
+
     def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        with self._lock:
-            try:
-                return self.conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {exc}") from exc
+        try:
+            if self._shared_reads:
+                with self._lock:
+                    return self.conn.execute(sql, params).fetchall()
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
 
     def _transaction(self, statements: Iterable[tuple[str, Sequence | list[Sequence]]]) -> None:
         with self._lock:
@@ -386,6 +419,10 @@ class SqliteStore(Store):
         return {r[1] for r in self._execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers.values():
+                conn.close()
+            self._readers.clear()
         with self._lock:
             self.conn.close()
 

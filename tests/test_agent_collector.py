@@ -209,8 +209,9 @@ def test_a_full_database_delays_but_loses_nothing(mosquitto, tmp_path):
     """SQLite's page limit stands in for a full disk: the same SQLITE_FULL error."""
     path = str(tmp_path / "a.db")
     store = SqliteStore(path)
-    store._execute("PRAGMA max_page_count = " + str(
-        store._execute("PRAGMA page_count")[0][0] + 1))
+    # on the writer's connection (a per-connection setting; reads have their own)
+    store.conn.execute("PRAGMA max_page_count = " + str(
+        store.conn.execute("PRAGMA page_count").fetchone()[0] + 1))
     collector = Collector(store, "127.0.0.1", mosquitto.port, client_id="c-full")
     collector.start()
     pub = publisher(mosquitto)
@@ -220,7 +221,8 @@ def test_a_full_database_delays_but_loses_nothing(mosquitto, tmp_path):
     # what fitted before the disk filled is stored whole; the failed transactions left nothing
     before = store.telemetry("dev-f")
     assert len(before) < 100 and all(len(b.drift_us) == 200 for b in before)
-    store._execute("PRAGMA max_page_count = 1000000")  # space again
+    with store._lock:  # not in the middle of the collector's retried transaction
+        store.conn.execute("PRAGMA max_page_count = 1000000")  # space again
     wait_until(lambda: collector.stats.stored_batches == 100)
     collector.stop()
     assert store.batch_seqs("dev-f") == list(range(100))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 
@@ -110,6 +111,35 @@ def test_a_locked_sqlite_database_is_a_clear_error_and_loses_nothing(tmp_path):
     other.close()
     store.add_telemetry([batch(seq=1)])
     assert [b.seq for b in store.telemetry("d1")] == [0, 1]
+
+
+def test_sqlite_reads_do_not_wait_for_a_write_transaction(tmp_path):
+    store = SqliteStore(str(tmp_path / "agent.db"))
+    store.upsert_device(DeviceRecord("d1", "online", 3, "song", 2, 123, True))
+    states: list[str] = []
+    with store._lock:  # the writer is in a transaction (as the collector's, mid-write)
+        store.conn.execute("BEGIN IMMEDIATE")
+        store.conn.execute("UPDATE devices SET state = 'lost' WHERE id = 'd1'")
+        reader = threading.Thread(target=lambda: states.append(store.device("d1").state))
+        reader.start()
+        reader.join(5)
+        assert states == ["online"]  # answered at once, with what was committed
+        store.conn.execute("COMMIT")
+    assert store.device("d1").state == "lost"  # and a commit is seen by the next read
+    for _ in range(3):  # threads that read and end leave no connection open
+        reader = threading.Thread(target=store.devices)
+        reader.start()
+        reader.join()
+    store.devices()
+    assert len(store._readers) <= 2
+    store.close()
+
+
+def test_an_in_memory_sqlite_store_reads_its_own_writes():
+    store = SqliteStore(":memory:")
+    store.add_telemetry([batch(seq=0)])
+    assert [b.seq for b in store.telemetry("d1")] == [0]
+    store.close()
 
 
 def test_bad_database_urls_are_explained(tmp_path):
