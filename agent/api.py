@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -44,6 +44,9 @@ from gridcast.agent.rate_limit import ApiRateLimiter
 from gridcast.agent.store import StoreError
 from gridcast.protocol import bundle_format, bundle_reader, keys
 from gridcast.protocol.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from gridcast.agent.metrics import Exposition
 
 log = logging.getLogger("gridcast.api")
 
@@ -75,6 +78,7 @@ class Api:
         self.key: bytes | None = keys.load(core.config.key_file) if core.config.key_file else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._metrics: Exposition | None = None
 
     # -- app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -198,7 +202,7 @@ class Api:
     async def health(self, request: web.Request) -> web.Response:
         ok_db = True
         try:
-            await asyncio.to_thread(self.core.store.devices)
+            await asyncio.to_thread(self.core.store.reachable)
         except StoreError:
             ok_db = False
         collectors = [vars(c.stats) for c in self.core.collectors]
@@ -210,17 +214,22 @@ class Api:
                                   "collectors": collectors}, status=200 if healthy else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        from gridcast.agent.metrics import exposition
+        if self._metrics is None:  # prometheus_client is imported on the first scrape
+            from gridcast.agent.metrics import Exposition
 
-        body, content_type = exposition(self)
+            self._metrics = Exposition(self)
+        body, content_type = self._metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def devices(self, request: web.Request) -> web.Response:
         return web.Response(body=self._devices_body, content_type="application/json")
 
     def _known(self, request: web.Request) -> str:
+        """The request's device id, known to the summary or the registry (in memory), else
+        to the store (one indexed read: a device another agent process registered)."""
         device_id = request.match_info["id"]
-        if device_id not in self.summary and self.core.store.device(device_id) is None:
+        if (device_id not in self.summary and device_id not in self.core.registry.devices
+                and self.core.store.device(device_id) is None):
             raise web.HTTPNotFound(text=json.dumps({"error": f"unknown device {device_id!r}"}),
                                    content_type="application/json")
         return device_id
@@ -230,7 +239,9 @@ class Api:
         if device_id in self._device_bodies:
             return web.Response(body=self._device_bodies[device_id],
                                 content_type="application/json")
-        record = self.core.store.device(device_id)
+        record = await asyncio.to_thread(self.core.store.device, device_id)
+        if record is None:  # known to the registry, not stored yet (the write just failed)
+            return error(404, f"unknown device {device_id!r}")
         return web.json_response(vars(record))
 
     async def device_drift(self, request: web.Request) -> web.Response:

@@ -119,6 +119,37 @@ def test_health_metrics_and_devices(daemon, mosquitto):
     assert status == 400 and "integer" in bad["error"]
 
 
+def test_metrics_render_the_device_rows_once_per_summary_and_counters_on_each_scrape():
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gridcast.agent import metrics
+
+    row = {"id": "dev-a", "online": True, "drift_p50_ms": 0.1, "drift_p99_ms": 0.15,
+           "lost": 2, "alert": False}
+    api = SimpleNamespace(summary={"dev-a": row}, requests=1, sockets=set(), rate_limit=None,
+                          core=SimpleNamespace(collectors=[], ingest=None))
+    exposition = metrics.Exposition(api)
+    text = exposition.render()[0].decode()
+    assert 'gridcast_device_drift_p99_ms{device="dev-a"} 0.15' in text
+    assert "gridcast_api_requests_total 1.0" in text
+    # the same text as one registry holding every family (the format did not change)
+    registry = CollectorRegistry()
+    registry.register(metrics._DeviceMetrics(api.summary))
+    registry.register(metrics._AgentMetrics(api))
+    assert text.encode() == generate_latest(registry)
+    api.requests = 5
+    row["drift_p99_ms"] = 9.0  # the API replaces its summary, never edits it: not re-read
+    text = exposition.render()[0].decode()
+    assert "gridcast_api_requests_total 5.0" in text and '{device="dev-a"} 0.15' in text
+    api.summary = {"dev-a": {**row, "drift_p99_ms": 0.2},
+                   "dev-b": {**row, "id": "dev-b", "online": False}}  # the next refresh
+    text = exposition.render()[0].decode()
+    assert 'gridcast_device_drift_p99_ms{device="dev-a"} 0.2' in text
+    assert "gridcast_devices_online 1.0" in text and '{device="dev-b"} 2.0' in text
+
+
 def test_writes_need_the_token(daemon):
     status, body = request(daemon.url + "/api/deployments", b"{}")
     assert status == 401 and "bearer token" in body["error"]
