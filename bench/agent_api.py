@@ -7,6 +7,12 @@ then sends --requests requests from --concurrency clients at once (a mix of
 reports latency percentiles, all measured by an aiohttp client in this process.
 
     python bench/agent_api.py [--devices 100] [--concurrency 200] [--requests 4000] [--json]
+                              [--checkout DIR]
+
+--checkout DIR runs the daemon from another checkout of gridcast (e.g. a `git worktree`
+of an older commit) with this venv, so old and new code can be compared in the same
+run, on the same machine load: its folders are linked as the `gridcast` package on
+the daemon's PYTHONPATH (the client side, this process, stays on this checkout).
 """
 
 from __future__ import annotations
@@ -116,12 +122,39 @@ def run_wrk(base: str, connections: int) -> dict | None:
         return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
 
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    total = re.search(r"(\d+) requests in", out.stdout)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
     errors = re.search(r"Socket errors: (.*)", out.stdout)
     return {"p50_ms": ms("50"), "p99_ms": ms("99"),
             "requests_per_s": round(float(rate.group(1))) if rate else None,
+            "requests": int(total.group(1)) if total else 0,
             "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": errors.group(1) if errors else None}
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, s) a process has used so far, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def checkout_env(checkout: str | None, folder: str) -> dict[str, str] | None:
+    """The environment that makes the daemon import gridcast from `checkout`: a `gridcast`
+    package of links to its top-level folders, first on PYTHONPATH (ahead of the venv's
+    editable install, whose finder comes after the path). None: this checkout."""
+    if checkout is None:
+        return None
+    checkout = os.path.abspath(checkout)
+    package = os.path.join(folder, "code", "gridcast")
+    os.makedirs(package)
+    open(os.path.join(package, "__init__.py"), "w").close()
+    for name in ("agent", "host", "protocol", "firmware", "hil", "native"):
+        os.symlink(os.path.join(checkout, name), os.path.join(package, name))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(package), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def main() -> None:
@@ -130,6 +163,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--checkout", help="run the daemon from this checkout (see above)")
     args = parser.parse_args()
 
     from gridcast.agent.broker import Mosquitto, free_port
@@ -146,7 +180,8 @@ def main() -> None:
         os.environ["GRIDCAST_API_RATE_PER_S"] = "0"
         daemon = subprocess.Popen([sys.executable, "-m", "gridcast.host.cli", "agent",
                                    "--config", conf, "--token-file",
-                                   os.path.join(folder, "token")])
+                                   os.path.join(folder, "token")],
+                                  env=checkout_env(args.checkout, folder))
         stop = threading.Event()
         feeder = threading.Thread(target=feed, args=(broker.port, args.devices, stop))
         feeder.start()
@@ -165,12 +200,20 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the daemon did not come up with the devices in 30 s")
                 time.sleep(0.2)
-            time.sleep(3)  # some telemetry stored, summaries have samples
+            # Some telemetry stored, summaries have samples; the daemon's own CPU while
+            # idle (telemetry coming in, summaries refreshed) over the last 2 s of the wait.
+            time.sleep(1)
+            cpu0 = cpu_s(daemon.pid)
+            time.sleep(2)
+            cpu1 = cpu_s(daemon.pid)
             wrk = run_wrk(base, args.concurrency)
+            cpu2 = cpu_s(daemon.pid)
             burst = asyncio.run(bursts(base, args.devices, args.concurrency, 20))
+            cpu3 = cpu_s(daemon.pid)
             started = time.monotonic()
             lat = asyncio.run(load(base, args.devices, args.concurrency, args.requests))
             wall = time.monotonic() - started
+            cpu4 = cpu_s(daemon.pid)
         finally:
             stop.set()
             feeder.join()
@@ -178,15 +221,23 @@ def main() -> None:
             daemon.wait(30)
     ms = np.asarray(lat) * 1000
     bms = np.asarray(burst) * 1000
-    report = {"devices": args.devices, "concurrency": args.concurrency, "wrk": wrk,
+    # Daemon CPU per 1000 requests: a figure other processes' load barely moves (latency
+    # under a loaded machine does), so old and new code compare on it.
+    if wrk is not None:
+        wrk["daemon_cpu_ms_per_1000"] = round((cpu2 - cpu1) * 1e6 / max(wrk["requests"], 1), 1)
+    report = {"checkout": os.path.abspath(args.checkout or ROOT), "devices": args.devices,
+              "concurrency": args.concurrency,
+              "daemon_idle_cpu_pct": round((cpu1 - cpu0) / 2 * 100, 1), "wrk": wrk,
               "burst": {"requests": len(bms), "p50_ms": round(float(np.percentile(bms, 50)), 2),
                         "p99_ms": round(float(np.percentile(bms, 99)), 2),
-                        "max_ms": round(float(bms.max()), 2)},
+                        "max_ms": round(float(bms.max()), 2),
+                        "daemon_cpu_ms_per_1000": round((cpu3 - cpu2) * 1e6 / len(bms), 1)},
               "saturated": {"requests": len(ms), "seconds": round(wall, 2),
                             "requests_per_s": round(len(ms) / wall),
                             "p50_ms": round(float(np.percentile(ms, 50)), 2),
                             "p99_ms": round(float(np.percentile(ms, 99)), 2),
-                            "max_ms": round(float(ms.max()), 2)}}
+                            "max_ms": round(float(ms.max()), 2),
+                            "daemon_cpu_ms_per_1000": round((cpu4 - cpu3) * 1e6 / len(ms), 1)}}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -194,13 +245,17 @@ def main() -> None:
         if wrk:
             print(f"wrk, {args.concurrency} connections on /api/devices: p50 {wrk['p50_ms']} ms, "
                   f"p99 {wrk['p99_ms']} ms, {wrk['requests_per_s']} requests/s, non-2xx "
-                  f"{wrk['non_2xx']}, socket errors {wrk['socket_errors'] or 'none'}.")
+                  f"{wrk['non_2xx']}, socket errors {wrk['socket_errors'] or 'none'}; daemon CPU "
+                  f"{wrk['daemon_cpu_ms_per_1000']} ms per 1000 requests.")
         print(f"{args.devices} devices. Bursts of {args.concurrency} simultaneous requests "
               f"({b['requests']} in all): p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms, max "
-              f"{b['max_ms']} ms.")
+              f"{b['max_ms']} ms; daemon CPU {b['daemon_cpu_ms_per_1000']} ms per 1000.")
         print(f"Saturated ({args.concurrency} clients, each sending again at once, "
               f"{s['requests']} requests): p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-              f"{s['requests_per_s']} requests/s.")
+              f"{s['requests_per_s']} requests/s; daemon CPU {s['daemon_cpu_ms_per_1000']} ms "
+              "per 1000.")
+        print(f"Daemon CPU while idle (telemetry in, summaries refreshed): "
+              f"{report['daemon_idle_cpu_pct']} %.")
 
 
 if __name__ == "__main__":
