@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gridcast.agent import deploy, playback
+from gridcast.agent.broker import Mosquitto
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.bundles import make_bundle
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.sim_only
 class TelemetryCollector:
     """A persistent-session subscriber: the broker keeps its QoS 1 messages across restarts."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, broker: Mosquitto) -> None:
         self.seqs: dict[str, list[int]] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="hil-telemetry-collector", clean_session=False)
@@ -31,7 +32,9 @@ class TelemetryCollector:
             topics.PREFIX + "/dev/+/" + topics.TELEMETRY, 1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
-        self.client.connect("127.0.0.1", port)
+        if broker.ca_file:  # pytest hil --mqtts
+            self.client.tls_set(ca_certs=broker.ca_file)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -45,7 +48,7 @@ class TelemetryCollector:
 
 def test_telemetry_survives_a_broker_restart_without_a_gap(broker, simulator):
     sim = simulator(2, f"127.0.0.1:{broker.port}")
-    collector = TelemetryCollector(broker.port)
+    collector = TelemetryCollector(broker)
     try:
         wait_for(lambda: all(len(collector.seqs.get(d.id, [])) >= 3 for d in sim.devices),
                  20, "telemetry before the restart")
