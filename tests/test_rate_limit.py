@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 
@@ -178,6 +179,8 @@ def test_the_daemon_reports_a_throttled_device_and_limits_each_token(mosquitto, 
         publish_all(pub, [(topics.device_topic("noisy", topics.TELEMETRY),
                            messages.encode("telemetry", seq=s, drift_us=[1], boot=1))
                           for s in range(200)])
+        publish_all(pub, [(topics.device_topic("chatty", topics.SYNC_REQ),  # the transport's
+                           messages.encode("sync_req", seq=s, t1_us=s)) for s in range(100)])
 
         def rows() -> dict:
             return {d["id"]: d for d in request(daemon.url + "/api/devices", token=desk)[1]}
@@ -194,4 +197,6 @@ def test_the_daemon_reports_a_throttled_device_and_limits_each_token(mosquitto, 
         assert status == 429 and body["token"] == "default" and "api_rate_per_s" in body["error"]
         _, text = request(daemon.url + "/metrics", token=desk)
         assert 'gridcast_ingest_dropped_messages_total{device="noisy"}' in text
+        dropped = re.search(r'dropped_messages_total\{device="chatty"\} (\S+)', text)
+        assert dropped and float(dropped.group(1)) >= 80  # sync requests: 10 at once, 5/s
         assert 'gridcast_api_rate_limited_total{token="default"} 2.0' in text
