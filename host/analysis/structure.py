@@ -21,7 +21,10 @@
    them); the phrases right before a drop whose high band and onsets rise are a
    build-up; before the first drop is the intro, after the last the outro, and
    the quieter parts in between are breaks (verse when nearly as loud as the
-   drops). Neighbouring phrases with the same role make one section.
+   drops). Neighbouring phrases with the same role make one section, and
+   neighbouring build-up phrases one phrase (a roll that doubles its rate half-way
+   is still one build-up); a last phrase under 2 bars is dropped (it is where the
+   music stops).
 
 Times are seconds; sections tile the track from 0 to its end. The thresholds
 were set on composed tracks (host/training/structure_corpus.py, seeds 0-28);
@@ -45,6 +48,8 @@ PHRASE_PRIOR = {4: 0.0, 8: 0.0, 16: 0.0, 12: -0.5}  # bonus per phrase length (b
 OTHER_LENGTH_PENALTY = -1.5
 MIN_PHRASE_BARS = 4  # shorter phrases only at the start and the end of the track
 MAX_PHRASE_BARS = 32
+LAST_PHRASE_MIN_BARS = 2  # a "phrase" that starts where the music stops is none
+MIN_LEVEL_SPAN_DB = 10.0  # composed tracks span 13-60 dB between phrases
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,12 @@ def length_prior(meter: int) -> dict[int, float]:
     return prior
 
 
-def phrase_starts(nov: np.ndarray, threshold: float, prior: dict[int, float]) -> list[int]:
+def phrase_starts(nov: np.ndarray, threshold: float, prior: dict[int, float],
+                  min_last: int = 0) -> list[int]:
     """Indices (0 first) of phrase starts: the best path of boundaries, each worth its
-    novelty minus ``threshold``, each phrase worth the prior of its length. The first and
-    last phrase may have any length (a pickup, beats tracked late)."""
+    novelty minus ``threshold``, each phrase worth the prior of its length. The first
+    phrase may have any length (a pickup, beats tracked late), the last one any from
+    ``min_last`` beats (where the music stops is not a phrase)."""
     n = len(nov) - 1
     best = np.full(n + 1, -np.inf)
     back = np.zeros(n + 1, dtype=int)
@@ -127,7 +134,7 @@ def phrase_starts(nov: np.ndarray, threshold: float, prior: dict[int, float]) ->
         gain = 0.0 if j == n else nov[j] - threshold
         if j == n or j <= longest:  # from the start, or to the end: any length
             for i in range(max(0, j - longest) if j == n else 0, j):
-                if i == 0 or j == n:
+                if i == 0 or (j == n and j - i >= min_last):
                     score = best[i] + gain
                     if score > best[j]:
                         best[j], back[j] = score, i
@@ -204,11 +211,20 @@ def analyze(feats: Features, beats_s: np.ndarray, beat_in_bar: np.ndarray,
     last_end = min(end_s, float(beats_s[-1]) + beat_len)
     rows = beat_features(feats, beats_s, last_end)
     nov = novelty(rows, tuple(w * meter for w in p.scales))
+    # Within a bar of either end the windows hold too few beats to say anything.
+    nov[:meter] = 0.0
+    nov[-meter:] = 0.0
     nov[:-1] += p.downbeat_bonus * (bib == 1)
-    starts = phrase_starts(nov, p.boundary_threshold, length_prior(meter))
+    starts = phrase_starts(nov, p.boundary_threshold, length_prior(meter),
+                           LAST_PHRASE_MIN_BARS * meter)
     bounds = [*starts, len(beats_s)]
     level, rise = _phrase_levels(feats, beats_s, last_end, rows, bounds)
     roles = assign_roles(level, rise, p)
+    # A build-up is one gesture, however often its roll doubles: one phrase.
+    keep = [k for k in range(len(roles)) if k == 0 or not roles[k] == roles[k - 1] == "buildup"]
+    starts, roles = [starts[k] for k in keep], [roles[k] for k in keep]
+    bounds = [*starts, len(beats_s)]
+    level, rise = _phrase_levels(feats, beats_s, last_end, rows, bounds)
     sections: list[Section] = []
     for k, role in enumerate(roles):
         a = 0.0 if k == 0 else float(beats_s[bounds[k]])
@@ -239,8 +255,10 @@ def _phrase_levels(feats: Features, beats_s: np.ndarray, end_s: float, rows: np.
         levels.append(float(np.mean(beat_db[a:b])))
         rises.append(_slope(high[a:b]) / 2)
     lv = np.array(levels)
-    span = lv.max() - lv.min()
-    lv = (lv - lv.min()) / span if span > 1e-6 else np.full(len(lv), 0.5)
+    # 0 for the quietest phrase, 1 for the loudest, but a span under MIN_LEVEL_SPAN_DB
+    # counts as that much: a clip that never changes much is all loud, not half silent.
+    lv = np.clip(1.0 + (lv - lv.max()) / max(float(lv.max() - lv.min()), MIN_LEVEL_SPAN_DB),
+                 0.0, 1.0)
     return lv, np.array(rises)
 
 
