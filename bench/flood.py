@@ -9,7 +9,7 @@ database: every normal device's batches stored and lost (by seq), how late the a
 received them (publish time -> ``received_us``), the flooder's batches stored.
 
     python bench/flood.py [--devices 20] [--hz 2] [--seconds 10] [--flood-rate 10000]
-                          [--qos 1] [--no-limit] [--rate R] [--burst B] [--json]
+                          [--qos 1] [--no-limit] [--rate R] [--burst B] [--tls] [--json]
 
 --no-limit runs the same with the ingest limit off (ingest_rate_per_device = 0), to see
 what the limit buys.
@@ -35,10 +35,12 @@ sys.path.insert(0, ROOT)
 FLOODER = "flooder"
 
 
-def _client(port: int, name: str):
+def _client(port: int, name: str, ca_file: str | None):
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+    if ca_file:
+        client.tls_set(ca_certs=ca_file)
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
@@ -54,12 +56,13 @@ def _status(client, device_id: str) -> None:
                                    bundle_version=0), qos=1, retain=True).wait_for_publish(5)
 
 
-def devices_process(port: int, devices: int, hz: float, seconds: float, go: float, out) -> None:
+def devices_process(port: int, devices: int, hz: float, seconds: float, go: float, out,
+                    ca_file: str | None) -> None:
     """Normal devices: one batch each, --hz times a second; device_us = publish time."""
     from gridcast.agent.clock import now_us
     from gridcast.protocol import messages, topics
 
-    client = _client(port, "bench-devices")
+    client = _client(port, "bench-devices", ca_file)
     names = [f"dev-{d:03d}" for d in range(devices)]
     for name in names:
         _status(client, name)
@@ -98,7 +101,8 @@ def _utf8(text: str) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
-def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float, out) -> None:
+def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float, out,
+                    ca_file: str | None) -> None:
     """One device sending ``rate`` telemetry messages a second, each a valid batch with its
     own seq (every one the agent let through would be stored). MQTT packets written straight
     to the socket, as an attacker would: a Python MQTT client cannot publish this fast."""
@@ -107,15 +111,21 @@ def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float,
 
     from gridcast.protocol import messages, topics
 
-    client = _client(port, "bench-flooder-status")
+    client = _client(port, "bench-flooder-status", ca_file)
     _status(client, FLOODER)
     client.loop_stop()
     client.disconnect()
     sock = socket.create_connection(("127.0.0.1", port))
+    if ca_file:
+        import ssl
+
+        sock = ssl.create_default_context(cafile=ca_file).wrap_socket(
+            sock, server_hostname="127.0.0.1")
     sock.sendall(_packet(0x10, _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big")
                          + _utf8("bench-flooder")))
-    threading.Thread(target=lambda: all(iter(lambda: sock.recv(65536), b"")),
-                     daemon=True).start()  # CONNACK and PUBACKs, read and ignored
+    reader = threading.Thread(target=lambda: all(iter(lambda: sock.recv(65536), b"")),
+                              daemon=True)  # CONNACK and PUBACKs, read and ignored
+    reader.start()
     topic = _utf8(topics.device_topic(FLOODER, topics.TELEMETRY))
     time.sleep(max(0.0, go - time.time()))
     started, sent, chunk = time.time(), 0, max(1, int(rate / 200))
@@ -129,8 +139,8 @@ def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float,
         sent += chunk
         time.sleep(max(0.0, started + sent / rate - time.time()))
     elapsed = time.time() - started
-    sock.sendall(b"\xe0\x00")  # DISCONNECT
-    time.sleep(0.5)
+    sock.sendall(b"\xe0\x00")  # DISCONNECT: the broker closes once it has read everything
+    reader.join(120)  # closing first would reset the connection, losing what it has not read
     sock.close()
     out.put({"flood_sent": sent, "flood_s": round(elapsed, 2),
              "flood_rate_achieved": round(sent / elapsed)})
@@ -158,6 +168,7 @@ def main() -> None:
     parser.add_argument("--no-limit", action="store_true")
     parser.add_argument("--rate", type=float, help="ingest_rate_per_device (default: agent's)")
     parser.add_argument("--burst", type=int, help="ingest_burst_per_device (default: agent's)")
+    parser.add_argument("--tls", action="store_true", help="a TLS-only broker (mqtts://)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -167,7 +178,8 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="gridcast-bench-flood-")
     db = os.path.join(folder, "a.db")
     log_path = os.path.join(folder, "agent.log")
-    with Mosquitto(folder=os.path.join(folder, "broker")) as broker:
+    with Mosquitto(folder=os.path.join(folder, "broker"), tls=args.tls) as broker:
+        ca_file = broker.ca_file if args.tls else None
         port = free_port()
         conf = os.path.join(folder, "agent.toml")
         with open(conf, "w") as f:
@@ -198,10 +210,10 @@ def main() -> None:
             go = time.time() + 3.0  # both processes connected and statuses in
             procs = [ctx.Process(target=devices_process,
                                  args=(broker.port, args.devices, args.hz, args.seconds, go,
-                                       out)),
+                                       out, ca_file)),
                      ctx.Process(target=flooder_process,
                                  args=(broker.port, args.flood_rate, args.seconds, args.qos,
-                                       go, out))]
+                                       go, out, ca_file))]
             for p in procs:
                 p.start()
             time.sleep(max(0.0, go - time.time()))
@@ -254,7 +266,8 @@ def main() -> None:
     report = {
         "limit": "off" if args.no_limit else {"rate_per_s": args.rate or "default",
                                               "burst": args.burst or "default"},
-        "devices": args.devices, "hz": args.hz, "seconds": args.seconds, "qos": args.qos,
+        "broker": broker.url.split("?")[0], "devices": args.devices, "hz": args.hz,
+        "seconds": args.seconds, "qos": args.qos,
         "others": {"sent_per_device": sent, "stored_min": min(stored.values()),
                    "stored_max": max(stored.values()),
                    "lost_total": sum(sent - n for n in stored.values()),
