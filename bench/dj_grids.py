@@ -1,6 +1,6 @@
 """DJ grid import speed and round-trip accuracy, printed as JSON.
 
-    python bench/dj_grids.py [--tracks 1000] [--cli]
+    python bench/dj_grids.py [--tracks 1000] [--cli] [--analyzed DIR [--limit N]]
 
 Generates a rekordbox XML collection (seeded): tracks of 3-8 minutes at 90-175 BPM with
 0.01 BPM tempos and 1 ms marker times as rekordbox writes them; a third have a variable
@@ -13,7 +13,9 @@ has 3-8 cues. Then:
 - with ``--cli``: the same through ``gridcast import-grids --grid-only`` in a new process
   (start-up and imports included);
 - round trip: every imported map exported to rekordbox XML and imported again; the
-  largest beat time difference over all beats of all tracks, and the tempo markers used.
+  largest beat time difference over all beats of all tracks, and the tempo markers used;
+- with ``--analyzed DIR``: the same round trip for the maps the analyzer makes of the audio
+  in DIR (beats as played, not a steady grid).
 """
 
 from __future__ import annotations
@@ -76,10 +78,42 @@ def collection_xml(n_tracks: int, seed: int = 0) -> str:
     return "\n".join(parts)
 
 
+def analyzed_round_trip(folder: str, limit: int) -> dict:
+    """Maps the analyzer made of real recordings (beats as played) -> rekordbox XML ->
+    imported again: the largest beat error and the beats gained or lost."""
+    import glob
+
+    from gridcast.host.analysis import analyzer
+
+    files = sorted(glob.glob(os.path.join(folder, "*")))[:limit]
+    worst, gained, n_beats, n_markers = 0.0, 0, 0, 0
+    work = tempfile.mkdtemp(prefix="gridcast-djbench-")
+    try:
+        for f in files:
+            bm = analyzer.analyze_file(f)
+            out = os.path.join(work, "x.xml")
+            rekordbox_export.write([(os.path.join(work, "x.json"), bm)], out)
+            track = rekordbox_xml.read(out).tracks[0]
+            again = importing.to_beatmap(track, None).beats
+            near = np.clip(np.searchsorted(again, bm.beats), 1, len(again) - 1)
+            err = np.minimum(np.abs(again[near] - bm.beats), np.abs(again[near - 1] - bm.beats))
+            worst = max(worst, float(err.max()))
+            gained += len(again) - len(bm.beats)
+            n_beats += len(bm.beats)
+            n_markers += len(track.markers)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"clips": len(files), "beats": n_beats, "tempo_markers": n_markers,
+            "max_error_ms": round(worst * 1000, 4), "beats_gained": gained}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tracks", type=int, default=1000)
     ap.add_argument("--cli", action="store_true", help="also time gridcast import-grids")
+    ap.add_argument("--analyzed", metavar="DIR", help="also round-trip the analyzer's maps of "
+                    "the audio in DIR (e.g. ../shared/data/beats-real/audio)")
+    ap.add_argument("--limit", type=int, default=30, help="audio files of --analyzed")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="gridcast-djbench-")
     try:
@@ -129,6 +163,8 @@ def main() -> None:
             n_markers_out += len(track.markers)
         result.update({"round_trip_max_error_ms": round(worst * 1000, 4),
                        "tempo_markers_in": n_markers_in, "tempo_markers_out": n_markers_out})
+        if args.analyzed:
+            result["analyzed_round_trip"] = analyzed_round_trip(args.analyzed, args.limit)
         print(json.dumps(result, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)

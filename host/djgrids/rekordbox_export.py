@@ -10,6 +10,7 @@ played one (an analyzed live recording) a marker on most beats.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import xml.etree.ElementTree as ET
@@ -127,18 +128,20 @@ def _track_element(bm: BeatMap, map_path: str, track_id: int) -> ET.Element:
     audio_file = str(bm.metadata.get("audio_file", ""))
     location = src.get("location") or os.path.abspath(
         os.path.join(os.path.dirname(map_path), audio_file))
-    duration = max(bm.duration_s, float(bm.beats[-1]) if len(bm.beats) else 0.0)
+    # Whole seconds, as rekordbox stores them, never ending before the last beat.
+    total_s = math.ceil(max(bm.duration_s, float(bm.beats[-1]) if len(bm.beats) else 0.0)
+                        - 1e-9)
     track = ET.Element("TRACK", {
         "TrackID": str(track_id),
         "Name": src.get("title") or os.path.splitext(audio_file)[0],
         "Artist": src.get("artist", ""),
         "Kind": (os.path.splitext(audio_file)[1].lstrip(".").upper() + " File").strip(),
-        "TotalTime": str(round(duration)),
+        "TotalTime": str(total_s),
         "AverageBpm": f"{bm.tempo_bpm:.2f}",
         "Location": file_url_from_path(location),
         "Comments": f"gridcast map v{bm.version}",
     })
-    for m in tempo_markers(bm.beats, bm.beat_in_bar, float(round(duration))):
+    for m in tempo_markers(bm.beats, bm.beat_in_bar, float(total_s)):
         ET.SubElement(track, "TEMPO", {"Inizio": f"{m.time_s:.3f}", "Bpm": f"{m.bpm:.2f}",
                                        "Metro": f"{m.meter}/4", "Battito": str(m.beat)})
     hot = 0
