@@ -226,6 +226,9 @@ class Provisioner:
             raise ProvisionError("a device needs the site key (--key-file)")
         if broker:
             split_host_port(broker)  # a clear line before anything changes
+        tls = bool(broker) or bool(self.site().get("broker"))
+        if client_cert and not tls:
+            raise ProvisionError("--client-cert needs TLS: give --broker HOST:PORT")
         os.makedirs(self.folder, exist_ok=True)
         users = self._load()
         password = secrets.token_urlsafe(18)
@@ -233,7 +236,6 @@ class Provisioner:
         self._set_password(user, password)  # first: if it fails, nothing else changed
         self._write_acl(updated)
         self._write_private(self.registry_path, json.dumps(updated, indent=1) + "\n")
-        tls = bool(broker) or bool(self.site().get("broker"))
         if tls:
             self.setup_tls(broker or self.site()["broker"], client_certs=client_cert)
         cert = key_file = None
