@@ -94,6 +94,9 @@ def analyze_with_grid(args: argparse.Namespace) -> int:
     if args.tempo_hint is not None:
         raise BeatMapError("--tempo-hint does not apply with --grid-from: the DJ grid sets "
                            "the tempo")
+    if args.watch:
+        raise BeatMapError("--watch does not apply with --grid-from: run gridcast "
+                           "import-grids again when the library changes")
     inputs = batch.collect_inputs(args.audio)
     if not inputs:
         raise BeatMapError("--grid-from needs the audio files it describes: gridcast analyze "
