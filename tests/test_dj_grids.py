@@ -193,7 +193,8 @@ def test_rekordbox_anlz_grid_cues_and_phrases_become_sections(tmp_path, clicks):
                  "-o", str(out)]) == 0
     bm = beatmap.load(str(out))
     assert [s.role for s in bm.sections] == ["intro", "buildup", "drop"]
-    assert {s.source for s in bm.sections} == {"rekordbox"}
+    assert {s.source for s in bm.sections} == {"rekordbox"} and not bm.warnings
+    assert bm.metadata["grid_source"]["phrase_mood"] == "high"
     assert np.allclose(bm.phrases, [beats[0], beats[4], beats[8]], atol=1e-3)
     assert bm.history[-1]["source"]["format"] == "rekordbox-anlz"
     assert len(bm.envelopes["bass"]) > 0 and bm.beat_strength.std() > 0  # gridcast's own

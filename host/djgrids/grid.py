@@ -58,6 +58,7 @@ class DjTrack:
     cues: list[Cue] = field(default_factory=list)
     phrases: list[Phrase] = field(default_factory=list)
     phrase_source: str = ""  # "rekordbox" when phrases came from its analysis
+    phrase_mood: str = ""  # rekordbox's mood of the track: "high", "mid" or "low"
     notes: list[str] = field(default_factory=list)  # what was skipped while reading
 
     @property

@@ -123,6 +123,7 @@ def to_beatmap(track: DjTrack, audio_feats: AudioFeatures | None,
                         "file": os.path.abspath(track.source_file),
                         "track_id": track.track_id, "location": track.location,
                         "title": track.title, "artist": track.artist,
+                        **({"phrase_mood": track.phrase_mood} if track.phrase_mood else {}),
                         "digest": grid_digest(track, beats, bib)},
         "envelope_source": "gridcast" if audio_feats is not None else "none",
     })

@@ -161,4 +161,4 @@ def _read_phrases(content: Any, track: DjTrack) -> None:
         label = phrase_label(mood, int(e.kind))
         track.phrases.append(Phrase(start, end, label, phrase_role(mood, label)))
     track.phrase_source = "rekordbox"
-    track.notes.append(f"phrase mood: {MOOD_NAMES[mood]}")
+    track.phrase_mood = MOOD_NAMES[mood]
