@@ -72,6 +72,7 @@ class Device:
         self.sealed_seen = False
         self._auth_replied_us = -AUTH_REPLY_US
         self._sealing_key = b""
+        self._inner_tag = 0  # tag inside the sealed message being checked (0: none yet)
         self.player = Player(board, self.clock, self.sync, self.leds, self.telemetry, self.store)
         self.settings = config_mod.load_settings()
         self.player.light_offset_us = self.settings["light_offset_us"]
@@ -145,6 +146,7 @@ class Device:
     def _authenticate(self, msg, received_us):
         """The message to act on: the inner one of an authentic, fresh ``sealed`` message,
         or ``msg`` itself when it needs no seal. ProtocolError with the reason otherwise."""
+        self._inner_tag = 0
         if msg.tag != messages.SEALED:
             if msg.tag in command_auth.AUTHENTICATED_TAGS:
                 if self.keys.mode == command_auth.AUTH_REQUIRED or self.sealed_seen or \
@@ -157,6 +159,7 @@ class Device:
             return msg
         self._sealing_key = self.guard.verify(msg)
         inner = messages.decode(msg.body)
+        self._inner_tag = inner.tag
         if inner.tag == messages.SEALED:
             raise ProtocolError(MALFORMED, "a sealed message inside a sealed message")
         if inner.tag == messages.SYNC_RESP:
@@ -180,7 +183,8 @@ class Device:
         """Count a refused message; answer it unless it is a sync answer (those get none)
         or the last authentication refusal was answered under AUTH_REPLY_US ago."""
         self.telemetry.count_error(exc.code)
-        if msg.tag == messages.SYNC_RESP:
+        tag = self._inner_tag or msg.tag  # what was refused: the sealed message's content
+        if tag == messages.SYNC_RESP:
             return
         if exc.code in _AUTH_REASONS:
             now = self.clock.now_us()
@@ -189,7 +193,7 @@ class Device:
             self._auth_replied_us = now
         self.board.log("refused %s: %s" % (msg.kind, exc))
         await link.reply(messages.encode("error", reason=exc.code, detail=str(exc)[:200],
-                                         ref_tag=msg.tag))
+                                         ref_tag=tag))
 
     def _install_key(self, msg):
         key = self._sealing_key

@@ -17,9 +17,9 @@ CPython and MicroPython.
 import struct
 
 try:
-    import hmac as _hmac  # CPython: the agent seals sync answers in its network thread
+    import hmac as _hmac  # type: ignore[import-not-found, unused-ignore]  # CPython only
 except ImportError:  # MicroPython has no hmac module
-    _hmac = None  # type: ignore[assignment]
+    _hmac = None  # type: ignore[assignment, unused-ignore]  # MicroPython has none
 
 from .errors import ProtocolError
 from .hmac_sha256 import HmacSha256, equal, pads
