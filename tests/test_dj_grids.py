@@ -188,6 +188,8 @@ def test_rekordbox_anlz_grid_cues_and_phrases_become_sections(tmp_path, clicks):
     assert track.cues == [Cue(4.0, "Drop", "hot", "#ff0080")]  # the .EXT's named cues
     assert [(p.label, p.role) for p in track.phrases] == [
         ("Intro", "intro"), ("Up", "buildup"), ("Chorus", "drop")]
+    assert rekordbox_anlz.phrase_role(rekordbox_anlz.MOOD_MID, "Chorus") == "chorus"
+    assert rekordbox_anlz.phrase_label(rekordbox_anlz.MOOD_LOW, 6) == "Verse 2"
     out = tmp_path / "clicks.beatmap.json"
     assert main(["analyze", audio_path, "--grid-from", str(folder / "ANLZ0000.EXT"),
                  "-o", str(out)]) == 0
@@ -195,6 +197,10 @@ def test_rekordbox_anlz_grid_cues_and_phrases_become_sections(tmp_path, clicks):
     assert [s.role for s in bm.sections] == ["intro", "buildup", "drop"]
     assert {s.source for s in bm.sections} == {"rekordbox"} and not bm.warnings
     assert bm.metadata["grid_source"]["phrase_mood"] == "high"
+    assert main(["export-grid", str(out), "--rekordbox", str(tmp_path / "x.xml"),
+                 "--sections-as-cues"]) == 0
+    names = [c.name for c in rekordbox_xml.read(str(tmp_path / "x.xml")).tracks[0].cues]
+    assert names == ["intro", "buildup", "Drop", "drop"]
     assert np.allclose(bm.phrases, [beats[0], beats[4], beats[8]], atol=1e-3)
     assert bm.history[-1]["source"]["format"] == "rekordbox-anlz"
     assert len(bm.envelopes["bass"]) > 0 and bm.beat_strength.std() > 0  # gridcast's own
@@ -316,6 +322,13 @@ def test_import_grids_collection_reports_every_track_and_versions_maps(tmp_path,
     assert main(["export-grid", str(out / "clicks.beatmap.json"), "--rekordbox",
                  str(tmp_path / "check.xml")]) == 0
     assert 'Inizio="0.020"' in (tmp_path / "check.xml").read_text()
+    # A track that now fails keeps its map as it was: nothing half-written, nothing lost.
+    tracks[0] = rekordbox_track(1, "/DJ/Music/clicks.wav", [(0.52, 500.0, 1)], total_s=10)
+    lib_path.write_text(rekordbox_xml_text(tracks))
+    before = (out / "clicks.beatmap.json").read_bytes()
+    assert main(args) == 1 and "500 BPM" in capsys.readouterr().out
+    assert (out / "clicks.beatmap.json").read_bytes() == before
+    assert sorted(os.listdir(out)) == ["clicks.beatmap.json", "clicks.beatmap.v1.json"]
 
 
 def test_a_missing_extra_is_one_line_naming_it(tmp_path, clicks, monkeypatch, capsys):

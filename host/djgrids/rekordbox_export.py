@@ -122,7 +122,8 @@ def _greedy(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarker]:
     return markers
 
 
-def _track_element(bm: BeatMap, map_path: str, track_id: int) -> ET.Element:
+def _track_element(bm: BeatMap, map_path: str, track_id: int,
+                   sections_as_cues: bool) -> ET.Element:
     found = bm.metadata.get("grid_source")
     src: dict = found if isinstance(found, dict) else {}
     audio_file = str(bm.metadata.get("audio_file", ""))
@@ -144,6 +145,10 @@ def _track_element(bm: BeatMap, map_path: str, track_id: int) -> ET.Element:
     for m in tempo_markers(bm.beats, bm.beat_in_bar, float(total_s)):
         ET.SubElement(track, "TEMPO", {"Inizio": f"{m.time_s:.3f}", "Bpm": f"{m.bpm:.2f}",
                                        "Metro": f"{m.meter}/4", "Battito": str(m.beat)})
+    if sections_as_cues:  # rekordbox's XML has no phrases: memory cues named by role
+        for sec in bm.sections:
+            ET.SubElement(track, "POSITION_MARK", {"Name": sec.role, "Type": "0",
+                                                   "Start": f"{sec.start_s:.3f}", "Num": "-1"})
     hot = 0
     for cue in bm.cues:
         attrs = {"Name": cue.name, "Type": "4" if cue.kind == "loop" else "0",
@@ -159,15 +164,16 @@ def _track_element(bm: BeatMap, map_path: str, track_id: int) -> ET.Element:
     return track
 
 
-def collection_xml(maps: list[tuple[str, BeatMap]]) -> bytes:
-    """The rekordbox XML of these (map path, map) pairs, TrackIDs 1, 2, ..."""
+def collection_xml(maps: list[tuple[str, BeatMap]], sections_as_cues: bool = False) -> bytes:
+    """The rekordbox XML of these (map path, map) pairs, TrackIDs 1, 2, ...; with
+    ``sections_as_cues`` each section's start is also a memory cue named by its role."""
     root = ET.Element("DJ_PLAYLISTS", {"Version": "1.0.0"})
     ET.SubElement(root, "PRODUCT", {"Name": "gridcast", "Version": __version__,
                                     "Company": "gridcast"})
     coll = ET.SubElement(root, "COLLECTION", {"Entries": str(len(maps))})
     for n, (path, bm) in enumerate(maps, start=1):
         try:
-            coll.append(_track_element(bm, path, n))
+            coll.append(_track_element(bm, path, n, sections_as_cues))
         except DjGridError as exc:
             raise DjGridError(f"{path}: {exc}") from exc
     playlists = ET.SubElement(root, "PLAYLISTS")
@@ -180,9 +186,10 @@ def collection_xml(maps: list[tuple[str, BeatMap]]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def write(maps: list[tuple[str, BeatMap]], out_path: str) -> None:
+def write(maps: list[tuple[str, BeatMap]], out_path: str, sections_as_cues: bool = False,
+          ) -> None:
     """Write the collection atomically (a failed export leaves no half file)."""
-    payload = collection_xml(maps)
+    payload = collection_xml(maps, sections_as_cues)
     folder = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
