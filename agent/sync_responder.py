@@ -3,7 +3,9 @@
 t2 is the receive time stamped by the transport's network thread the moment
 the message arrived; t3 is taken just before the answer is sent. Whatever
 happens between them (the hop to asyncio) is subtracted by the device and
-costs no accuracy.
+costs no accuracy. The transport seals each answer for the device that asked
+(docs/protocol.md 11) after t3 is taken: a few microseconds the device's offset
+estimate halves.
 """
 
 from __future__ import annotations
