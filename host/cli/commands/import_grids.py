@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gridcast.host.djgrids.collection import TrackOutcome
 
 HELP = "import the beat grids, cues and phrases of a rekordbox or Traktor collection"
+MAX_ROWS = 40  # a larger collection's table lists the tracks not imported only
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,16 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes for the audio (default: one per core)")
     p.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    p.add_argument("--all", action="store_true", help="a table row for every track (default: "
+                   f"every track up to {MAX_ROWS}, then only those not imported)")
 
 
-def _summary_table(outcomes: list[TrackOutcome], library: str) -> None:
+def _summary_table(outcomes: list[TrackOutcome], library: str, every_row: bool) -> None:
     from rich.table import Table
 
-    table = Table(title=f"import-grids {library}", show_lines=False)
+    shown = outcomes if every_row or len(outcomes) <= MAX_ROWS else \
+        [o for o in outcomes if o.status == "failed"]
+    if not shown:
+        return
+    title = f"import-grids {library}" + ("" if shown is outcomes else ": not imported")
+    table = Table(title=title, show_lines=False)
     for col in ("track", "status", "beats", "BPM", "sections", "cues"):
         table.add_column(col, no_wrap=col != "track")
     table.add_column("map or reason", overflow="fold", ratio=1)
-    for o in outcomes:
+    for o in shown:
         ok = o.status != "failed"
         status = o.status + (" (grid only)" if o.grid_only and ok else "")
         table.add_row(f"{o.track_id} {o.what}".strip(), status,
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                            "warnings": lib.warnings,
                            "tracks": [asdict(o) for o in everything]})
     else:
-        _summary_table(everything, args.collection)
+        _summary_table(everything, args.collection, args.all)
     n_failed = sum(o.status == "failed" for o in everything)
     written = sum(o.status == "written" for o in everything)
     output.info(f"{args.collection}: {len(everything)} entries: {written} written, "
