@@ -78,6 +78,10 @@ class Transport(abc.ABC):
         self.taps: list[Callable[[Incoming], None]] = []
         # Seals state-changing messages; from GRIDCAST_KEY_FILE unless set by the opener.
         self.signer: CommandSigner | None = CommandSigner.from_env()
+        # Sealing and sending are one step per device: counters leave in the order taken
+        # (a backend that writes from a thread pool could swap two sends otherwise, and
+        # the device would refuse the older one as reordered).
+        self._send_locks: dict[str, asyncio.Lock] = {}
 
     def queue(self, device_id: str) -> asyncio.Queue[Incoming]:
         """Replies from one device (created on first use)."""
@@ -182,9 +186,17 @@ class Transport(abc.ABC):
 
     async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
         """Send to one device on topic leaf cmd, bundle or sync/resp (sealed if need be)."""
-        if self.signer is not None and device_id not in self.hellos:
+        if self.signer is None:
+            await self._send_raw(device_id, leaf, payload)
+            return
+        if device_id not in self.hellos:
             await self._await_hello(device_id)
-        await self._send_raw(device_id, leaf, self.seal(device_id, payload))
+        await self._send_sealed(device_id, leaf, payload)
+
+    async def _send_sealed(self, device_id: str, leaf: str, payload: bytes) -> None:
+        lock = self._send_locks.setdefault(device_id, asyncio.Lock())
+        async with lock:
+            await self._send_raw(device_id, leaf, self.seal(device_id, payload))
 
     async def broadcast(self, payload: bytes) -> None:
         """A command for every device at once. With a signer each device gets its own
@@ -193,7 +205,7 @@ class Transport(abc.ABC):
             await self._broadcast_raw(payload)
             return
         for device_id in sorted(self.hellos):
-            await self._send_raw(device_id, topics.CMD, self.seal(device_id, payload))
+            await self._send_sealed(device_id, topics.CMD, payload)
 
     async def _await_hello(self, device_id: str) -> None:
         """Wait up to HELLO_WAIT_S for a device's hello (a retained one follows the SUBACK
