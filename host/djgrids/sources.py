@@ -47,6 +47,20 @@ def describes_one_track(grid_from: str) -> bool:
     return grid_from != OWN_TAGS and kind_of(grid_from) in ("anlz", "serato")
 
 
+_read_libraries: dict[tuple[str, int, int], Library] = {}
+
+
+def _cached_library(path: str) -> Library:
+    """read_library once per file version: a folder of audio matched against one library
+    parses it once."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _read_libraries:
+        _read_libraries.clear()
+        _read_libraries[key] = read_library(path)
+    return _read_libraries[key]
+
+
 def grid_for_audio(grid_from: str, audio_path: str, duration_s: float | None) -> DjTrack:
     """The DJ grid of ``audio_path`` from ``grid_from`` (a library: matched by location,
     then by file name and duration; ``serato``: the audio file's own tags)."""
@@ -56,8 +70,7 @@ def grid_for_audio(grid_from: str, audio_path: str, duration_s: float | None) ->
         raise DjGridError(f"{grid_from}: no such file (--grid-from takes {KINDS})")
     kind = kind_of(grid_from)
     if kind == "library":
-        lib = read_library(grid_from)
-        return find_track(lib, audio_path, duration_s)
+        return find_track(_cached_library(grid_from), audio_path, duration_s)
     if kind == "anlz":
         return rekordbox_anlz.read(grid_from)
     return serato_tags.read(grid_from)
