@@ -50,7 +50,7 @@ def describes_one_track(grid_from: str) -> bool:
 _read_libraries: dict[tuple[str, int, int], Library] = {}
 
 
-def _cached_library(path: str) -> Library:
+def cached_library(path: str) -> Library:
     """read_library once per file version: a folder of audio matched against one library
     parses it once."""
     st = os.stat(path)
@@ -70,7 +70,7 @@ def grid_for_audio(grid_from: str, audio_path: str, duration_s: float | None) ->
         raise DjGridError(f"{grid_from}: no such file (--grid-from takes {KINDS})")
     kind = kind_of(grid_from)
     if kind == "library":
-        return find_track(_cached_library(grid_from), audio_path, duration_s)
+        return find_track(cached_library(grid_from), audio_path, duration_s)
     if kind == "anlz":
         return rekordbox_anlz.read(grid_from)
     return serato_tags.read(grid_from)

@@ -113,6 +113,10 @@ def analyze_with_grid(args: argparse.Namespace) -> int:
         raise BeatMapError(f"{args.grid_from} holds the grid of one track but {len(inputs)} "
                            "audio files were given: give one, or a library (.xml, .nml), or "
                            "--grid-from serato for each file's own Serato tags")
+    if args.grid_from != sources.OWN_TAGS and os.path.isfile(args.grid_from) and \
+            sources.kind_of(args.grid_from) == "library":
+        for w in sources.cached_library(args.grid_from).warnings:
+            output.warn(w)
     corr = corrections.Corrections(offset_ms=args.offset_ms or 0.0, source="command line")
     if args.overrides:
         corr = corrections.load_override_file(args.overrides).merged(corr)
