@@ -124,6 +124,10 @@ def analyze_with_grid(args: argparse.Namespace) -> int:
     for job in batch.plan(inputs, args.out, args.format or "json"):
         info = audio.probe(job.audio_path, args.max_duration)
         track = sources.grid_for_audio(args.grid_from, job.audio_path, info.duration_s)
+        named = os.path.basename(track.location.replace("\\", "/"))
+        if named and named.casefold() != os.path.basename(job.audio_path).casefold():
+            output.warn(f"{args.grid_from} is the grid of {named}, given for "
+                        f"{job.audio_path}: check that it is the same track")
         feats = importing.AudioFeatures(job.audio_path, params, args.max_duration)
         bm = importing.to_beatmap(track, feats, params)
         entry = importing.history_entry(bm)
