@@ -113,6 +113,8 @@ def inspect(args: argparse.Namespace) -> int:
         "audio_sha256": h["audio_sha256"].hex(),
         "envelope_rate_hz": info.env_rate_mhz / 1000,
         "envelope_frames": info.env_frames,
+        "sections": info.section_count,
+        "phrases": info.phrase_count,
         "sha256": info.sha256.hex(),
         "bytes_per_audio_minute": round(size / max(h["duration_us"] / 6e7, 1e-9)),
     }
