@@ -359,3 +359,20 @@ def test_xml_written_by_pyrekordbox_is_read_and_ours_reads_back_in_it(tmp_path):
     back = RekordboxXml(str(tmp_path / "ours.xml")).get_track(0)
     assert [(t.Inizio, t.Bpm) for t in back.tempos] == [(0.1, 125.0), (30.1, 126.0)]
     assert back.Location.endswith("Users/dj/Music/x y.mp3") and back.marks[0].Name == "Hook"
+
+
+def test_without_dj_phrases_gridcast_finds_sections_on_the_djs_beats(tmp_path):
+    from gridcast.host.evaluation import demo_audio
+
+    signal, beats, _ = demo_audio.render(seconds=40.0)  # 18 bars: enough for phrases
+    path = str(tmp_path / "song.wav")
+    sf.write(path, signal, demo_audio.SAMPLE_RATE)
+    bpm = 60.0 / float(np.median(np.diff(beats)))
+    lib = tmp_path / "rb.xml"
+    lib.write_text(rekordbox_xml_text([rekordbox_track(1, path, [(beats[0], bpm, 1)], 40)]))
+    out = tmp_path / "song.beatmap.json"
+    assert main(["analyze", path, "--grid-from", str(lib), "-o", str(out)]) == 0
+    bm = beatmap.load(str(out))
+    assert np.abs(bm.beats[bm.beats >= beats[0] - 0.01][:len(beats)] - beats).max() < 0.002
+    assert bm.sections and {s.source for s in bm.sections} == {"analysis"}
+    assert bm.history[0]["source"]["track_id"] == "1"

@@ -1,6 +1,7 @@
 """A DJ track's grid -> a BeatMap: the DJ's beats and downbeats, gridcast's envelopes and
 beat strengths from the audio (the analyzer's own feature, envelope and strength code),
-cues, and rekordbox's phrases as sections."""
+cues, and rekordbox's phrases as sections (gridcast's phrase analysis on the DJ's beats when
+the tool has none)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import numpy as np
 
 from gridcast.host.analysis import audio, envelopes, features, onset
+from gridcast.host.analysis import structure as phrase_structure
 from gridcast.host.analysis.analyzer import beat_strengths, global_tempo
 from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.beatmaps.beatmap import ENVELOPE_BANDS, BeatMap, Section
@@ -38,6 +40,7 @@ class AudioFeatures:
                                      info.frames)
             self.envelopes = envelopes.band_envelopes(feats, params.envelope_rate_hz)
             self.onset_strength = onset.onset_strength(feats, params)
+        self.features = feats  # for the phrase analysis on the DJ's beats
         self.frame_rate_hz = feats.frame_rate_hz
         self.duration_s = info.duration_s
         self.metadata = {"audio_file": os.path.basename(path),
@@ -129,12 +132,16 @@ def to_beatmap(track: DjTrack, audio_feats: AudioFeatures | None,
     })
     rate = params.envelope_rate_hz
     sections = _sections(track, env if audio_feats else None, rate, end_s)
+    phrases = np.array([s.start_s for s in sections])
+    if not track.phrases and audio_feats is not None:
+        # No phrases from the DJ tool: gridcast's own phrase analysis, on the DJ's beats.
+        parts = phrase_structure.analyze(audio_feats.features, beats, bib)
+        phrases, sections = parts.phrases_s, parts.sections
     return BeatMap(
         beats=beats, beat_in_bar=bib, beat_strength=strength,
         tempo_bpm=global_tempo(beats), tempo_curve_times=beats,
         tempo_curve_bpm=grid_tempo_curve(beats), envelope_rate_hz=rate, envelopes=env,
-        metadata=metadata, warnings=warnings,
-        phrases=np.array([s.start_s for s in sections]), sections=sections,
+        metadata=metadata, warnings=warnings, phrases=phrases, sections=sections,
         cues=[c for c in track.cues if 0 <= c.time_s <= end_s + 1e-6],
     )
 
