@@ -15,7 +15,7 @@ import numpy as np
 
 from gridcast.host.analysis import audio, envelopes, features, onset
 from gridcast.host.analysis import structure as phrase_structure
-from gridcast.host.analysis.analyzer import beat_strengths, global_tempo
+from gridcast.host.analysis.analyzer import ANALYZER_VERSION, beat_strengths, global_tempo
 from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.beatmaps.beatmap import ENVELOPE_BANDS, BeatMap, Section
 from gridcast.host.djgrids.errors import DjGridError
@@ -64,7 +64,8 @@ def grid_tempo_curve(beats: np.ndarray) -> np.ndarray:
 
 def grid_digest(track: DjTrack, beats: np.ndarray, bib: np.ndarray) -> str:
     """A short hash of what was imported: the same grid, cues and phrases give the same."""
-    digest = hashlib.sha256(IMPORTER_VERSION.encode())
+    # The analyzer's version too: its strengths and sections are part of the map.
+    digest = hashlib.sha256(f"{IMPORTER_VERSION} {ANALYZER_VERSION}".encode())
     digest.update(np.round(np.asarray(beats, dtype=np.float64), 5).tobytes())
     digest.update(np.asarray(bib, dtype=np.int64).tobytes())
     digest.update(json.dumps([[c.to_dict() for c in track.cues],
