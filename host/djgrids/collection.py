@@ -53,7 +53,7 @@ def plan(lib: Library, finder: AudioFinder, out_dir: str | None, grid_only: bool
     default_dir = os.path.join(os.path.dirname(os.path.abspath(lib.path)),
                                os.path.splitext(os.path.basename(lib.path))[0] + ".maps")
     for track in lib.tracks:
-        audio_path = None if grid_only else finder.find(track)
+        audio_path = finder.find(track)
         if audio_path is None and not grid_only:
             failed.append(TrackOutcome(track.track_id, track.describe(), "failed",
                                        f"audio not found at {track.location or '(no location)'}"
@@ -66,7 +66,7 @@ def plan(lib: Library, finder: AudioFinder, out_dir: str | None, grid_only: bool
         if target in taken:  # two tracks with one file name: the track id tells them apart
             target = os.path.join(folder, f"{stem}.{track.track_id}{MAP_SUFFIX}{ext}")
         taken.add(target)
-        jobs.append(Job(track, audio_path, target))
+        jobs.append(Job(track, None if grid_only else audio_path, target))
     return jobs, failed
 
 
