@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -77,6 +78,21 @@ def test_a_composed_track_finds_its_phrases_and_roles():
     assert out.sections[0].start_s == 0.0 and out.sections[-1].end_s == pytest.approx(
         feats.n_frames / feats.frame_rate_hz)
     assert all(0.0 <= s.energy <= 1.0 and s.source == "analysis" for s in out.sections)
+
+
+def test_the_analyzer_writes_phrases_and_sections_into_the_map():
+    from gridcast.host.analysis import analyzer
+    from gridcast.host.analysis.params import AnalyzerParams
+    from gridcast.host.evaluation import demo_audio
+
+    signal, _, _ = demo_audio.render(seconds=24.0)
+    feats = features.extract_array(signal, demo_audio.SAMPLE_RATE)
+    bm = analyzer.analyze_features(feats, AnalyzerParams())
+    assert len(bm.phrases) >= 1 and set(bm.phrases) <= set(bm.beats)
+    assert bm.sections[0].start_s == 0.0 and bm.sections[-1].end_s == pytest.approx(24.0)
+    assert all(a.end_s == b.start_s for a, b in itertools.pairwise(bm.sections))
+    again = BeatMap.from_dict(bm.to_dict())  # through the map format and back
+    assert [s.role for s in again.sections] == [s.role for s in bm.sections]
 
 
 # --- bundle -----------------------------------------------------------------------------
