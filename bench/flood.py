@@ -10,6 +10,7 @@ received them (publish time -> ``received_us``), the flooder's batches stored.
 
     python bench/flood.py [--devices 20] [--hz 2] [--seconds 10] [--flood-rate 10000]
                           [--qos 1] [--no-limit] [--rate R] [--burst B] [--tls] [--json]
+    python bench/flood.py --drop-cost [--flood-rate 30000] [--seconds 3]
 
 --no-limit runs the same with the ingest limit off (ingest_rate_per_device = 0), to see
 what the limit buys.
@@ -158,6 +159,44 @@ def collector_counts(client) -> tuple[int, int]:
     return int(stats["received"]), int(stats.get("rate_dropped", 0))
 
 
+def drop_cost(seconds: float, rate: float) -> dict:
+    """What one dropped message costs the agent's network thread: a Collector with a tiny
+    bucket on its own MqttConnection in this process (no daemon, no API), the flooder in
+    another, messages read per second and per CPU second of this process."""
+    from gridcast.agent.broker import Mosquitto
+    from gridcast.agent.collector import Collector
+    from gridcast.agent.mqtt import MqttConnection
+    from gridcast.agent.rate_limit import IngestLimiter
+    from gridcast.agent.store import SqliteStore
+
+    folder = tempfile.mkdtemp(prefix="gridcast-bench-drop-")
+    with Mosquitto(folder=os.path.join(folder, "broker")) as broker:
+        conn = MqttConnection("127.0.0.1", broker.port, client_id="drop-cost")
+        collector = Collector(SqliteStore(os.path.join(folder, "a.db")), conn, shared=False,
+                              limiter=IngestLimiter(100, 100))
+        collector.start()
+        conn.start()
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        go = time.time() + 1.5
+        proc = ctx.Process(target=flooder_process,
+                           args=(broker.port, rate, seconds + 2, 1, go, out, None))
+        proc.start()
+        time.sleep(max(0.0, go - time.time()) + 1.0)  # past the bucket's burst
+        r0, t0, c0 = collector.stats.received, time.monotonic(), time.process_time()
+        time.sleep(seconds)
+        r1, t1, c1 = collector.stats.received, time.monotonic(), time.process_time()
+        flood = out.get(timeout=120)
+        proc.join()
+        collector.stop()
+        conn.stop()
+    return {"drop_cost": {"flood_rate_achieved": flood["flood_rate_achieved"],
+                          "read_per_s": round((r1 - r0) / (t1 - t0)),
+                          "read_per_cpu_s": round((r1 - r0) / max(1e-6, c1 - c0)),
+                          "dropped": collector.stats.rate_dropped,
+                          "load_average": os.getloadavg()[0]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
@@ -169,8 +208,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="ingest_rate_per_device (default: agent's)")
     parser.add_argument("--burst", type=int, help="ingest_burst_per_device (default: agent's)")
     parser.add_argument("--tls", action="store_true", help="a TLS-only broker (mqtts://)")
+    parser.add_argument("--drop-cost", action="store_true",
+                        help="only measure what a dropped message costs the network thread")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.drop_cost:
+        print(json.dumps(drop_cost(args.seconds, args.flood_rate), indent=1))
+        return
 
     from gridcast.agent.broker import Mosquitto, free_port
     from gridcast.agent.client import AgentClient, AgentError
