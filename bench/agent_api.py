@@ -7,7 +7,10 @@ then sends --requests requests from --concurrency clients at once (a mix of
 reports latency percentiles, all measured by an aiohttp client in this process.
 
     python bench/agent_api.py [--devices 100] [--concurrency 200] [--requests 4000] [--json]
-                              [--checkout DIR]
+                              [--checkout DIR] [--per-path]
+
+It also reports the daemon's CPU per 1000 requests of each phase (and while idle), and
+with --per-path each read path alone: what one request of it costs the daemon.
 
 --checkout DIR runs the daemon from another checkout of gridcast (e.g. a `git worktree`
 of an older commit) with this venv, so old and new code can be compared in the same
@@ -104,16 +107,18 @@ async def load(base: str, devices: int, concurrency: int, total: int) -> list[fl
     return latencies
 
 
-def run_wrk(base: str, connections: int) -> dict | None:
-    """wrk (Debian's, in C): `connections` clients on /api/devices for 5 s, each sending
+def run_wrk(base: str, connections: int, path: str = "/api/devices",
+            seconds: int = 5) -> dict | None:
+    """wrk (Debian's, in C): `connections` clients on `path` for `seconds`, each sending
     again as soon as it is answered. None when wrk is not installed."""
     import re
     import shutil
 
     if shutil.which("wrk") is None:
         return None
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", "-d5s", "--latency",
-                          base + "/api/devices"], capture_output=True, text=True, check=True)
+    out = subprocess.run(["wrk", f"-t{min(2, connections)}", f"-c{connections}",
+                          f"-d{seconds}s", "--latency", base + path],
+                         capture_output=True, text=True, check=True)
 
     def ms(label: str) -> float:
         m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out.stdout)
@@ -130,6 +135,23 @@ def run_wrk(base: str, connections: int) -> dict | None:
             "requests": int(total.group(1)) if total else 0,
             "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": errors.group(1) if errors else None}
+
+
+def per_path(base: str, pid: int) -> dict[str, dict]:
+    """Each read path alone (wrk, 50 connections, 3 s): the daemon's CPU per request (us)
+    and wrk's p99, to see which path costs what."""
+    out = {}
+    for path in ("/api/devices", "/api/devices/dev-007", "/api/devices/dev-007/drift",
+                 "/health", "/metrics"):
+        before = cpu_s(pid)
+        result = run_wrk(base, 50, path, 3)
+        if result is None:
+            break
+        out[path] = {"daemon_cpu_us_per_request":
+                     round((cpu_s(pid) - before) * 1e6 / max(result["requests"], 1), 1),
+                     "p99_ms": result["p99_ms"], "requests": result["requests"],
+                     "non_2xx": result["non_2xx"]}
+    return out
 
 
 def cpu_s(pid: int) -> float:
@@ -164,6 +186,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--checkout", help="run the daemon from this checkout (see above)")
+    parser.add_argument("--per-path", action="store_true",
+                        help="then each read path alone: daemon CPU per request, p99")
     args = parser.parse_args()
 
     from gridcast.agent.broker import Mosquitto, free_port
@@ -214,6 +238,7 @@ def main() -> None:
             lat = asyncio.run(load(base, args.devices, args.concurrency, args.requests))
             wall = time.monotonic() - started
             cpu4 = cpu_s(daemon.pid)
+            paths = per_path(base, daemon.pid) if args.per_path else None
         finally:
             stop.set()
             feeder.join()
@@ -237,7 +262,8 @@ def main() -> None:
                             "p50_ms": round(float(np.percentile(ms, 50)), 2),
                             "p99_ms": round(float(np.percentile(ms, 99)), 2),
                             "max_ms": round(float(ms.max()), 2),
-                            "daemon_cpu_ms_per_1000": round((cpu4 - cpu3) * 1e6 / len(ms), 1)}}
+                            "daemon_cpu_ms_per_1000": round((cpu4 - cpu3) * 1e6 / len(ms), 1)},
+              "per_path": paths}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -256,6 +282,10 @@ def main() -> None:
               "per 1000.")
         print(f"Daemon CPU while idle (telemetry in, summaries refreshed): "
               f"{report['daemon_idle_cpu_pct']} %.")
+        for path, r in (paths or {}).items():
+            print(f"{path} alone (wrk, 50 connections): daemon CPU "
+                  f"{r['daemon_cpu_us_per_request']} us per request, p99 {r['p99_ms']} ms, "
+                  f"non-2xx {r['non_2xx']}.")
 
 
 if __name__ == "__main__":
