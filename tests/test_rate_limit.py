@@ -200,3 +200,21 @@ def test_the_daemon_reports_a_throttled_device_and_limits_each_token(mosquitto, 
         dropped = re.search(r'dropped_messages_total\{device="chatty"\} (\S+)', text)
         assert dropped and float(dropped.group(1)) >= 80  # sync requests: 10 at once, 5/s
         assert 'gridcast_api_rate_limited_total{token="default"} 2.0' in text
+
+
+def test_link_telemetry_over_the_rate_is_acknowledged_and_not_stored(tmp_path):
+    """Telemetry from serial/BLE links (``submit``) passes the same per-device bucket; a
+    dropped batch is acknowledged at once (nothing waits for it)."""
+    from gridcast.agent.collector import telemetry_batch
+
+    store = SqliteStore(str(tmp_path / "a.db"))
+    collector = Collector(store, None, limiter=IngestLimiter(0.001, 3))
+    collector.start()
+    acks: list[int] = []
+    for seq in range(5):
+        msg = messages.decode(messages.encode("telemetry", seq=seq, drift_us=[seq], boot=1))
+        collector.submit(telemetry_batch("serial-dev", msg, 1), lambda s=seq: acks.append(s))
+    assert acks == [3, 4]  # the dropped ones, at once
+    collector.stop()
+    assert store.batch_seqs("serial-dev") == [0, 1, 2] and sorted(acks) == [0, 1, 2, 3, 4]
+    assert collector.stats.rate_dropped == 2
