@@ -218,3 +218,34 @@ def test_link_telemetry_over_the_rate_is_acknowledged_and_not_stored(tmp_path):
     collector.stop()
     assert store.batch_seqs("serial-dev") == [0, 1, 2] and sorted(acks) == [0, 1, 2, 3, 4]
     assert collector.stats.rate_dropped == 2
+
+
+@pytest.mark.xfail(strict=True, reason="open (docs/security.md): mosquitto lets any login take "
+                                       "over any client id; use_username_as_clientid closes it")
+def test_a_device_login_cannot_throw_the_agent_off_a_provisioned_broker():
+    """A device's password, used with the agent's client id, must not disconnect the agent.
+    It does today: when this test passes, update docs/security.md and drop the xfail."""
+    import os
+
+    from tests.test_tls import Site
+
+    site = Site()
+    site.start()
+    agent = None
+    intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+    try:
+        agent = site.connect()
+        intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=agent.client_id)
+        intruder.tls_set(ca_certs=os.path.join(site.dir, "ca.crt"))
+        intruder.username_pw_set(site.device.user, site.device.password)
+        intruder.connect("127.0.0.1", site.port)
+        intruder.loop_start()
+        deadline = time.monotonic() + 2.0
+        while agent.connected and agent.connects == 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert agent.connected and agent.connects == 1, "the device login threw the agent off"
+    finally:
+        intruder.loop_stop()
+        if agent is not None:
+            agent.stop()
+        site.stop()
