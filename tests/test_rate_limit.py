@@ -209,12 +209,12 @@ def test_link_telemetry_over_the_rate_is_acknowledged_and_not_stored(tmp_path):
 
     store = SqliteStore(str(tmp_path / "a.db"))
     collector = Collector(store, None, limiter=IngestLimiter(0.001, 3))
-    collector.start()
     acks: list[int] = []
-    for seq in range(5):
+    for seq in range(5):  # before the writer starts: what is acknowledged now was dropped
         msg = messages.decode(messages.encode("telemetry", seq=seq, drift_us=[seq], boot=1))
         collector.submit(telemetry_batch("serial-dev", msg, 1), lambda s=seq: acks.append(s))
-    assert acks == [3, 4]  # the dropped ones, at once
+    assert acks == [3, 4]
+    collector.start()
     collector.stop()
     assert store.batch_seqs("serial-dev") == [0, 1, 2] and sorted(acks) == [0, 1, 2, 3, 4]
     assert collector.stats.rate_dropped == 2
