@@ -86,7 +86,7 @@ class TrackerBeatSource:
 
     def __init__(self, rate_hz: int, hop_size: int | None = None, coast_s: float = 4.0,
                  lost_beats: float = 2.0, min_confidence: float = 0.0,
-                 catch_up_ms: float = 40.0,
+                 catch_up_ms: float = 40.0, hold_ms: float = 60.0,
                  downbeat_strength: float = 1.0, beat_strength: float = 0.5,
                  env_delay_ms: float = 80.0, env_span_ms: float = 200.0,
                  on_beat: Callable[[HeardBeat], None] | None = None,
@@ -98,6 +98,7 @@ class TrackerBeatSource:
         self.lost_beats = lost_beats
         self.min_confidence = min_confidence
         self.catch_up_us = catch_up_ms * 1000
+        self.hold_us = hold_ms * 1000
         self.downbeat_strength = downbeat_strength
         self.beat_strength = beat_strength
         self.on_beat = on_beat
@@ -111,6 +112,7 @@ class TrackerBeatSource:
         self._locked_until_us = 0.0  # locked up to here; coasting after it
         self._last_event: tuple[float, int] | None = None  # (heard_us, beat_in_bar)
         self._last_downbeat_us: float | None = None
+        self._last_gap_us = 0.0  # between the tracker's last two beats
         self._recent: deque[float] = deque(maxlen=STEADY_BEATS + 1)  # heard µs
         self._beats_per_bar = 4
         self._state = SourceState.IDLE
@@ -159,7 +161,11 @@ class TrackerBeatSource:
             # makes a double flash.
             self._last_due_us = max([self._last_due_us] + [t for t in self._answer
                                                            if t <= now_us])
-            not_before = self._last_due_us + MIN_GAP * period
+            # The gap is a share of the shorter of the model's period and the tracker's
+            # last beat gap: when the tempo read-out doubles for a beat or two, the
+            # tracker's beats a (faster) period apart are still given.
+            gap = min(period, self._last_gap_us) if self._last_gap_us > 0 else period
+            not_before = self._last_due_us + MIN_GAP * gap
             # A beat the tracker placed just behind us (it decides a beat up to two
             # frames late when its phase jumps) is still given, if the devices fired
             # none near it: the protocol's lists start at the beat due last, and a device
@@ -167,8 +173,20 @@ class TrackerBeatSource:
             since = max(now_us - self.catch_up_us, not_before)
             k = int(np.ceil((since - self._next_us) / period))
             beats = []
+            moved = self._next_us + (k - 1) * period  # the model's beat just behind
+            held = [t for t in self._answer if now_us < t <= moved + self.hold_us]
+            if held and moved >= not_before and held[0] - moved <= self.hold_us:
+                # The tracker moved a beat the devices still hold into the past, too far
+                # back to be given (its phase jumped ahead): the held beat stays where it
+                # is, late rather than lost.
+                k -= 1
+                held_at: float | None = held[0]
+            else:
+                held_at = None
             while True:
                 at = self._next_us + k * period
+                if held_at is not None:
+                    at, held_at = held_at, None
                 if at >= end:
                     break
                 bib = ((self._next_bib - 1 + k) % self._beats_per_bar) + 1 if self._next_bib else 0
@@ -248,6 +266,8 @@ class TrackerBeatSource:
                 if bar in (3, 4):
                     self._beats_per_bar = bar
             self._last_downbeat_us = heard
+        if self._last_event is not None:
+            self._last_gap_us = heard - self._last_event[0]
         self._last_event = (heard, event.beat_in_bar)
         self._recent.append(heard)
 

@@ -321,6 +321,46 @@ def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
             "overflows": status.get("overflows"), "messages": status.get("messages")}
 
 
+def replay_set(args: argparse.Namespace, clips: list) -> dict:
+    """The same figures from host/live/replay.py: simulated time, one model device, each
+    clip at 44.1 kHz after ``--gap-s`` of silence, ``net_ms`` 5 ms. No room, no firmware:
+    faster than real time, for iterating on the model (confirm in the room)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    from gridcast.agent.tracker_beat_source import HeardBeat
+    from gridcast.host.analysis import audio
+    from gridcast.host.live.replay import replay
+
+    records: list[dict] = []
+    led: list[np.ndarray] = []
+    tracker: list = []
+    started = time.process_time()
+    for k, clip in enumerate(clips):
+        info = audio.probe(clip.audio_path)
+        signal = np.concatenate(list(audio.iter_mono_blocks(info)))
+        if info.sample_rate != ROOM_RATE:
+            g = gcd(ROOM_RATE, info.sample_rate)
+            signal = resample_poly(signal, ROOM_RATE // g, info.sample_rate // g)
+        gap = np.zeros(int(args.gap_s * ROOM_RATE), np.float32)
+        run = replay(np.concatenate([gap, signal.astype(np.float32)]), ROOM_RATE,
+                     network_ms=5.0, coast_s=args.coast_s)
+        base = k * 1e9  # each clip on its own stretch of the timeline
+        start = base + args.gap_s * 1e6
+        records.append({"path": clip.audio_path, "start_us": start,
+                        "duration_s": len(signal) / ROOM_RATE})
+        led.append(run.led_us + base)
+        tracker += [HeardBeat(b.heard_us + base, int(b.decided_us + base), b.beat_in_bar,
+                              b.bpm, b.confidence) for b in run.tracker]
+    cpu_s = time.process_time() - started
+    audio_s = sum(r["duration_s"] + args.gap_s for r in records)
+    result = score(clips, records, {"model": np.concatenate(led)}, tracker, 5.0, {},
+                   cpu_pct=100 * cpu_s / audio_s, input_offset_us=0.0)
+    result["replay"] = True
+    return result
+
+
 def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: float,
           status: dict, cpu_pct: float, input_offset_us: float) -> dict:
     from gridcast.host.evaluation.evaluate import score as beat_score
@@ -402,6 +442,8 @@ def main() -> None:
                         "beats and clip starts as JSON")
     parser.add_argument("--cost", type=float, metavar="SECONDS", help="measure the CPU of "
                         "`gridcast live` alone for this long instead (no devices)")
+    parser.add_argument("--replay", action="store_true", help="simulated time instead of the "
+                        "room (host/live/replay.py): fast, for iterating on the model")
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.
@@ -414,6 +456,11 @@ def main() -> None:
     clips = load_dataset(args.set_dir)
     if args.clips:
         clips = clips[:args.clips]
+    if args.replay:
+        result = replay_set(args, clips)
+        print(json.dumps(result if args.json else
+                         {k: v for k, v in result.items() if k != "per_clip"}, indent=None))
+        return
     with tempfile.TemporaryDirectory() as folder:
         if args.cost:
             print(json.dumps(cost(args, clips, folder)))
