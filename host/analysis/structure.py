@@ -5,7 +5,8 @@
    density (band flux), each column z-scored over the track, each kind with
    the same weight.
 2. Novelty before each beat: how far the mean of the rows after it lies from
-   the mean of the rows before it, over windows of 1 and 4 bars, each scale
+   the mean of the rows before it, over windows of 1 and 4 bars (chroma only in
+   the 4-bar one: inside a phrase the chords change every bar), each scale
    divided by its median (a track that changes a little everywhere does not
    look like one that changes a lot at a few places); the map's downbeats get
    a bonus, since phrases start on the one.
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridcast.host.analysis.features import Features
+from gridcast.host.analysis.features import N_LOG_BANDS, Features
 from gridcast.host.beatmaps.beatmap import BeatMap, Section
 
 MIN_BARS = 8  # fewer bars of beats than this: no structure
@@ -49,12 +50,14 @@ OTHER_LENGTH_PENALTY = -1.5
 MIN_PHRASE_BARS = 4  # shorter phrases only at the start and the end of the track
 MAX_PHRASE_BARS = 32
 LAST_PHRASE_MIN_BARS = 2  # a "phrase" that starts where the music stops is none
+KIND_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # energy, timbre, chroma, onset density
+HARMONY_FROM_BARS = 4  # novelty windows shorter than this leave chroma out
 MIN_LEVEL_SPAN_DB = 10.0  # composed tracks span 13-60 dB between phrases
 
 
 @dataclass(frozen=True)
 class StructureParams:
-    boundary_threshold: float = 1.7  # novelty (in medians) a phrase start must exceed
+    boundary_threshold: float = 1.8  # novelty (in medians) a phrase start must exceed
     drop_level: float = 0.8  # energy (0..1 over the track's phrases) of a drop
     break_level: float = 0.75  # below this between drops: a break, else a verse
     rise_z: float = 0.5  # rise of the high band over a build-up (z units per phrase)
@@ -84,24 +87,32 @@ def beat_features(feats: Features, beats_s: np.ndarray, end_s: float) -> np.ndar
     rows = (csum[np.minimum(hi, len(cols))] - csum[lo]) / np.maximum(
         np.minimum(hi, len(cols)) - lo, 1)[:, None]
     rows = (rows - rows.mean(axis=0)) / (rows.std(axis=0) + 1e-6)
-    # Equal say for each kind, however many columns it has.
-    weights = np.r_[np.full(3, 1 / 3), np.full(timbre.shape[1], 1 / timbre.shape[1]),
-                    np.full(12, 1 / 12), np.full(3, 1 / 3)]
+    # Each kind has its say (KIND_WEIGHTS), however many columns it has.
+    e, t, c, f = KIND_WEIGHTS
+    weights = np.r_[np.full(3, e / 3), np.full(timbre.shape[1], t / timbre.shape[1]),
+                    np.full(12, c / 12), np.full(3, f / 3)]
     return rows * np.sqrt(weights)
 
 
-def novelty(rows: np.ndarray, scales: tuple[int, ...]) -> np.ndarray:
+def novelty(rows: np.ndarray, scales: tuple[int, ...], harmony_from: int = 0) -> np.ndarray:
     """Per beat line k (before row k; 0 and len are the ends): the change in the mean
-    features across it, over windows of ``scales`` rows, each scale in its own medians."""
+    features across it, over windows of ``scales`` rows, each scale in its own medians.
+    Windows shorter than ``harmony_from`` rows leave chroma out: inside a phrase the
+    chords change every bar or two, so only windows that hold a whole progression
+    compare harmony."""
     n = len(rows)
     total = np.zeros(n + 1)
     csum = np.r_[np.zeros((1, rows.shape[1])), np.cumsum(rows, axis=0)]
     k = np.arange(1, n)
+    timbre_end = 3 + N_LOG_BANDS
     for w in scales:
         a, b = np.maximum(0, k - w), np.minimum(n, k + w)
         before = (csum[k] - csum[a]) / (k - a)[:, None]
         after = (csum[b] - csum[k]) / (b - k)[:, None]
-        nov = np.r_[0.0, np.linalg.norm(after - before, axis=1), 0.0]
+        change = after - before
+        if w < harmony_from:
+            change[:, timbre_end:timbre_end + 12] = 0.0
+        nov = np.r_[0.0, np.linalg.norm(change, axis=1), 0.0]
         med = np.median(nov[1:n]) if n > 1 else 0.0
         total += nov / (med + 1e-6)
     return total / len(scales)
@@ -210,7 +221,7 @@ def analyze(feats: Features, beats_s: np.ndarray, beat_in_bar: np.ndarray,
     beat_len = float(np.median(np.diff(beats_s)))
     last_end = min(end_s, float(beats_s[-1]) + beat_len)
     rows = beat_features(feats, beats_s, last_end)
-    nov = novelty(rows, tuple(w * meter for w in p.scales))
+    nov = novelty(rows, tuple(w * meter for w in p.scales), HARMONY_FROM_BARS * meter)
     # Within a bar of either end the windows hold too few beats to say anything.
     nov[:meter] = 0.0
     nov[-meter:] = 0.0
@@ -249,7 +260,8 @@ def _phrase_levels(feats: Features, beats_s: np.ndarray, end_s: float, rows: np.
     loud_db = (20 * np.log10(feats.band_mag.astype(np.float64) + 1e-4)).mean(axis=1)
     edges = np.clip(np.round(np.r_[beats_s, end_s] * rate).astype(int), 0, feats.n_frames)
     beat_db = np.array([loud_db[a:max(a + 1, b)].mean() for a, b in itertools.pairwise(edges)])
-    high = rows[:, 2] / np.sqrt(1 / 3) + rows[:, -1] / np.sqrt(1 / 3)  # high dB + high flux
+    e, _, _, f = KIND_WEIGHTS  # undo the weights: high dB + high flux, z units
+    high = rows[:, 2] / np.sqrt(e / 3) + rows[:, -1] / np.sqrt(f / 3)
     levels, rises = [], []
     for a, b in itertools.pairwise(bounds):
         levels.append(float(np.mean(beat_db[a:b])))
