@@ -143,9 +143,15 @@ class IngestLimiter:
                  device_id, self.rate_per_s, state.dropped)
 
     def _forget_idle(self, now: float) -> None:
-        """Called with the lock held: drop devices with nothing to report."""
-        for device_id in [d for d, s in self.devices.items()
-                          if not s.dropped and s.bucket.full(now)]:
+        """Called with the lock held: forget devices with nothing to report, else the
+        oldest tenth (so that many new ids cost one scan per MAX_TRACKED // 10 of them)."""
+        tenth = max(1, MAX_TRACKED // 10)
+        forget = {d for d, s in self.devices.items() if not s.dropped and s.bucket.full(now)}
+        for device_id in self.devices:  # oldest first
+            if len(forget) >= tenth:
+                break
+            forget.add(device_id)
+        for device_id in forget:
             del self.devices[device_id]
 
     def status(self, device_id: str) -> dict[str, object]:
@@ -169,11 +175,6 @@ class IngestLimiter:
             state = self.devices.get(device_id)
             out[device_id] = {**status, "admitted": state.admitted if state else 0}
         return out
-
-    @property
-    def dropped_total(self) -> int:
-        with self._lock:
-            return sum(s.dropped for s in self.devices.values())
 
 
 # -- API ---------------------------------------------------------------------------------------

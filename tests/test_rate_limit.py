@@ -249,3 +249,23 @@ def test_a_device_login_cannot_throw_the_agent_off_a_provisioned_broker():
         if agent is not None:
             agent.stop()
         site.stop()
+
+
+def test_the_ingest_limiter_forgets_idle_devices_first_and_stays_bounded(monkeypatch):
+    from gridcast.agent import rate_limit
+
+    monkeypatch.setattr(rate_limit, "MAX_TRACKED", 20)
+    clock = FakeClock()
+    limiter = IngestLimiter(1.0, 2, clock=clock)
+    for _ in range(3):
+        limiter.admit("flood")  # one dropped: it has something to report
+    for i in range(18):
+        limiter.admit(f"old-{i}")
+    clock.now += 10.0  # every bucket full again: the old ones are idle
+    limiter.admit("new-0")
+    limiter.admit("new-1")  # the 21st id: the idle ones go, the flooder stays
+    assert sorted(limiter.devices) == ["flood", "new-0", "new-1"]
+    assert limiter.status("flood") == {"throttled": False, "dropped": 1}  # 10 s quiet
+    for i in range(2, 200):  # many new ids (the broker's ACL normally forbids this)
+        limiter.admit(f"new-{i}")
+        assert len(limiter.devices) <= 20
