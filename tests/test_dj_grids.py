@@ -289,6 +289,13 @@ def test_round_trip_import_export_import_within_1_ms(tmp_path):
     markers = rekordbox_export.tempo_markers(played, np.arange(len(played)) % 4 + 1)
     regenerated, _ = beats_from_markers(markers, 60.0)
     assert len(regenerated) == len(played) and np.abs(regenerated - played).max() <= 0.001
+    # A 6 s silence in an analyzed map: 20 BPM (the slowest rekordbox tempo) across it.
+    gapped = np.r_[played[:40], played[52:]]
+    markers = rekordbox_export.tempo_markers(gapped, np.arange(len(gapped)) % 4 + 1, 60.0)
+    assert min(m.bpm for m in markers) == 20.0
+    regenerated, _ = beats_from_markers(markers, 60.0)
+    near = np.abs(regenerated[:, None] - gapped[None, :]).min(axis=0)
+    assert near.max() <= 0.001
 
 
 def test_import_grids_collection_reports_every_track_and_versions_maps(tmp_path, clicks,

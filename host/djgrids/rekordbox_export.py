@@ -19,7 +19,7 @@ import numpy as np
 
 from gridcast.host.beatmaps.beatmap import BeatMap
 from gridcast.host.djgrids.errors import DjGridError
-from gridcast.host.djgrids.grid import MARKER_SNAP_FRACTION, TempoMarker
+from gridcast.host.djgrids.grid import MARKER_SNAP_FRACTION, MAX_BPM, MIN_BPM, TempoMarker
 from gridcast.host.djgrids.library import file_url_from_path
 from gridcast.protocol.version import __version__
 
@@ -43,7 +43,7 @@ def _fits(beats: np.ndarray, bib: np.ndarray, i: int, j: int, start: float, mete
 def _bpm_below(interval_s: float) -> float:
     """The largest 0.01-BPM tempo whose beat period is longer than ``interval_s``, within
     the 20-400 BPM a marker may have."""
-    return float(np.clip(np.floor(6000.0 / interval_s - 1e-9) / 100.0, 20.0, 400.0))
+    return float(np.clip(np.floor(6000.0 / interval_s - 1e-9) / 100.0, MIN_BPM, MAX_BPM))
 
 
 def tempo_markers(beats: np.ndarray, beat_in_bar: np.ndarray,
@@ -117,7 +117,10 @@ def _greedy(beats: np.ndarray, beat_in_bar: np.ndarray) -> list[TempoMarker]:
                 abs(gap - (beats[good + 2] - beats[good + 1])) <= MAX_ERROR_S
             if gap > (1 + MARKER_SNAP_FRACTION) * period or new_tempo_here:
                 good -= 1  # the tempo that fits the longer run fits this one too
-        markers.append(TempoMarker(start, bpm, int(beat_in_bar[i]), meter))
+        # A gap of more than 3 s (a silence in an analyzed map) is a 20 BPM marker: the
+        # slowest a rekordbox grid may be (it draws a beat every 3 s in the gap).
+        markers.append(TempoMarker(start, float(np.clip(bpm, MIN_BPM, MAX_BPM)),
+                                   int(beat_in_bar[i]), meter))
         i = good + 1
     return markers
 
