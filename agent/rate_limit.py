@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -46,6 +46,7 @@ LOG_EVERY_S = 10.0  # a flooding device's log line repeats at most this often
 MAX_TRACKED = 100_000  # device ids (or API clients) remembered; idle ones are forgotten first
 DEFAULT_TOKEN_NAME = "default"
 ANONYMOUS = "anonymous"
+V = TypeVar("V")
 
 
 class TokenBucket:
@@ -72,6 +73,20 @@ class TokenBucket:
 
     def full(self, now: float) -> bool:
         return self.tokens + (now - self.stamp) * self.rate_per_s >= self.burst
+
+
+def forget_some(table: dict[str, V], idle: Callable[[V], bool]) -> None:
+    """Make room in a table of MAX_TRACKED entries: every idle entry, and if that is under a
+    tenth, the oldest entries up to a tenth (so that a stream of new keys costs one scan per
+    MAX_TRACKED // 10 of them, not one each)."""
+    tenth = max(1, MAX_TRACKED // 10)
+    forget = {k for k, v in table.items() if idle(v)}
+    for key in table:  # oldest first
+        if len(forget) >= tenth:
+            break
+        forget.add(key)
+    for key in forget:
+        del table[key]
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -143,16 +158,8 @@ class IngestLimiter:
                  device_id, self.rate_per_s, state.dropped)
 
     def _forget_idle(self, now: float) -> None:
-        """Called with the lock held: forget devices with nothing to report, else the
-        oldest tenth (so that many new ids cost one scan per MAX_TRACKED // 10 of them)."""
-        tenth = max(1, MAX_TRACKED // 10)
-        forget = {d for d, s in self.devices.items() if not s.dropped and s.bucket.full(now)}
-        for device_id in self.devices:  # oldest first
-            if len(forget) >= tenth:
-                break
-            forget.add(device_id)
-        for device_id in forget:
-            del self.devices[device_id]
+        """Called with the lock held: forget devices with nothing to report."""
+        forget_some(self.devices, lambda s: not s.dropped and s.bucket.full(now))
 
     def status(self, device_id: str) -> dict[str, object]:
         """``throttled`` (dropped something in the last ``quiet_s``) and ``dropped``."""
@@ -216,7 +223,7 @@ class ApiRateLimiter:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED:
-                self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+                forget_some(self._buckets, lambda b: b.full(now))
             bucket = self._buckets[key] = TokenBucket(rate, self.burst, now)
         if bucket.take(now):
             return None
