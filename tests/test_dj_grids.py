@@ -130,6 +130,10 @@ def test_traktor_nml_grid_markers_tempo_and_cues(tmp_path):
     gaps = np.diff(bm.beats)
     assert np.allclose(gaps[bm.beats[:-1] < 15.2], 60 / 124) and np.isclose(gaps[-1], 0.48)
     assert bm.beat_in_bar[np.argmin(np.abs(bm.beats - 15.733871))] == 1
+    text = path.read_text()
+    path.write_text(text[:text.index("<ENTRY TITLE=\"Unanalyzed\"") + 30])  # cut mid-entry
+    cut = traktor_nml.read(str(path))
+    assert [t.title for t in cut.tracks] == ["Song"] and cut.unreadable[-1].what == "library"
 
 
 def _tag(kind: str, len_header: int, content: bytes) -> bytes:
