@@ -3,6 +3,10 @@ only sealed commands play behind MqttTamperProxy, which injects forged, replayed
 reordered, altered and held-back commands and sync answers; the agent meanwhile sends
 a sealed no-op ``rate`` every RATE_EVERY_S (the attacker's material) and answers sync.
 
+The show first plays ``baseline_s`` with no attack (no material: the agent sends no
+rate yet), then under attack; the true LED error is reported for both stretches, so
+that a loaded machine shows as such and the attack's own cost stands apart.
+
 The result says, per device, what was injected, what the device counted as refused
 (its telemetry), the beats it showed (true error against the agent's real commands,
 from the broker witness, which sees no forgery) and whether its state moved.
@@ -18,7 +22,8 @@ from gridcast.agent import deploy, playback
 from gridcast.agent.clock import now_us
 from gridcast.agent.command_signer import CommandSigner
 from gridcast.agent.simulation.broker_witness import BrokerWitness
-from gridcast.agent.simulation.led_report import device_report
+from gridcast.agent.simulation.devices import SimDevice
+from gridcast.agent.simulation.led_report import bundle_beats, device_report, read_led_log
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.bundles import make_bundle
@@ -39,10 +44,31 @@ def _refused(counts: dict[int, int], base: dict[int, int]) -> dict[int, int]:
     return out
 
 
+def _errors_ms(dev: SimDevice, witness: BrokerWitness, lo_us: int, hi_us: int) -> dict:
+    """p50 / p99 / max of |true LED error| (ms) of the beats shown between two true times."""
+    _, beats = bundle_beats(os.path.join(dev.folder, "bundles", "active.gcb"))
+    errors = []
+    for line in read_led_log(dev.led_log):
+        t, idx = line["true_time_us"], line.get("beat_index")
+        start = witness.start_for(dev.id, t)
+        if lo_us <= t < hi_us and start is not None and isinstance(idx, int) and \
+                0 <= idx < len(beats):
+            errors.append(abs(t - (start + beats[idx])) / 1000)
+    errors.sort()
+
+    def pct(q: float) -> float | None:
+        return round(errors[min(len(errors) - 1, int(q * len(errors)))], 3) if errors else None
+
+    return {"beats": len(errors), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "max_ms": round(errors[-1], 3) if errors else None}
+
+
 def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interval_s: float,
-                warmup_s: float, devices: int = 3, minutes: float = 2.0) -> dict:
+                warmup_s: float, devices: int = 3, minutes: float = 2.0,
+                baseline_s: float = 0.0) -> dict:
     """Run the scenario on a broker at 127.0.0.1:``broker_port``; ``count`` forgeries in
-    all, one per device every ``interval_s``, after ``warmup_s`` of clock sync."""
+    all, one per device every ``interval_s``, after ``warmup_s`` of clock sync and
+    ``baseline_s`` of the show without attack."""
     proxy = MqttTamperProxy("127.0.0.1", broker_port, count, interval_s,
                             os.path.join(state_dir, "tamper.json")).start()
     sim = sealed_simulator(devices, f"127.0.0.1:{proxy.port}", key,
@@ -69,7 +95,10 @@ def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interv
             start = now_us() + 1_000_000
             for k, dev_id in enumerate(ids):
                 await playback.play(t, [dev_id], "hil-song", start_us=start + k * STAGGER_US)
+            if baseline_s:  # from the first beat (start + 1 s) on, unattacked
+                await asyncio.sleep(1.0 + baseline_s)
             attack_from = time.monotonic()
+            attack_from_us = now_us()
             limit_s = minutes * 60 - 10
             while injected() < count and time.monotonic() - attack_from < limit_s:
                 await playback.set_rate(t, ids, playback.NORMAL_RATE_PPM)
@@ -78,13 +107,15 @@ def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interv
                 await playback.set_rate(t, ids, playback.NORMAL_RATE_PPM)
                 await asyncio.sleep(RATE_EVERY_S)
             attack_s = time.monotonic() - attack_from
+            attack_to_us = now_us()
             await asyncio.sleep(TELEMETRY_WAIT_S)
             stop_at = now_us()
             await playback.stop(t, ids)
             status = {d: t.status[d] for d in ids}
             hellos = {d: t.hellos[d] for d in ids}
         return {"base": base, "attack_s": attack_s, "status": status, "hellos": hellos,
-                "stop_at": stop_at}
+                "stop_at": stop_at, "play_us": start, "attack_us": (attack_from_us,
+                                                                    attack_to_us)}
 
     try:
         out = asyncio.run(scenario())
@@ -116,6 +147,8 @@ def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interv
             "active_track": out["status"][dev.id].active_track,
             "bundle_version": out["status"][dev.id].bundle_version,
             "boots": dev.boots,
+            "before_attack": _errors_ms(dev, witness, out["play_us"], out["attack_us"][0]),
+            "under_attack": _errors_ms(dev, witness, *out["attack_us"]),
         })
     injected_total = sum(d["injected"] for d in per_device)
     refused_total = sum(d["refused"] for d in per_device)

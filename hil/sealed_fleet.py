@@ -28,8 +28,9 @@ def sealed_simulator(n: int, broker: str, site_key: bytes, state_dir: str,
 
 
 def beat_gaps(led_log: str, since_true_us: int = 0) -> list[tuple[int, int]]:
-    """(last beat shown, next beat shown) wherever the LED log skips beat numbers of one
-    play (a new play restarts the numbering: a drop in the index is not a gap)."""
+    """(beat shown, next beat shown) wherever the LED log does not go on to the next beat
+    number: a beat skipped, or the map moved (a seek, a new play). For a scenario with one
+    play, every beat shown once and in order gives []."""
     idx = [line["beat_index"] for line in read_led_log(led_log)
            if line.get("beat_index") is not None and line["true_time_us"] >= since_true_us]
-    return [(a, b) for a, b in itertools.pairwise(idx) if b > a + 1]
+    return [(a, b) for a, b in itertools.pairwise(idx) if b != a + 1]
