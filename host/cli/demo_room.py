@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from gridcast.host.cli import output
 
 ROOMS = ("auto", "jack", "soundcard", "none")
@@ -57,11 +55,13 @@ class DemoRoom:
         if self.kind == "jack" and self.name is not None:
             self._recorder = RoomRecorder(self.name, max_seconds=max_seconds).start()
 
-    async def play(self, transport: Any, ids: list[str], track: Any, samples: np.ndarray,
+    async def play(self, transport: Any, ids: list[str], track: Any, samples: Any,
                    rate_hz: float, devices: list[Any],
                    wait: Callable[[float, str], Awaitable[None]]) -> dict[str, Any]:
         """Play ``track`` (a ShowTrack) with its sound; the sound report per device id
         (empty outside the virtual room)."""
+        import numpy as np
+
         from gridcast.agent.show.player import ShowPlayer
         from gridcast.agent.simulation.sound_report import song_start_index, sound_to_light
 
