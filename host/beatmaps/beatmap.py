@@ -28,6 +28,12 @@ SECTION_ROLES = ("intro", "verse", "buildup", "drop", "chorus", "break", "bridge
 CUE_KINDS = ("hot", "memory", "loop")
 
 
+def _rounded(values: Any, digits: int) -> list[float]:
+    """Plain floats rounded to ``digits`` decimals (numpy: a 10-minute map's envelopes
+    are ~90,000 numbers)."""
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
 @dataclass
 class Section:
     """A stretch of the track with one role, from `start_s` to `end_s` (seconds).
@@ -104,21 +110,21 @@ class BeatMap:
             "version": self.version,
             "tempo_bpm": round(float(self.tempo_bpm), 3),
             "meter": self.meter,
-            "beats": [round(float(t), 4) for t in self.beats],
-            "beat_in_bar": [int(b) for b in self.beat_in_bar],
-            "beat_strength": [round(float(s), 3) for s in self.beat_strength],
+            "beats": _rounded(self.beats, 4),
+            "beat_in_bar": np.asarray(self.beat_in_bar, dtype=np.int64).tolist(),
+            "beat_strength": _rounded(self.beat_strength, 3),
             "tempo_curve": {
-                "times": [round(float(t), 4) for t in self.tempo_curve_times],
-                "bpm": [round(float(b), 2) for b in self.tempo_curve_bpm],
+                "times": _rounded(self.tempo_curve_times, 4),
+                "bpm": _rounded(self.tempo_curve_bpm, 2),
             },
             "envelopes": {
                 "frame_rate_hz": self.envelope_rate_hz,
-                **{k: [round(float(v), 3) for v in self.envelopes[k]] for k in ENVELOPE_BANDS},
+                **{k: _rounded(self.envelopes[k], 3) for k in ENVELOPE_BANDS},
             },
             "metadata": self.metadata,
             "history": self.history,
             "warnings": self.warnings,
-            "phrases": [round(float(t), 4) for t in self.phrases],
+            "phrases": _rounded(self.phrases, 4),
             "sections": [sec.to_dict() for sec in self.sections],
             "cues": [cue.to_dict() for cue in self.cues],
         }
