@@ -48,9 +48,13 @@ def test_roles_from_level_trend_and_place():
     roles = structure.assign_roles(level, rise, structure.StructureParams())
     assert roles == ["intro", "buildup", "drop", "break", "buildup", "drop", "outro"]
     # A loud part that comes without a build-up or a jump: a chorus.
-    flat = structure.assign_roles(np.array([0.85, 0.9, 0.7, 0.95]), np.zeros(4),
+    flat = structure.assign_roles(np.array([0.85, 0.9, 0.6, 0.8]), np.zeros(4),
                                   structure.StructureParams())
     assert flat == ["chorus", "chorus", "break", "chorus"]
+    # A loud phrase that rises steeply into another loud one: a build-up over the beat.
+    steep = structure.assign_roles(np.array([0.3, 0.8, 1.0]), np.array([0.0, 2.0, 0.0]),
+                                   structure.StructureParams())
+    assert steep == ["intro", "buildup", "drop"]
 
 
 def test_too_few_bars_give_no_structure():

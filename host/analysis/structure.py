@@ -58,10 +58,11 @@ MIN_LEVEL_SPAN_DB = 10.0  # composed tracks span 13-60 dB between phrases
 @dataclass(frozen=True)
 class StructureParams:
     boundary_threshold: float = 1.8  # novelty (in medians) a phrase start must exceed
-    drop_level: float = 0.8  # energy (0..1 over the track's phrases) of a drop
-    break_level: float = 0.75  # below this between drops: a break, else a verse
+    drop_level: float = 0.7  # energy (0..1 over the track's phrases) of a drop
+    break_level: float = 0.65  # below this between drops: a break, else a verse
     rise_z: float = 0.5  # rise of the high band over a build-up (z units per phrase)
     drop_jump: float = 0.3  # energy jump that makes a loud phrase a drop without a build-up
+    loud_rise_z: float = 1.0  # rise that makes a loud phrase before a drop a build-up
     scales: tuple[int, ...] = NOVELTY_SCALES_BARS
     downbeat_bonus: float = 0.5  # novelty added at the map's downbeats
 
@@ -189,7 +190,12 @@ def assign_roles(level: np.ndarray, rise: np.ndarray, p: StructureParams) -> lis
             roles[i] = "outro"
         else:
             roles[i] = "break" if level[i] < p.break_level else "verse"
-    # Build-ups: the phrases leading into a drop while the high band rises.
+    # Build-ups: the phrases leading into a drop while the high band rises. A loud
+    # phrase that rises steeply into another loud one is a build-up too (a roll over
+    # the full beat).
+    for i in range(n - 1):
+        if loud[i] and loud[i + 1] and rise[i] >= p.loud_rise_z and (i == 0 or not loud[i - 1]):
+            roles[i] = "buildup"
     for i in range(n):
         if roles[i] == "drop" and i > 0 and roles[i - 1] != "drop":
             j = i - 1
