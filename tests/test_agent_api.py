@@ -128,8 +128,8 @@ def test_metrics_render_the_device_rows_once_per_summary_and_counters_on_each_sc
 
     row = {"id": "dev-a", "online": True, "drift_p50_ms": 0.1, "drift_p99_ms": 0.15,
            "lost": 2, "alert": False}
-    api = SimpleNamespace(summary={"dev-a": row}, requests=1, sockets=set(), rate_limit=None,
-                          core=SimpleNamespace(collectors=[], ingest=None))
+    api: Any = SimpleNamespace(summary={"dev-a": row}, requests=1, sockets=set(),
+                               rate_limit=None, core=SimpleNamespace(collectors=[], ingest=None))
     exposition = metrics.Exposition(api)
     text = exposition.render()[0].decode()
     assert 'gridcast_device_drift_p99_ms{device="dev-a"} 0.15' in text
