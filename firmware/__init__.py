@@ -7,4 +7,4 @@ files run unmodified in the MicroPython unix port for the simulator and tests.
 
 # Files copied to a device by `gridcast flash` (boards are chosen separately).
 MODULES = ("__init__", "app", "config", "store", "clock", "clocksync", "player", "timeline",
-           "live", "leds", "telemetry", "mqtt_client", "links", "ble_link", "keystore")
+           "live", "leds", "telemetry", "mqtt_client", "links", "ble_link", "keystore", "auth")

@@ -9,21 +9,20 @@ import asyncio
 import gc
 
 from gridcast.firmware import config as config_mod
+from gridcast.firmware.auth import CommandAuth
 from gridcast.firmware.clock import LocalClock
-from gridcast.firmware.clocksync import OpenRequests, SyncEstimator
+from gridcast.firmware.clocksync import SyncEstimator
 from gridcast.firmware.keystore import DeviceKeys
 from gridcast.firmware.leds import Renderer
 from gridcast.firmware.player import Player
 from gridcast.firmware.store import BundleStore
 from gridcast.firmware.telemetry import Telemetry
-from gridcast.protocol import command_auth, messages, topics, transfer
+from gridcast.protocol import messages, topics, transfer
 from gridcast.protocol.errors import ProtocolError
 from gridcast.protocol.reasons import (
     BAD_CONFIG,
     BAD_SIGNATURE,
-    INCONSISTENT,
     INTERNAL,
-    MALFORMED,
     NOT_FOUND,
     OK,
     RATE_OUT_OF_RANGE,
@@ -65,14 +64,8 @@ class Device:
         self.leds = Renderer(board, cfg["led_count"])
         self.telemetry = Telemetry()
         # Sealed messages name this boot (the boot id of hello and telemetry).
-        self.guard = command_auth.Guard(self.keys.command, self.telemetry.boot)
-        self.open_syncs = OpenRequests()
-        # A dev setup (key derived from the bundle key) takes unsealed commands until its
-        # agent has sealed one: from then on, in this boot, only sealed ones.
-        self.sealed_seen = False
+        self.auth = CommandAuth(self.keys, self.telemetry.boot, self.sync)
         self._auth_replied_us = -AUTH_REPLY_US
-        self._sealing_key = b""
-        self._inner_tag = 0  # tag inside the sealed message being checked (0: none yet)
         self.player = Player(board, self.clock, self.sync, self.leds, self.telemetry, self.store)
         self.settings = config_mod.load_settings()
         self.player.light_offset_us = self.settings["light_offset_us"]
@@ -119,7 +112,7 @@ class Device:
             await link.reply(messages.encode("error", reason=exc.code, detail=str(exc)[:200]))
             return
         try:
-            msg = self._authenticate(msg, received_us)
+            msg = self.auth.check(msg, received_us)
         except ProtocolError as exc:
             await self._refuse(exc, msg, link)
             return
@@ -143,47 +136,11 @@ class Device:
             await self.publish_hello()  # retained: every agent learns which keys it holds
 
     # --- authentication (docs/protocol.md 11) ---------------------------------
-    def _authenticate(self, msg, received_us):
-        """The message to act on: the inner one of an authentic, fresh ``sealed`` message,
-        or ``msg`` itself when it needs no seal. ProtocolError with the reason otherwise."""
-        self._inner_tag = 0
-        if msg.tag != messages.SEALED:
-            if msg.tag in command_auth.AUTHENTICATED_TAGS:
-                if self.keys.mode == command_auth.AUTH_REQUIRED or self.sealed_seen or \
-                        msg.tag in (messages.KEY_INSTALL, messages.KEY_RETIRE):
-                    raise ProtocolError(UNAUTHENTICATED, "%s must come sealed (this device "
-                                        "checks commands with key %s)"
-                                        % (msg.kind, self.keys.ids_text()))
-                if msg.tag == messages.SYNC_RESP:
-                    self._check_sync_open(msg, received_us)
-            return msg
-        self._sealing_key = self.guard.verify(msg)
-        inner = messages.decode(msg.body)
-        self._inner_tag = inner.tag
-        if inner.tag == messages.SEALED:
-            raise ProtocolError(MALFORMED, "a sealed message inside a sealed message")
-        if inner.tag == messages.SYNC_RESP:
-            # Fresh by the device's own (seq, t1); the counter plays no part.
-            self._check_sync_open(inner, received_us)
-        else:
-            agent_now = self.sync.to_agent(received_us) if self.sync.synced else None
-            self.guard.check_fresh(msg.counter, msg.sent_us, agent_now)
-        if inner.tag == messages.KEY_RETIRE and inner.key_id != msg.key_id:
-            raise ProtocolError(INCONSISTENT, "key_retire keeping %s must be sealed with it, "
-                                "not with %s" % (inner.key_id, msg.key_id))
-        self.sealed_seen = True
-        return inner
-
-    def _check_sync_open(self, msg, received_us):
-        code = self.open_syncs.take(msg.seq, msg.t1_us, received_us)
-        if code:
-            raise ProtocolError(code, "sync_resp seq %d answers no open request" % msg.seq)
-
     async def _refuse(self, exc, msg, link):
         """Count a refused message; answer it unless it is a sync answer (those get none)
         or the last authentication refusal was answered under AUTH_REPLY_US ago."""
         self.telemetry.count_error(exc.code)
-        tag = self._inner_tag or msg.tag  # what was refused: the sealed message's content
+        tag = self.auth.inner_tag or msg.tag  # what was refused: the sealed one's content
         if tag == messages.SYNC_RESP:
             return
         if exc.code in _AUTH_REASONS:
@@ -196,13 +153,8 @@ class Device:
                                          ref_tag=tag))
 
     def _install_key(self, msg):
-        key = self._sealing_key
-        command = command_auth.unwrap(key, b"c", msg.key, msg.key_id)
-        bundle = b""
-        if msg.bundle_key:
-            bundle = command_auth.unwrap(key, b"b", msg.bundle_key, msg.bundle_key_id)
         try:
-            self.keys.install(msg.key_id, command, msg.bundle_key_id, bundle)
+            self.auth.install(msg)
         except OSError as exc:
             return self._result(STORAGE_ERROR, msg, "keys.json: %s" % exc)
         self.board.log("key %s installed (held: %s)" % (msg.key_id, self.keys.ids_text()))
@@ -210,7 +162,7 @@ class Device:
 
     def _retire_keys(self, msg):
         try:
-            self.keys.retire(msg.key_id)
+            self.auth.retire(msg)
         except OSError as exc:
             return self._result(STORAGE_ERROR, msg, "keys.json: %s" % exc)
         self.board.log("keys retired but %s" % msg.key_id)
@@ -317,7 +269,7 @@ class Device:
             if link is not None:
                 self.sync_seq += 1
                 t1 = self.clock.now_us()
-                self.open_syncs.add(self.sync_seq, t1)
+                self.auth.open_syncs.add(self.sync_seq, t1)
                 await link.send_sync(messages.encode("sync_req", seq=self.sync_seq, t1_us=t1))
             await asyncio.sleep_ms(period_ms)
 

@@ -59,7 +59,7 @@ def hello(dev: app.Device) -> messages.Message:
 def check(dev: app.Device, payload: bytes) -> int:
     """The reason the device refuses ``payload`` with (0: it would act on it)."""
     try:
-        dev._authenticate(messages.decode(payload), dev.clock.now_us())
+        dev.auth.check(messages.decode(payload), dev.clock.now_us())
     except ProtocolError as exc:
         return exc.code
     return reasons.OK
@@ -78,7 +78,7 @@ def test_a_provisioned_device_takes_only_sealed_commands(tmp_path, monkeypatch):
     assert check(dev, sealed) == reasons.REPLAYED
     assert check(dev, CommandSigner(NEW_SITE).seal("stage-1", h, stop)) == reasons.UNKNOWN_KEY
     # a sync answer counts only for an open request of this device, once
-    dev.open_syncs.add(7, 123)
+    dev.auth.open_syncs.add(7, 123)
     resp = signer.seal("stage-1", h, messages.encode("sync_resp", seq=7, t1_us=123))
     assert messages.decode(resp).counter == 0
     assert check(dev, resp) == reasons.OK
@@ -147,14 +147,14 @@ def test_rotation_installs_then_retires_and_survives_a_restart(tmp_path, monkeyp
         "key_install", key_id=new_id, key=command_auth.wrap(old_key, b"c", new_key, new_id),
         bundle_key_id=key_id(NEW_SITE),
         bundle_key=command_auth.wrap(old_key, b"b", NEW_SITE, key_id(NEW_SITE)))
-    msg = dev._authenticate(messages.decode(signer.seal("stage-1", hello(dev), install)), 0)
+    msg = dev.auth.check(messages.decode(signer.seal("stage-1", hello(dev), install)), 0)
     assert dev._dispatch(msg, 0) is None
     assert hello(dev).key_ids == f"{old_id},{new_id}"
     assert key_id(NEW_SITE) in dev.keys.bundle
     signer.add_key(NEW_SITE)
     retire = signer.seal("stage-1", hello(dev), messages.encode("key_retire", key_id=new_id))
     assert messages.decode(retire).key_id == new_id  # the newest key the device holds
-    assert dev._dispatch(dev._authenticate(messages.decode(retire), 0), 0) is None
+    assert dev._dispatch(dev.auth.check(messages.decode(retire), 0), 0) is None
     assert hello(dev).key_ids == new_id
     saved = json.loads((tmp_path / "keys.json").read_text())
     assert [k for k, _ in saved["command"]] == [new_id]
