@@ -237,7 +237,7 @@ class MqttConnection:
             def recv(self, *args: Any, **kwargs: Any) -> bytes:
                 try:
                     return super().recv(*args, **kwargs)
-                except ssl.SSLWantReadError:
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):  # paho tries again
                     raise
                 except ssl.SSLError as exc:  # TLS 1.3: a refused client cert shows here
                     conn._tls_failure = exc
