@@ -24,7 +24,7 @@ from gridcast.protocol.errors import GridcastError
 # The order of `gridcast --help`.
 COMMANDS = ("analyze", "eval", "track", "plot", "keygen", "bundle", "flash", "sim", "deploy",
             "play", "live", "stop", "seek", "demo", "agent", "devices", "monitor", "report",
-            "provision", "calibrate", "light-offset", "import-grids", "export-grid")
+            "provision", "calibrate", "light-offset", "import-grids", "export-grid", "rotate-key")
 
 
 def load(name: str) -> ModuleType:
