@@ -28,6 +28,7 @@ from gridcast.agent.clock import now_us
 from gridcast.agent.live_beat_source import LiveBeatSource, SourceState
 from gridcast.agent.live_sender import LiveBeatSender, send_update
 from gridcast.agent.transport import Transport
+from gridcast.host.live.thread_name import name_python_threads, set_os_thread_name
 from gridcast.protocol.errors import GridcastError
 
 log = logging.getLogger("gridcast.live")
@@ -96,7 +97,7 @@ class LiveMode:
             if self.source is None:
                 self.source = TrackerBeatSource(self.input.rate, coast_s=c.coast_s)
             self.input.start()
-            self._reader = threading.Thread(target=self._read, name="gridcast-live-input",
+            self._reader = threading.Thread(target=self._read, name="gc-live-reader",
                                             daemon=True)
             self._reader.start()
         self.sender = LiveBeatSender(self.source, horizon_s=c.horizon_s,
@@ -105,6 +106,7 @@ class LiveMode:
         return self
 
     def _read(self) -> None:
+        set_os_thread_name("gc-live-reader")
         try:
             for block, first in self.input.blocks():
                 self.source.feed(block, first, self.input.heard_us)
@@ -118,6 +120,7 @@ class LiveMode:
         if self.sender is None:
             self.open()
         assert self.sender is not None
+        name_python_threads()  # per-thread CPU in top -H and bench/live.py --cost
         next_env = 0.0
         try:
             while not stop.is_set():
@@ -127,8 +130,9 @@ class LiveMode:
                 if self.input is not None and time.monotonic() >= next_env:
                     next_env = time.monotonic() + self.config.env_every_ms / 1000
                     await self._send_envelope(transport, device_ids)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.poll_ms / 1000)
+                # A plain sleep: wait_for(stop.wait()) made a task and a timer every
+                # poll; stopping up to poll_ms later costs nothing.
+                await asyncio.sleep(self.config.poll_ms / 1000)
         finally:
             with contextlib.suppress(Exception):
                 await send_update(transport, device_ids, self.sender.cancel())

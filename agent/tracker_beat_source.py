@@ -104,6 +104,7 @@ class TrackerBeatSource:
         self.on_beat = on_beat
         self._now_us = now_us
         self._lock = threading.Lock()
+        self._analyse_lock = threading.Lock()
         self._fed = 0  # input frames fed so far
         # The model: a beat at _next_us (agent µs), every _period_us, _next_bib in the bar.
         self._next_us: float | None = None
@@ -113,6 +114,7 @@ class TrackerBeatSource:
         self._last_event: tuple[float, int] | None = None  # (heard_us, beat_in_bar)
         self._last_downbeat_us: float | None = None
         self._last_gap_us = 0.0  # between the tracker's last two beats
+        self._steady: float | None = None  # the beats' mean spacing, when steady
         self._recent: deque[float] = deque(maxlen=STEADY_BEATS + 1)  # heard µs
         self._beats_per_bar = 4
         self._state = SourceState.IDLE
@@ -126,11 +128,13 @@ class TrackerBeatSource:
         self._env_frames = max(1, min(messages.MAX_LIVE_ENV_FRAMES,
                                       round(env_span_ms / 1000 * self.rate_hz / self.hop)))
         self._env: list[tuple[float, float, float, float]] = []
-        self._env_peak = np.full(3, 1e-6)
+        self._env_peak = (1e-6, 1e-6, 1e-6)
+        self._env_pending: list[tuple[float, np.ndarray]] = []  # hops not analysed yet
         self._env_sent_to = -1.0
         freqs = np.fft.rfftfreq(self.hop, 1 / self.rate_hz)
-        self._bands = [(freqs > 0) & (freqs < BASS_HZ), (freqs >= BASS_HZ) & (freqs < MID_HZ),
-                       freqs >= MID_HZ]
+        bands = [(freqs > 0) & (freqs < BASS_HZ), (freqs >= BASS_HZ) & (freqs < MID_HZ),
+                 freqs >= MID_HZ]
+        self._band_matrix = np.stack(bands, axis=1).astype(np.float64)  # bins × 3
         self._peak_fall = PEAK_FALL_PER_S ** (self.hop / self.rate_hz)
         self._window = np.hanning(self.hop).astype(np.float32)
 
@@ -234,7 +238,7 @@ class TrackerBeatSource:
             end_us = heard_us(end_frame)
             period = 60e6 / bpm
             next_us = end_us + (1.0 - phase) * period
-            steady = self._steady_period_us()
+            steady = self._steady
             if steady is not None and abs(period / steady - 1) > STEADY_TOLERANCE:
                 # The tracker's tempo read-out jumped (to half or double, for a hop or
                 # two): keep the beats' own spacing, counted on from its last beat.
@@ -270,6 +274,7 @@ class TrackerBeatSource:
             self._last_gap_us = heard - self._last_event[0]
         self._last_event = (heard, event.beat_in_bar)
         self._recent.append(heard)
+        self._steady = self._steady_period_us()  # changes only with a beat
 
     def _steady_period_us(self) -> float | None:
         """The median spacing of the tracker's last beats, when they agree."""
@@ -293,24 +298,48 @@ class TrackerBeatSource:
     # --- band envelopes ----------------------------------------------------------------
     def _add_envelope(self, samples: np.ndarray, first_frame: int, hops_before: int,
                       heard_us: Callable[[float], float]) -> None:
-        hops_after = self._fed // self.hop
-        frames = []
-        for h in range(hops_before, hops_after):
-            lo = h * self.hop - first_frame
-            if lo < 0:
-                continue  # the hop began in an earlier block: skipped (one frame)
-            spectrum = np.abs(np.fft.rfft(samples[lo:lo + self.hop] * self._window)) ** 2
-            energy = np.sqrt([float(spectrum[band].sum()) for band in self._bands])
-            self._env_peak = np.maximum(energy, self._env_peak * self._peak_fall)
-            level = energy / self._env_peak
-            frames.append((heard_us(h * self.hop), *level))
-        if frames:
-            with self._lock:
-                self._env = (self._env + frames)[-self._env_frames:]
+        """Keep the block's hops; their energies are computed in batches (``_analyse``)."""
+        first_hop = max(hops_before, -(-first_frame // self.hop))  # hops begun in this block
+        hops = range(first_hop, self._fed // self.hop)  # a hop begun earlier is skipped
+        if not hops:
+            return
+        lo = first_hop * self.hop - first_frame
+        rows = [(heard_us(h * self.hop), samples[lo + i * self.hop:lo + (i + 1) * self.hop])
+                for i, h in enumerate(hops)]
+        with self._lock:
+            self._env_pending += rows
+            full = len(self._env_pending) >= self._env_frames
+        if full:  # nobody asked for a while: keep the running peak current
+            self._analyse()
+
+    def _analyse(self) -> None:
+        """The pending hops' band energies, all at once: one FFT call and one product with
+        the band matrix (numpy calls per hop were most of the reader thread's cost)."""
+        with self._analyse_lock:  # the reader and the sender both call this
+            self._analyse_pending()
+
+    def _analyse_pending(self) -> None:
+        with self._lock:
+            pending, self._env_pending = self._env_pending, []
+        if not pending:
+            return
+        frames = np.stack([hop for _, hop in pending]) * self._window
+        spectrum = np.fft.rfft(frames, axis=1)
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        energy = np.sqrt(power @ self._band_matrix).tolist()  # hops × 3
+        fall, (pb, pm, ph) = self._peak_fall, self._env_peak
+        rows = []
+        for (heard, _), (b, m, h) in zip(pending, energy, strict=True):
+            pb, pm, ph = max(b, pb * fall), max(m, pm * fall), max(h, ph * fall)
+            rows.append((heard, b / pb, m / pm, h / ph))
+        self._env_peak = (pb, pm, ph)
+        with self._lock:
+            self._env = (self._env + rows)[-self._env_frames:]
 
     def envelope(self) -> EnvelopeBlock | None:
         """The newest band energies, stamped to be shown ``env_delay_ms`` after heard;
         None when nothing new was heard since the last call."""
+        self._analyse()
         with self._lock:
             if not self._env or self._env[-1][0] <= self._env_sent_to:
                 return None

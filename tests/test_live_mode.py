@@ -266,3 +266,32 @@ def test_a_link_source_goes_out_without_envelopes():
     assert (first.times_us[1] - first.times_us[0]) == 400_000
     assert status["source"] == "link" and "overflows" not in status
     assert sent[-1].times_us == []
+
+
+def test_live_threads_carry_os_names():
+    """Live mode's threads show under their own names in /proc (top -H, bench/live.py
+    --cost): the calling thread by prctl, the others by their threading names."""
+    import os
+
+    from gridcast.host.live.thread_name import name_python_threads, set_os_thread_name
+
+    def comms() -> set[str]:
+        tasks = f"/proc/{os.getpid()}/task"
+        return {open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks)}
+
+    release = threading.Event()
+    named = threading.Thread(target=lambda: (set_os_thread_name("gc-test-self"), release.wait(5)))
+    other = threading.Thread(target=release.wait, args=(5,), name="gc-test-other-thread")
+    named.start()
+    other.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "gc-test-self" not in comms() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "gc-test-self" in comms()
+        assert name_python_threads() >= 2
+        assert "gc-test-other-t" in comms()  # cut to 15 bytes, as Linux keeps it
+    finally:
+        release.set()
+        named.join()
+        other.join()

@@ -37,6 +37,7 @@ import numpy as np
 from gridcast.agent.audio.dac_clock import DacClock
 from gridcast.agent.clock import now_us as agent_now_us
 from gridcast.host.errors import AudioError
+from gridcast.host.live.thread_name import set_os_thread_name
 
 log = logging.getLogger("gridcast.live")
 _LOG_EVERY_S = 1.0
@@ -81,6 +82,7 @@ class LiveInput:
         self._now_us = now_us
         self._blocks: queue.Queue[tuple[np.ndarray, int] | None] = queue.Queue()
         self._last_log = 0.0
+        self._named = False
         self._lock = threading.Lock()
         try:
             self._stream = stream_factory(samplerate=self.rate, blocksize=blocksize, channels=1,
@@ -95,6 +97,8 @@ class LiveInput:
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         called_us = self._now_us()
+        if not self._named:  # PortAudio's (or JACK's) thread: named once, from inside
+            self._named = set_os_thread_name("gc-live-audio") or True
         if status and getattr(status, "input_overflow", True):
             self.overflows += 1
             wall = time.monotonic()
@@ -109,7 +113,9 @@ class LiveInput:
             first = self.frames
             self.clock.add(first, called_us - max(lag_s, 0.0) * 1e6)
             self.frames += frames
-        self._blocks.put((np.asarray(indata, dtype=np.float32).mean(axis=1), first))
+        data = np.asarray(indata, dtype=np.float32)
+        mono = data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1)
+        self._blocks.put((mono, first))
 
     def heard_us(self, frame: float) -> float:
         """Agent µs at which input frame ``frame`` was heard."""
