@@ -24,12 +24,16 @@ the model's beats, exactly as an Ableton Link session does
 The states are judged from times, on every call, so an input that stops feeding
 entirely still coasts and goes idle. Unlike Link's, an answer may start up to
 ``catch_up_ms`` in the past: a beat the tracker decided late (its phase jumped), when
-the devices fired none near it (a device fires a beat up to 50 ms late).
+the devices fired none near it (a device fires a beat up to 50 ms late). A beat the
+devices hold that the tracker moved further back than that stays where it is held
+(``hold_ms``): late rather than lost. No beat comes within 0.6 beats of the one fired
+last (the beat: the shorter of the model's period and the tracker's last beat gap).
 
 Band envelopes: per hop, the energy below 250 Hz, 250 Hz–2 kHz and above 2 kHz,
 each scaled to 0..255 by a slowly falling running peak. ``envelope()`` gives the last
 ``env_span_ms`` of them stamped ``env_delay_ms`` after they were heard (energy cannot
 be predicted; the delay lets a block reach the devices before its frames are due).
+The reader thread only keeps the hops; they are analysed in batches (one FFT call).
 """
 
 from __future__ import annotations

@@ -295,3 +295,38 @@ def test_live_threads_carry_os_names():
         release.set()
         named.join()
         other.join()
+
+
+def _model(next_us: float, period_us: float, answered: list[int], last_gap_us: float = 0.0):
+    """A TrackerBeatSource whose model is set by hand (no audio): the next beat, the
+    period, the beats of its previous answer (what the devices hold or fired)."""
+    from gridcast.agent.tracker_beat_source import TrackerBeatSource
+
+    source = TrackerBeatSource(RATE, now_us=lambda: 0)
+    source._next_us, source._period_us = next_us, period_us
+    source._locked_until_us = 1e12
+    source._answer = answered
+    source._last_gap_us = last_gap_us
+    return source
+
+
+def test_a_held_beat_the_tracker_moved_too_far_back_stays_where_held():
+    """The devices hold a beat at 1.010 s; the tracker's phase jumps and puts it at
+    0.955 s, 45 ms behind now: past the 40 ms catch-up. The held beat is kept (late
+    rather than lost); with nothing held near it, it is not given."""
+    now = 1_000_000
+    held = _model(1_455_000, 500_000, [510_000, 1_010_000, 1_510_000])
+    assert [b.at_us for b in held.upcoming(now, 1_000_000)] == [1_010_000, 1_455_000, 1_955_000]
+    fired = _model(1_455_000, 500_000, [510_000, 1_960_000])
+    assert [b.at_us for b in fired.upcoming(now, 1_000_000)] == [1_455_000, 1_955_000]
+
+
+def test_the_no_double_flash_gap_follows_the_tracker_beats_when_its_tempo_doubles():
+    """The devices fired a beat at 1.000 s; the tracker's tempo read-out doubled (period
+    1 s) but its beats still come 0.5 s apart: its beat at 1.500 s is given. A beat
+    0.25 s after the one fired is still held back."""
+    now = 1_510_000
+    source = _model(2_500_000, 1_000_000, [1_000_000], last_gap_us=500_000)
+    assert [b.at_us for b in source.upcoming(now, 1_500_000)] == [1_500_000, 2_500_000]
+    close = _model(2_250_000, 1_000_000, [1_000_000], last_gap_us=500_000)
+    assert [b.at_us for b in close.upcoming(1_260_000, 1_500_000)] == [2_250_000]
