@@ -23,7 +23,7 @@ import gc
 
 from gridcast.firmware.live import LiveBeats, LiveEnvelope
 from gridcast.firmware.timeline import Timeline
-from gridcast.protocol import bundle_reader
+from gridcast.protocol import bundle_reader, bundle_structure
 from gridcast.protocol.messages import MAX_RATE_PPM, MIN_RATE_PPM, NORMAL_RATE_PPM
 from gridcast.protocol.reasons import NOT_FOUND, OK, RATE_OUT_OF_RANGE
 
@@ -104,7 +104,7 @@ class Player:
         self.timeline.reset(start_us, position_us, rate_ppm)
         self.stop_at_us = 0
         self._cursor = bundle_reader.BeatCursor(self._f, self._info)
-        self._sections = (bundle_reader.SectionCursor(self._f, info)
+        self._sections = (bundle_structure.SectionCursor(self._f, info)
                           if info.section_count else None)
         self._pending = None
         self.live.cancel()

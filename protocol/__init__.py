@@ -6,4 +6,4 @@ devices; they import only each other and what MicroPython has.
 
 DEVICE_MODULES = ("errors", "reasons", "codec", "frames", "messages", "hmac_sha256",
                   "bundle_format", "bundle_reader", "topics", "transfer", "ble_gatt", "version",
-                  "key_id", "command_auth")
+                  "key_id", "command_auth", "bundle_structure")

@@ -20,7 +20,14 @@ from gridcast.host.analysis import features, structure
 from gridcast.host.beatmaps import bundling
 from gridcast.host.beatmaps.beatmap import BeatMap, Section
 from gridcast.host.training import structure_corpus
-from gridcast.protocol import bundle_builder, bundle_format, bundle_reader, keys, reasons
+from gridcast.protocol import (
+    bundle_builder,
+    bundle_format,
+    bundle_reader,
+    bundle_structure,
+    keys,
+    reasons,
+)
 from gridcast.protocol.errors import ProtocolError
 from tests.device.tree import ROOT, micropython, protocol_tree
 from tests.vectors import make_structure_vectors
@@ -123,10 +130,10 @@ def test_a_map_s_structure_travels_in_the_bundle():
                                 KEY, "k")
     info = _read(data)
     f = io.BytesIO(data)
-    got = [bundle_reader.read_section(f, info, i) for i in range(info.section_count)]
+    got = [bundle_structure.read_section(f, info, i) for i in range(info.section_count)]
     assert got == [(0, 8_500_000, 1, 51), (8_500_000, 16_500_000, 4, 230),
                    (16_500_000, 20_000_000, 8, 26)]
-    assert [bundle_reader.read_phrase_us(f, info, i) for i in range(info.phrase_count)] == [
+    assert [bundle_structure.read_phrase_us(f, info, i) for i in range(info.phrase_count)] == [
         500_000, 8_500_000, 16_500_000]
 
 

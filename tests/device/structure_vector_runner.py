@@ -11,7 +11,7 @@ import io
 import json
 import sys
 
-from gridcast.protocol import bundle_reader, reasons
+from gridcast.protocol import bundle_reader, bundle_structure, reasons
 from gridcast.protocol.errors import ProtocolError
 
 passed = 0
@@ -46,19 +46,19 @@ def run(v):
               "%d sections, %d phrases" % (info.section_count, info.phrase_count))
         f = io.BytesIO(data)
         if case["sections"]:
-            got = [list(bundle_reader.read_section(f, info, i))
+            got = [list(bundle_structure.read_section(f, info, i))
                    for i in range(info.section_count)]
             check(case["name"] + ": sections", got == expect["sections"], repr(got))
-            cursor = bundle_reader.SectionCursor(f, info)
+            cursor = bundle_structure.SectionCursor(f, info)
             for t, want in expect["cursor"]:
                 at = cursor.at(t)
                 got_at = None if at is None else [at[0], at[1]]
                 check("%s: section at %d us" % (case["name"], t), got_at == want, repr(got_at))
         else:
-            cursor = bundle_reader.SectionCursor(f, info)
+            cursor = bundle_structure.SectionCursor(f, info)
             check(case["name"] + ": no section", cursor.at(1000000) is None)
         if case["phrases"]:
-            got = [bundle_reader.read_phrase_us(f, info, i) for i in range(info.phrase_count)]
+            got = [bundle_structure.read_phrase_us(f, info, i) for i in range(info.phrase_count)]
             check(case["name"] + ": phrases", got == expect["phrases_us"], repr(got))
 
 
