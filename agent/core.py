@@ -75,7 +75,7 @@ class AgentCore:
         self.transport = MqttTransport(self.mqtt, telemetry=False)
         if config.key_file:  # seals commands and sync answers (docs/protocol.md 11)
             self.transport.signer = CommandSigner(keys.load(config.key_file))
-        self.transport.admit = self.ingest.admit
+        self.transport.admit = self.ingest.admit_other  # status, hello, replies, sync
         self.transport.taps.append(self._from_device)
         self.responder = SyncResponder(self.transport)
         self.links: dict[str, SingleDeviceLink] = {}  # URL -> open link (hosted devices)

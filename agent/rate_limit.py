@@ -4,16 +4,17 @@ Both are token buckets: ``rate_per_s`` tokens a second flow into a bucket that h
 most ``burst``; a message (request) takes one, and without one it is refused.
 
 **Ingest** (``IngestLimiter``, one per agent process, shared by the collector and the MQTT
-transport): one bucket per device id over every message the device sends, checked right
-after the topic is parsed, before the payload is decoded or stored. A device over its rate
-has its excess dropped (a dropped telemetry message is acknowledged to the broker, so it
-is not delivered again), counted, logged, and shows as ``throttled`` until it has stayed
-under the rate for ``quiet_s``. So one device sending 10,000 messages a second costs the
-collector a topic parse and a bucket check per message, and the other devices' telemetry
-still goes through (bench/flood.py). A device's normal load is far below the default
-rate: 8 (at most 50) sync requests, one telemetry batch and a few status or transfer
-messages a second. The large default burst lets the backlog a persistent session holds
-while the agent is away (hours of telemetry at one batch a second) come in at once.
+transport): two buckets per device id, one for its telemetry and one for everything else
+it sends, checked right after the topic is parsed, before the payload is decoded or
+stored. A device over its rate has its excess dropped (a dropped telemetry message is
+acknowledged to the broker, so it is not delivered again), counted, logged, and shows as
+``throttled`` until it has stayed under the rate for ``quiet_s``. So one device sending
+10,000 messages a second costs the agent a topic parse and a bucket check per message, and
+the other devices' telemetry still goes through (bench/flood.py). A device's normal load
+is far below the default rate: 8 (at most 50) sync requests, one telemetry batch and a few
+status or transfer messages a second. The large default telemetry burst lets the backlog a
+persistent session holds while the agent is away (hours of telemetry at one batch a
+second) come in at once.
 
 **API** (``ApiRateLimiter``, an aiohttp middleware before authentication): one bucket per
 token name (``default`` for ``token``, the names of ``api_tokens``), and one per address
@@ -42,6 +43,7 @@ log = logging.getLogger("gridcast.rate_limit")
 
 Clock = Callable[[], float]  # seconds, monotonic
 QUIET_S = 10.0  # a throttled device is reported as such until this long without a drop
+OTHER_BURST = 200  # messages other than telemetry a device may send at once
 LOG_EVERY_S = 10.0  # a flooding device's log line repeats at most this often
 MAX_TRACKED = 100_000  # device ids (or API clients) remembered; idle ones are forgotten first
 DEFAULT_TOKEN_NAME = "default"
@@ -92,9 +94,10 @@ def forget_some(table: dict[str, V], idle: Callable[[V], bool]) -> None:
 # -- ingest ------------------------------------------------------------------------------------
 @dataclass
 class DeviceIngest:
-    """One device's bucket and counts."""
+    """One device's buckets (telemetry, everything else) and counts."""
 
     bucket: TokenBucket
+    other: TokenBucket
     admitted: int = 0
     dropped: int = 0
     last_drop: float = -math.inf  # clock time of the last dropped message
@@ -104,12 +107,19 @@ class DeviceIngest:
 
 
 class IngestLimiter:
-    """Per-device message rate on ingest. ``admit(device_id)`` from any thread."""
+    """Per-device message rate on ingest: ``admit(device_id)`` for telemetry,
+    ``admit_other(device_id)`` for the rest (status, hello, replies, sync requests), from
+    any thread. Both buckets fill at ``rate_per_s``; telemetry's holds ``burst`` (the
+    backlog a persistent session keeps while the agent is away is telemetry), the other
+    at most ``other_burst``: nothing else waits at the broker, and each status costs the
+    network thread a database write (the registry), so a large burst of them would hold
+    everyone's messages back for seconds (bench/flood.py --leaf status)."""
 
-    def __init__(self, rate_per_s: float, burst: int, *, quiet_s: float = QUIET_S,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(self, rate_per_s: float, burst: int, *, other_burst: int = OTHER_BURST,
+                 quiet_s: float = QUIET_S, clock: Clock = time.monotonic) -> None:
         """``rate_per_s`` 0: no limit (everything is admitted and counted)."""
         self.rate_per_s, self.burst = rate_per_s, max(1, burst)
+        self.other_burst = max(1, min(other_burst, self.burst))
         self.quiet_s, self.clock = quiet_s, clock
         self.devices: dict[str, DeviceIngest] = {}
         self._lock = threading.Lock()
@@ -119,7 +129,15 @@ class IngestLimiter:
         return cls(config.ingest_rate_per_device, config.ingest_burst_per_device)
 
     def admit(self, device_id: str) -> bool:
-        """Whether to take a message from ``device_id`` (False: drop it, it is counted)."""
+        """Whether to take a telemetry message from ``device_id`` (False: drop it; it is
+        counted)."""
+        return self._admit(device_id, True)
+
+    def admit_other(self, device_id: str) -> bool:
+        """The same for any other message of the device."""
+        return self._admit(device_id, False)
+
+    def _admit(self, device_id: str, telemetry: bool) -> bool:
         now = self.clock()
         with self._lock:
             state = self.devices.get(device_id)
@@ -127,8 +145,10 @@ class IngestLimiter:
                 if len(self.devices) >= MAX_TRACKED:
                     self._forget_idle(now)
                 state = self.devices[device_id] = DeviceIngest(
-                    TokenBucket(self.rate_per_s, self.burst, now))
-            if self.rate_per_s <= 0 or state.bucket.take(now):
+                    TokenBucket(self.rate_per_s, self.burst, now),
+                    TokenBucket(self.rate_per_s, self.other_burst, now))
+            bucket = state.bucket if telemetry else state.other
+            if self.rate_per_s <= 0 or bucket.take(now):
                 state.admitted += 1
                 if state.throttled and now - state.last_drop >= self.quiet_s:
                     self._calm(device_id, state)
@@ -141,10 +161,10 @@ class IngestLimiter:
 
     def _report(self, device_id: str, state: DeviceIngest, now: float) -> None:
         if not state.throttled:
-            log.warning("device %s sends more than %g messages/s (burst %d): dropping its "
-                        "excess until it slows down (if this rate is expected, raise "
-                        "ingest_rate_per_device in the agent config)", device_id,
-                        self.rate_per_s, self.burst)
+            log.warning("device %s sends more than %g messages/s (burst %d telemetry, %d "
+                        "other): dropping its excess until it slows down (if this rate is "
+                        "expected, raise ingest_rate_per_device in the agent config)",
+                        device_id, self.rate_per_s, self.burst, self.other_burst)
         else:
             log.warning("device %s is still over %g messages/s: %d messages dropped in the "
                         "last %.0f s, %d in all", device_id, self.rate_per_s,
@@ -159,7 +179,8 @@ class IngestLimiter:
 
     def _forget_idle(self, now: float) -> None:
         """Called with the lock held: forget devices with nothing to report."""
-        forget_some(self.devices, lambda s: not s.dropped and s.bucket.full(now))
+        forget_some(self.devices, lambda s: not s.dropped and s.bucket.full(now)
+                    and s.other.full(now))
 
     def status(self, device_id: str) -> dict[str, object]:
         """``throttled`` (dropped something in the last ``quiet_s``) and ``dropped``."""

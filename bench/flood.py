@@ -2,7 +2,8 @@
 
 Starts mosquitto and the daemon (`gridcast agent`, its own process, SQLite), then, each in
 its own process, --devices normal devices publishing telemetry --hz times a second and
-one device ("flooder") publishing --flood-rate telemetry messages a second, for --seconds.
+one device ("flooder") publishing --flood-rate telemetry messages (or --leaf status or
+sync requests) a second, for --seconds.
 Afterwards it reads the daemon's API (the flooder's ``throttled``/``dropped``, the
 collector's counters, the Prometheus metric) and, once the daemon has stopped, the
 database: every normal device's batches stored and lost (by seq), how late the agent
@@ -102,15 +103,28 @@ def _utf8(text: str) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
+def flood_payload(leaf: str, i: int) -> bytes:
+    """Message ``i`` of a flood on ``leaf``: each valid, so all the agent lets in is work."""
+    from gridcast.protocol import messages, topics
+
+    if leaf == topics.STATUS:
+        return messages.encode("status", state="online", fw_version=1, active_track="",
+                               bundle_version=i)
+    if leaf == topics.SYNC_REQ:
+        return messages.encode("sync_req", seq=i, t1_us=i)
+    return messages.encode("telemetry", seq=i, drift_us=[1], boot=1)
+
+
 def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float, out,
-                    ca_file: str | None) -> None:
-    """One device sending ``rate`` telemetry messages a second, each a valid batch with its
-    own seq (every one the agent let through would be stored). MQTT packets written straight
-    to the socket, as an attacker would: a Python MQTT client cannot publish this fast."""
+                    ca_file: str | None, leaf: str = "telemetry") -> None:
+    """One device sending ``rate`` messages a second on ``leaf``, each valid (telemetry: a
+    batch with its own seq, so every one the agent let through would be stored). MQTT
+    packets written straight to the socket, as an attacker would: a Python MQTT client
+    cannot publish this fast."""
     import socket
     import threading
 
-    from gridcast.protocol import messages, topics
+    from gridcast.protocol import topics
 
     client = _client(port, "bench-flooder-status", ca_file)
     _status(client, FLOODER)
@@ -127,13 +141,13 @@ def flooder_process(port: int, rate: float, seconds: float, qos: int, go: float,
     reader = threading.Thread(target=lambda: all(iter(lambda: sock.recv(65536), b"")),
                               daemon=True)  # CONNACK and PUBACKs, read and ignored
     reader.start()
-    topic = _utf8(topics.device_topic(FLOODER, topics.TELEMETRY))
+    topic = _utf8(topics.device_topic(FLOODER, leaf))
     time.sleep(max(0.0, go - time.time()))
     started, sent, chunk = time.time(), 0, max(1, int(rate / 200))
     while time.time() - started < seconds:
         packets = []
         for i in range(sent, sent + chunk):
-            payload = messages.encode("telemetry", seq=i, drift_us=[1], boot=1)
+            payload = flood_payload(leaf, i)
             packet_id = (i % 65535 + 1).to_bytes(2, "big") if qos else b""
             packets.append(_packet(0x30 | (qos << 1), topic + packet_id + payload))
         sock.sendall(b"".join(packets))
@@ -208,6 +222,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="ingest_rate_per_device (default: agent's)")
     parser.add_argument("--burst", type=int, help="ingest_burst_per_device (default: agent's)")
     parser.add_argument("--tls", action="store_true", help="a TLS-only broker (mqtts://)")
+    parser.add_argument("--leaf", default="telemetry", choices=("telemetry", "status", "sync/req"),
+                        help="what the flooder sends (status and sync requests go through the "
+                             "transport and the registry, not the collector)")
     parser.add_argument("--drop-cost", action="store_true",
                         help="only measure what a dropped message costs the network thread")
     parser.add_argument("--json", action="store_true")
@@ -257,7 +274,7 @@ def main() -> None:
                                        out, ca_file)),
                      ctx.Process(target=flooder_process,
                                  args=(broker.port, args.flood_rate, args.seconds, args.qos,
-                                       go, out, ca_file))]
+                                       go, out, ca_file, args.leaf))]
             for p in procs:
                 p.start()
             time.sleep(max(0.0, go - time.time()))
@@ -273,7 +290,8 @@ def main() -> None:
                 results.update(out.get(timeout=120))
             for p in procs:
                 p.join()
-            expected = results["sent_per_device"] * args.devices + results["flood_sent"]
+            expected = results["sent_per_device"] * args.devices + (
+                results["flood_sent"] if args.leaf == "telemetry" else 0)
             # Everything published reaches the collector (QoS 1), stored or dropped, unless
             # the broker threw the flooder out (it says so in its log): until 5 s without news.
             deadline, last, still = time.monotonic() + 300, -1, time.monotonic()
@@ -285,6 +303,7 @@ def main() -> None:
                     last, still = received, time.monotonic()
                 time.sleep(0.2)
             drained_s = round(time.monotonic() - t1 - (5 if received < expected else 0), 2)
+            after = {d["id"]: d for d in client.get("/api/devices")}.get(FLOODER, {})
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
                 metrics = resp.read().decode()
             received, rate_dropped = collector_counts(client)
@@ -318,7 +337,8 @@ def main() -> None:
                    "received_late_ms": {"p50": pct(0.5), "p99": pct(0.99),
                                         "max": round(late_ms[-1], 1) if late_ms else None}},
         "flooder": {**{k: results[k] for k in ("flood_sent", "flood_s", "flood_rate_achieved")},
-                    "stored": counts.get(FLOODER, 0), "dropped": rate_dropped,
+                    "leaf": args.leaf, "stored": counts.get(FLOODER, 0),
+                    "dropped": after.get("dropped", rate_dropped),
                     "api_throttled": flooder_row.get("throttled"),
                     "api_dropped": flooder_row.get("dropped"),
                     "metric_dropped": float(metric.group(1)) if metric else None,

@@ -269,3 +269,12 @@ def test_the_ingest_limiter_forgets_idle_devices_first_and_stays_bounded(monkeyp
     for i in range(2, 200):  # many new ids (the broker's ACL normally forbids this)
         limiter.admit(f"new-{i}")
         assert len(limiter.devices) <= 20
+
+
+def test_messages_other_than_telemetry_have_their_own_small_burst():
+    """A status costs the registry a database write in the network thread: only telemetry
+    may come in a large burst (a backlog held by the broker)."""
+    limiter = IngestLimiter(10.0, 50, other_burst=3, clock=FakeClock())
+    assert [limiter.admit_other("d") for _ in range(4)] == [True, True, True, False]
+    assert all(limiter.admit("d") for _ in range(50)) and not limiter.admit("d")
+    assert limiter.status("d") == {"throttled": True, "dropped": 2}
