@@ -91,3 +91,30 @@ def test_one_missed_downbeat_does_not_shift_the_bars():
     act[round(times[20] * 100)] = 0.05  # bar 6's downbeat has no evidence
     np.testing.assert_array_equal(
         downbeats.beat_in_bar_from_activation(times, act, 100.0), bib)
+
+
+def test_bar_length_is_the_usual_gap_between_downbeats():
+    from gridcast.host.evaluation import evaluate
+
+    pickup_then_4_4 = np.r_[3, 4, np.arange(16) % 4 + 1]
+    assert evaluate.bar_length(pickup_then_4_4) == 4
+    assert evaluate.bar_length(np.array([2, 3, 1, 2])) == 0  # one downbeat: no bar seen
+
+
+def test_the_bar_stage_is_scored_on_the_annotated_beats(tmp_path):
+    # A waltz: given its beats, the bar stage finds 3/4 and every downbeat; the same
+    # annotation shifted by one beat scores 0, so the figure measures the bar stage.
+    import soundfile as sf
+
+    from gridcast.host.analysis.params import AnalyzerParams
+    from gridcast.host.evaluation import evaluate
+
+    signal, beats, bib = demo_audio.render(seconds=20.0, bpm=104.0, beats_per_bar=3)
+    path = str(tmp_path / "waltz.wav")
+    sf.write(path, signal, demo_audio.SAMPLE_RATE)
+    right = evaluate.bars_given_beats(evaluate.Clip("waltz", path, beats, bib), AnalyzerParams())
+    assert right == {"downbeat_f_given_beats": 1.0, "meter_given_beats": 3, "ref_meter": 3}
+    shifted = evaluate.Clip("waltz", path, beats, np.roll(bib, 1))
+    assert evaluate.bars_given_beats(shifted, AnalyzerParams())["downbeat_f_given_beats"] == 0.0
+    assert evaluate.bars_given_beats(evaluate.Clip("waltz", path, beats, None),
+                                     AnalyzerParams()) == {}

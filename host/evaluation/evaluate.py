@@ -4,7 +4,10 @@ A dataset folder holds ``audio/<id>.<ext>`` and ``annotations/<id>.beats``
 (one beat per line: ``time_s<TAB>beat_in_bar``; the second column is optional).
 Metrics follow mir_eval.beat (beats before 5 s are trimmed, as mir_eval does):
 F-measure (±70 ms), Cemgil, CMLt and AMLt; downbeat F-measure uses the same
-window on downbeats.
+window on downbeats. Where a clip has bar positions, ``downbeat_f_given_beats``
+scores the analyzer's bar stage alone: the annotated beats go in, so a wrong
+tempo or phase of the beats costs nothing there, and ``meter_given_beats`` is
+the bar length it chose against the annotation's ``ref_meter``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import mir_eval
 import numpy as np
 
 from gridcast.host import extras
-from gridcast.host.analysis import analyzer
+from gridcast.host.analysis import analyzer, audio, beat_network, downbeats, features
 from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.errors import DatasetError
 from gridcast.host.library import batch
@@ -114,7 +117,33 @@ def _gridcast_clip(clip: Clip, params: AnalyzerParams) -> dict:
     row = {"id": clip.id, **score(clip.beats, clip.beat_in_bar, bm.beats, bm.beat_in_bar)}
     row.update(tempo_bpm=round(bm.tempo_bpm, 2), ref_tempo_bpm=_ref_tempo(clip.beats),
                cpu_s=round(time.process_time() - started, 4))
+    row.update(bars_given_beats(clip, params))
     return _rounded(row)
+
+
+def bars_given_beats(clip: Clip, params: AnalyzerParams) -> dict:
+    """The bar stage alone: the analyzer's bar positions for the annotated beats.
+
+    Separates bar errors (meter, phase) from beat errors, which the plain
+    downbeat F-measure mixes: a beat track at twice the tempo cannot score
+    there, whatever the bar stage does.
+    """
+    if clip.beat_in_bar is None:
+        return {}
+    info = audio.probe(clip.audio_path, 1e5)
+    feats = features.extract(audio.iter_mono_blocks(info), info.sample_rate, info.frames)
+    activation = beat_network.activations(feats.band_mag)
+    bib = downbeats.beat_in_bar_from_activation(clip.beats, activation[:, 1], feats.frame_rate_hz,
+                                                feats, params.downbeat_accent_weight)
+    return {"downbeat_f_given_beats": score(clip.beats, clip.beat_in_bar, clip.beats,
+                                            bib)["downbeat_f"],
+            "meter_given_beats": bar_length(bib), "ref_meter": bar_length(clip.beat_in_bar)}
+
+
+def bar_length(beat_in_bar: np.ndarray) -> int:
+    """The most common number of beats from one downbeat to the next (0: fewer than two)."""
+    gaps = np.diff(np.flatnonzero(np.asarray(beat_in_bar) == 1))
+    return int(np.bincount(gaps).argmax()) if len(gaps) else 0
 
 
 def _librosa_clip(clip: Clip) -> dict:
@@ -205,9 +234,18 @@ def evaluate(folder: str, params: AnalyzerParams | None = None, compare: tuple[s
             mean.update(lock_s=round(float(np.mean(locks)), 3),
                         lock_s_median=round(float(np.median(locks)), 3),
                         relock_s=round(float(np.mean(relocks)), 3) if relocks else None)
-        return {"mean": mean,
-                "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in ok), 3),
-                "clips": system_rows}
+        out = {"mean": mean,
+               "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in ok), 3),
+               "clips": system_rows}
+        given = [r for r in ok if r.get("downbeat_f_given_beats") is not None]
+        if given:  # the bar stage alone, on the annotated beats
+            out["bars_given_beats"] = {
+                "downbeat_f": round(float(np.mean(
+                    [r["downbeat_f_given_beats"] for r in given])), 4),
+                "meter_right": round(float(np.mean(
+                    [r["meter_given_beats"] == r["ref_meter"] for r in given])), 4),
+                "n_clips": len(given)}
+        return out
 
     main = summary(rows["gridcast"])
     return {"dataset": folder, "n_clips": len(clips),
