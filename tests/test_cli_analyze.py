@@ -51,6 +51,26 @@ def test_unchanged_files_are_skipped_by_audio_hash(song_copy, capsys):
     assert os.stat(out).st_mtime_ns == stamp
 
 
+def test_a_newer_analyzer_analyzes_again_but_keeps_a_hand_edited_map(song_copy, capsys):
+    assert main(["analyze", song_copy]) == 0
+    out = song_copy.replace(".wav", ".beatmap.json")
+    old = json.loads(Path(out).read_text())
+    old["metadata"]["analyzer"]["version"] = "0.4.0"  # what an older gridcast wrote
+    Path(out).write_text(json.dumps(old))
+    assert main(["analyze", song_copy]) == 0
+    again = beatmap.load(out)
+    assert again.version == 2 and again.metadata["analyzer"]["version"] != "0.4.0"
+    # A map a person edited (grid editor) is never analyzed over by a newer analyzer.
+    edited = again.to_dict()
+    edited["metadata"]["analyzer"]["version"] = "0.4.0"
+    edited["history"].append({"version": 3, "change": "edit", "by": "desk"})
+    edited["version"] = 3
+    Path(out).write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert main(["analyze", song_copy]) == 0
+    assert "unchanged" in capsys.readouterr().err and beatmap.load(out).version == 3
+
+
 def test_changed_audio_is_analyzed_again(song_copy):
     assert main(["analyze", song_copy]) == 0
     signal, sr = sf.read(song_copy, dtype="float32")

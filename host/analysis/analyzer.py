@@ -14,8 +14,8 @@ from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.beatmaps.beatmap import BeatMap
 
 ANALYZER_NAME = "gridcast"
-ANALYZER_VERSION = "0.4.0"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network;
-# 0.4: two-network ensemble, network weight 0.75, downbeat accents 1.0
+ANALYZER_VERSION = "0.5.0"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network;
+# 0.4: two-network ensemble, network weight 0.75, downbeat accents 1.0; 0.5: phrases, sections
 SILENCE_DBFS = -60.0  # a file whose loudest frame is below this is treated as silence
 ACTIVE_DB_BELOW_PEAK = 40.0  # frames this far under the loudest are "not playing"
 # Below this rhythmic contrast (see rhythmic_contrast) the beats are a guess: white

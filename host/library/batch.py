@@ -106,7 +106,9 @@ def _kept_version_path(path: str, version: int) -> str:
 
 def _cached_analysis(path: str, sha: str, params: AnalyzerParams, max_duration_s: float,
                      cache_dir: str | None) -> BeatMap:
-    cache_file = os.path.join(cache_dir, f"{sha}-{params.digest()}.json") if cache_dir else None
+    cache_file = os.path.join(
+        cache_dir, f"{sha}-{params.digest()}-{analyzer.ANALYZER_VERSION}.json") \
+        if cache_dir else None
     if cache_file and os.path.exists(cache_file):
         try:
             cached = beatmap.load(cache_file)
@@ -178,7 +180,14 @@ def _same_inputs(existing: BeatMap, sha: str, params: AnalyzerParams, edits: dic
         meta.get("analyzer"), dict) else None
     same_edits = json.dumps(meta.get("corrections", {}), sort_keys=True) == json.dumps(
         edits, sort_keys=True)
-    return meta.get("audio_sha256") == sha and digest == params.digest() and same_edits
+    # A newer analyzer (e.g. one that adds phrases and sections) analyzes again, but never
+    # over a map a person edited in the grid editor.
+    version = meta.get("analyzer", {}).get("version") if isinstance(
+        meta.get("analyzer"), dict) else None
+    edited = any(isinstance(e, dict) and e.get("change") in ("edit", "undo")
+                 for e in existing.history)
+    return (meta.get("audio_sha256") == sha and digest == params.digest() and same_edits
+            and (version == analyzer.ANALYZER_VERSION or edited))
 
 
 def run_jobs(jobs: list[Job], params: AnalyzerParams, corr: corrections.Corrections,
