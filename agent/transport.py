@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlparse
 
 from gridcast.agent import presence
 from gridcast.agent.command_signer import CommandSigner
-from gridcast.protocol import messages, topics
+from gridcast.protocol import messages, reasons, topics
 from gridcast.protocol.errors import GridcastError, ProtocolError
 
 log = logging.getLogger("gridcast.transport")
@@ -40,6 +40,11 @@ LEAF_OF_KIND = {"chunk_ack": "reply", "chunk_nack": "reply", "activated": "reply
                 "telemetry": "telemetry", "sync_req": "sync/req"}
 DEFAULT_DEVICE_MAX_FRAME = 1024
 HELLO_WAIT_S = 2.0  # a sealed message needs the device's hello (its boot id and keys)
+# A device's refusals of what it was sent, by the checks of docs/protocol.md 11: logged
+# (at most once per REFUSAL_LOG_S and device), since no sender waits for an answer.
+AUTH_REFUSALS = (reasons.UNAUTHENTICATED, reasons.BAD_SIGNATURE, reasons.UNKNOWN_KEY,
+                 reasons.REPLAYED, reasons.REORDERED, reasons.STALE, reasons.WRONG_SESSION)
+REFUSAL_LOG_S = 10.0
 
 
 class TransportError(GridcastError, OSError):
@@ -82,6 +87,7 @@ class Transport(abc.ABC):
         # (a backend that writes from a thread pool could swap two sends otherwise, and
         # the device would refuse the older one as reordered).
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self._refusals_logged: dict[str, float] = {}
 
     def queue(self, device_id: str) -> asyncio.Queue[Incoming]:
         """Replies from one device (created on first use)."""
@@ -135,6 +141,8 @@ class Transport(abc.ABC):
         """Called from any thread by a backend."""
         if item.leaf == topics.STATUS:
             self.status[item.device_id] = item.message
+        elif item.message.kind == "error" and item.message.reason in AUTH_REFUSALS:
+            self._log_refusal(item)
         for tap in self.taps:
             try:
                 tap(item)
@@ -206,6 +214,17 @@ class Transport(abc.ABC):
             return
         for device_id in sorted(self.hellos):
             await self._send_sealed(device_id, topics.CMD, payload)
+
+    def _log_refusal(self, item: Incoming) -> None:
+        now = time.monotonic()
+        if now - self._refusals_logged.get(item.device_id, -REFUSAL_LOG_S) < REFUSAL_LOG_S:
+            return
+        self._refusals_logged[item.device_id] = now
+        msg = item.message
+        log.warning("%s refused a message (%s): %s%s", item.device_id,
+                    reasons.name(msg.reason), msg.detail,
+                    "" if self.signer is not None else
+                    " (this agent seals nothing: give it the site key, GRIDCAST_KEY_FILE)")
 
     async def _await_hello(self, device_id: str) -> None:
         """Wait up to HELLO_WAIT_S for a device's hello (a retained one follows the SUBACK

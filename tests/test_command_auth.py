@@ -169,3 +169,17 @@ def test_a_wrapped_key_unwrapped_with_another_key_is_refused():
     with pytest.raises(ProtocolError) as err:
         command_auth.unwrap(bytes(32), b"c", wrapped, key_id(NEW_SITE))
     assert err.value.code == reasons.INCONSISTENT
+
+
+def test_the_agent_logs_a_device_refusal_once_in_a_while(caplog):
+    from gridcast.agent.transport import Incoming
+
+    t = Recorder()
+    refusal = messages.encode("error", reason=reasons.STALE, detail="sealed at agent time 1",
+                              ref_tag=messages.STOP)
+    with caplog.at_level("WARNING", logger="gridcast.transport"):
+        for _ in range(3):
+            t._deliver(Incoming("stage-1", "reply", refusal, 0))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "stage-1 refused a message (stale)" in lines[0]
+    assert "GRIDCAST_KEY_FILE" in lines[0]  # this agent has no key: it says how to give one
