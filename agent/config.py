@@ -15,7 +15,7 @@
     room_latency_ms = 12.5      # written by `gridcast calibrate`; the player adds it
     audio_output = "USB Audio"  # the daemon's player plays here (default: the system's)
     ingest_rate_per_device = 100      # messages/s a device may send (0: no limit)
-    ingest_burst_per_device = 10000   # messages it may send at once (a backlog after a restart)
+    ingest_burst_per_device = 10000   # telemetry batches at once (a backlog after a restart)
     api_rate_per_s = 50         # API requests/s per token, and per address without one (0: none)
     api_burst = 200
     api_tokens = {ci = "..."}   # more bearer tokens, by name (`token` is named "default")
