@@ -101,6 +101,8 @@ def long_track(folder: str, minutes: float = 10.0) -> str:
 
 
 def main() -> None:
+    from gridcast.host.library import batch  # only audio files (a folder may hold maps too)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="*", help="audio files or folders")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -112,7 +114,8 @@ def main() -> None:
         return
     files: list[str] = []
     for p in args.inputs or [DEFAULT_CLIPS]:
-        files += sorted(glob.glob(os.path.join(p, "*.*"))) if os.path.isdir(p) else [p]
+        files += sorted(f for f in glob.glob(os.path.join(p, "*.*"))
+                        if batch.is_audio(f)) if os.path.isdir(p) else [p]
     if not files:
         raise SystemExit("no audio files: give clips or folders")
     report: dict = {"clips": {}}
