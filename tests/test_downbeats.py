@@ -118,3 +118,36 @@ def test_the_bar_stage_is_scored_on_the_annotated_beats(tmp_path):
     assert evaluate.bars_given_beats(shifted, AnalyzerParams())["downbeat_f_given_beats"] == 0.0
     assert evaluate.bars_given_beats(evaluate.Clip("waltz", path, beats, None),
                                      AnalyzerParams()) == {}
+
+
+def test_extra_evidence_at_the_bar_lines_sets_the_phase():
+    # A flat activation says nothing; log-odds for a downbeat on every fourth beat
+    # (from beat 3 on) decide the meter and the phase.
+    times = np.arange(0.5, 20, 0.5)
+    flat = np.full(2100, 0.2)
+    bib = (np.arange(len(times)) + 2) % 4 + 1
+    odds = np.where(bib == 1, 3.0, -1.0)
+    np.testing.assert_array_equal(
+        downbeats.beat_in_bar_from_activation(times, flat, 100.0, extra_log_odds=odds), bib)
+
+
+def test_the_accent_expert_fit_finds_a_planted_rule():
+    from gridcast.host.training import downbeat_experts
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3))
+    y = (x[:, 1] + 0.3 * rng.normal(size=4000) > 0.5).astype(float)
+    beta = downbeat_experts.fit_logistic(x, y, l2=1.0)
+    assert beta[1] > 3 * max(abs(beta[0]), abs(beta[2]))
+    assert beta[3] < 0  # a downbeat is the rarer class
+
+
+def test_accent_features_have_one_row_per_beat():
+    from gridcast.host.training import downbeat_experts
+
+    signal, beats, _ = demo_audio.render(seconds=12.0, bpm=110.0, beats_per_bar=4)
+    feats = features.extract_array(signal, demo_audio.SAMPLE_RATE)
+    act = np.full((feats.n_frames, 2), 0.3, dtype=np.float32)
+    x = downbeat_experts.beat_features(feats, act, beats)
+    assert x.shape == (len(beats), 11 * (1 + len(downbeat_experts.CONTEXT)))
+    assert np.all(np.isfinite(x))

@@ -97,13 +97,16 @@ METER_CHANGE_LOGP = -10.0  # per bar line: a meter change must be carried by sev
 
 def beat_in_bar_from_activation(times_s: np.ndarray, downbeat_act: np.ndarray,
                                 frame_rate_hz: float, features: Features | None = None,
-                                accent_weight: float = 0.0) -> np.ndarray:
+                                accent_weight: float = 0.0,
+                                extra_log_odds: np.ndarray | None = None) -> np.ndarray:
     """Position of every beat in its bar from the network's downbeat activation.
 
     A Viterbi pass over (beats per bar, position in bar) at the beats: the
     position advances by one per beat, the meter may change only at a bar line
     and at a high price, and each beat is scored by the activation's peak near
-    it (log d at a downbeat, log(1 - d) elsewhere).
+    it (log d at a downbeat, log(1 - d) elsewhere). ``extra_log_odds`` (one per
+    beat) is more evidence for a downbeat there, added at the bar lines: the
+    training code's learned accent experts (host/training/downbeat_experts.py).
     """
     n = len(times_s)
     if n == 0:
@@ -122,6 +125,8 @@ def beat_in_bar_from_activation(times_s: np.ndarray, downbeat_act: np.ndarray,
                 emit[:, j] += accent_weight * (
                     BASS_ONSET_WEIGHT * onsets[:, 0]
                     + HARMONIC_CHANGE_WEIGHT * harmonic_change(chroma, max(1, m // 2)))
+    if extra_log_odds is not None:
+        emit[:, is_down] += np.asarray(extra_log_odds, dtype=np.float64)[:, None]
     # log transition i -> j: the next position of the same meter, or from a bar's
     # last position to any meter's first (a change of meter costs METER_CHANGE_LOGP)
     trans = np.full((len(states), len(states)), -np.inf)
