@@ -78,7 +78,7 @@ class AgentConfig:
     room_latency_ms: float = 0.0  # speakers to audience, after PortAudio's DAC time (calibrate)
     audio_output: str | None = None  # the daemon's player: sounddevice name/index (None: default)
     # Rate limits (agent/rate_limit.py, docs/security.md); 0 turns a limit off.
-    ingest_rate_per_device: float = 100.0  # messages/s, every message a device sends
+    ingest_rate_per_device: float = 100.0  # telemetry/s, and other messages/s, per device
     ingest_burst_per_device: int = 10_000  # hours of telemetry held by the broker come at once
     api_rate_per_s: float = 50.0  # requests/s per token name (and per address without a token)
     api_burst: int = 200
