@@ -141,6 +141,8 @@ class Transport(abc.ABC):
         """Called from any thread by a backend."""
         if item.leaf == topics.STATUS:
             self.status[item.device_id] = item.message
+        elif item.leaf == topics.HELLO:  # here too: sync answers are sealed in this thread
+            self.hellos[item.device_id] = item.message
         elif item.message.kind == "error" and item.message.reason in AUTH_REFUSALS:
             self._log_refusal(item)
         for tap in self.taps:
