@@ -32,7 +32,7 @@ from gridcast.hil.sealed_fleet import AUTH_REASONS, beat_gaps, sealed_simulator
 
 RATE_EVERY_S = 0.25
 STAGGER_US = 117_000  # devices a quarter beat apart: they do not spin at once (test_sync)
-TELEMETRY_WAIT_S = 2.5  # the last counts reach the witness in the next batches
+TELEMETRY_WAIT_S = 2.0  # the last counts reach the witness in the next batches
 
 
 def _refused(counts: dict[int, int], base: dict[int, int]) -> dict[int, int]:
@@ -103,7 +103,7 @@ def run_forgery(broker_port: int, key: bytes, state_dir: str, count: int, interv
             while injected() < count and time.monotonic() - attack_from < limit_s:
                 await playback.set_rate(t, ids, playback.NORMAL_RATE_PPM)
                 await asyncio.sleep(RATE_EVERY_S)
-            for _ in range(12):  # held packets come out; the proxy writes its last tally
+            for _ in range(10):  # held packets come out (2.2 s); the proxy writes its tally
                 await playback.set_rate(t, ids, playback.NORMAL_RATE_PPM)
                 await asyncio.sleep(RATE_EVERY_S)
             attack_s = time.monotonic() - attack_from

@@ -15,7 +15,7 @@ INTERVAL_S = 0.02  # per device: 150 forgeries a second over the three
 
 
 def test_every_forgery_is_refused_and_nothing_moves(broker, key, tmp_path):
-    result = run_forgery(broker.port, key, str(tmp_path), COUNT, INTERVAL_S, warmup_s=4,
+    result = run_forgery(broker.port, key, str(tmp_path), COUNT, INTERVAL_S, warmup_s=3,
                          minutes=1)
     print(f"\n{result['injected']} injected in {result['attack_s']} s, "
           f"{result['refused']} refused")

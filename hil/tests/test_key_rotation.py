@@ -23,8 +23,8 @@ from gridcast.protocol import messages, reasons, topics
 pytestmark = pytest.mark.sim_only
 
 STAGGER_US = 117_000  # a quarter beat between devices: they do not spin at once (test_sync)
-PLAY_S = 7
-SYNC_S = 4  # clock sync settles before the first beat
+PLAY_S = 6
+SYNC_S = 3  # clock sync settles before the first beat
 OLD_KEY_OFFSET_US = 300_000  # what a holder of the retired key tries to set
 
 
