@@ -165,7 +165,15 @@ async def open_stream(host, port, tls=None, timeout_ms=5000):
             raise
         stream_sock.setblocking(False)
     stream = asyncio.StreamReader(stream_sock)
-    return stream, stream
+    return stream, stream, (sock if tls is not None else None)
+
+
+def _readable(sock):
+    """Park until ``sock`` has data (``await`` it). The event loop polls a socket with a
+    descriptor natively, but an SSL socket object only in 1 ms steps (in the unix port):
+    a TLS reader waits on the TCP socket beneath instead, and messages from the broker
+    arrive as promptly as over plain TCP (clock sync needs both ways alike)."""
+    yield asyncio.core._io_queue.queue_read(sock)  # type: ignore[attr-defined]
 
 
 class MqttClient:
@@ -199,6 +207,7 @@ class MqttClient:
         self._pid = 0
         self._reader = None
         self._writer = None
+        self._raw = None  # the TCP socket beneath TLS (waited on for data)
         self._rx = bytearray()  # received, not yet parsed
         self._rx_chunk = memoryview(bytearray(RX_CHUNK))
         self._lock = asyncio.Lock()
@@ -217,7 +226,7 @@ class MqttClient:
 
     async def _connect_once(self):
         started = time.ticks_ms()
-        reader, writer = await open_stream(self.host, self.port, self.tls)
+        reader, writer, self._raw = await open_stream(self.host, self.port, self.tls)
         flags = 0x02  # clean session
         payload = _str(self.client_id)
         if self.will is not None:
@@ -291,7 +300,7 @@ class MqttClient:
                 self._writer.close()
             except OSError:
                 pass
-        self._reader = self._writer = None
+        self._reader = self._writer = self._raw = None
         self._rx = bytearray()
 
     async def _serve(self):
@@ -314,7 +323,18 @@ class MqttClient:
             raise OSError("not connected")
         chunk = self._rx_chunk
         while len(self._rx) < need:
-            got = await r.readinto(chunk)
+            if self._raw is not None:
+                try:  # what mbedTLS has decrypted, or None (EAGAIN): wait on TCP
+                    got = r.s.readinto(chunk)
+                except OSError as exc:
+                    if exc.errno != 11:  # EAGAIN
+                        raise
+                    got = None
+                if got is None:
+                    await _readable(self._raw)
+                    continue
+            else:
+                got = await r.readinto(chunk)
             if got is None:  # a TLS record not complete yet
                 continue
             if not got:
