@@ -183,3 +183,33 @@ def test_the_agent_logs_a_device_refusal_once_in_a_while(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "stage-1 refused a message (stale)" in lines[0]
     assert "GRIDCAST_KEY_FILE" in lines[0]  # this agent has no key: it says how to give one
+
+
+@pytest.mark.parametrize("command", ["stop", "seek", "play", "live"])
+def test_the_cli_seals_with_its_key_file(tmp_path, monkeypatch, command):
+    """stop/seek/play/live take --key-file (default $GRIDCAST_KEY_FILE) and seal with it:
+    what a provisioned device takes."""
+    import argparse
+
+    from gridcast.host.cli import options
+    from gridcast.host.cli.commands import live, play, seek, stop
+
+    module = {"stop": stop, "seek": seek, "play": play, "live": live}[command]
+    site = tmp_path / "site.key"
+    site.write_bytes(SITE)
+    dev = device(tmp_path, monkeypatch, provisioned=True)
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    extra = {"seek": ["3.0"], "play": ["song"]}.get(command, [])
+    monkeypatch.delenv(options.KEY_FILE_ENV, raising=False)
+    assert options.signer(parser.parse_args([*extra, "--broker", "mqtt://h:1"])) is None
+    for argv, env in (([*extra, "--broker", "mqtt://h:1", "--key-file", str(site)], None),
+                      ([*extra, "--broker", "mqtt://h:1"], str(site))):
+        if env:
+            monkeypatch.setenv(options.KEY_FILE_ENV, env)
+            parser = argparse.ArgumentParser()
+            module.add_arguments(parser)
+        signer = options.signer(parser.parse_args(argv))
+        assert signer is not None
+        sealed = signer.seal("stage-1", hello(dev), messages.encode("stop"))
+        assert check(dev, sealed) == reasons.OK

@@ -8,10 +8,17 @@ to give instead.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from typing import TYPE_CHECKING
 
 from gridcast.agent.client import DEFAULT_URL, TOKEN_FILE, AgentClient, find_token
 from gridcast.protocol.errors import GridcastError
+
+if TYPE_CHECKING:
+    from gridcast.agent.command_signer import CommandSigner
+
+KEY_FILE_ENV = "GRIDCAST_KEY_FILE"  # agent/command_signer.py reads the same variable
 
 
 def broker_host_port(url: str) -> tuple[str, int]:
@@ -23,11 +30,27 @@ def broker_host_port(url: str) -> tuple[str, int]:
     return address.host, address.port
 
 
-def add_target_arguments(p: argparse.ArgumentParser) -> None:
-    """``--broker`` (required) and ``--to ID...``: which devices a playback command reaches."""
+def add_target_arguments(p: argparse.ArgumentParser, key_file: bool = True) -> None:
+    """``--broker`` (required) and ``--to ID...``: which devices a playback command reaches;
+    with ``key_file``, ``--key-file``: the site key that seals the commands."""
     p.add_argument("--broker", required=True,
                    help="mqtt://HOST:PORT, or mqtts://HOST:PORT?ca=CA_FILE (provisioned)")
     p.add_argument("--to", nargs="+", metavar="ID", help="devices (default: all)")
+    if key_file:
+        p.add_argument("--key-file", default=os.environ.get(KEY_FILE_ENV),
+                       help="the site key (gridcast keygen): seals the commands, which "
+                       "provisioned devices require, and signs the bundles of audio inputs "
+                       f"(default ${KEY_FILE_ENV})")
+
+
+def signer(args: argparse.Namespace) -> CommandSigner | None:
+    """The command signer of ``--key-file`` (None without one: commands go out unsealed,
+    which only devices that were never provisioned take)."""
+    from gridcast.agent.command_signer import CommandSigner
+    from gridcast.protocol import keys
+
+    path = getattr(args, "key_file", None)
+    return CommandSigner(keys.load(path)) if path else None
 
 
 def start_time_us(text: str | None) -> int | None:

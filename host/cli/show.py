@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gridcast.host.cli import output
+from gridcast.host.cli.options import signer
 from gridcast.protocol import keys
 from gridcast.protocol.errors import GridcastError
 
@@ -67,7 +68,7 @@ async def _show(args: argparse.Namespace, tracks: list[ShowTrack]) -> int:
     # The output first: a wrong --output is named before anything else happens.
     out = None if args.no_audio else ShowOutput(args.output,
                                                 room_latency_ms=room_latency_ms(args))
-    async with open_transport(args.broker) as transport:
+    async with open_transport(args.broker, signer=signer(args)) as transport:
         responder = SyncResponder(transport)
         responder.start()
         try:

@@ -14,7 +14,7 @@ import asyncio
 import sys
 
 from gridcast.host.cli import output
-from gridcast.host.cli.options import add_target_arguments
+from gridcast.host.cli.options import add_target_arguments, signer
 
 HELP = "follow live music (an audio input, or --link) and send the devices its coming beats"
 
@@ -65,7 +65,7 @@ async def _live(args: argparse.Namespace, config) -> dict:
     mode = LiveMode(config).open()
     stop = asyncio.Event()
     tty = sys.stderr.isatty()
-    async with open_transport(args.broker) as transport:
+    async with open_transport(args.broker, signer=signer(args)) as transport:
         responder = SyncResponder(transport)
         responder.start()
         task = asyncio.create_task(mode.run(transport, args.to or None, stop))

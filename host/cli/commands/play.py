@@ -10,7 +10,7 @@ import os
 import time
 
 from gridcast.host.cli import bundle_file, output
-from gridcast.host.cli.options import add_target_arguments, start_time_us
+from gridcast.host.cli.options import add_target_arguments, signer, start_time_us
 from gridcast.protocol import bundle_reader
 from gridcast.protocol.errors import GridcastError
 
@@ -23,8 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_target_arguments(p)
     p.add_argument("--output", default=None, help="audio output device (name or index; "
                    "default: the system's)")
-    p.add_argument("--key-file", default=None, help="site key to sign the bundles of audio "
-                   "inputs (gridcast keygen)")
     p.add_argument("--maps", default=None, help="folder for beat maps of audio inputs "
                    "(default: ~/.cache/gridcast/show)")
     p.add_argument("--room-latency-ms", type=float, default=None,
@@ -80,7 +78,7 @@ async def _play(args: argparse.Namespace) -> int:
             grid = _grid_s(data, info)
     elif getattr(args, "live", False):
         raise GridcastError(f"--live needs the bundle file (for its beat grid), not {track!r}")
-    async with open_transport(args.broker) as transport:
+    async with open_transport(args.broker, signer=signer(args)) as transport:
         responder = SyncResponder(transport)
         responder.start()
         ids = args.to or None

@@ -19,7 +19,7 @@ HELP = "install a new site key on the devices beside the old one, then retire th
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_target_arguments(p)
+    add_target_arguments(p, key_file=False)
     p.add_argument("--key-file", required=True, help="the site key the devices hold now")
     p.add_argument("--new-key-file", required=True, help="the next site key (gridcast keygen)")
     p.add_argument("--retire", action="store_true",

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import time
 
-from gridcast.host.cli.options import add_target_arguments, start_time_us
+from gridcast.host.cli.options import add_target_arguments, signer, start_time_us
 
 HELP = "jump to a position in the playing track"
 
@@ -26,6 +26,6 @@ async def _seek(args: argparse.Namespace) -> int:
     from gridcast.agent.transport import open_transport
 
     at = start_time_us(args.at) or int((time.time() + 0.5) * 1e6)
-    async with open_transport(args.broker) as transport:
+    async with open_transport(args.broker, signer=signer(args)) as transport:
         await playback.seek(transport, args.to or None, int(args.position * 1e6), at)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from gridcast.host.cli.options import add_target_arguments, start_time_us
+from gridcast.host.cli.options import add_target_arguments, signer, start_time_us
 
 HELP = "stop playing"
 
@@ -23,6 +23,6 @@ async def _stop(args: argparse.Namespace) -> int:
     from gridcast.agent import playback
     from gridcast.agent.transport import open_transport
 
-    async with open_transport(args.broker) as transport:
+    async with open_transport(args.broker, signer=signer(args)) as transport:
         await playback.stop(transport, args.to or None, start_time_us(args.at) or 0)
     return 0
