@@ -12,6 +12,8 @@ MicroPython unix port (bench/device/tls_client.py):
 - reconnect: the broker is restarted (down 0.5 s) while the device runs its reconnect
   loop; time from the broker's port being open again to the device's next CONNACK,
   and from the drop to the CONNACK;
+- one-way delay device -> broker -> agent and back (p10/p50, true clock), which clock
+  sync needs alike both ways;
 - the agent's side (paho via MqttConnection): connect until ready, TLS and plain.
 """
 
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from gridcast.agent import device_files
@@ -103,6 +106,31 @@ def reconnects(lib: str, broker: Mosquitto, restarts: int) -> dict:
             "after_drop_s_max": round(max(after_down), 3)}
 
 
+def delays(lib: str, broker: Mosquitto, n: int) -> dict:
+    """One-way delays (microseconds) between the device and the agent, both ways."""
+    ups: list[float] = []
+    conn = MqttConnection.from_url(broker.url)
+    conn.subscribe("bench/up", qos=0,
+                   handler=lambda m: ups.append((time.time_ns() - int(m.payload)) / 1000))
+    conn.start()
+    stop = threading.Event()
+
+    def send_down() -> None:
+        while not stop.wait(0.05):
+            conn.publish("bench/down", str(time.time_ns()).encode(), 0)
+
+    sender = threading.Thread(target=send_down, daemon=True)
+    sender.start()
+    try:
+        downs = device(lib, broker, "delay", n)[-1]["down_us"]
+    finally:
+        stop.set()
+        sender.join()
+        conn.stop()
+    return {"up_us_p10": round(pct(ups, 10)), "up_us_p50": round(pct(ups, 50)),
+            "down_us_p10": round(pct(downs, 10)), "down_us_p50": round(pct(downs, 50))}
+
+
 def agent_connects(broker: Mosquitto, n: int) -> dict:
     times = []
     for _ in range(n):
@@ -119,6 +147,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connects", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--messages", type=int, default=200, help="each way, for the delays")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="gridcast-bench-tls-") as folder:
@@ -127,8 +156,10 @@ def main() -> int:
         with Mosquitto(folder=os.path.join(folder, "plain"), persistence=False) as plain, \
                 Mosquitto(folder=os.path.join(folder, "tls"), persistence=False,
                           tls=True) as tls:
-            result["plain"] = connects(lib, plain, args.connects) | agent_connects(plain, 6)
-            result["tls"] = connects(lib, tls, args.connects) | agent_connects(tls, 6)
+            result["plain"] = (connects(lib, plain, args.connects) | agent_connects(plain, 6)
+                               | delays(lib, plain, args.messages))
+            result["tls"] = (connects(lib, tls, args.connects) | agent_connects(tls, 6)
+                             | delays(lib, tls, args.messages))
             result["tls_adds"] = {
                 "heap_bytes": result["tls"]["heap_bytes_per_connection"]
                 - result["plain"]["heap_bytes_per_connection"],
@@ -144,7 +175,9 @@ def main() -> int:
             print(f"{part:5s}: device connect median {r['connect_ms_median']} ms (p90 "
                   f"{r['connect_ms_p90']}), per connection heap {r['heap_bytes_per_connection']} "
                   f"B, resident {r['rss_bytes_per_connection']} B; agent connect median "
-                  f"{r['agent_connect_ms_median']} ms")
+                  f"{r['agent_connect_ms_median']} ms; one-way delay p10/p50 up "
+                  f"{r['up_us_p10']}/{r['up_us_p50']} us, down {r['down_us_p10']}/"
+                  f"{r['down_us_p50']} us")
         print(f"TLS adds per connection: heap {result['tls_adds']['heap_bytes']} B, resident "
               f"{result['tls_adds']['rss_bytes']} B")
         for part in ("tls_reconnect", "plain_reconnect"):

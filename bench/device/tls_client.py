@@ -5,6 +5,9 @@
 MODE ``connect``: N connections opened one after another (each timed from the TCP
 connect to the CONNACK) and held open together, then the memory per connection.
 CA_FILE ``-`` connects in plain TCP.
+MODE ``delay``: N messages each way, 50 ms apart, stamped with the true time
+(time_ns): up to ``bench/up`` (the host times their arrival), and the host's on
+``bench/down`` timed here: one-way delays, which clock sync needs alike both ways.
 MODE ``run``: connect and stay connected (the client's own reconnect loop) for N
 seconds, printing a line at every (re)connect with the true time (time_ns) so the
 host can time reconnects after it restarts the broker.
@@ -59,6 +62,25 @@ async def connect_mode(args, n):
                       "rss_bytes": rss_each}))
 
 
+async def delay_mode(args, n):
+    downs = []
+
+    async def on_message(topic, payload):
+        downs.append((time.time_ns() - int(payload)) / 1000)
+
+    client = make_client(*args, log=None)
+    client.on_message = on_message
+    client.subscriptions.append(("bench/down", 0))
+    task = asyncio.create_task(client.run())
+    await asyncio.sleep(1)
+    for _ in range(n):
+        await client.publish("bench/up", str(time.time_ns()).encode(), 0)
+        await asyncio.sleep_ms(50)
+    await asyncio.sleep(0.5)
+    task.cancel()
+    print(json.dumps({"mode": "delay", "down_us": downs}))
+
+
 async def run_mode(args, seconds):
     def log(text):
         print(json.dumps({"log": text, "t_ns": time.time_ns()}))
@@ -80,6 +102,8 @@ def main():
     args = (host, int(port), ca_file, user, password)
     if mode == "connect":
         asyncio.run(connect_mode(args, int(n)))
+    elif mode == "delay":
+        asyncio.run(delay_mode(args, int(n)))
     else:
         asyncio.run(run_mode(args, float(n)))
 
