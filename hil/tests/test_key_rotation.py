@@ -33,7 +33,7 @@ def test_rotation_while_three_devices_play_misses_no_beat(broker, key, tmp_path)
                            prefix="rot")
     ids = [d.id for d in sim.devices]
     new_key = secrets.token_bytes(32)
-    witness = BrokerWitness("127.0.0.1", broker.port)
+    witness = BrokerWitness(broker.url)  # mqtt:// or, with --mqtts, mqtts://...?ca=
     witness.start()
     sim.start()
 
