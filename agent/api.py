@@ -82,7 +82,10 @@ class Api:
 
     # -- app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.rate_limit.middleware(), self._auth],
+        # No rate limit configured (api_rate_per_s = 0 and no per-token rates): no middleware
+        # to pass through on every request.
+        limits = [self.rate_limit.middleware()] if self.rate_limit.enabled else []
+        app = web.Application(middlewares=[*limits, self._auth],
                               client_max_size=MAX_BUNDLE_UPLOAD + 4096)
         r = app.router
         r.add_get("/", self.dashboard)

@@ -228,6 +228,11 @@ class ApiRateLimiter:
         return cls(api_tokens(config, token), config.api_rate_per_s, config.api_burst,
                    dict(config.api_token_rates))
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any request can be limited (a rate above 0 for someone)."""
+        return self.rate_per_s > 0 or any(rate > 0 for rate in self.token_rates.values())
+
     def token_name(self, supplied: str) -> str | None:
         """The name of the token ``supplied`` (None: no such token). Constant time per
         token, so the comparison says nothing about the secrets."""
