@@ -262,7 +262,13 @@ def format_for(path: str) -> str:
 
 def save(beatmap: BeatMap, path: str, fmt: str | None = None) -> None:
     """Write atomically: the old file stays intact until the new one is complete."""
-    payload = encode(beatmap, fmt or format_for(path))
+    write_atomically(encode(beatmap, fmt or format_for(path)), path)
+
+
+def write_atomically(payload: bytes, path: str, durable: bool = True) -> None:
+    """A complete file at ``path`` or none: written beside it, then renamed. ``durable``
+    also waits for the disk (fsync) first; a batch may pass False and sync once at its
+    end (an fsync per file was a third of a 1,000-track grid import)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
@@ -270,7 +276,8 @@ def save(beatmap: BeatMap, path: str, fmt: str | None = None) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

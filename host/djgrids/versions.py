@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from gridcast.host.beatmaps import beatmap
 from gridcast.host.beatmaps.beatmap import BeatMap
@@ -51,26 +50,6 @@ def _encode(bm: BeatMap, fmt: str) -> bytes:
     return beatmap.encode(bm, fmt)
 
 
-def write_atomically(payload: bytes, path: str, durable: bool = True) -> None:
-    """A complete file at ``path`` or none: written beside it, then renamed. ``durable``
-    also waits for the disk (fsync) first; a batch passes False and syncs once at its end
-    (``sync_all``): an fsync a file was a third of a 1,000-track import."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sync_all() -> None:
     """Flush what a batch wrote with ``durable=False`` to the disk, once."""
     if hasattr(os, "sync"):
@@ -88,7 +67,7 @@ def save_version(new: BeatMap, path: str, entry: dict, fmt: str | None = None,
     new.history = [*(old.history if old is not None else []),
                    {"version": new.version, **entry}]
     staged = path + ".new"
-    write_atomically(_encode(new, fmt or beatmap.format_for(path)), staged, durable)
+    beatmap.write_atomically(_encode(new, fmt or beatmap.format_for(path)), staged, durable)
     try:
         if os.path.exists(path):
             os.replace(path, _kept_path(path, old.version if old is not None else 0))
