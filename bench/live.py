@@ -1,6 +1,8 @@
 """Live mode without a map, in the virtual room: |LED beat − annotated beat| on a set of clips.
 
     .venv/bin/python bench/live.py SET_DIR [--clips N] [--devices 3] [--json]
+    .venv/bin/python bench/live.py SET_DIR --replay [--json]     # simulated time, no room
+    .venv/bin/python bench/live.py SET_DIR --clips 3 --cost 60   # CPU of gridcast live
 
 One JACK room (dummy backend, 44.1 kHz) holds two PortAudio clients: a *player*
 (this script with ``--player``, a child process) that plays each clip of the set
@@ -29,6 +31,10 @@ room. Then:
   (``net_ms``), against the annotated beats after the tracker locked.
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
+
+Run it at normal priority: the input callback runs on JACK's real-time thread but
+needs Python's lock, and under ``nice`` the threads holding it are pushed off the CPU,
+so the input overflows (docs/live.md).
 """
 
 from __future__ import annotations
