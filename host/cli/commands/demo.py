@@ -34,7 +34,6 @@ from typing import Any
 
 from gridcast.host.cli import output
 from gridcast.host.cli.demo_room import RECORDER_LEAD_S, ROOMS, open_room
-from gridcast.host.cli.device_table import ms
 
 HELP = "the end-to-end demo on generated audio"
 
@@ -264,21 +263,26 @@ def _device_row(dev, witness, store, since_us: int, bundle_label: str) -> dict:
     }
 
 
+def _pair(p50: float | None, p99: float | None) -> str:
+    return "-" if p50 is None or p99 is None else f"{p50:.2f}/{p99:.2f}"
+
+
 def _print_table(result: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title="per device: |drift| it reported, the true LED error and the light "
-                  "against the sound heard, in ms", box=box.SIMPLE_HEAD)
-    for col in ("device", "skew\nppm", "bundle", "drift\np50", "drift\np99", "true\np50",
-                "true\np99", "sound\np50", "sound\np99", "sound\nbeats", "samples", "lost"):
+    output.info("per device, in ms (p50/p99): drift = what it reported, true = its LED "
+                "against the agent's timeline, sound = its LED against the sound heard")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    # Eight columns, so the table reads in an 80-column terminal.
+    for col in ("device", "ppm", "bundle", "drift", "true", "sound", "beats", "lost"):
         table.add_column(col, justify="left" if col == "device" else "right", no_wrap=True)
     for d in result["devices"]:
         table.add_row(d["id"], f"{d['skew_ppm']:+d}", "active" if d["bundle_active"] else "NO",
-                      ms(d["drift_p50_ms"]), ms(d["drift_p99_ms"]), ms(d["true_error_p50_ms"]),
-                      ms(d["true_error_p99_ms"]), ms(d["sound_error_p50_ms"]),
-                      ms(d["sound_error_p99_ms"]), str(d["sound_beats"] or "-"),
-                      str(d["samples"]), str(d["lost"]))
+                      _pair(d["drift_p50_ms"], d["drift_p99_ms"]),
+                      _pair(d["true_error_p50_ms"], d["true_error_p99_ms"]),
+                      _pair(d["sound_error_p50_ms"], d["sound_error_p99_ms"]),
+                      str(d["sound_beats"] or d["beats_shown"]), str(d["lost"]))
     output.out.print(table)
     if result.get("room") != "jack":
         output.info("light against sound is measured in the virtual room only "
