@@ -31,11 +31,15 @@ class DeviceTelemetry:
     cpu_pct: list[int] = field(default_factory=list)
     free_mem: list[int] = field(default_factory=list)
     error_counts: dict[int, int] = field(default_factory=dict)
+    duplicates: int = 0  # QoS 1 may deliver a batch twice (a resend after a late PUBACK)
+    batches: set[tuple[int, int]] = field(default_factory=set)  # (boot, seq) seen
 
     @property
     def lost(self) -> int:
-        seen = sorted(set(self.seqs))
-        return (seen[-1] - seen[0] + 1 - len(seen)) if seen else 0
+        by_boot: dict[int, list[int]] = {}
+        for boot, seq in self.batches:  # seq restarts at 0 with every boot
+            by_boot.setdefault(boot, []).append(seq)
+        return sum(max(s) - min(s) + 1 - len(s) for s in by_boot.values())
 
 
 class BrokerWitness:
@@ -69,6 +73,10 @@ class BrokerWitness:
                 self.commands.append(Command(m.received_us, device_id, "stop", at_us=msg.at_us))
             elif msg.kind == "telemetry" and device_id:
                 t = self.telemetry.setdefault(device_id, DeviceTelemetry())
+                if (msg.boot, msg.seq) in t.batches:  # once, as the collector stores it
+                    t.duplicates += 1
+                    return
+                t.batches.add((msg.boot, msg.seq))
                 t.seqs.append(msg.seq)
                 t.drift_us.extend(msg.drift_us)
                 t.cpu_pct.append(msg.cpu_pct)

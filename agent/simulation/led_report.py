@@ -53,13 +53,15 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
     beat can be scored (nothing says which play command was in force)."""
     label, beats = bundle_beats(os.path.join(sim_dev.folder, "bundles", "active.gcb"))
     lines = read_led_log(sim_dev.led_log)
-    errors = []
+    per_line: list[int | None] = []  # each LED line's error, None where it cannot be scored
     for line in lines:
         idx = line.get("beat_index")
         start = witness.start_for(sim_dev.id, line["true_time_us"]) if witness else None
         if start is None or not isinstance(idx, int) or not 0 <= idx < len(beats):
+            per_line.append(None)  # e.g. a beat fired after a stop the device had not got yet
             continue
-        errors.append(line["true_time_us"] - (start + beats[idx]))
+        per_line.append(line["true_time_us"] - (start + beats[idx]))
+    errors = [e for e in per_line if e is not None]
     frames = 0
     try:
         with open(os.path.join(sim_dev.folder, "frames.count")) as f:
@@ -71,8 +73,9 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
     # The device reports one drift sample per beat it fired, in firing order, so its
     # claims can be checked beat by beat against the bench's measurement.
     gaps = []
-    if tele and len(tele.drift_us) == len(lines) == len(errors):
-        gaps = [abs(d - e) for d, e in zip(tele.drift_us, errors, strict=True)]
+    if tele and len(tele.drift_us) == len(lines):
+        gaps = [abs(d - e) for d, e in zip(tele.drift_us, per_line, strict=True)
+                if e is not None]
     report = {
         "id": sim_dev.id,
         "active_bundle": label or None,
@@ -87,6 +90,8 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
         "drift_vs_true_max_ms": drift_stats.percentile_ms(gaps, 100),
         "telemetry_batches": len(tele.seqs) if tele else 0,
         "telemetry_lost": tele.lost if tele else 0,
+        "telemetry_duplicates": tele.duplicates if tele else 0,
+        "drift_samples": len(drift_us),
         "skew_ppm": sim_dev.skew_ppm,
         "boots": sim_dev.boots,
     }
