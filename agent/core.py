@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import random
 import socket
@@ -48,8 +50,19 @@ LINK_RETRY_MAX_S = 30.0
 
 def default_client_id(config: AgentConfig) -> str:
     """Stable across restarts (the persistent session), unique per agent on a host (two
-    agents cannot share an API port)."""
-    return f"gridcast-agent-{socket.gethostname()}-{config.port}"
+    agents cannot share an API port).
+
+    On a broker with passwords the id ends in a tag derived from the agent's password:
+    mosquitto throws a client off when any login connects with its client id, so an id
+    that a device's login could guess would let it knock the agent off the broker again
+    and again (docs/security.md). The id only travels inside TLS.
+    """
+    base = f"gridcast-agent-{socket.gethostname()}-{config.port}"
+    if not config.broker_password:
+        return base
+    tag = hmac.new(config.broker_password.encode(), b"gridcast mqtt client id " + base.encode(),
+                   hashlib.sha256).hexdigest()[:16]
+    return f"{base}-{tag}"
 
 
 class AgentCore:

@@ -220,35 +220,88 @@ def test_link_telemetry_over_the_rate_is_acknowledged_and_not_stored(tmp_path):
     assert collector.stats.rate_dropped == 2
 
 
-@pytest.mark.xfail(strict=True, reason="open (docs/security.md): mosquitto lets any login take "
-                                       "over any client id; use_username_as_clientid closes it")
-def test_a_device_login_cannot_throw_the_agent_off_a_provisioned_broker():
-    """A device's password, used with the agent's client id, must not disconnect the agent.
-    It does today: when this test passes, update docs/security.md and drop the xfail."""
+def _thrown_off(site, victim_connect, client_ids: list[str]) -> bool:
+    """Whether device tls-01's login, connecting with any of ``client_ids``, disconnects
+    the victim (an MqttConnection made by ``victim_connect``) on the provisioned ``site``,
+    which this starts and stops."""
     import os
 
+    site.start()
+    victim = None
+    intruders: list[mqtt.Client] = []
+    try:
+        victim = victim_connect(site)
+        for client_id in client_ids:
+            intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+            intruder.tls_set(ca_certs=os.path.join(site.dir, "ca.crt"))
+            intruder.username_pw_set(site.device.user, site.device.password)
+            intruder.connect("127.0.0.1", site.port)
+            intruder.loop_start()
+            intruders.append(intruder)
+        # mosquitto drops the older client as it accepts the newer CONNECT: within
+        # milliseconds. Two seconds of watching is long enough to see it.
+        deadline = time.monotonic() + 2.0
+        while victim.connected and victim.connects == 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not (victim.connected and victim.connects == 1)
+    finally:
+        for intruder in intruders:
+            intruder.loop_stop()
+        if victim is not None:
+            victim.stop()
+        site.stop()
+
+
+def test_a_device_login_cannot_throw_the_agent_off_a_provisioned_broker():
+    """A device's password, used with every client id the device can know of the agent
+    (its host name and API port are no secret), does not disconnect the agent: the agent's
+    id ends in a tag derived from its own password (agent/core.py default_client_id)."""
+    import socket
+
+    from gridcast.agent.core import default_client_id
+    from gridcast.agent.mqtt import MqttConnection
+    from tests.test_tls import Site
+
+    config = agent_config.AgentConfig(port=8750)
+
+    def agent(site) -> MqttConnection:
+        config.broker_password = site.agent.password
+        conn = MqttConnection.from_url(site.prov.agent_url() or "", username="gridcast-agent",
+                                       password=site.agent.password,
+                                       client_id=default_client_id(config))
+        conn.subscribe("gridcast/v1/dev/+/status", handler=lambda m: None)
+        conn.start(timeout_s=3)
+        return conn
+
+    guesses = [f"gridcast-agent-{socket.gethostname()}-8750", "gridcast-agent",
+               default_client_id(agent_config.AgentConfig(port=8750, broker_password="k"))]
+    assert not _thrown_off(Site(), agent, guesses), "a device login threw the agent off"
+    # the tag is stable (the persistent session survives a restart) and the password's own
+    one = default_client_id(agent_config.AgentConfig(port=8750, broker_password="p1"))
+    assert one == default_client_id(agent_config.AgentConfig(port=8750, broker_password="p1"))
+    assert one != default_client_id(agent_config.AgentConfig(port=8750, broker_password="p2"))
+    assert one.startswith(guesses[0] + "-")
+
+
+@pytest.mark.xfail(strict=True, reason="open (docs/security.md): a device's client id is its "
+                                       "id, so one device login can throw another device off")
+def test_a_device_login_cannot_throw_another_device_off():
+    """When this passes (dynamic-security client ids bound to users, or
+    use_username_as_clientid), update docs/security.md and drop the xfail."""
+    from gridcast.agent.mqtt import MqttConnection
     from tests.test_tls import Site
 
     site = Site()
-    site.start()
-    agent = None
-    intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
-    try:
-        agent = site.connect()
-        intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=agent.client_id)
-        intruder.tls_set(ca_certs=os.path.join(site.dir, "ca.crt"))
-        intruder.username_pw_set(site.device.user, site.device.password)
-        intruder.connect("127.0.0.1", site.port)
-        intruder.loop_start()
-        deadline = time.monotonic() + 2.0
-        while agent.connected and agent.connects == 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert agent.connected and agent.connects == 1, "the device login threw the agent off"
-    finally:
-        intruder.loop_stop()
-        if agent is not None:
-            agent.stop()
-        site.stop()
+    other = site.prov.provision("tls-02", key=b"k" * 32)
+
+    def device(site) -> MqttConnection:
+        conn = MqttConnection.from_url(site.prov.agent_url() or "", username=other.user,
+                                       password=other.password, client_id="tls-02")
+        conn.subscribe("gridcast/v1/dev/tls-02/cmd", handler=lambda m: None)
+        conn.start(timeout_s=3)
+        return conn
+
+    assert not _thrown_off(site, device, ["tls-02"]), "one device login threw another off"
 
 
 def test_the_ingest_limiter_forgets_idle_devices_first_and_stays_bounded(monkeypatch):
