@@ -69,8 +69,8 @@ def test_linear_time_tempo_transitions_match_brute_force():
     for _ in range(20):
         last = rng.normal(0, 3, k)
         best, arg = np.empty(k), np.empty(k, np.int64)
-        beat_hmm._best_predecessors(last, log_tau, 100.0, -5.0, best, arg, np.empty(k),
-                                    np.empty(k, np.int64))
+        beat_hmm._best_predecessors(last, beat_hmm._step_costs(log_tau, 100.0), -5.0, best, arg,
+                                    np.empty(k), np.empty(k, np.int64))
         want, want_arg = _brute_force_predecessors(last, log_tau, 100.0, -5.0)
         assert np.allclose(best, want)
         assert np.allclose(last[arg] + 0, last[want_arg]) or np.allclose(best, want)

