@@ -41,6 +41,7 @@ HOP = 512
 # Analysis window per system: gridcast's default at 44.1 kHz (93 ms; it decimates to
 # 11 kHz, so this is a 1024-point FFT), aubio's default for its tempo tracker.
 WINDOW = {"gridcast": 4096, "aubio": 1024}
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
 
 def need(tool: str, package: str) -> None:
@@ -74,6 +75,8 @@ def clips(limit: int | None) -> list[tuple[str, np.ndarray | None]]:
     found = []
     for folder in ("beats-rendered", "beats"):
         for path in sorted(glob.glob(os.path.join(shared, folder, "audio", "*"))):
+            if os.path.splitext(path)[1].lower() not in AUDIO_EXTENSIONS:
+                continue  # e.g. a beat map someone wrote next to the audio
             ann = os.path.join(shared, folder, "annotations",
                                os.path.splitext(os.path.basename(path))[0] + ".beats")
             found.append((path, np.loadtxt(ann, ndmin=2)[:, 0] if os.path.exists(ann) else None))

@@ -63,6 +63,9 @@
 #ifndef READOUT_TEMPI
 #define READOUT_TEMPI 2u         /* tempi either side of the best whose mass votes on the phase */
 #endif
+#ifndef MEAN_WINDOW_S
+#define MEAN_WINDOW_S 0.07f      /* the beat's time: the posterior mean within this of its mode */
+#endif
 #ifndef TERNARY_PRIOR
 #define TERNARY_PRIOR 0.5f       /* per beat, relative to binary: most music divides beats in two */
 #endif
@@ -223,6 +226,7 @@ void gc_beat_model_init(gc_beat_model_t *model, float frame_rate_hz, float min_b
     model->decay = (float *)p; p += align8(m * sizeof(float));
     model->row_norm = (float *)p; p += align8(m * sizeof(float));
     model->max_tau = max_tau_of(frame_rate_hz, min_bpm, max_bpm);
+    model->mean_frames = (uint32_t)lrintf(MEAN_WINDOW_S * frame_rate_hz);
     model->until_beat = (float *)p; p += align8(model->max_tau * sizeof(float));
     model->run_start = (uint32_t *)p; p += align8((2 * m + 1) * sizeof(uint32_t));
     model->run_phase = (uint16_t *)p; p += align8(s * sizeof(uint16_t));
@@ -320,6 +324,28 @@ static void renormalise(gc_beat_model_t *model)
     model->frames_since_renorm = 0;
 }
 
+/* The mean of the frames-to-go distribution `acc` (stored back to front, see the read-out)
+   within `w` frames of its mode `to_go`, minus the mode. Frames before the mode wrap to
+   the end of the best tempo's beat (the beat just passed). The mode alone moves in whole
+   frames and jumps between neighbouring tempi, whose beats fall a frame or two apart; the
+   mean is the time that minimises the expected squared error. */
+static float mean_shift(const float *acc, uint32_t top, uint32_t span, uint32_t to_go,
+                        uint32_t tau, uint32_t w)
+{
+    float mass = 0.0f, moment = 0.0f;
+    int32_t j;
+    for (j = -(int32_t)w; j <= (int32_t)w; j++) {
+        int32_t q = (int32_t)to_go + j;
+        if (q < 0)
+            q += (int32_t)tau;
+        if (q < 0 || q >= (int32_t)span)
+            continue;
+        mass += acc[top - (uint32_t)q];
+        moment += acc[top - (uint32_t)q] * (float)j;
+    }
+    return mass > 0.0f ? moment / mass : 0.0f;
+}
+
 void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *class_llr,
                         gc_beat_state_t *out)
 {
@@ -388,7 +414,8 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *cla
         for (k = 0; k < 2 * m; k++)
             total += model->tempo_mass[k];
     }
-    /* 4. Read out: the tempo with most mass, then its most probable phase. */
+    /* 4. Read out: the tempo with most mass, then its most probable phase and the beat's
+       posterior mean near it. */
     for (k = 0; k < 2 * m; k++) {
         if (model->tempo_mass[k] > best_v) {
             best_v = model->tempo_mass[k];
@@ -403,6 +430,7 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *cla
            max_tau - 1 - p, so that each tempo's ring adds to one ascending stretch
            (two, where the ring wraps), which vectorises. */
         uint32_t fam0 = best < m ? 0 : m, lo = best - fam0, hi, top = model->max_tau - 1, span = 0;
+        uint32_t to_go = 0;
         float *acc = model->until_beat;
         lo = lo > READOUT_TEMPI ? lo - READOUT_TEMPI : 0;
         hi = best - fam0 + READOUT_TEMPI + 1 < m ? best - fam0 + READOUT_TEMPI + 1 : m;
@@ -425,8 +453,10 @@ void gc_beat_model_step(gc_beat_model_t *model, float strength, const float *cla
         for (p = 0, best_v = -1.0f; p < span; p++)
             if (acc[top - p] > best_v) {
                 best_v = acc[top - p];
-                best_p = (model->tau[best] - p % model->tau[best]) % model->tau[best];
+                to_go = p;
             }
+        best_p = (model->tau[best] - to_go % model->tau[best]) % model->tau[best];
+        out->shift = mean_shift(acc, top, span, to_go, model->tau[best], model->mean_frames);
     }
     near = model->tempo_mass[best];
     if (best % m > 0)

@@ -25,6 +25,7 @@ typedef struct {
     float *beat_prior;     /* [2m] tempo prior paid once per beat */
     float *until_beat;     /* [max tau] scratch: mass by frames until the next beat */
     uint32_t max_tau;
+    uint32_t mean_frames;  /* the beat time is the posterior mean within this many frames of its mode */
     uint32_t *run_start;   /* [2m + 1]: tempo k's runs are run_start[k] .. run_start[k+1] - 1 */
     uint16_t *run_phase;   /* [n_runs] first phase of the run (may wrap past tau - 1 to 0) */
     uint8_t *run_len;      /* [n_runs] */
@@ -37,6 +38,8 @@ typedef struct {
     uint32_t phase;         /* its most probable phase, 0 = on the beat */
     uint32_t tau;           /* its beat interval in frames */
     float confidence;
+    float shift;            /* frames: the beat's posterior mean near that phase, minus it
+                               (the beat falls `shift` frames later than `phase` says) */
 } gc_beat_state_t;
 
 /* Number of tempo states per family for a frame rate and tempo range. */

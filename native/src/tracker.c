@@ -326,8 +326,9 @@ static void model_frame(gc_tracker_t *t, const float *flux, uint32_t n_regions, 
         float frame_samples = (float)t->hops_per_frame * (float)t->config.hop_size;
         float period = (float)t->state.tau * frame_samples;
         float phase = (float)t->state.phase / (float)t->state.tau;
-        /* Offsets from the stream position in float; the position itself stays exact. */
-        float centre = -frame_centre_lag(t, from_audio);
+        /* Offsets from the stream position in float; the position itself stays exact.
+           The beat is the model's posterior mean near its most probable phase. */
+        float centre = -frame_centre_lag(t, from_audio) + t->state.shift * frame_samples;
         /* The phase passed the beat without stopping on it: the beat was phase * period
            ago. Given late only when that is at most LATE_FRAMES ago; older is missed. */
         if (t->has_phase && phase < t->prev_phase - 0.5f &&
@@ -356,7 +357,8 @@ static void emit(gc_tracker_t *t, gc_beat_t *out)
     out->confidence = t->state.confidence;
     {
         /* Phase at the end of the hop: the model frame's phase plus the lag since its centre. */
-        float ph = ((float)t->state.phase + frame_centre_lag(t, 1) / frame_samples) / (float)t->state.tau;
+        float ph = ((float)t->state.phase - t->state.shift + frame_centre_lag(t, 1) / frame_samples) /
+                   (float)t->state.tau;
         ph -= floorf(ph);
         out->phase = (ph >= 0.0f && ph < 1.0f) ? ph : 0.0f;
     }
