@@ -56,6 +56,16 @@ def test_dilated_layers_match_a_frame_by_frame_reference():
                                atol=1e-5)
 
 
+def test_elu_is_in_place_and_within_float32_rounding_of_expm1():
+    x = np.r_[np.linspace(-20, 5, 10_001), -1e-30, 0.0, 1e-30].astype(np.float32)
+    want = np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+    y = x.copy()
+    out = beat_network._elu(y)
+    assert out is y and out.dtype == np.float32
+    np.testing.assert_allclose(out, want, rtol=0, atol=2.4e-7)
+    assert np.all(out[x > 0] == x[x > 0])
+
+
 def test_empty_input_gives_no_frames():
     assert beat_network.activations(np.zeros((0, 24), dtype=np.float32)).shape == (0, 2)
 

@@ -76,6 +76,15 @@ def test_linear_time_tempo_transitions_match_brute_force():
         assert np.allclose(last[arg] + 0, last[want_arg]) or np.allclose(best, want)
 
 
+def test_local_tempo_is_the_least_squares_slope_of_each_window():
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.uniform(0.3, 0.7, 40)) + 1000.0  # late beats: no cancellation
+    half = analyzer.TEMPO_CURVE_HALF_WINDOW
+    want = [60.0 / np.polyfit(np.arange(max(0, i - half), min(40, i + half + 1)),
+                              times[max(0, i - half):i + half + 1], 1)[0] for i in range(40)]
+    np.testing.assert_allclose(analyzer.local_tempo(times, np.zeros(0)), want, rtol=1e-9)
+
+
 def test_local_tempo_follows_a_tempo_change():
     times = np.r_[np.arange(0, 10, 0.5), 10 + np.arange(0, 10, 0.4)]
     curve = analyzer.local_tempo(times, np.zeros(0))

@@ -64,9 +64,16 @@ def load(path: str) -> Network:
                        z["b_out"], str(z["version"]))
 
 
-def _elu(x: np.ndarray) -> np.ndarray:
-    """ELU in place: expm1 only where x <= 0, the same values as expm1(min(x, 0))."""
-    return np.expm1(x, out=x, where=x <= 0)
+def _elu(x: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """ELU in place, as max(x, exp(min(x, 0)) - 1) (e^x - 1 >= x for every x).
+
+    float32 exp has a vectorised loop and expm1 does not: 6x faster, and the
+    result is within 1.2e-7 of expm1's (analyzer 0.5.1).
+    """
+    neg = np.minimum(x, 0.0, out=scratch)
+    np.exp(neg, out=neg)
+    neg -= 1.0
+    return np.maximum(x, neg, out=x)
 
 
 def shipped() -> tuple[Network, ...]:
@@ -107,7 +114,7 @@ def _forward(x_raw: np.ndarray, net: Network) -> np.ndarray:
             if k:
                 a += tap
         a += b_dil
-        np.matmul(_elu(a), w_mix, out=tap)
+        np.matmul(_elu(a, tap), w_mix, out=tap)
         h += tap
         h += b_mix
     logits = h @ net.w_out + net.b_out

@@ -126,7 +126,9 @@ class _Extractor:
         self.out["rms"].append(np.sqrt(energy / frames.shape[1]).astype(np.float32))
         mag = np.abs(scipy.fft.rfft(frames * self.window, axis=1, workers=1))
         mag *= self.mag_scale
-        log = np.log10(1.0 + mag[:, self.bins])
+        # log10 as ln / ln 10: float32 log has a vectorised loop, log10 does not (4x).
+        log = np.log(1.0 + mag[:, self.bins])
+        log *= np.float32(1 / np.log(10))
         # SuperFlux: positive difference to the max-filtered previous frame (lag 1 frame).
         ref = np.concatenate([log[:1] if self.prev_log is None else self.prev_log[None], log[:-1]])
         ref = _max_filter_bins(ref, SUPERFLUX_MAX_BINS)
