@@ -89,14 +89,23 @@ async def show(args: argparse.Namespace, songs: list[ClickSong], key: bytes, ids
         cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         callback0 = output.report().callback_cpu_s
         called = now_us()
+        events: dict[str, float] = {}  # when each transport action was called (s from play)
+
+        def mark(name: str) -> None:
+            events[name] = round((now_us() - called) / 1e6, 1)
+
         await player.play()
         await _at(player, 0, 60 * scale)
+        mark("pause")
         await player.pause()
         await asyncio.sleep(5)
+        mark("resume")
         await player.resume()
         await _at(player, 0, 120 * scale)
+        mark("seek")
         await player.seek(180 * scale)
         await _at(player, 1, 180 * scale * (4 / 5 if args.short else 1))
+        mark("next")
         await player.next()
         while player.state == "playing":
             await asyncio.sleep(0.25)
@@ -127,6 +136,8 @@ async def show(args: argparse.Namespace, songs: list[ClickSong], key: bytes, ids
         "gap_samples": [round(gap_samples(capture, onsets, t, songs[0], songs[1]), 3)
                         for t in player.switch_heard_us[:1]],
         "xruns": {"output": report.xruns, "room": capture.xruns,
+                  "output_at_s": ((np.asarray(report.xrun_us) - called) / 1e6).round(1).tolist(),
+                  "transport_at_s": events,
                   "room_at_s": ((np.asarray(capture.xrun_us) - called) / 1e6).round(1).tolist(),
                   "recorder_dropped_buffers": capture.dropped_buffers},
         "card_drift_ppm": round(report.drift_ppm, 2),

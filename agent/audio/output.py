@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from types import TracebackType
 from typing import Any
@@ -93,6 +93,7 @@ class OutputReport:
     callback_cpu_s: float
     callback_errors: int
     timeline_shifts: int  # times the frame-to-time line moved (skipped cycles)
+    xrun_us: list[int] = field(default_factory=list)  # agent µs of each xrun (the first 100)
 
     @property
     def first_sound_latency_ms(self) -> float | None:
@@ -103,30 +104,31 @@ class OutputReport:
 
 
 @numba.njit(cache=True, nogil=True)
-def _interpolate(padded: np.ndarray, start: float, step: float, out: np.ndarray) -> None:
+def _interpolate(frames: np.ndarray, start: float, step: float, out: np.ndarray) -> None:
     """out[j] = the buffer read at position start + j·step, linearly interpolated.
 
-    ``padded`` holds the buffer with one silent frame before and after it, so position
-    p reads padded rows p+1 and p+2; reads outside the buffer give silence.
+    Reads outside the buffer (before sample 0, after the last) give silence, so a
+    buffer plays as it is: no padded copy (copying a whole track under the GIL in
+    ``play`` could hold the output callback past its deadline).
     """
-    last = padded.shape[0] - 1
+    length = frames.shape[0]
     for j in range(out.shape[0]):
         position = start + step * j
         whole = np.floor(position)
         fraction = np.float32(position - whole)
-        index = min(max(int(whole) + 1, 0), last)
-        after = min(max(int(whole) + 2, 0), last)
+        before = int(whole)
+        after = before + 1
         for c in range(out.shape[1]):
-            before_value = padded[index, c]
-            out[j, c] = before_value + (padded[after, c] - before_value) * fraction
+            before_value = frames[before, c] if 0 <= before < length else np.float32(0.0)
+            after_value = frames[after, c] if 0 <= after < length else np.float32(0.0)
+            out[j, c] = before_value + (after_value - before_value) * fraction
 
 
 class _Program:
-    """One scheduled buffer, at the output's rate, padded with a silent frame at each end."""
+    """One scheduled buffer, at the output's rate (held as given, not copied)."""
 
     def __init__(self, frames: np.ndarray, start_us: float, rate_hz: float) -> None:
-        self.padded = np.concatenate([np.zeros((1, frames.shape[1]), np.float32), frames,
-                                      np.zeros((1, frames.shape[1]), np.float32)])
+        self.frames = frames
         self.length = frames.shape[0]
         self.start_us = start_us
         self.rate_hz = rate_hz
@@ -161,6 +163,7 @@ class AudioOutput:
         self._program: _Program | None = None
         self._frame = 0
         self._xruns = 0
+        self._xrun_us: list[int] = []
         self._callbacks = 0
         self._callback_errors = 0
         self._cpu_ns = 0
@@ -260,7 +263,8 @@ class AudioOutput:
             rate_hz=self.rate_hz, dac_latency_ms=self._dac_latency_s * 1e3,
             drift_ppm=self._dac.drift_ppm, first_sound_us=self._first_sound_us,
             play_called_us=self._play_called_us, callback_cpu_s=self._cpu_ns / 1e9,
-            callback_errors=self._callback_errors, timeline_shifts=self._dac.shifts)
+            callback_errors=self._callback_errors, timeline_shifts=self._dac.shifts,
+            xrun_us=list(self._xrun_us))
 
     def _prepare(self, samples: np.ndarray, rate_hz: float) -> np.ndarray:
         data = np.asarray(samples, dtype=np.float32)
@@ -288,6 +292,8 @@ class AudioOutput:
             stream_now = stream.time if stream is not None else time_info.currentTime
             if status.output_underflow or status.output_overflow:
                 self._xruns += 1  # DacClock finds out itself whether frames were skipped
+                if len(self._xrun_us) < 100:
+                    self._xrun_us.append(now)
             latency_s = time_info.outputBufferDacTime - time_info.currentTime
             if not 0.0 <= latency_s < 1.0:  # a host API without DAC times
                 latency_s = self._dac_latency_s
@@ -332,6 +338,6 @@ class AudioOutput:
                 limit = MAX_SLEW_PPM * 1e-6
                 step = min(max((target_end - start) / frames, 1.0 - limit), 1.0 + limit)
         program.position = start + step * frames
-        _interpolate(program.padded, start, step, outdata)
+        _interpolate(program.frames, start, step, outdata)
         if program.position >= program.length:
             program.finished.set()

@@ -87,7 +87,7 @@ class ShowOutput(AudioOutput):
         # so at (that - length) of the next one: its sample 0 follows the last sample.
         start = program.position - frames - program.length
         tail = np.empty_like(outdata)  # once per track, not per callback
-        audio_output._interpolate(following.padded, start, 1.0, tail)
+        audio_output._interpolate(following.frames, start, 1.0, tail)
         outdata += tail
         following.position = start + frames
         following.frame_of_zero = program.frame_of_zero + program.length
