@@ -274,6 +274,11 @@ static void offer_beat(gc_tracker_t *t, int64_t at, float period)
     uint64_t sample;
     if (at < 0) /* before the stream began: a phase guess, not a beat */
         return;
+    /* A beat the phase passed can still lie ahead of the stream when the posterior mean
+       sits later than the most probable phase by more than the window's lag (short
+       windows): it is given now, never in the future. */
+    if (at > (int64_t)t->samples)
+        at = (int64_t)t->samples;
     sample = (uint64_t)at;
     if (t->has_last && (float)((int64_t)sample - (int64_t)t->last_beat) < REFRACTORY * period)
         return;
