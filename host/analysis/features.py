@@ -126,7 +126,7 @@ class _Extractor:
         self.out["rms"].append(np.sqrt(energy / frames.shape[1]).astype(np.float32))
         mag = np.abs(scipy.fft.rfft(frames * self.window, axis=1, workers=1))
         mag *= self.mag_scale
-        # log10 as ln / ln 10: float32 log has a vectorised loop, log10 does not (4x).
+        # log10 as ln / ln 10: numpy vectorises float32 log on AVX2, log10 only on AVX-512.
         log = np.log(1.0 + mag[:, self.bins])
         log *= np.float32(1 / np.log(10))
         # SuperFlux: positive difference to the max-filtered previous frame (lag 1 frame).
