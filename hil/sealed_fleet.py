@@ -17,11 +17,12 @@ AUTH_REASONS = (3, 7, 8, 15, 22, 23, 24, 25)  # what a refused forgery is counte
 def sealed_simulator(n: int, broker: str, site_key: bytes, state_dir: str,
                      **options: object) -> Simulator:
     """``n`` devices (not started) whose config.json holds a ``command_key`` derived from
-    ``site_key``, as ``gridcast provision`` writes it: they take only sealed commands."""
+    ``site_key``, as ``gridcast provision`` writes it: they take only sealed commands.
+    ``broker``: HOST:PORT, or a URL (``mqtts://HOST:PORT?ca=FILE``: over TLS)."""
     sim = Simulator(n, broker, site_key, state_dir, **options)  # type: ignore[arg-type]
     for dev in sim.devices:
-        cfg = json.loads(device_files.config_json(dev.id, site_key, broker, sim.led_count,
-                                                  serial=False))
+        cfg = json.loads(device_files.config_json(dev.id, site_key, dev.broker, sim.led_count,
+                                                  serial=False, ca_pem=dev.ca_pem))
         cfg["command_key"] = command_auth.device_key(site_key, dev.id).hex()
         dev.config_text = json.dumps(cfg)
     return sim

@@ -83,6 +83,9 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
         "beats": len(lines),
         "beats_scored": len(errors),
         **drift_stats.summary_ms(errors, "true_error"),
+        # What a CI test asserts (docs/hil.md): the p99 of 40-90 beats is their largest one
+        # or two, which a single stall of the simulator's process on shared cores sets.
+        "true_error_p98_ms": drift_stats.percentile_ms(drift_stats.absolute(errors), 98),
         "true_error_mean_ms": round(float(np.mean(errors)) / 1000, 4) if errors else None,
         "drift_p50_ms": drift_stats.percentile_ms(drift_us, 50),
         "drift_p99_ms": drift_stats.percentile_ms(drift_us, 99),

@@ -1,11 +1,17 @@
 """A few hundred forged, replayed, reordered, altered and held-back commands and sync
 answers against three playing devices: every one refused with its reason and counted,
-no device's state moves (the long run with 10,000: bench/forgery.py)."""
+no device's state moves (the long run with 10,000: bench/forgery.py).
+
+The attacker is a proxy on the devices' path that reads and writes MQTT: the case where
+sealing is the only defence (a site without TLS, a link that has none). Over TLS it
+could not read or inject a byte, so the scenario keeps its own plain broker even under
+``--mqtts`` (where ``tests/test_tls.py`` shows the broker refusing plain text)."""
 
 from __future__ import annotations
 
 import pytest
 
+from gridcast.agent.broker import Mosquitto
 from gridcast.hil.forgery_scenario import run_forgery
 
 pytestmark = pytest.mark.sim_only
@@ -14,9 +20,10 @@ COUNT = 330  # round the 11 kinds of hil/forger.py (the held-back ones wait for 
 INTERVAL_S = 0.02  # per device: 150 forgeries a second over the three
 
 
-def test_every_forgery_is_refused_and_nothing_moves(broker, key, tmp_path):
-    result = run_forgery(broker.port, key, str(tmp_path), COUNT, INTERVAL_S, warmup_s=3,
-                         minutes=1)
+def test_every_forgery_is_refused_and_nothing_moves(key, tmp_path):
+    with Mosquitto(folder=str(tmp_path / "broker")) as plain:
+        result = run_forgery(plain.port, key, str(tmp_path), COUNT, INTERVAL_S, warmup_s=3,
+                             minutes=1)
     print(f"\n{result['injected']} injected in {result['attack_s']} s, "
           f"{result['refused']} refused")
     assert result["injected"] >= COUNT

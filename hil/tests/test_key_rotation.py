@@ -29,8 +29,7 @@ OLD_KEY_OFFSET_US = 300_000  # what a holder of the retired key tries to set
 
 
 def test_rotation_while_three_devices_play_misses_no_beat(broker, key, tmp_path):
-    sim = sealed_simulator(3, f"127.0.0.1:{broker.port}", key, str(tmp_path / "sim"),
-                           prefix="rot")
+    sim = sealed_simulator(3, broker.url, key, str(tmp_path / "sim"), prefix="rot")
     ids = [d.id for d in sim.devices]
     new_key = secrets.token_bytes(32)
     witness = BrokerWitness(broker.url)  # mqtt:// or, with --mqtts, mqtts://...?ca=
