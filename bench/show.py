@@ -136,6 +136,10 @@ async def show(args: argparse.Namespace, songs: list[ClickSong], key: bytes, ids
         "gap_samples": [round(gap_samples(capture, onsets, t, songs[0], songs[1]), 3)
                         for t in player.switch_heard_us[:1]],
         "xruns": {"output": report.xruns, "room": capture.xruns,
+                  # the target's count: from play() to the end of the set (the output
+                  # stream runs, silent, through the devices' clock warm-up before it)
+                  "output_in_play": int(np.sum(np.asarray(report.xrun_us) >= called)),
+                  "room_in_play": int(np.sum(np.asarray(capture.xrun_us) >= called)),
                   "output_at_s": ((np.asarray(report.xrun_us) - called) / 1e6).round(1).tolist(),
                   "transport_at_s": events,
                   "room_at_s": ((np.asarray(capture.xrun_us) - called) / 1e6).round(1).tolist(),
