@@ -256,37 +256,54 @@ def counted_broker(tmp_path):
         yield broker
 
 
-def connected_clients(broker) -> list[int]:
+class ClientCount:
     """What the broker says in $SYS/broker/clients/connected, as it says it (this watcher
-    counts itself)."""
-    import paho.mqtt.client as mqtt
+    counts itself). mosquitto publishes the count only when it changed at a $SYS tick, so
+    the watcher listens from before anything else connects: the last value it has heard
+    is then the count that has held since the last tick."""
 
-    seen: list[int] = []
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sys-watcher")
-    watcher.on_message = lambda c, u, m: seen.append(int(m.payload))
-    watcher.on_connect = lambda c, u, f, rc, p: c.subscribe("$SYS/broker/clients/connected")
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.loop_start()
-    try:
-        wait_until(lambda: len(seen) >= 2, 10)  # the retained value, then a fresh one
-    finally:
-        watcher.disconnect()
-        watcher.loop_stop()
-    return seen
+    def __init__(self, broker) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.seen: list[int] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sys-watcher")
+        self.client.on_message = lambda c, u, m: self.seen.append(int(m.payload))
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            "$SYS/broker/clients/connected")
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def settles_at(self, count: int, timeout_s: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not (self.seen and self.seen[-1] == count):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def test_one_mqtt_connection_per_agent_process_counted_at_the_broker(counted_broker, tmp_path):
     cfg = agent_config.AgentConfig(broker=counted_broker.url,
                                    database=f"sqlite://{tmp_path}/a.db", port=free_port(),
                                    token=TOKEN).check()
-    with Daemon(cfg, str(tmp_path / "token")) as daemon:
-        wait_until(lambda: request(daemon.url + "/health")[0] == 200)
-        pub = fake_devices(counted_broker, ["dev-c"])
-        pub.disconnect()  # the fake device's publisher leaves
-        pub.loop_stop()
-        wait_until(lambda: [d["samples_60s"] for d in request(daemon.url + "/api/devices")[1]]
-                   == [40])  # registry and collector both working over that connection
-        assert connected_clients(counted_broker)[-1] == 2  # the agent and the watcher
+    count = ClientCount(counted_broker)
+    try:
+        with Daemon(cfg, str(tmp_path / "token")) as daemon:
+            wait_until(lambda: request(daemon.url + "/health")[0] == 200)
+            pub = fake_devices(counted_broker, ["dev-c"])
+            pub.disconnect()  # the fake device's publisher leaves
+            pub.loop_stop()
+            wait_until(lambda: [d["samples_60s"]
+                                for d in request(daemon.url + "/api/devices")[1]]
+                       == [40])  # registry and collector both working over that connection
+            # the agent and the watcher (a second agent connection would hold it at 3)
+            assert count.settles_at(2), f"clients connected, as published: {count.seen}"
+    finally:
+        count.stop()
     with open(os.path.join(counted_broker.folder, "mosquitto.log")) as f:
         clients = re.findall(r"New client connected from \S+ as (\S+) ", f.read())
     ours = {c for c in clients if c.startswith("pub-") or c == "sys-watcher"}
