@@ -26,7 +26,6 @@ class Command:
 
 @dataclass
 class DeviceTelemetry:
-    seqs: list[int] = field(default_factory=list)
     drift_us: list[int] = field(default_factory=list)
     cpu_pct: list[int] = field(default_factory=list)
     free_mem: list[int] = field(default_factory=list)
@@ -77,7 +76,6 @@ class BrokerWitness:
                     t.duplicates += 1
                     return
                 t.batches.add((msg.boot, msg.seq))
-                t.seqs.append(msg.seq)
                 t.drift_us.extend(msg.drift_us)
                 t.cpu_pct.append(msg.cpu_pct)
                 t.free_mem.append(msg.free_mem)

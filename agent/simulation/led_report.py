@@ -83,7 +83,7 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
         "beats": len(lines),
         "beats_scored": len(errors),
         **drift_stats.summary_ms(errors, "true_error"),
-        # What a CI test asserts (docs/hil.md): the p99 of 40-90 beats is their largest one
+        # What a CI test asserts (docs/firmware.md): the p99 of 40-90 beats is their largest one
         # or two, which a single stall of the simulator's process on shared cores sets.
         "true_error_p98_ms": drift_stats.percentile_ms(drift_stats.absolute(errors), 98),
         "true_error_mean_ms": round(float(np.mean(errors)) / 1000, 4) if errors else None,
@@ -91,7 +91,7 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
         "drift_p99_ms": drift_stats.percentile_ms(drift_us, 99),
         "drift_vs_true_p99_ms": drift_stats.percentile_ms(gaps, 99),
         "drift_vs_true_max_ms": drift_stats.percentile_ms(gaps, 100),
-        "telemetry_batches": len(tele.seqs) if tele else 0,
+        "telemetry_batches": len(tele.batches) if tele else 0,
         "telemetry_lost": tele.lost if tele else 0,
         "telemetry_duplicates": tele.duplicates if tele else 0,
         "drift_samples": len(drift_us),

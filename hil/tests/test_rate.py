@@ -109,5 +109,5 @@ def test_a_bundle_at_94_and_106_percent_lands_on_the_scaled_grid(broker, simulat
         assert len(errors["slow"]) >= 0.9 * SLOW_S * 128 / 60 * SLOW / PPM
         assert len(errors["fast"]) >= 0.9 * FAST_S * 128 / 60 * FAST / PPM
         # The p98: ~86 beats' p99 is their largest two, and a CI run saw two 2.1 ms stalls
-        # of one simulator process on the loaded cores (docs/hil.md); -s prints the p99.
+        # of one simulator process on the loaded cores (docs/firmware.md); -s prints the p99.
         assert np.percentile(every, 98) <= 1.0

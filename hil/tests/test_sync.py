@@ -22,7 +22,7 @@ WARMUP_S = 90  # sync converges: skew needs a minute or so of exchanges under 20
 # 20 s at 128 BPM: 42 beats a device. Their p99 is the largest beat or two, which one
 # stall of a simulator process on the loaded CI cores sets (1.05 ms seen once), so the
 # test asserts the p98 and prints the p99; `pytest -s` on a quiet machine gives the p99
-# figures of docs/hil.md.
+# figures of docs/agent.md (docs/firmware.md says why).
 PLAY_S = 20
 # Each device starts a quarter of a beat (at 128 BPM) after the previous one. On hardware
 # every device has its own CPU; here four simulated devices share two cores, and four
