@@ -177,11 +177,14 @@ class Device:
                 self._refit_wanted.set()
             return None
         if kind in ("bundle_offer", "chunk", "activate"):
+            # A repeated activate (the agent resent it) is answered again and changes
+            # nothing: the play that followed the first one may already hold.
+            repeat = kind == "activate" and msg.transfer_id == self.receiver.activated[0]
             reply = self.receiver.handle(msg)
             if reply is None:
                 return None
-            if reply.kind == "activated" and kind == "activate":
-                self.player.bundle_changed()
+            if reply.kind == "activated" and kind == "activate" and not repeat:
+                self.player.bundle_changed(msg.at_us)
             return reply.payload
         if kind == "rollback":
             if self.store.rollback():

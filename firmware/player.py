@@ -16,6 +16,11 @@ would; asyncio alone only gives millisecond granularity). In between beats the L
 follow the energy envelopes at about FRAME_MS. A bundle with a structure part also
 gives each beat its section (a SectionCursor: one comparison per beat), which the
 LED effects use for palettes and the drop's hit.
+
+A hand-over (an ``activate`` with an instant ahead, docs/protocol.md 6) keeps the old
+map lit from the file already open until that instant, while the new bundle is
+already the stored active one; the ``play`` of the new bundle waits and takes over at
+the hand-over (or at its own start, when that comes first).
 """
 
 import asyncio
@@ -58,6 +63,8 @@ class Player:
         self._cursor = None
         self._sections = None  # SectionCursor when the bundle has sections
         self._pending = None  # (index, map time) of the bundle beat to fire next
+        self.handover_at_us = 0  # agent time the lit map's lights end (0: no hand-over)
+        self._takeover = None  # (start_us, rate_ppm): the play waiting for the hand-over
         self._generation = 0  # bumped by every command: an ongoing wait re-plans or gives up
         self._due_local = None  # device time of the beat being waited for (None: none)
         self._wake = asyncio.Event()
@@ -81,6 +88,8 @@ class Player:
         self._info = None
         self._cursor = None
         self._sections = None
+        self.handover_at_us = 0
+        self._takeover = None
 
     @property
     def start_us(self):
@@ -98,8 +107,22 @@ class Player:
         info = self.store.active_info
         if info is None or (track_id and info.track_id != track_id):
             return NOT_FOUND
+        if self.handover_at_us:
+            # The new bundle waits for the lit map: it takes over at the hand-over, or at
+            # its own start when that comes first (the agent cut to it early).
+            self._takeover = (start_us, rate_ppm)
+            if start_us < self.handover_at_us:
+                self.handover_at_us = start_us
+            self.stop_at_us = 0
+            self._changed()
+            return OK
         if not self._open():
             return NOT_FOUND
+        self._begin(info, start_us, position_us, rate_ppm)
+        return OK
+
+    def _begin(self, info, start_us, position_us, rate_ppm):
+        """Play the open file from its first beat on a new timeline."""
         self.track_id = info.track_id
         self.timeline.reset(start_us, position_us, rate_ppm)
         self.stop_at_us = 0
@@ -111,12 +134,15 @@ class Player:
         self.mode = BUNDLE
         self.playing = True
         self._changed()
-        return OK
 
     def stop(self, at_us=0):
+        """Lights off at agent time ``at_us`` (0: now). A stop now also ends a hand-over
+        and drops the play waiting for it: after a stop nothing plays until a play."""
         if at_us and at_us > self.now_agent():
             self.stop_at_us = at_us
             return OK
+        if self.handover_at_us:
+            self.close()  # the old map's file; the stored active bundle is the new one
         self.playing = False
         self.mode = 0
         self.live.cancel()
@@ -130,6 +156,9 @@ class Player:
             return RATE_OUT_OF_RANGE
         if self._info is None:
             return NOT_FOUND
+        if self.handover_at_us:  # re-time the lit map; the hand-over and its play stay
+            self._begin(self._info, at_us, position_us, rate_ppm)
+            return OK
         return self.play(self.track_id, at_us, rate_ppm, position_us)
 
     def set_rate(self, rate_ppm, at_us=0):
@@ -160,11 +189,40 @@ class Player:
         self._changed()
         return OK
 
-    def bundle_changed(self):
-        """A new bundle became active: stop playing the old file (live beats go on)."""
+    def bundle_changed(self, at_us=0):
+        """A new bundle became active (an activate or a rollback). The lit bundle's lights
+        end now (live beats go on), or at agent time ``at_us`` when that lies ahead: a
+        hand-over. An activation that makes the lit bundle active again ends a hand-over
+        and the lit map plays on."""
+        info, lit = self.store.active_info, self._info
+        if self.handover_at_us and info is not None and lit is not None and \
+                info.track_id == lit.track_id and info.bundle_version == lit.bundle_version:
+            self.handover_at_us = 0
+            self._takeover = None
+            return
+        if at_us and self.playing and self.mode == BUNDLE and at_us > self.now_agent():
+            if not self.handover_at_us or at_us < self.handover_at_us:
+                self.handover_at_us = at_us
+            self._takeover = None  # a play for an earlier activation is void
+            self._changed()
+            return
         if self.playing and self.mode == BUNDLE:
             self.stop()
         self.close()
+
+    def _hand_over(self):
+        """The lit map reached the hand-over: the waiting play takes over (its beats all lie
+        at or after the hand-over), else the lights end. Returns _next_target()."""
+        takeover, stop_at = self._takeover, self.stop_at_us
+        self.close()
+        info = self.store.active_info
+        if takeover is None or info is None or not self._open():
+            self.playing = False
+            self.mode = 0
+            return None
+        self._begin(info, takeover[0], 0, takeover[1])
+        self.stop_at_us = stop_at  # a stop scheduled after the hand-over still holds
+        return self._next_target()
 
     async def run(self):
         while True:
@@ -214,13 +272,18 @@ class Player:
             cursor = self._cursor
             t = None if cursor is None else cursor.next_time_us()
             if t is None or cursor is None:
+                if self.handover_at_us:
+                    return self._hand_over()
                 self.playing = False  # the end of the track
                 self.mode = 0
                 return None
             self._pending = (cursor.index - 1, t)
         self.timeline.prune(self.now_agent())
         index, t = self._pending
-        return index, self.timeline.agent_time(t)
+        target = self.timeline.agent_time(t)
+        if self.handover_at_us and target >= self.handover_at_us:
+            return self._hand_over()
+        return index, target
 
     def _beat_look(self, target):
         """(beat_in_bar, strength, envelope) of the beat _next_target gave."""

@@ -16,7 +16,9 @@ from .reasons import INCONSISTENT, LIMIT_EXCEEDED, MALFORMED, RATE_OUT_OF_RANGE,
 
 # 2: playback rate (play, seek, rate), live beats and envelopes, light offset.
 # 3: sealed messages, key rotation, hello.auth / boot / key_ids (docs/protocol.md 11).
-PROTOCOL_VERSION = 3
+# 4: activate.at_us, the hand-over of the lights at an instant (docs/protocol.md 6).
+PROTOCOL_VERSION = 4
+HANDOVER_PROTOCOL = 4  # the first protocol whose devices know activate.at_us
 MAX_MESSAGE_BYTES = 65536
 MAX_TEXT_BYTES = 256
 MAX_LIST_ITEMS = 1024
@@ -66,7 +68,7 @@ SCHEMA = {  # type: dict
     CHUNK_ACK: ("chunk_ack", (("transfer_id", "u", 0), ("next_offset", "u", 0))),
     CHUNK_NACK: ("chunk_nack", (("transfer_id", "u", 0), ("next_offset", "u", 0),
                                 ("reason", "u", 0))),
-    ACTIVATE: ("activate", (("transfer_id", "u", 0),)),
+    ACTIVATE: ("activate", (("transfer_id", "u", 0), ("at_us", "u", 0))),
     ACTIVATED: ("activated", (("track_id", "s", ""), ("bundle_version", "u", 0),
                               ("sha256", "b", b""))),
     REJECTED: ("rejected", (("transfer_id", "u", 0), ("reason", "u", 0), ("detail", "s", ""))),

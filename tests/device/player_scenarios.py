@@ -14,6 +14,10 @@ so a frame's stamp is the instant the scheduler got the LEDs written.
     offset_set US   Device: light_offset US through the dispatcher (this process ends)
     offset_play     Device after a restart: the offset it kept, and beats played with it
     cost N          microseconds per scheduled beat, bundle and live paths, N beats each
+    handover MODE   Device playing bundles/active.gcb gets BUNDLE (another track) by
+                    transfer, then activate(at_us=H), H 70 ms after one of its beats, and
+                    play(BUNDLE's track, H); MODE 1: then a stop at once; 2: activate
+                    with an instant in the past instead; 3: then a rollback
 """
 
 import asyncio
@@ -204,6 +208,67 @@ async def offset_play(path):
             "start_us": start, "fired": stamps(player), "drift_us": drift}
 
 
+def _dispatch(device, kind, **fields):
+    """The device's answer to one message (decoded), or None when it gives none."""
+    reply = device._dispatch(messages.decode(messages.encode(kind, **fields)), 0)
+    return None if reply is None else messages.decode(reply)
+
+
+def _transfer(device, path, transfer_id):
+    """Offer and send the bundle at ``path`` in 1 KB chunks: the last chunk_ack's offset."""
+    from gridcast.protocol.transfer import file_sha256
+
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "rb") as f:
+        sha = file_sha256(f)
+    with open(path, "rb") as f:
+        info = bundle_reader.inspect(f, len(data))
+    _dispatch(device, "bundle_offer", transfer_id=transfer_id, size=len(data), sha256=sha,
+              chunk_size=1024, track_id=info.track_id, bundle_version=info.bundle_version)
+    ack = None
+    for offset in range(0, len(data), 1024):
+        ack = _dispatch(device, "chunk", transfer_id=transfer_id, offset=offset,
+                        data=data[offset:offset + 1024])
+    return info.track_id, ack.next_offset if ack is not None else -1
+
+
+async def handover(path, mode):
+    device = make_device(RecordingBoard())
+    device.store.recover()
+    player = device.player
+    start = player.now_agent() + 100000
+    old_beats = []
+    cursor = bundle_reader.BeatCursor(player.store.open_active(), player.store.active_info)
+    t = cursor.next_time_us()
+    while t is not None:
+        old_beats.append(start + t)
+        t = cursor.next_time_us()
+    _dispatch(device, "play", start_us=start)
+    task = asyncio.create_task(player.run())
+    await until_fired(player, 2)  # just after a beat: the transfer blocks the loop briefly
+    track, acked = _transfer(device, path, 5)
+    soon = player.now_agent() + 400000
+    lit = [b for b in old_beats if b <= soon]
+    handover_us = old_beats[len(lit)] + 70000  # 70 ms after the old map's next beat
+    at = 1 if mode == 2 else handover_us  # 1: long gone (0 would mean "now")
+    activated = _dispatch(device, "activate", transfer_id=5, at_us=at)
+    active_track = messages.decode(device.hello_message()).active_track
+    again = _dispatch(device, "activate", transfer_id=5, at_us=at)  # a resend: no change
+    replies = [_dispatch(device, "play", track_id=track, start_us=handover_us)]
+    if mode == 1:
+        replies.append(_dispatch(device, "stop"))
+    elif mode == 3:
+        replies.append(_dispatch(device, "rollback"))
+    while player.now_agent() < handover_us + 700000:
+        await asyncio.sleep_ms(20)
+    task.cancel()
+    return {"start_us": start, "handover_us": handover_us, "acked": acked,
+            "activated": activated.kind, "again": again.kind, "active_track": active_track,
+            "replies": [None if r is None else r.kind for r in replies],
+            "fired": stamps(player)}
+
+
 def per_beat_us(player, n, refill=None):
     """Microseconds per beat of the scheduling work between two waits: next beat, its
     look-up, rendering its frame ahead, consuming it (refill: a live_beats message per
@@ -283,6 +348,8 @@ def main():
         out = offset_set(arg)
     elif scenario == "offset_play":
         out = asyncio.run(offset_play(path))
+    elif scenario == "handover":
+        out = asyncio.run(handover(path, arg))
     elif scenario == "cost":
         out = cost(path, arg)
     else:

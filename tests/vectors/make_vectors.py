@@ -85,6 +85,7 @@ MESSAGES = [
     ("key_install", dict(key_id="0badc0de", key=bytes(range(32)), bundle_key_id="12345678",
                          bundle_key=bytes(range(32, 64)))),
     ("key_retire", dict(key_id="0badc0de")),
+    ("activate", dict(transfer_id=8, at_us=1_795_000_030_000_000)),
 ]
 
 BAD_MESSAGES = [
@@ -173,6 +174,9 @@ def message_vectors() -> dict:
         {"name": "protocol 2 hello: the device checks no seals",
          "hex": msgpack.packb([1, 2, 1280, "d", 2048, 4, "", 0, -5]).hex(), "kind": "hello",
          "expect": {"light_offset_us": -5, "auth": 0, "boot": 0, "key_ids": ""}},
+        {"name": "protocol 3 activate switches at once",
+         "hex": msgpack.packb([6, 7]).hex(), "kind": "activate",
+         "expect": {"transfer_id": 7, "at_us": 0}},
         {"name": "protocol 1 status has no light offset",
          "hex": msgpack.packb([15, "online", 256, "s", 3, 9]).hex(), "kind": "status",
          "expect": {"uptime_s": 9, "light_offset_us": 0}},
