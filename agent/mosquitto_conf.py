@@ -1,4 +1,5 @@
-"""mosquitto.conf for a provisioned site: one TLS listener, passwords, ACL, limits.
+"""mosquitto.conf for a provisioned site: one TLS listener, the dynamic-security plugin
+(logins, their client ids and ACLs: agent/dynsec.py), limits.
 
 ``gridcast provision`` writes it to MOSQUITTO_DIR/mosquitto.conf, complete: ``mosquitto
 -c MOSQUITTO_DIR/mosquitto.conf`` runs it as it is. There is no plain listener: a
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import os
 
+from gridcast.agent import dynsec
+
 LIMITS = {
     "max_packet_size": 65536,
     "max_connections": 2000,
@@ -34,19 +37,29 @@ LIMITS = {
 }
 
 
+def security_lines(dynsec_file: str, plugin: str | None = None) -> str:
+    """The lines that make mosquitto authenticate and authorise with the plugin and its
+    file (``plugin``: its path on the broker's machine, found here by default)."""
+    return (f"plugin {plugin or dynsec.plugin_path()}\n"
+            f"plugin_opt_config_file {os.path.abspath(dynsec_file)}\n")
+
+
 def render(folder: str, port: int, *, require_client_cert: bool = False,
            bind: str | None = None, run_as_root: bool = False,
-           persistence_dir: str | None = None, extra: str = "") -> str:
-    """The config text. ``folder`` holds ca.crt, broker.crt/.key, passwd and acl.
-    ``bind``: an address to listen on (default: every interface, where devices are)."""
+           persistence_dir: str | None = None, extra: str = "",
+           plugin: str | None = None) -> str:
+    """The config text. ``folder`` holds ca.crt, broker.crt/.key and
+    dynsec/dynamic-security.json. ``bind``: an address to listen on (default: every
+    interface, where devices are)."""
     d = os.path.abspath(folder)
     lines = [
         "# Written by `gridcast provision`; running it again rewrites this file.",
         "# Run: mosquitto -c " + os.path.join(d, "mosquitto.conf"),
         "per_listener_settings false",
         "allow_anonymous false",
-        f"password_file {d}/passwd",
-        f"acl_file {d}/acl",
+        "# Logins, their client ids and ACLs (add users with gridcast provision).",
+        *security_lines(os.path.join(d, "dynsec", "dynamic-security.json"),
+                        plugin).splitlines(),
         "",
         "# The only listener: TLS. Devices verify this certificate against ca.crt.",
         f"listener {port}" + (f" {bind}" if bind else ""),
@@ -55,7 +68,7 @@ def render(folder: str, port: int, *, require_client_cert: bool = False,
         f"keyfile {d}/broker.key",
         "tls_version tlsv1.2",  # the minimum; TLS 1.3 is negotiated where both have it
         f"require_certificate {'true' if require_client_cert else 'false'}",
-        "use_identity_as_username false",  # the password and ACL still decide
+        "use_identity_as_username false",  # the password and the plugin still decide
         "",
         "# Limits (see docs/agent.md, provisioning).",
         *(f"{k} {v}" for k, v in LIMITS.items()),

@@ -1,15 +1,18 @@
-"""gridcast provision: password file, ACL and device config (hil/tests/test_provision.py checks that
-a real mosquitto enforces them against the real firmware)."""
+"""gridcast provision: logins in the dynamic-security plugin's file, ACLs and device config
+(hil/tests/test_provision.py checks that a real mosquitto enforces them against the real firmware;
+tests/test_tls.py and tests/test_rate_limit.py the client-id binding and adding a device live)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
 
 import pytest
 
-from gridcast.agent.provisioning import Provisioner, ProvisionError, device_acl
+from gridcast.agent import dynsec
+from gridcast.agent.provisioning import Provisioner, ProvisionError
 from gridcast.firmware import config as device_config
 from gridcast.host import cli
 from gridcast.protocol import keys
@@ -17,13 +20,17 @@ from gridcast.protocol.errors import ProtocolError
 
 
 def test_device_acl_allows_only_its_own_topics():
-    acl = device_acl("stage-1")
-    assert "user stage-1" in acl
-    assert "topic write gridcast/v1/dev/stage-1/telemetry" in acl
-    assert "topic read gridcast/v1/dev/stage-1/cmd" in acl
-    assert "topic read gridcast/v1/all/cmd" in acl
-    assert "write gridcast/v1/dev/stage-1/cmd" not in acl  # never its own commands
-    assert "#" not in acl and "+" not in acl
+    acls = {(a["acltype"], a["topic"]) for a in dynsec.device_acls("stage-1") if a["allow"]}
+    assert ("publishClientSend", "gridcast/v1/dev/stage-1/telemetry") in acls
+    assert ("subscribeLiteral", "gridcast/v1/dev/stage-1/cmd") in acls
+    assert ("publishClientReceive", "gridcast/v1/dev/stage-1/cmd") in acls
+    assert ("subscribeLiteral", "gridcast/v1/all/cmd") in acls
+    assert not any(t.endswith("/cmd") for kind, t in acls if kind == "publishClientSend")
+    assert not any("#" in t or "+" in t for _, t in acls)
+
+
+def _doc(folder) -> dict:
+    return json.loads((folder / "dynsec" / "dynamic-security.json").read_text())
 
 
 def test_provisioning_writes_config_rotates_passwords_and_keeps_secrets_private(tmp_path):
@@ -41,11 +48,23 @@ def test_provisioning_writes_config_rotates_passwords_and_keeps_secrets_private(
     registry = json.loads((tmp_path / "mosq" / "provisioning.json").read_text())
     assert registry == {"stage-1": {"role": "device"}}  # no password kept in clear
     again = prov.provision("stage-1", key=key, config_dir=str(tmp_path / "cfg"))
-    assert again.password != first.password
-    assert (tmp_path / "mosq" / "passwd").read_text().count("stage-1:") == 1
+    assert again.password != first.password and not again.live
+    doc = _doc(tmp_path / "mosq")
+    (client,) = [c for c in doc["clients"] if c["username"] == "stage-1"]
+    assert client["clientid"] == "stage-1"  # bound: no other id logs in with it
+    assert client["password"] == dynsec.password_fields(
+        again.password, base64.b64decode(client["salt"]))["password"]  # hashed, the new one
+    assert first.password not in json.dumps(doc) and again.password not in json.dumps(doc)
+    assert stat.S_IMODE(os.stat(tmp_path / "mosq" / "dynsec" / "dynamic-security.json")
+                        .st_mode) == 0o600
     prov.provision("gridcast-agent", role="agent")
-    acl = (tmp_path / "mosq" / "acl").read_text()
-    assert "user gridcast-agent\ntopic readwrite gridcast/v1/#" in acl and "user stage-1" in acl
+    doc = _doc(tmp_path / "mosq")
+    agent = next(c for c in doc["clients"] if c["username"] == "gridcast-agent")
+    assert "clientid" not in agent  # agent-side users choose their ids
+    roles = {r["rolename"]: r["acls"] for r in doc["roles"]}
+    assert {"acltype": "publishClientSend", "topic": "gridcast/v1/#", "priority": 0,
+            "allow": True} in roles["gridcast-agent"]
+    assert "gridcast-device-stage-1" in roles and "gridcast-admin" in roles
 
 
 def test_bad_requests_change_nothing(tmp_path):
@@ -55,11 +74,12 @@ def test_bad_requests_change_nothing(tmp_path):
     with pytest.raises(ProvisionError, match="site key"):
         prov.provision("dev-1")
     prov.provision("dev-1", key=b"k" * 32)
-    before = (tmp_path / "mosq" / "acl").read_text()
+    doc_path = tmp_path / "mosq" / "dynsec" / "dynamic-security.json"
+    before = doc_path.read_text()
     (tmp_path / "mosq" / "provisioning.json").write_text("{broken")
     with pytest.raises(ProvisionError, match="unreadable"):
         prov.provision("dev-2", key=b"k" * 32)
-    assert (tmp_path / "mosq" / "acl").read_text() == before
+    assert doc_path.read_text() == before
 
 
 def test_firmware_config_checks_credentials():
@@ -74,7 +94,7 @@ def test_provision_command(tmp_path, capsys):
     assert cli.main(["provision", "stage-9", "--key-file", str(tmp_path / "site.key"),
                      "--mosquitto-dir", str(tmp_path / "mosq"), "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert "stage-9.config.json" in err and "password_file" in err
+    assert "stage-9.config.json" in err and "plugin_opt_config_file" in err
     assert cli.main(["provision", "--agent", "--mosquitto-dir", str(tmp_path / "mosq")]) == 0
     assert (tmp_path / "mosq" / "gridcast-agent.password").exists()
     assert cli.main(["provision", "stage-9", "--mosquitto-dir", str(tmp_path / "mosq")]) == 1
@@ -96,8 +116,9 @@ def test_provision_with_broker_writes_the_tls_site(tmp_path, capsys):
     listeners = [line for line in conf if line.startswith("listener")]
     assert listeners == ["listener 8883"]  # one listener, and it is the TLS one
     for line in (f"cafile {mosq}/ca.crt", f"certfile {mosq}/broker.crt",
-                 f"keyfile {mosq}/broker.key", f"password_file {mosq}/passwd",
-                 f"acl_file {mosq}/acl", "allow_anonymous false", "max_packet_size 65536"):
+                 f"keyfile {mosq}/broker.key", f"plugin {dynsec.plugin_path()}",
+                 f"plugin_opt_config_file {mosq}/dynsec/dynamic-security.json",
+                 "allow_anonymous false", "max_packet_size 65536"):
         assert line in conf
     cfg_text = (out / "stage-1.config.json").read_text()
     raw = json.loads(cfg_text)

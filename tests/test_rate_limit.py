@@ -283,11 +283,10 @@ def test_a_device_login_cannot_throw_the_agent_off_a_provisioned_broker():
     assert one.startswith(guesses[0] + "-")
 
 
-@pytest.mark.xfail(strict=True, reason="open (docs/security.md): a device's client id is its "
-                                       "id, so one device login can throw another device off")
 def test_a_device_login_cannot_throw_another_device_off():
-    """When this passes (dynamic-security client ids bound to users, or
-    use_username_as_clientid), update docs/security.md and drop the xfail."""
+    """A device's login is bound to its own client id (mosquitto's dynamic-security plugin,
+    agent/dynsec.py): tls-01's password cannot connect as tls-02, so mosquitto never gets
+    to throw tls-02 off (docs/security.md, client-id takeover)."""
     from gridcast.agent.mqtt import MqttConnection
     from tests.test_tls import Site
 

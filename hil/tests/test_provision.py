@@ -23,11 +23,13 @@ from gridcast.protocol import messages, topics
 pytestmark = pytest.mark.sim_only
 
 
-def login(port: int, user: str | None, password: str | None):
-    """(client, CONNACK reason) for a paho client logging in."""
+def login(port: int, user: str | None, password: str | None, client_id: str = ""):
+    """(client, CONNACK reason) for a paho client logging in (a device's login only with
+    its own id as ``client_id``)."""
     result: dict = {}
     done = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{time.time()}")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=client_id or f"t-{user}-{time.time()}")
     if user:
         client.username_pw_set(user, password)
 
@@ -48,9 +50,10 @@ def test_provisioned_fleet_is_fenced_into_its_own_topics(tmp_path, key):
     key_file.write_bytes(key)
     agent = prov.provision("gridcast-agent", role="agent")
     devices = {d: prov.provision(d, key=key, broker="", config_dir=str(tmp_path / "cfg"))
-               for d in ("sec-01", "sec-02")}
-    assert (tmp_path / "mosq" / "passwd").read_text().count(":") == 3
-    assert agent.password not in (tmp_path / "mosq" / "passwd").read_text()  # hashed
+               for d in ("sec-01", "sec-02", "sec-03")}
+    logins = (tmp_path / "mosq" / "dynsec" / "dynamic-security.json").read_text()
+    assert json.loads(logins)["clients"][-1]["clientid"] == "sec-03"
+    assert agent.password not in logins  # hashed
     with Mosquitto(folder=str(tmp_path / "broker"), anonymous=False,
                    extra_conf=prov.mosquitto_conf(anonymous_line=False)) as broker:
         # anonymous and wrong passwords are refused
@@ -86,22 +89,23 @@ def test_provisioned_fleet_is_fenced_into_its_own_topics(tmp_path, key):
                     assert all(r.ok for r in results), [r.error for r in results]
 
             run(scenario())
-            # sec-01 tries to speak for sec-02 and to command it: the broker drops both
-            rogue, rc = login(broker.port, "sec-01", devices["sec-01"].password)
+            # sec-03's login (its device is not running; a login takes only its own client
+            # id) tries to speak for sec-02 and to command it: the broker drops both
+            rogue, rc = login(broker.port, "sec-03", devices["sec-03"].password, "sec-03")
             assert not rc.is_failure
             forged = messages.encode("telemetry", seq=999, drift_us=[123456], boot=5)
             stop = messages.encode("stop", at_us=0)
             for topic, payload in ((topics.device_topic("sec-02", topics.TELEMETRY), forged),
                                    (topics.device_topic("sec-02", topics.CMD), stop),
-                                   (topics.device_topic("sec-01", topics.TELEMETRY), forged)):
+                                   (topics.device_topic("sec-03", topics.TELEMETRY), forged)):
                 rogue.publish(topic, payload, qos=1).wait_for_publish(5)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and not any(
-                    t == topics.device_topic("sec-01", topics.TELEMETRY) and p == forged
+                    t == topics.device_topic("sec-03", topics.TELEMETRY) and p == forged
                     for t, p in seen):
                 time.sleep(0.05)
             own = [t for t, p in seen if p == forged]
-            assert own == [topics.device_topic("sec-01", topics.TELEMETRY)]  # only its own
+            assert own == [topics.device_topic("sec-03", topics.TELEMETRY)]  # only its own
             assert not any(t == topics.device_topic("sec-02", topics.CMD) and p == stop
                            for t, p in seen)
         finally:

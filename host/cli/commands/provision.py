@@ -1,4 +1,5 @@
-"""``gridcast provision``: broker credentials, ACL entries and TLS for a device or the agent."""
+"""``gridcast provision``: broker logins (mosquitto's dynamic-security plugin, a device bound to
+its own client id), ACLs and TLS for a device or the agent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from gridcast.host.cli import output
 from gridcast.protocol.errors import GridcastError
 
-HELP = "broker credentials, ACL and TLS (site CA, mosquitto.conf) for a device or the agent"
+HELP = "broker logins, ACLs and TLS (site CA, mosquitto.conf) for a device or the agent"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", help="HOST:PORT devices dial: turns on TLS (site CA, broker "
                                     "certificate, mosquitto.conf with one TLS listener on PORT)")
     p.add_argument("--mosquitto-dir", default="/etc/mosquitto/gridcast",
-                   help="where the CA, certificates, password file, ACL and mosquitto.conf live")
+                   help="where the CA, certificates, the logins (dynsec/dynamic-security.json) "
+                        "and mosquitto.conf live")
     p.add_argument("--out", default=".", help="folder for the device's config.json")
     p.add_argument("--client-cert", action="store_true",
                    help="also issue a client certificate, and make the broker require one "
@@ -66,16 +68,21 @@ def run(args: argparse.Namespace) -> int:
                               config_dir=args.out, client_cert=args.client_cert)
         output.info(f"device {done.user}: config with its credentials in {done.config_path} "
                     f"(flash it: gridcast flash --config {done.config_path} ...)")
+    output.info(f"{done.user}: added to the running broker" if done.live else
+                f"{done.user}: written to {prov.dynsec_path} (mosquitto reads it when it "
+                "starts; a running site broker is changed directly)")
+    for note in done.notes:
+        output.warn(note)
     if os.path.exists(prov.conf_path) and prov.site().get("broker"):
         output.info(f"TLS: site CA {prov.ca.cert_path}; broker config {prov.conf_path} "
-                    f"(run: mosquitto -c {prov.conf_path}; after adding a user: SIGHUP)")
+                    f"(run: mosquitto -c {prov.conf_path})")
         blocked = _unreachable_for_broker(args.mosquitto_dir)
         if blocked:
             output.warn(f"{blocked} is closed to other users: mosquitto, started as root, "
                         f"drops to its own user and cannot read {args.mosquitto_dir} "
                         f"(chmod o+x {blocked}, or put the folder elsewhere)")
     else:
-        output.info(f"mosquitto files in {args.mosquitto_dir}: passwd, acl. The listener "
-                    "needs:\n" + prov.mosquitto_conf() + "then reload mosquitto (SIGHUP). "
-                    "Give --broker HOST:PORT to set up TLS and a complete mosquitto.conf.")
+        output.info(f"logins in {prov.dynsec_path}. The listener needs:\n"
+                    + prov.mosquitto_conf() + "then restart mosquitto. Give --broker "
+                    "HOST:PORT to set up TLS and a complete mosquitto.conf.")
     return 0
