@@ -167,7 +167,10 @@ class Document:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise DynsecError(f"cannot read {path} ({exc.strerror or exc}); run gridcast "
+                              "provision as a user who may (root, or the broker's user)") from exc
+        except ValueError as exc:
             raise DynsecError(f"{path}: unreadable ({exc}); restore it from a backup or fix "
                               "it (it holds every broker login)") from exc
         if not (isinstance(data, dict) and isinstance(data.get("clients", []), list)

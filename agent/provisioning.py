@@ -205,8 +205,8 @@ class Provisioner:
 
     def _live_url(self, broker: str) -> str | None:
         """The admin's URL when the site's broker answers at ``broker`` (HOST:PORT)."""
-        if not broker:
-            return None
+        if not broker or not self.site().get("broker"):
+            return None  # no site broker yet: nothing can run this site's file
         import socket
 
         host, port = split_host_port(broker)

@@ -63,6 +63,26 @@ def test_a_device_added_to_the_running_broker_logs_in_at_once_bound_to_its_id():
         site.stop()
 
 
+def test_a_stopped_or_foreign_broker_at_the_address_gets_the_file_and_one_warning():
+    from tests.test_tls import Site
+
+    site = Site()
+    try:
+        quiet = site.prov.provision("tls-04", key=KEY)  # nothing listens: the file, silently
+        assert not quiet.live and quiet.notes == []
+        with Mosquitto(port=site.port):  # plain, anonymous: not this site's broker
+            foreign = site.prov.provision("tls-05", key=KEY)
+        assert not foreign.live and len(foreign.notes) == 1
+        assert "did not take the admin login gridcast-admin" in foreign.notes[0]
+        assert "restart it now (mosquitto -c" in foreign.notes[0]
+        site.start()  # this site's broker reads both from its file
+        url = site.prov.agent_url() or ""
+        for done in (quiet, foreign):
+            _login(url, done.user, done.password, done.user).stop()
+    finally:
+        site.stop()
+
+
 def _legacy_site(folder) -> dict[str, str]:
     """A site as gridcast provision wrote it before the plugin: passwd, acl, provisioning.json.
     Returns the passwords."""
