@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from gridcast.agent.clock import now_us
-from gridcast.agent.show.gate import GatedActivation
+from gridcast.agent.show.gate import HANDOVER_LEAD_S, GatedActivation
 from gridcast.host import cli
 from gridcast.host.library.set_list import audio_paths, decoder, is_set_list_input, read_m3u
 from gridcast.protocol import messages
@@ -74,6 +74,33 @@ def test_gated_transport_holds_activate_only():
     opens = asyncio.run(scenario())
     assert sent[0][0] == "chunk" and sent[0][1] < opens
     assert sent[1][0] == "activate" and sent[1][1] >= opens
+
+
+def test_devices_of_protocol_4_get_the_handover_instant_and_older_ones_the_gate():
+    sent: dict[str, tuple[int, int, int]] = {}  # device -> (transfer id, at_us, sent at)
+
+    class Inner:
+        def __init__(self) -> None:
+            self.hellos = {d: messages.decode(messages.encode("hello", proto_version=p,
+                                                              device_id=d))
+                           for d, p in (("new", messages.PROTOCOL_VERSION), ("old", 3))}
+
+        async def send(self, device_id: str, leaf: str, payload: bytes) -> None:
+            msg = messages.decode(payload)
+            sent[device_id] = (msg.transfer_id, msg.at_us, now_us())
+
+    async def scenario() -> tuple[float, float]:
+        handover = now_us() + HANDOVER_LEAD_S * 1e6 + 150_000  # opens in 0.15 s for "new"
+        gate = GatedActivation(now_us() + 400_000, handover)  # ... in 0.4 s for "old"
+        wrapped = gate.wrap(Inner())  # type: ignore[arg-type]
+        await asyncio.gather(*(wrapped.send(d, "cmd", messages.encode("activate", transfer_id=9))
+                               for d in ("new", "old")))
+        return handover, gate.at_us
+
+    handover, legacy = asyncio.run(scenario())
+    assert sent["new"][:2] == (9, round(handover))
+    assert handover - HANDOVER_LEAD_S * 1e6 <= sent["new"][2] < legacy
+    assert sent["old"][:2] == (9, 0) and sent["old"][2] >= legacy  # the field it ignores: 0
 
 
 def test_play_of_audio_needs_the_site_key(tmp_path, capsys):

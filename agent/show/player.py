@@ -8,11 +8,14 @@ timeline on the sound every ``STEER_S`` with rate messages (lights.py says why r
 
 Set lists are gapless: when the playing track has ``PREPARE_AHEAD_S`` left, the next
 one is decoded and resampled in a worker thread and queued on the output to start on
-the frame after the last sample; its bundle is transferred meanwhile, and activated
-(which ends the old bundle's lights) just after the old track's last beat, at most
-``SWITCH_MAX_S`` and at least ``SWITCH_MIN_S`` before the boundary; the new timeline
-puts its map time 0 on the boundary sample. A track that cannot be decoded is skipped
-with one log line (and a ``skipped`` event); the show goes on.
+the frame after the last sample; its bundle is transferred meanwhile and activated with
+the boundary's heard time as the hand-over instant (gate.py): the devices fire the old
+map right up to the boundary sample and the new one from it, whose timeline puts its
+map time 0 on that sample. Devices older than protocol 4 end the old bundle's lights
+when they activate the new one: theirs is activated just after the old track's last
+beat, at most ``SWITCH_MAX_S`` and at least ``SWITCH_MIN_S`` before the boundary. A
+track that cannot be decoded is skipped with one log line (and a ``skipped`` event);
+the show goes on.
 
 Transport: ``pause``/``resume``, ``seek``, ``next``/``previous`` restart sound and
 lights together ``START_LEAD_S`` ahead (the deploy of a track the devices lack comes
@@ -50,8 +53,10 @@ STEER_S = 2.0
 POSITION_EVERY_S = 0.5
 START_LEAD_S = 0.25  # from a transport command to the sound (and the lights) starting
 PREPARE_AHEAD_S = 30.0  # decode, resample and transfer the next track this long ahead
-SWITCH_MIN_S = 0.25  # the next bundle is activated at least this long before the boundary
-SWITCH_MAX_S = 3.0  # ... and at most this long (just after the last beat of the old track)
+# Devices before protocol 4 (no hand-over): the next bundle is activated at least
+# SWITCH_MIN_S before the boundary and at most SWITCH_MAX_S (after the old track's last beat).
+SWITCH_MIN_S = 0.25
+SWITCH_MAX_S = 3.0
 RESTART_WITHIN_S = 3.0  # previous(): later than this into a track, restart it instead
 Event = Callable[[str, dict], None]
 
@@ -352,7 +357,8 @@ class ShowPlayer:
                 if last_beat is not None else 0.0
             activate_us = min(max(after_last, boundary_us - SWITCH_MAX_S * 1e6),
                               boundary_us - SWITCH_MIN_S * 1e6)
-            holding = await self._deploy(track, self._online(), GatedActivation(activate_us))
+            holding = await self._deploy(track, self._online(),
+                                         GatedActivation(activate_us, boundary_us))
             # Devices that joined during the transfer get the bundle now (past the gate).
             joined = [d for d in self._online() if d not in holding]
             if joined:

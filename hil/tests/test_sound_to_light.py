@@ -5,7 +5,9 @@ click was heard in the room (issue 14).
 The room's card runs 104 ppm fast (VirtualRoom at 48005 Hz, output told 48000 Hz), so
 the lights only land if the player measures the card's clock and steers the devices'
 timeline onto it. The second track follows the first gaplessly (its first sample is a
-click, checked on the capture), and the devices switch bundles in between. A third
+click, checked on the capture), and the devices switch bundles in between: the first
+track's last click comes 0.1 s before the boundary, and both it and the second track's
+first click must be lit (the hand-over, docs/protocol.md 6). A third
 device is off when the show starts and is switched on 4 s in: it must join at the
 current position (its clock sync starts from scratch then, so only its median is held
 to the target).
@@ -26,6 +28,7 @@ from gridcast.agent.audio.room import VirtualRoom
 from gridcast.agent.clock import now_us
 from gridcast.agent.show.output import ShowOutput
 from gridcast.agent.show.player import ShowPlayer
+from gridcast.agent.simulation.led_report import read_led_log
 from gridcast.agent.simulation.sound_report import sound_to_light
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
@@ -49,7 +52,7 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
     sim = simulator(3, f"127.0.0.1:{broker.port}", skews_ppm=[0, 100, 0], prefix="s2l")
     ids = [d.id for d in sim.devices]
     late = sim.devices[2]
-    one = click_song("s2l-one", SONG_S, 120.0, seed=1)
+    one = click_song("s2l-one", SONG_S, 120.0, seed=1, first_beat_s=0.4)  # last at 19.9 s
     two = click_song("s2l-two", SONG_S, 100.0, seed=2, first_beat_s=0.0)
     started = time.monotonic()
 
@@ -108,9 +111,15 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
     assert joined["sound_beats"] >= len(onsets) // 2, joined
     assert joined["unmatched_frames"] == 0, joined
     assert np.median(np.abs(joined["errors_ms"])) <= MAX_P99_MS, joined
+    # the last click of track one (0.1 s before the boundary) and the first of track two
+    # (on it) are lit on every device that plays from the start
+    around = heard[len(one.beats_s) - 1:len(one.beats_s) + 1]
+    for dev in sim.devices[:2]:
+        shown = np.asarray([line["true_time_us"] for line in read_led_log(dev.led_log)])
+        nearest = [float(np.min(np.abs(shown - t))) / 1e3 for t in around]
+        assert max(nearest) <= MAX_P99_MS, (dev.id, nearest)
     for dev_id, f in figures.items():
-        # every beat heard, bar at most one around the switch (the old bundle's lights
-        # end when the new one is activated, after the old track's last beat)
-        assert f["sound_beats"] >= len(onsets) - 1 - f["unsettled_frames"], (dev_id, f)
+        # every beat heard, the switch's too
+        assert f["sound_beats"] >= len(onsets) - f["unsettled_frames"], (dev_id, f)
         assert f["unmatched_frames"] == 0, (dev_id, f)
         assert np.percentile(np.abs(f["errors_ms"]), 99) <= MAX_P99_MS, (dev_id, f)
