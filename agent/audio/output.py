@@ -32,6 +32,7 @@ from scipy.signal import resample_poly
 
 from gridcast.agent.audio.dac_clock import DacClock
 from gridcast.agent.audio.errors import AudioOutputError
+from gridcast.agent.audio.heap_freeze import freeze_heap
 from gridcast.agent.clock import now_us
 
 MAX_SLEW_PPM = 1000.0  # 0.1 % speed change at most: inaudible, fixes 1 ms of error per second
@@ -189,6 +190,7 @@ class AudioOutput:
                 f"{self.stream_rate_hz} Hz ({str(exc).splitlines()[0]}); output devices: "
                 f"{listing}") from exc
         self._dac_latency_s = float(stream.latency)
+        freeze_heap()  # a full collection over the whole heap would outlast a buffer
         stream.start()
         self._stream = stream
         return self

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from gridcast.agent.audio.dac_clock import DacClock
+from gridcast.agent.audio.heap_freeze import freeze_heap
 from gridcast.agent.clock import now_us as agent_now_us
 from gridcast.host.errors import AudioError
 from gridcast.host.live.thread_name import set_os_thread_name
@@ -123,6 +124,7 @@ class LiveInput:
             return self.clock.heard_us(frame) + self.offset_us
 
     def start(self) -> LiveInput:
+        freeze_heap()  # a full collection over the whole heap would outlast a block
         self._stream.__enter__()  # sounddevice: start; stand-ins start their thread
         return self
 
