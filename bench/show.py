@@ -17,13 +17,17 @@ room, three simulated devices, lights against the sound heard.
 ``--short`` scales the set to about 2 minutes (a smoke run). Prints one JSON object:
 per device sound_error_p50_ms / p99_ms / sound_beats, and xruns, first_sound_ms,
 gap_samples, player CPU (output callback + player loop, % of one core over the set)
-and the whole process's.
+and the whole process's; ``boundary_click_ms``: each device's error on track one's last
+click, heard 0.12 s before the gapless switch (None: not lit); and
+``full_collections_at_s_ms``: when Python's full collections ran (s from the play, <0:
+before it) and how long each took, to set beside the xruns' times.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -45,7 +49,7 @@ from gridcast.agent.clock import now_us  # noqa: E402
 from gridcast.agent.show.output import ShowOutput  # noqa: E402
 from gridcast.agent.show.player import ShowPlayer  # noqa: E402
 from gridcast.agent.simulation.devices import Simulator  # noqa: E402
-from gridcast.agent.simulation.sound_report import sound_to_light  # noqa: E402
+from gridcast.agent.simulation.sound_report import read_led_log, sound_to_light  # noqa: E402
 from gridcast.agent.sync_responder import SyncResponder  # noqa: E402
 from gridcast.agent.transport import open_transport  # noqa: E402
 from gridcast.hil.faults import Jitter, MqttJitterProxy  # noqa: E402
@@ -59,6 +63,39 @@ from gridcast.hil.show_scenario import (  # noqa: E402
 
 SKEWS_PPM = [10, -20, 150]
 RECORDER_LEAD_S = 10.0
+
+
+class FullCollections:
+    """When Python's full (generation 2) collections ran and how long each held the
+    interpreter: a callback written in Python (the output's) waits for them, so a
+    long one could be an xrun's cause (docs/player.md)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, float]] = []  # (start, agent µs; duration, ms)
+        self._start = 0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._start = now_us()
+        else:
+            self.runs.append((self._start, (now_us() - self._start) / 1e3))
+
+
+def boundary_click(devices: list, heard_us: np.ndarray, switch_us: float) -> dict:
+    """Per device, LED − sound (ms) for the last click heard before the gapless switch
+    (None: not lit within 70 ms), and how far before the switch that click was heard."""
+    before = heard_us[heard_us < switch_us]
+    if not before.size:
+        return {}
+    last = float(before.max())
+    out: dict = {"before_switch_ms": round((switch_us - last) / 1e3, 1)}
+    for dev in devices:
+        times = np.asarray([line["true_time_us"] for line in read_led_log(dev.led_log)])
+        error = (times[np.argmin(np.abs(times - last))] - last) / 1e3 if times.size else None
+        out[dev.id] = round(error, 3) if error is not None and abs(error) <= 70 else None
+    return out
 
 
 async def _at(player: ShowPlayer, index: int, position_s: float) -> None:
@@ -89,6 +126,7 @@ async def show(args: argparse.Namespace, songs: list[ClickSong], key: bytes, ids
         cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         callback0 = output.report().callback_cpu_s
         called = now_us()
+        full = args.full_collections
         events: dict[str, float] = {}  # when each transport action was called (s from play)
 
         def mark(name: str) -> None:
@@ -150,6 +188,11 @@ async def show(args: argparse.Namespace, songs: list[ClickSong], key: bytes, ids
         "light_seeks": player.lights.seeks,
         "player_cpu_pct": round(100 * player_cpu_s / wall, 2),
         "process_cpu_pct": round(100 * process_cpu_s / wall, 2),
+        "boundary_click_ms": boundary_click(args.sim.devices, heard[settled],
+                                            player.switch_heard_us[0])
+        if player.switch_heard_us else {},
+        "full_collections_at_s_ms": [[round((t - called) / 1e6, 1), round(ms, 1)]
+                                     for t, ms in full.runs],
         "load_avg": os.getloadavg()[0],
     }
 
@@ -161,8 +204,12 @@ def main() -> None:
                         help="seconds the device clocks settle under jitter before the show")
     parser.add_argument("--period", type=int, default=1024, help="JACK frames per cycle")
     args = parser.parse_args()
+    args.full_collections = FullCollections()
+    gc.callbacks.append(args.full_collections)
     scale = 0.2 if args.short else 1.0
-    songs = [click_song("show-one", 300 * scale, 124.0, 48000, seed=1),
+    # track one's last click 0.12 s before its end: inside the last 0.25 s, which only
+    # the hand-over (protocol 4) lights
+    songs = [click_song("show-one", 300 * scale, 124.0, 48000, seed=1, first_beat_s=0.85),
              click_song("show-two", 240 * scale, 100.0, 48000, seed=2, first_beat_s=0.0),
              click_song("show-three", 240 * scale, 132.0, 44100, seed=3)]
     key = secrets.token_bytes(32)
