@@ -47,12 +47,7 @@ MATCH_S = 0.070
 
 def errors_ms(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
     """Nearest estimate − annotated beat (ms) for each annotated beat matched within 70 ms."""
-    if not est.size or not ref.size:
-        return np.zeros(0)
-    k = np.clip(np.searchsorted(est, ref), 1, max(1, est.size - 1))
-    left, right = est[k - 1], est[np.minimum(k, est.size - 1)]
-    nearest = np.where(np.abs(left - ref) <= np.abs(right - ref), left, right)
-    error = nearest - ref
+    error = realtime.nearest_error_s(ref, est)
     return error[np.abs(error) < MATCH_S] * 1e3
 
 
@@ -65,14 +60,10 @@ def _spread(errors: np.ndarray, prefix: str) -> dict:
 
 def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
     """One system's figures over the clips it has beats for (see the module doc)."""
-    per_clip, after_lock, fs, locks, annotated = [], [], [], [], 0
-    for clip in clips:
-        if clip.id not in beats:
-            continue
-        est, ref_all = np.sort(beats[clip.id]), np.asarray(clip.beats)
-        ref = ref_all[ref_all >= SKIP_S]
-        annotated += ref.size
-        per_clip.append(errors_ms(ref, est))
+    scored = [(np.asarray(c.beats), np.sort(beats[c.id])) for c in clips if c.id in beats]
+    per_clip, after_lock, fs, locks = [], [], [], []
+    for ref_all, est in scored:
+        per_clip.append(errors_ms(ref_all[ref_all >= SKIP_S], est))
         fs.append(mir_eval.beat.f_measure(mir_eval.beat.trim_beats(ref_all),
                                           mir_eval.beat.trim_beats(est)))
         duration = float(ref_all[-1]) + 1.0 if ref_all.size else 0.0
@@ -80,14 +71,14 @@ def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
         locks.append(lock)
         locked_at = (ref_all[0] if ref_all.size else 0.0) + lock
         after_lock.append(errors_ms(ref_all[ref_all >= max(SKIP_S, locked_at)], est))
-    every = np.concatenate(per_clip) if per_clip else np.zeros(0)
+    every = np.concatenate(per_clip or [np.zeros(0)])
     medians = [float(np.median(e)) for e in per_clip if e.size]
     centred = np.concatenate([e - np.median(e) for e in per_clip if e.size] or [np.zeros(0)])
     offset_s = float(np.median(every)) / 1e3 if every.size else 0.0
-    shifted = np.concatenate([errors_ms(np.asarray(c.beats)[np.asarray(c.beats) >= SKIP_S],
-                                        np.sort(beats[c.id]) - offset_s)
-                              for c in clips if c.id in beats] or [np.zeros(0)])
-    return {"clips": len(per_clip), "matched": int(every.size), "annotated": annotated,
+    shifted = np.concatenate([errors_ms(ref_all[ref_all >= SKIP_S], est - offset_s)
+                              for ref_all, est in scored] or [np.zeros(0)])
+    return {"clips": len(scored), "matched": int(every.size),
+            "annotated": sum(int((ref_all >= SKIP_S).sum()) for ref_all, _ in scored),
             "signed_median_ms": round(float(np.median(every)), 1) if every.size else None,
             **_spread(every, ""),
             "clip_bias_sd_ms": round(float(np.std(medians)), 1) if medians else None,

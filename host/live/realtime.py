@@ -77,15 +77,21 @@ def track_file(path: str, hop_size: int | None = None,
                         tracker.latency_s, tracker.state_bytes)
 
 
+def nearest_error_s(ref_s: np.ndarray, est_s: np.ndarray) -> np.ndarray:
+    """For every annotated beat: the nearest output beat minus it (s; inf without any)."""
+    ref = np.asarray(ref_s, dtype=float)
+    if len(est_s) == 0:
+        return np.full(len(ref), np.inf)
+    est = np.sort(est_s)
+    idx = np.clip(np.searchsorted(est, ref), 1, len(est) - 1) if len(est) > 1 else np.zeros(
+        len(ref), dtype=np.int64)
+    after, before = est[idx] - ref, est[np.maximum(idx - 1, 0)] - ref
+    return np.where(np.abs(before) <= np.abs(after), before, after)
+
+
 def matched(ref_s: np.ndarray, est_s: np.ndarray, window_s: float = LOCK_WINDOW_S) -> np.ndarray:
     """For every annotated beat: is there an output beat within the window?"""
-    if len(est_s) == 0:
-        return np.zeros(len(ref_s), dtype=bool)
-    est = np.sort(est_s)
-    idx = np.clip(np.searchsorted(est, ref_s), 1, len(est) - 1) if len(est) > 1 else np.zeros(
-        len(ref_s), dtype=np.int64)
-    nearest = np.minimum(np.abs(est[idx] - ref_s), np.abs(est[np.maximum(idx - 1, 0)] - ref_s))
-    return nearest <= window_s
+    return np.abs(nearest_error_s(ref_s, est_s)) <= window_s
 
 
 def lock_time_s(ref_s: np.ndarray, est_s: np.ndarray, duration_s: float) -> float:
