@@ -224,11 +224,7 @@ def commands_for(user: str, kind: str, password: str) -> tuple[list[dict], list[
     update them if they exist). The password travels in clear inside TLS: the plugin
     hashes it itself."""
     rolename, acls = role_of(user, kind)
-    client: dict[str, Any] = {"username": user, "password": password,
-                              "textname": f"gridcast {kind}",
-                              "roles": [{"rolename": rolename, "priority": -1}]}
-    if kind == "device":
-        client["clientid"] = user
+    client = client_entry(user, kind, {"password": password})
     create = [{"command": "createRole", "rolename": rolename, "acls": acls},
               {"command": "createClient", **client}]
     update = [{"command": "modifyRole", "rolename": rolename, "acls": acls},
