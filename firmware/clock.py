@@ -5,6 +5,8 @@ raw ticks. LocalClock unwraps them into a count that never wraps, as long as it
 is read at least once per half period (every loop does, many times a second).
 """
 
+TICKS_MASK = (1 << 30) - 1  # MicroPython's ticks period on every port (ticks_add wraps there)
+
 
 class LocalClock:
     def __init__(self, board):
@@ -22,3 +24,7 @@ class LocalClock:
         """The unwrapped time of a raw tick reading taken since the last now_us() (or
         shortly before it): a reading from the board, not a new one from the clock."""
         return self._now + self.board.ticks_diff(raw, self._last)
+
+    def raw(self, t):
+        """The raw tick reading at unwrapped time ``t`` (near now): ``at`` undone."""
+        return (self._last + t - self._now) & TICKS_MASK

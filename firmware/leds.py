@@ -91,11 +91,12 @@ class Renderer:
         self._beat_state = (self.level, self.colour, self.step, hit_section)
         self.level, self.colour, self.step, self.buf = live
 
-    def show_beat(self):
-        """Write the prepared beat frame; the in-between frames decay from it. Returns the
+    def show_beat(self, due=None):
+        """Write the prepared beat frame; the in-between frames decay from it. ``due`` is
+        the raw board tick the frame was aimed at (a board may log how late it showed). Returns the
         board's tick at which the frame showed."""
         self.frames += 1
-        shown = self.board.led_write(self.beat_buf, self._beat_index)
+        shown = self.board.led_write(self.beat_buf, self._beat_index, due)
         self.buf[:] = self.beat_buf
         self.level, self.colour, self.step, self.hit_section = self._beat_state
         return shown

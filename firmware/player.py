@@ -246,6 +246,7 @@ class Player:
             bar, strength, env = self._beat_look(target)
             self.leds.prepare_beat(index, bar, strength, env, self._section_look())
             fired_ok = await self._wait_until(target, gen)
+            due = self._due_local
             self._due_local = None
             if not fired_ok:
                 continue  # a command came: the next beat is planned again on the new state
@@ -253,7 +254,8 @@ class Player:
             # between the spin and the write (an interrupt, a preempted process) makes
             # the beat late, and the drift report must say so. The light is seen
             # light_offset_us after that, which is the instant the target is meant for.
-            fired = self.clock.at(self.leds.show_beat())
+            fired = self.clock.at(self.leds.show_beat(None if due is None
+                                                      else self.clock.raw(due)))
             self._consume()
             self.telemetry.record_fire(fired + self.light_offset_us, target)
             self.beats_fired += 1

@@ -3,7 +3,9 @@ simulator's true-time log) against when the sound it belongs to was heard in the
 (a ``Capture`` of what played).
 
 - ``sound_to_light``: per device, LED frame true time − nearest heard beat (ms), with
-  p50/p99/max and counts; frames while JACK's clock settles after an xrun are left out.
+  p50/p99/max and counts, and each frame's delay after its due tick (``late_us`` of the
+  LED log, for ``led_report.timing_problems``); frames while JACK's clock settles after
+  an xrun are left out.
 - ``song_start_index``: where a known song begins in a capture, by cross-correlation
   (to a fraction of a sample), so the heard time of any song position follows without
   an onset finder: ``capture.heard_us(start + position_s · capture.rate_hz)``.
@@ -36,12 +38,15 @@ def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
     for dev in devices:
         lines = read_led_log(dev.led_log)
         times = np.asarray([line["true_time_us"] for line in lines], dtype=np.float64)
+        delays = np.asarray([line.get("late_us") for line in lines], dtype=object)
         unsettled = 0
         if capture is not None and times.size:
             keep = capture.settled(times)
             unsettled = int((~keep).sum())
             times = times[keep]
+            delays = delays[keep]
         errors = np.zeros(0)
+        matched_delays: list[int | None] = []
         if times.size and heard.size:
             k = np.searchsorted(heard, times)
             left = heard[np.clip(k - 1, 0, heard.size - 1)]
@@ -50,6 +55,7 @@ def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
             error = times - nearest
             matched = np.abs(error) <= MATCH_US
             errors = error[matched] / 1e3
+            matched_delays = list(delays[matched])
             late = np.stack([times[matched], errors])[:, np.abs(errors) > 2.0]
         figures: dict[str, Any] = {"sound_beats": int(errors.size), "led_frames": int(times.size),
                    "unmatched_frames": int(times.size - errors.size),
@@ -61,6 +67,7 @@ def sound_to_light(devices: list[SimDevice], heard_us: np.ndarray,
                         "sound_error_max_ms": round(float(magnitude.max()), 3),
                         "sound_error_mean_ms": round(float(errors.mean()), 3)}
         out[dev.id] = figures | {"errors_ms": errors,
+                                 "delays_us": matched_delays,  # aligned with errors_ms
                                  # (true µs, error ms) of each frame over 2 ms
                                  "over_2ms_at_us": late if errors.size else np.zeros((2, 0)),
                                  "unmatched_at_us": times[~matched] if errors.size

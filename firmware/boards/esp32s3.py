@@ -37,9 +37,10 @@ class Board:
     def led_latency_us(self):
         return WS2812_US_PER_LED * self.led_count
 
-    def led_write(self, buf, beat_index=None):
+    def led_write(self, buf, beat_index=None, due=None):
         """Show a frame; returns the tick at which the strip latched it (write() returns
-        once the last bit is out; led_latency_us() is what the scheduler allows for that)."""
+        once the last bit is out; led_latency_us() is what the scheduler allows for that).
+        ``due`` (the tick a beat frame was aimed at) is for boards that log beats."""
         t0 = time.ticks_us()
         self.np.buf[:] = buf
         self.np.write()

@@ -19,6 +19,7 @@ import pytest
 
 from gridcast.agent import playback
 from gridcast.agent.clock import now_us
+from gridcast.agent.simulation.led_report import timing_problems
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.scenario_helpers import run
@@ -90,7 +91,8 @@ def test_live_beats_land_on_the_corrected_predictions_then_stop(broker, simulato
     first_us, shift_from, lasts, rebooted_offset = run(scenario())
     assert rebooted_offset == OFFSET_US
     assert shift_from > 0
-    pooled: list[float] = []
+    pooled: list[int] = []
+    delays: list[int | None] = []
     for k, dev in enumerate(devs):
         offset = OFFSET_US if k == 2 else 0
         lines = _led_lines(dev.led_log)
@@ -102,15 +104,18 @@ def test_live_beats_land_on_the_corrected_predictions_then_stop(broker, simulato
             n = line["beat_index"]
             want = first_us + n * BEAT_US + k * STAGGER_US + (SHIFT_US if n >= shift_from else 0)
             errors.append(line["true_time_us"] - (want - offset))
+            delays.append(line.get("late_us"))
         err = np.abs(errors) / 1000
         print(f"\n{dev.id} ({dev.skew_ppm:+d} ppm, offset {offset / 1000:g} ms): {len(err)} live "
               f"beats, |LED - prediction| p50 {np.percentile(err, 50):.3f} ms, p99 "
               f"{np.percentile(err, 99):.3f} ms, max {err.max():.3f} ms; over 1 ms: "
-              f"{[(n, e / 1000) for n, e in zip(numbers, errors, strict=True) if abs(e) > 1000]}")
+              f"{[(n, e / 1000) for n, e in zip(numbers, errors, strict=True) if abs(e) > 1000]}"
+              f" (beat, ms)")
         assert len(err) >= 0.9 * (LIVE_S * 1e6 / BEAT_US)
         assert np.percentile(err, 50) <= 0.2  # on the corrected times (20 ms apart)
-        pooled.extend(err)
-    # p99 over the three devices' beats together: with ~45 beats a device, one beat an
-    # OS preempted in its final spin (two cores shared here) would be a device's p99.
-    print(f"all devices: {len(pooled)} beats, p99 {np.percentile(pooled, 99):.3f} ms")
-    assert np.percentile(pooled, 99) <= 1.0
+        pooled.extend(errors)
+    # Over the three devices' beats together: the aim of every beat, and how many an OS
+    # held up (a process preempted in its final spin, two cores shared here).
+    print(f"all devices: {len(pooled)} beats, p99 "
+          f"{np.percentile(np.abs(pooled), 99) / 1000:.3f} ms")
+    assert not timing_problems(pooled, delays, 1.0), timing_problems(pooled, delays, 1.0)

@@ -19,6 +19,7 @@ import pytest
 
 from gridcast.agent import deploy, playback
 from gridcast.agent.clock import now_us
+from gridcast.agent.simulation.led_report import timing_problems
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.bundles import make_bundle
@@ -88,15 +89,19 @@ def test_a_bundle_at_94_and_106_percent_lands_on_the_scaled_grid(broker, simulat
 
     start, at = run(scenario())
     beats = _beats_us(os.path.join(sim.devices[0].folder, "bundles", "active.gcb"))
+    pooled: list[int] = []
+    delays: list[int | None] = []
     for k, dev in enumerate(sim.devices):
         errors: dict[str, list[int]] = {"slow": [], "fast": []}
         outliers = []
         for line in _led_lines(dev.led_log):
             want, segment = _expected(beats[line["beat_index"]], start + k * STAGGER_US, at)
             errors[segment].append(line["true_time_us"] - want)
+            pooled.append(errors[segment][-1])
+            delays.append(line.get("late_us"))
             if abs(errors[segment][-1]) > 1000:
                 outliers.append((line["beat_index"], segment, (want - at) / 1000,
-                                 errors[segment][-1] / 1000))
+                                 errors[segment][-1] / 1000, (line.get("late_us") or 0) / 1000))
         every = np.abs(errors["slow"] + errors["fast"]) / 1000
         figures = {seg: (len(e), round(float(np.percentile(np.abs(e), 50)) / 1000, 3),
                          round(float(np.percentile(np.abs(e), 99)) / 1000, 3))
@@ -104,10 +109,11 @@ def test_a_bundle_at_94_and_106_percent_lands_on_the_scaled_grid(broker, simulat
         print(f"\n{dev.id} ({dev.skew_ppm:+d} ppm): |LED - scaled grid| p50/p99 ms: 94 % "
               f"{figures.get('slow')}, 106 % {figures.get('fast')}; all {len(every)} beats "
               f"p99 {np.percentile(every, 99):.3f} ms, max {every.max():.3f} ms; over 1 ms "
-              f"(beat, segment, ms after the change, error ms): {outliers}")
+              f"(beat, segment, ms after the change, error ms, of which held up ms): "
+              f"{outliers}")
         # beats on both sides of the change: ~2.1 beats/s at 94 % of 128 BPM, ~2.3 at 106 %
         assert len(errors["slow"]) >= 0.9 * SLOW_S * 128 / 60 * SLOW / PPM
         assert len(errors["fast"]) >= 0.9 * FAST_S * 128 / 60 * FAST / PPM
-        # The p98: ~86 beats' p99 is their largest two, and a CI run saw two 2.1 ms stalls
-        # of one simulator process on the loaded cores (docs/firmware.md); -s prints the p99.
-        assert np.percentile(every, 98) <= 1.0
+    # The aim of every beat, and how many the host held up (CI runs saw single stalls of a
+    # simulator process of 2-3.4 ms on the loaded cores; docs/firmware.md); -s prints the p99.
+    assert not timing_problems(pooled, delays, 1.0), timing_problems(pooled, delays, 1.0)

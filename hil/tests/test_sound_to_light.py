@@ -28,7 +28,7 @@ from gridcast.agent.audio.room import VirtualRoom
 from gridcast.agent.clock import now_us
 from gridcast.agent.show.output import ShowOutput
 from gridcast.agent.show.player import ShowPlayer
-from gridcast.agent.simulation.led_report import read_led_log
+from gridcast.agent.simulation.led_report import read_led_log, timing_problems
 from gridcast.agent.simulation.sound_report import sound_to_light
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
@@ -112,14 +112,24 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
     assert joined["unmatched_frames"] == 0, joined
     assert np.median(np.abs(joined["errors_ms"])) <= MAX_P99_MS, joined
     # the last click of track one (0.1 s before the boundary) and the first of track two
-    # (on it) are lit on every device that plays from the start
+    # (on it) are lit on every device that plays from the start, aimed on the sound (a
+    # frame the host held up shows it: its delay after its due tick is logged)
     around = heard[len(one.beats_s) - 1:len(one.beats_s) + 1]
     for dev in sim.devices[:2]:
-        shown = np.asarray([line["true_time_us"] for line in read_led_log(dev.led_log)])
-        nearest = [float(np.min(np.abs(shown - t))) / 1e3 for t in around]
-        assert max(nearest) <= MAX_P99_MS, (dev.id, nearest)
+        lines = read_led_log(dev.led_log)
+        shown = np.asarray([line["true_time_us"] for line in lines], dtype=np.float64)
+        nearest = [int(np.argmin(np.abs(shown - t))) for t in around]
+        aims = [(shown[k] - t - lines[k]["late_us"]) / 1e3
+                for k, t in zip(nearest, around, strict=True)]
+        assert max(np.abs(aims)) <= MAX_P99_MS, (dev.id, aims)
+    errors_us: list[float] = []
+    delays: list[int | None] = []
     for dev_id, f in figures.items():
         # every beat heard, the switch's too
         assert f["sound_beats"] >= len(onsets) - f["unsettled_frames"], (dev_id, f)
         assert f["unmatched_frames"] == 0, (dev_id, f)
-        assert np.percentile(np.abs(f["errors_ms"]), 99) <= MAX_P99_MS, (dev_id, f)
+        errors_us += list(f["errors_ms"] * 1e3)
+        delays += f["delays_us"]
+    # every beat aimed on its click, and few held up by the host (docs/firmware.md)
+    assert not timing_problems(errors_us, delays, MAX_P99_MS), timing_problems(
+        errors_us, delays, MAX_P99_MS)

@@ -9,7 +9,7 @@ import pytest
 from gridcast.agent import deploy, playback
 from gridcast.agent.clock import now_us
 from gridcast.agent.simulation.broker_witness import BrokerWitness
-from gridcast.agent.simulation.led_report import device_report
+from gridcast.agent.simulation.led_report import device_report, scored_beats, timing_problems
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.bundles import make_bundle
@@ -19,10 +19,10 @@ from gridcast.hil.scenario_helpers import run
 pytestmark = pytest.mark.sim_only
 
 WARMUP_S = 90  # sync converges: skew needs a minute or so of exchanges under 20 ms jitter
-# 20 s at 128 BPM: 42 beats a device. Their p99 is the largest beat or two, which one
-# stall of a simulator process on the loaded CI cores sets (1.05 ms seen once), so the
-# test asserts the p98 and prints the p99; `pytest -s` on a quiet machine gives the p99
-# figures of docs/agent.md (docs/firmware.md says why).
+# 20 s at 128 BPM: 42 beats a device. A stall of a simulator process on the loaded CI
+# cores holds a beat up by 1-40 ms (seen), so the test judges the aim of every beat and
+# how many the host held up apart (timing_problems, docs/firmware.md); `pytest -s` prints
+# the true error, which on a quiet machine gives the figures of docs/agent.md.
 PLAY_S = 20
 # Each device starts a quarter of a beat (at 128 BPM) after the previous one. On hardware
 # every device has its own CPU; here four simulated devices share two cores, and four
@@ -70,10 +70,18 @@ def test_beats_land_within_a_millisecond_under_skew_and_jitter(broker, simulator
         print(f"\n{dev.id} ({dev.skew_ppm:+d} ppm): true error p50 "
               f"{report['true_error_p50_ms']} ms, p99 {report['true_error_p99_ms']} ms over "
               f"{report['beats_scored']} beats; reported drift p99 {report['drift_p99_ms']} ms, "
-              f"|drift - true| p99 {report['drift_vs_true_p99_ms']} ms")
+              f"|drift - true| p99 {report['drift_vs_true_p99_ms']} ms; aim p99 "
+              f"{report['aim_error_p99_ms']} ms, {report['held_up_beats']} beats held up "
+              f"(max {report['delay_max_ms']} ms)")
+    errors: list[int] = []
+    delays: list[int | None] = []
+    for dev in devices:
+        e, d = scored_beats(dev, witness)
+        errors += e
+        delays += d
+    assert not timing_problems(errors, delays, 1.0), timing_problems(errors, delays, 1.0)
     for report in reports:
         assert report["beats_scored"] >= 0.9 * PLAY_S * 128 / 60
-        assert report["true_error_p98_ms"] <= 1.0
         # What the device says of itself, beat by beat, against what the bench measured.
         assert report["drift_vs_true_p99_ms"] is not None, (  # the counts must pair up
             report["id"], report["drift_samples"], report["beats"], report["beats_scored"],

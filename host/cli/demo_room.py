@@ -84,10 +84,13 @@ class DemoRoom:
         start = song_start_index(capture, samples, rate_hz)
         heard = capture.heard_us(start + np.asarray(track.beats_s) * capture.rate_hz)
         report = sound_to_light(devices, heard, capture)
+        errors_us = [float(e) * 1e3 for f in report.values() for e in f["errors_ms"]]
+        delays = [d for f in report.values() for d in f["delays_us"]]
         return {"xruns": {"output": xruns, "room": capture.xruns}, "devices": {
             dev_id: {k: v for k, v in figures.items()
                      if k != "errors_ms" and not k.endswith("_us")}
-            for dev_id, figures in report.items()}}
+            for dev_id, figures in report.items()},
+            "scored": (errors_us, delays)}  # every device's beats, for timing_problems
 
     def close(self) -> None:
         if self._recorder is not None:

@@ -13,7 +13,9 @@
    and wait for the devices' drift reports (they report with hindsight).
 5. Print a table per device (reported drift, the true LED error the simulator
    measured, and in the virtual room the light-to-sound error: LED frame minus the
-   time its beat was heard) and write a drift PNG.
+   time its beat was heard) and write a drift PNG. It exits 1 when a beat's aim (the
+   error without the delay this machine's scheduler added, logged per beat by the
+   simulated board) is off, or the machine held up many beats (docs/firmware.md).
 
 ``--no-devices`` stops after step 1.
 
@@ -48,10 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-s", type=float, default=20.0, metavar="S",
                    help="seconds the device clocks get to converge before playing")
     p.add_argument("--max-drift-ms", type=float, default=1.0, metavar="MS",
-                   help="fail (exit 1) when a device's true error p99 is above this")
+                   help="fail (exit 1) when the p99 of the devices' beats' aim (true error "
+                   "without the delay this machine added) is above this, or this machine "
+                   "held up over 5%% of the beats by more than 1 ms")
     p.add_argument("--max-sound-ms", type=float, default=2.0, metavar="MS",
-                   help="fail (exit 1) when a device's light-to-sound error p99 is above this "
-                   "(virtual room only)")
+                   help="fail (exit 1) when the p99 of the light-to-sound aim is above this "
+                   "(virtual room only; judged as --max-drift-ms)")
     p.add_argument("--room", choices=ROOMS, default="auto",
                    help="where the song is heard: auto (a sound card if there is one, else "
                    "the virtual JACK room), jack, soundcard, or none (lights only)")
@@ -132,6 +136,7 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
     from gridcast.agent.core import AgentCore
     from gridcast.agent.simulation.broker_witness import BrokerWitness
     from gridcast.agent.simulation.devices import Simulator
+    from gridcast.agent.simulation.led_report import scored_beats, timing_problems
     from gridcast.protocol import keys
 
     key_path, data, track_id, version = _bundle(args, analysis["beatmap"])
@@ -200,6 +205,18 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
         rows = [_device_row(dev, witness, core.store, started_us, f"{track_id} v{version}")
                 | _sound_figures(sound["devices"].get(dev.id) if room.kind else None)
                 for dev in sim.devices]
+        # Judged over the devices together (docs/firmware.md): each beat's aim, and how
+        # many beats this machine held up (the devices share its cores).
+        errors: list[int] = []
+        delays: list[int | None] = []
+        for dev in sim.devices:
+            e, d = scored_beats(dev, witness)
+            errors += e
+            delays += d
+        problems = timing_problems(errors, delays, args.max_drift_ms)
+        heard_errors, heard_delays = sound.get("scored") or ([], [])
+        sound_problems = (timing_problems(heard_errors, heard_delays, args.max_sound_ms)
+                          if heard_errors else [])
         from gridcast.agent import drift_plot
 
         png = drift_plot.render(core.store, os.path.join(args.out, "demo-drift.png"), ids,
@@ -210,7 +227,8 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
             "room": room.kind,
             "audio_xruns": sound["xruns"] if room.kind else None,
             "bundle": os.path.join(args.out, "demo-song.gcb"), "play_start_us": start_us,
-            "drift_plot": png, "alerts": core.alerts.sent, "devices": rows}
+            "drift_plot": png, "alerts": core.alerts.sent, "devices": rows,
+            "timing_problems": problems, "sound_timing_problems": sound_problems}
 
 
 def _song(analysis: dict) -> tuple[Any, float]:
@@ -257,6 +275,10 @@ def _device_row(dev, witness, store, since_us: int, bundle_label: str) -> dict:
         "drift_p99_ms": drift_stats.percentile_ms(drift, 99),
         "true_error_p50_ms": report["true_error_p50_ms"],
         "true_error_p99_ms": report["true_error_p99_ms"],
+        # the error without this machine's delays, and the beats it held up over 1 ms
+        "aim_error_p99_ms": report["aim_error_p99_ms"],
+        "held_up_beats": report["held_up_beats"],
+        "delay_max_ms": report["delay_max_ms"],
         "beats_shown": report["beats"],
         "samples": len(drift),
         "lost": store.lost(dev.id),
@@ -303,20 +325,33 @@ def run(args: argparse.Namespace) -> int:
     plots = [analysis["plot"]] + ([result["drift_plot"]] if "drift_plot" in result else [])
     output.info(f"the demo's files are in {args.out}; plots: {', '.join(plots)}"
                 + (f"; agent database: {result['database']}" if "database" in result else ""))
+    held = sum(d["held_up_beats"] for d in result.get("devices", []))
+    if held:
+        output.warn(f"{held} beats were held up over 1 ms by this machine (at most "
+                    f"{max(d['delay_max_ms'] or 0 for d in result['devices']):.1f} ms): the "
+                    "simulated devices share its cores; each beat's aim is judged without "
+                    "that delay (aim p99 " + ", ".join(
+                        f"{d['id']} {d['aim_error_p99_ms']} ms" for d in result["devices"])
+                    + ")")
     bad = [d["id"] for d in result.get("devices", []) if not d["bundle_active"]
-           or d["true_error_p99_ms"] is None or d["true_error_p99_ms"] > args.max_drift_ms]
+           or d["true_error_p99_ms"] is None]
+    timing = result.get("timing_problems", [])
     measured = [d for d in result.get("devices", []) if result.get("room") == "jack"
                 and (d["sound_beats"] or not d["sound_unsettled"])]
     if result.get("room") == "jack" and len(measured) < len(result["devices"]):
         output.warn(f"audio xruns {result['audio_xruns']} disturbed the virtual room's clock: "
                     "light against sound is not measured for devices whose every beat fell "
                     "in a settling window (a loaded machine; run the demo again)")
-    late = [d["id"] for d in measured
-            if not d["sound_beats"] or d["sound_error_p99_ms"] > args.max_sound_ms]
+    late = [d["id"] for d in measured if not d["sound_beats"]]
+    sound_timing = result.get("sound_timing_problems", [])
     if bad:
-        output.error(f"devices over {args.max_drift_ms} ms or without the bundle: "
-                     f"{', '.join(bad)}")
+        output.error(f"devices without the bundle or without a beat shown: {', '.join(bad)}")
+    if timing:
+        output.error(f"the devices' beats against the agent's timeline (bound "
+                     f"{args.max_drift_ms} ms): {'; '.join(timing)}")
     if late:
-        output.error(f"light against sound over {args.max_sound_ms} ms p99 (or no beat "
-                     f"heard): {', '.join(late)}")
-    return 1 if bad or late else 0
+        output.error(f"no beat of these devices was heard: {', '.join(late)}")
+    if sound_timing:
+        output.error(f"light against sound (bound {args.max_sound_ms} ms): "
+                     f"{'; '.join(sound_timing)}")
+    return 1 if bad or timing or late or sound_timing else 0
