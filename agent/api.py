@@ -42,6 +42,7 @@ from gridcast.agent.deployment import (
 )
 from gridcast.agent.rate_limit import ApiRateLimiter
 from gridcast.agent.store import StoreError
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol import bundle_format, bundle_reader, keys
 from gridcast.protocol.errors import ProtocolError
 
@@ -295,11 +296,7 @@ class Api:
         folder = self.core.config.bundle_dir
         path = os.path.join(folder, f"{sha}.gcb")
         try:
-            os.makedirs(folder, exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_atomically(path, data)
             await asyncio.to_thread(self.core.store.add_bundle, sha, info.track_id,
                                     info.bundle_version, len(data), path)
         except (OSError, StoreError) as exc:

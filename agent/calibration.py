@@ -30,9 +30,7 @@ CalibrationError: nothing is stored.
 from __future__ import annotations
 
 import datetime
-import os
 import re
-import tempfile
 import threading
 import tomllib
 from dataclasses import asdict, dataclass
@@ -44,6 +42,7 @@ from scipy.signal import correlate, resample_poly
 
 from gridcast.agent.audio.dac_clock import DacClock
 from gridcast.agent.clock import now_us
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol.errors import GridcastError
 
 BURST_MS = (0.0, 37.0, 89.0, 163.0)  # click offsets within one burst: no self-similar lag
@@ -375,23 +374,7 @@ def _with_setting(text: str, parsed: dict[str, Any], line: str) -> str:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".gridcast-calibrate-", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, text)  # the file keeps its mode
     except OSError as exc:
         raise CalibrationError(f"{path}: cannot write ({exc.strerror}); nothing stored") from exc

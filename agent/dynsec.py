@@ -40,6 +40,7 @@ import os
 import secrets
 from typing import Any
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol import topics
 from gridcast.protocol.errors import GridcastError
 
@@ -199,24 +200,13 @@ class Document:
     def save(self, owner: tuple[int, int] | None = None) -> None:
         """Write it atomically, readable by its owner only (password hashes); ``owner``
         (uid, gid): hand it to the broker's user."""
-        folder = os.path.dirname(self.path)
-        tmp = f"{self.path}.gridcast-tmp"
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.data, f, indent=1)
-                f.write("\n")
-            if owner is not None:
-                os.chown(tmp, *owner)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, json.dumps(self.data, indent=1) + "\n", mode=0o600,
+                             owner=owner, folder_mode=0o700)
         except OSError as exc:
             raise DynsecError(f"cannot write {self.path} ({exc.strerror or exc}); run "
                               "gridcast provision as a user who may write there (root for "
                               "/etc/mosquitto), or give --mosquitto-dir") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 def commands_for(user: str, kind: str, password: str) -> tuple[list[dict], list[dict]]:

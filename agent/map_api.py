@@ -51,6 +51,7 @@ import numpy as np
 from aiohttp import web
 
 from gridcast.agent.deployment import BundleRef, PlanError
+from gridcast.host.atomic_file import write_atomically
 from gridcast.host.errors import BeatMapError
 from gridcast.protocol.errors import GridcastError
 
@@ -327,10 +328,7 @@ class MapService:
         sha = hashlib.sha256(data).hexdigest()
         folder = self.config.bundle_dir
         path = os.path.join(folder, f"{sha}.gcb")
-        os.makedirs(folder, exist_ok=True)
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
+        write_atomically(path, data)
         self.api.core.store.add_bundle(sha, source.track_id, source.bundle_version, len(data),
                                        path)
         return BundleRef(sha, source.track_id, source.bundle_version), data

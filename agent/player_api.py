@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol.errors import GridcastError
 
 if TYPE_CHECKING:
@@ -161,13 +162,7 @@ class PlayerService:
         index = self.player.index if self.player is not None else 0
         data = {"inputs": self.inputs, "index": index}
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.set_list_path)), exist_ok=True)
-            tmp = self.set_list_path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.set_list_path)
+            write_atomically(self.set_list_path, json.dumps(data, indent=1))
         except OSError as exc:  # the show goes on; the next restart starts empty
             log.error("%s: cannot save the set list (%s)", self.set_list_path, exc)
 

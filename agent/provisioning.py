@@ -41,11 +41,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 
 from gridcast.agent import device_files, dynsec, mosquitto_conf
 from gridcast.agent.site_ca import SiteCA, broker_names
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol import topics
 from gridcast.protocol.command_auth import device_key
 from gridcast.protocol.errors import GridcastError
@@ -121,11 +121,7 @@ class Provisioner:
         return data
 
     def _write_private(self, path: str, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomically(path, text, mode=0o600)
 
     # -- the plugin's document --------------------------------------------------------------
     def _document(self, users: dict[str, dict], notes: list[str]) -> dynsec.Document:
@@ -356,15 +352,10 @@ class Provisioner:
                         cert_pem = f.read()
                     with open(key_file, encoding="ascii") as f:
                         key_pem = f.read()
-            fd, tmp = tempfile.mkstemp(dir=config_dir, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                f.write(device_files.config_json(user, key, url, mqtt_user=user,
-                                                 mqtt_password=password, ca_pem=ca_pem,
-                                                 client_cert_pem=cert_pem,
-                                                 client_key_pem=key_pem,
-                                                 command_key=device_key(key, user)))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, config_path)
+            self._write_private(config_path, device_files.config_json(
+                user, key, url, mqtt_user=user, mqtt_password=password, ca_pem=ca_pem,
+                client_cert_pem=cert_pem, client_key_pem=key_pem,
+                command_key=device_key(key, user)))
         elif role == "agent":
             config_path = os.path.join(self.folder, f"{user}.password")
             self._write_private(config_path, password + "\n")

@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import tempfile
 from dataclasses import dataclass
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol.errors import GridcastError
 
 NOT_BEFORE = datetime.datetime(1999, 1, 1, tzinfo=datetime.UTC)
@@ -50,21 +50,6 @@ def _crypto():
         raise CertificateError("the 'cryptography' package is missing: pip install "
                                "cryptography") from exc
     return x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID
-
-
-def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` atomically with ``mode`` set before anything is in the file."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @dataclass(frozen=True)
@@ -124,10 +109,11 @@ class SiteCA:
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                                critical=False)
                 .sign(key, hashes.SHA256()))
-        write_private(self.key_path, key.private_bytes(
+        write_atomically(self.key_path, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        write_private(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            serialization.NoEncryption()), mode=0o600)
+        write_atomically(self.cert_path, cert.public_bytes(serialization.Encoding.PEM),
+                         mode=0o644)
         self._key, self._cert = key, cert
         return True
 
@@ -169,10 +155,10 @@ class SiteCA:
                 x509.SubjectAlternativeName([_san(n) for n in server_names]), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         os.makedirs(os.path.dirname(cert_path) or ".", exist_ok=True)
-        write_private(key_path, key.private_bytes(
+        write_atomically(key_path, key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()), key_mode)
-        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            serialization.NoEncryption()), mode=key_mode)
+        write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return Issued(cert_path, key_path, True)
 
     def _still_good(self, cert_path: str, key_path: str, names: tuple[str, ...]) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 from gridcast.agent import drift_stats
 from gridcast.agent.simulation.broker_witness import BrokerWitness
 from gridcast.agent.simulation.devices import SimDevice, Simulator
+from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol import bundle_reader
 from gridcast.protocol.errors import ProtocolError
 
@@ -184,9 +185,5 @@ def write_report(sim: Simulator, witness: BrokerWitness | None, path: str) -> di
             for line in lines:
                 out.write(json.dumps(line) + "\n")
     report = {"devices": devices, "led_log": merged, "state_dir": sim.state_dir}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(report, indent=1) + "\n")
     return report

@@ -9,14 +9,13 @@ half-written map in place of a good one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.host.errors import BeatMapError
 
 FORMAT = "gridcast.beatmap"
@@ -262,27 +261,7 @@ def format_for(path: str) -> str:
 
 def save(beatmap: BeatMap, path: str, fmt: str | None = None) -> None:
     """Write atomically: the old file stays intact until the new one is complete."""
-    write_atomically(encode(beatmap, fmt or format_for(path)), path)
-
-
-def write_atomically(payload: bytes, path: str, durable: bool = True) -> None:
-    """A complete file at ``path`` or none: written beside it, then renamed. ``durable``
-    also waits for the disk (fsync) first; a batch may pass False and sync once at its
-    end (an fsync per file was a third of a 1,000-track grid import)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, encode(beatmap, fmt or format_for(path)))
 
 
 def load(path: str) -> BeatMap:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.host.beatmaps.beatmap import BeatMap
 from gridcast.host.djgrids.errors import DjGridError
 from gridcast.host.djgrids.grid import MARKER_SNAP_FRACTION, MAX_BPM, MIN_BPM, TempoMarker
@@ -192,15 +192,4 @@ def collection_xml(maps: list[tuple[str, BeatMap]], sections_as_cues: bool = Fal
 def write(maps: list[tuple[str, BeatMap]], out_path: str, sections_as_cues: bool = False,
           ) -> None:
     """Write the collection atomically (a failed export leaves no half file)."""
-    payload = collection_xml(maps, sections_as_cues)
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(out_path, collection_xml(maps, sections_as_cues))

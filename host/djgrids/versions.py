@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.host.beatmaps import beatmap
 from gridcast.host.beatmaps.beatmap import BeatMap
 from gridcast.protocol.errors import GridcastError
@@ -67,7 +68,7 @@ def save_version(new: BeatMap, path: str, entry: dict, fmt: str | None = None,
     new.history = [*(old.history if old is not None else []),
                    {"version": new.version, **entry}]
     staged = path + ".new"
-    beatmap.write_atomically(_encode(new, fmt or beatmap.format_for(path)), staged, durable)
+    write_atomically(staged, _encode(new, fmt or beatmap.format_for(path)), durable=durable)
     try:
         if os.path.exists(path):
             os.replace(path, _kept_path(path, old.version if old is not None else 0))

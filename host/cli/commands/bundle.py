@@ -7,6 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from gridcast.host.atomic_file import write_atomically
 from gridcast.host.cli import output
 from gridcast.host.errors import BeatMapError
 from gridcast.protocol import bundle_format, bundle_reader, keys, reasons
@@ -65,10 +66,7 @@ def build(args: argparse.Namespace) -> int:
     bm = _load_map(args.source)
     src = bundling.source_from_map(bm, args.track_id, args.min_firmware)
     data = bundle_builder.build(src, key, keys.key_id(key))
-    tmp = args.out + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.out)
+    write_atomically(args.out, data)
     output.info(f"wrote {args.out}: {len(data)} bytes, {len(src.beats_s)} beats, track "
                 f"{src.track_id!r} v{src.bundle_version}, key {keys.key_id(key)}")
     return 0
