@@ -9,6 +9,10 @@ annotations' convention, and what is the clip: for each system, on one set,
 - ``clip_bias_sd_ms``: the spread (sd) of the per-clip signed medians;
 - ``centred_*``: the same errors with each clip's own median removed (what is left
   when every clip's bias is known: the spread within clips);
+- ``centred_lag1_r_median``: the median over clips of the correlation between the
+  centred errors of consecutive annotated beats (both matched): near 1, beats are off in
+  runs (a drifting tempo, a phase the tracker holds wrong), which a grid over the last
+  beats could follow; near 0, each beat's own timing, which nothing before it predicts;
 - ``set_offset_*``: the estimates moved by one constant (the set's signed median),
   matched again (what one calibration for the whole set could give);
 - ``after_lock_*``: only annotated beats after the system locked (the live bench's
@@ -58,6 +62,20 @@ def _spread(errors: np.ndarray, prefix: str) -> dict:
             f"{prefix}abs_p90_ms": round(float(np.percentile(np.abs(errors), 90)), 1)}
 
 
+def lag1_r(ref: np.ndarray, est: np.ndarray) -> float | None:
+    """Correlation of consecutive annotated beats' centred errors (None: too few pairs)."""
+    error = realtime.nearest_error_s(ref, est) * 1e3
+    error = np.where(np.abs(error) < MATCH_S * 1e3, error, np.nan)
+    if np.isnan(error).all():
+        return None
+    centred = error - np.nanmedian(error)
+    a, b = centred[:-1], centred[1:]
+    both = ~np.isnan(a) & ~np.isnan(b)
+    if both.sum() < 6 or np.std(a[both]) == 0 or np.std(b[both]) == 0:
+        return None
+    return float(np.corrcoef(a[both], b[both])[0, 1])
+
+
 def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
     """One system's figures over the clips it has beats for (see the module doc)."""
     scored = [(np.asarray(c.beats), np.sort(beats[c.id])) for c in clips if c.id in beats]
@@ -74,6 +92,8 @@ def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
     every = np.concatenate(per_clip or [np.zeros(0)])
     medians = [float(np.median(e)) for e in per_clip if e.size]
     centred = np.concatenate([e - np.median(e) for e in per_clip if e.size] or [np.zeros(0)])
+    lag1 = [r for r in (lag1_r(ref_all[ref_all >= SKIP_S], est) for ref_all, est in scored)
+            if r is not None]
     offset_s = float(np.median(every)) / 1e3 if every.size else 0.0
     shifted = np.concatenate([errors_ms(ref_all[ref_all >= SKIP_S], est - offset_s)
                               for ref_all, est in scored] or [np.zeros(0)])
@@ -82,7 +102,9 @@ def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
             "signed_median_ms": round(float(np.median(every)), 1) if every.size else None,
             **_spread(every, ""),
             "clip_bias_sd_ms": round(float(np.std(medians)), 1) if medians else None,
-            **_spread(centred, "centred_"), **_spread(shifted, "set_offset_"),
+            **_spread(centred, "centred_"),
+            "centred_lag1_r_median": round(float(np.median(lag1)), 2) if lag1 else None,
+            **_spread(shifted, "set_offset_"),
             "set_offset_ms": round(offset_s * 1e3, 1),
             **_spread(np.concatenate(after_lock or [np.zeros(0)]), "after_lock_"),
             "lock_s_median": round(float(np.median(locks)), 2) if locks else None,
@@ -131,7 +153,7 @@ def main() -> None:
                           "systems": result}, indent=1))
         return
     keys = ["signed_median_ms", "abs_median_ms", "abs_p90_ms", "clip_bias_sd_ms",
-            "centred_abs_p90_ms", "set_offset_abs_p90_ms", "after_lock_abs_median_ms",
+            "centred_abs_p90_ms", "centred_lag1_r_median", "set_offset_abs_p90_ms", "after_lock_abs_median_ms",
             "after_lock_abs_p90_ms", "lock_s_median", "f"]
     print(f"{'system':<20}" + "".join(f"{k[:14]:>15}" for k in keys))
     for name, row in result.items():
