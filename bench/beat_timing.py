@@ -153,8 +153,8 @@ def main() -> None:
                           "systems": result}, indent=1))
         return
     keys = ["signed_median_ms", "abs_median_ms", "abs_p90_ms", "clip_bias_sd_ms",
-            "centred_abs_p90_ms", "centred_lag1_r_median", "set_offset_abs_p90_ms", "after_lock_abs_median_ms",
-            "after_lock_abs_p90_ms", "lock_s_median", "f"]
+            "centred_abs_p90_ms", "centred_lag1_r_median", "set_offset_abs_p90_ms",
+            "after_lock_abs_median_ms", "after_lock_abs_p90_ms", "lock_s_median", "f"]
     print(f"{'system':<20}" + "".join(f"{k[:14]:>15}" for k in keys))
     for name, row in result.items():
         print(f"{name:<20}" + "".join(f"{row[k]!s:>15}" for k in keys))
