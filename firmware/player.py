@@ -64,7 +64,8 @@ class Player:
         self._sections = None  # SectionCursor when the bundle has sections
         self._pending = None  # (index, map time) of the bundle beat to fire next
         self.handover_at_us = 0  # agent time the lit map's lights end (0: no hand-over)
-        self._takeover = None  # (start_us, rate_ppm): the play waiting for the hand-over
+        self._takeover = None  # (start_us, rate_ppm, position_us): the play waiting for it
+        self._to_self = False  # the hand-over is to the lit bundle itself (a replay)
         self._generation = 0  # bumped by every command: an ongoing wait re-plans or gives up
         self._due_local = None  # device time of the beat being waited for (None: none)
         self._wake = asyncio.Event()
@@ -90,6 +91,7 @@ class Player:
         self._sections = None
         self.handover_at_us = 0
         self._takeover = None
+        self._to_self = False
 
     @property
     def start_us(self):
@@ -110,9 +112,22 @@ class Player:
         if self.handover_at_us:
             # The new bundle waits for the lit map: it takes over at the hand-over, or at
             # its own start when that comes first (the agent cut to it early).
-            self._takeover = (start_us, rate_ppm)
+            self._takeover = (start_us, rate_ppm, position_us)
             if start_us < self.handover_at_us:
                 self.handover_at_us = start_us
+            self.stop_at_us = 0
+            self._changed()
+            return OK
+        lit = self._info
+        if self.playing and self.mode == BUNDLE and lit is not None and \
+                lit.track_id == info.track_id and lit.bundle_version == info.bundle_version \
+                and start_us > self.now_agent():
+            # The lit bundle again from an instant ahead (the same track next in a set
+            # list, a restart): its beats go on up to that instant, where this play takes
+            # over (a hand-over to itself, docs/protocol.md 6).
+            self.handover_at_us = start_us
+            self._takeover = (start_us, rate_ppm, position_us)
+            self._to_self = True
             self.stop_at_us = 0
             self._changed()
             return OK
@@ -197,13 +212,15 @@ class Player:
         info, lit = self.store.active_info, self._info
         if self.handover_at_us and info is not None and lit is not None and \
                 info.track_id == lit.track_id and info.bundle_version == lit.bundle_version:
-            self.handover_at_us = 0
-            self._takeover = None
+            if not self._to_self:  # a hand-over to the lit bundle itself stays
+                self.handover_at_us = 0
+                self._takeover = None
             return
         if at_us and self.playing and self.mode == BUNDLE and at_us > self.now_agent():
             if not self.handover_at_us or at_us < self.handover_at_us:
                 self.handover_at_us = at_us
             self._takeover = None  # a play for an earlier activation is void
+            self._to_self = False
             self._changed()
             return
         if self.playing and self.mode == BUNDLE:
@@ -220,7 +237,7 @@ class Player:
             self.playing = False
             self.mode = 0
             return None
-        self._begin(info, takeover[0], 0, takeover[1])
+        self._begin(info, takeover[0], takeover[2], takeover[1])
         self.stop_at_us = stop_at  # a stop scheduled after the hand-over still holds
         return self._next_target()
 

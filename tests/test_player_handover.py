@@ -107,3 +107,22 @@ def test_a_stop_a_past_instant_or_a_rollback(files, tmp_path, mode, case):
         assert not new
         assert [f[2] for f in old] == _expected_old(out, old[-1][2] + 1)
         assert old[-1][2] > h + 400_000
+
+
+@pytest.mark.parametrize("mode", [4, 5])
+def test_the_same_bundle_again_plays_on_up_to_its_new_start(files, tmp_path, mode):
+    """The same track next in a set list (or a restart ahead): no activation, one play of
+    the lit bundle from H. Its beats go on up to H, where the map starts again; an
+    activation of that same bundle meanwhile (mode 5) changes nothing."""
+    out = _run(files, mode, tmp_path)
+    h = out["handover_us"]
+    assert out["active_track"] == "a" and out["replies"] == [None]
+    fired = [f[2] for f in out["fired"]]
+    before = [t for t in fired if t < h]
+    after = [t for t in fired if t >= h]
+    # every beat of the first run before H, the last 70 ms before it (before, the play
+    # re-timed the device at once and the beats between the play and H were dark)
+    assert before == _expected_old(out, h)
+    assert h - before[-1] == 70_000
+    # the map again from H: its first beat (map time 0.1 s) 0.1 s after H
+    assert after[:3] == [h + 100_000, h + 350_000, h + 600_000]

@@ -103,6 +103,27 @@ def test_devices_of_protocol_4_get_the_handover_instant_and_older_ones_the_gate(
     assert sent["old"][:2] == (9, 0) and sent["old"][2] >= legacy  # the field it ignores: 0
 
 
+def test_the_same_bundle_next_is_played_ahead_only_to_devices_that_hand_over():
+    """Nothing to activate (every device holds the next bundle): its play goes out
+    HANDOVER_LEAD_S before the boundary when all devices hand over, else at the gate."""
+    class Inner:
+        def __init__(self) -> None:
+            self.hellos = {d: messages.decode(messages.encode("hello", proto_version=p,
+                                                              device_id=d))
+                           for d, p in (("new", messages.PROTOCOL_VERSION), ("old", 3))}
+
+    async def opened(device_ids: list[str]) -> tuple[int, float, float]:
+        handover = now_us() + HANDOVER_LEAD_S * 1e6 + 150_000  # 0.15 s for protocol 4
+        gate = GatedActivation(now_us() + 400_000, handover)  # 0.4 s for the others
+        await gate.wait_for_play(Inner(), device_ids)  # type: ignore[arg-type]
+        return now_us(), handover - HANDOVER_LEAD_S * 1e6, gate.at_us
+
+    at, early, legacy = asyncio.run(opened(["new"]))
+    assert early <= at < legacy
+    at, early, legacy = asyncio.run(opened(["new", "old"]))
+    assert at >= legacy
+
+
 def test_play_of_audio_needs_the_site_key(tmp_path, capsys):
     song = tmp_path / "song.wav"
     sf.write(str(song), np.zeros(44100 * 6, np.float32), 44100)

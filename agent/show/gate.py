@@ -12,6 +12,12 @@ depends on its protocol (docs/protocol.md 6):
 - older devices stop the old bundle's lights the moment they activate the new one: the
   ``activate`` goes out unchanged at ``at_us`` (just after the old track's last beat),
   and a beat of the old track after that instant is not shown.
+
+When every device already holds the next bundle (the same track twice in a row), there
+is nothing to activate: ``wait_for_play`` says when its play may go out. To protocol 4
+devices that is ``HANDOVER_LEAD_S`` before the boundary, since a play of the lit bundle
+from an instant ahead keeps its beats lit up to that instant (a hand-over to itself);
+with any older device among them, after the old track's last beat, as before.
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ class GatedActivation:
         delay_s = ((self.at_us if at_us is None else at_us) - now_us()) / 1e6
         if delay_s > 0:
             await asyncio.sleep(delay_s)
+
+    async def wait_for_play(self, transport: Transport, device_ids: list[str]) -> None:
+        """Until the play of a bundle all of ``device_ids`` already hold may go out."""
+        if self.handover_us is not None and device_ids and all(
+                hands_over(transport, d) for d in device_ids):
+            await self.wait(self.handover_us - HANDOVER_LEAD_S * 1e6)
+        else:
+            await self.wait()
 
     def wrap(self, transport: Transport) -> Transport:
         return _GatedTransport(transport, self)  # type: ignore[return-value]

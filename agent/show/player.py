@@ -249,7 +249,7 @@ class ShowPlayer:
         ok = [d for d in device_ids if d not in lacking]
         if not lacking:
             if gate is not None:
-                await gate.wait()
+                await gate.wait_for_play(self.transport, ok)
             return ok
         results = await deploy.deploy(gate.wrap(self.transport) if gate else self.transport,
                                       lacking, track.bundle, track.track_id,

@@ -17,7 +17,9 @@ so a frame's stamp is the instant the scheduler got the LEDs written.
     handover MODE   Device playing bundles/active.gcb gets BUNDLE (another track) by
                     transfer, then activate(at_us=H), H 70 ms after one of its beats, and
                     play(BUNDLE's track, H); MODE 1: then a stop at once; 2: activate
-                    with an instant in the past instead; 3: then a rollback
+                    with an instant in the past instead; 3: then a rollback; 4: no new
+                    bundle, the playing one again from H (a hand-over to itself); 5: as
+                    4, then an activation of that same bundle reaches the player
 """
 
 import asyncio
@@ -247,15 +249,22 @@ async def handover(path, mode):
     _dispatch(device, "play", start_us=start)
     task = asyncio.create_task(player.run())
     await until_fired(player, 2)  # just after a beat: the transfer blocks the loop briefly
-    track, acked = _transfer(device, path, 5)
+    if mode >= 4:
+        track, acked = player.store.active_info.track_id, True
+    else:
+        track, acked = _transfer(device, path, 5)
     soon = player.now_agent() + 400000
     lit = [b for b in old_beats if b <= soon]
     handover_us = old_beats[len(lit)] + 70000  # 70 ms after the old map's next beat
     at = 1 if mode == 2 else handover_us  # 1: long gone (0 would mean "now")
-    activated = _dispatch(device, "activate", transfer_id=5, at_us=at)
+    activated = again = None
+    if mode < 4:
+        activated = _dispatch(device, "activate", transfer_id=5, at_us=at)
+        again = _dispatch(device, "activate", transfer_id=5, at_us=at)  # a resend: no change
     active_track = messages.decode(device.hello_message()).active_track
-    again = _dispatch(device, "activate", transfer_id=5, at_us=at)  # a resend: no change
     replies = [_dispatch(device, "play", track_id=track, start_us=handover_us)]
+    if mode == 5:
+        player.bundle_changed(handover_us)  # what an activation of the lit bundle does
     if mode == 1:
         replies.append(_dispatch(device, "stop"))
     elif mode == 3:
@@ -264,7 +273,8 @@ async def handover(path, mode):
         await asyncio.sleep_ms(20)
     task.cancel()
     return {"start_us": start, "handover_us": handover_us, "acked": acked,
-            "activated": activated.kind, "again": again.kind, "active_track": active_track,
+            "activated": activated and activated.kind, "again": again and again.kind,
+            "active_track": active_track,
             "replies": [None if r is None else r.kind for r in replies],
             "fired": stamps(player)}
 
