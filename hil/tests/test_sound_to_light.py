@@ -7,7 +7,9 @@ the lights only land if the player measures the card's clock and steers the devi
 timeline onto it. The second track follows the first gaplessly (its first sample is a
 click, checked on the capture), and the devices switch bundles in between: the first
 track's last click comes 0.1 s before the boundary, and both it and the second track's
-first click must be lit (the hand-over, docs/protocol.md 6). A third
+first click must be lit (the hand-over, docs/protocol.md 6). The second track is then
+played again: the same bundle, no activation, and again the clicks either side of the
+boundary must be lit (a hand-over to itself). A third
 device is off when the show starts and is switched on 4 s in: it must join at the
 current position (its clock sync starts from scratch then, so only its median is held
 to the target).
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.sim_only
 
 WARMUP_S = 30  # the devices' clock sync settles (offset and skew) before the show
 SONG_S = 20.0
+SHORT_S = 5.5  # the second track, played twice: its last click 0.1 s before its end
 MAX_P99_MS = 2.0
 MAX_FIRST_SOUND_MS = 500.0
 
@@ -53,7 +56,7 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
     ids = [d.id for d in sim.devices]
     late = sim.devices[2]
     one = click_song("s2l-one", SONG_S, 120.0, seed=1, first_beat_s=0.4)  # last at 19.9 s
-    two = click_song("s2l-two", SONG_S, 100.0, seed=2, first_beat_s=0.0)
+    two = click_song("s2l-two", SHORT_S, 100.0, seed=2, first_beat_s=0.0)
     started = time.monotonic()
 
     async def scenario(room: VirtualRoom, output: ShowOutput
@@ -66,10 +69,10 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
             while presence.is_online(transport.status.get(late.id)):
                 await asyncio.sleep(0.1)
             player = ShowPlayer(transport, ids, output)
-            player.queue([one.track(key), two.track(key)])
+            player.queue([one.track(key), two.track(key), two.track(key)])
             await player.prepare()
             await asyncio.sleep(max(0.0, WARMUP_S - (time.monotonic() - started)))
-            recorder = RoomRecorder(room.name, max_seconds=2 * SONG_S + 10).start()
+            recorder = RoomRecorder(room.name, max_seconds=SONG_S + 2 * SHORT_S + 10).start()
             called = now_us()
             await player.play()
             await asyncio.sleep(4.0)
@@ -104,17 +107,19 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
               "unmatched at:", ((f["unmatched_at_us"] - called) / 1e6).round(2))
     print("xruns at (s after play):", ((np.asarray(capture.xrun_us) - called) / 1e6).round(2),
           "switch at:", ((np.asarray(player.switch_heard_us) - called) / 1e6).round(2))
-    assert len(onsets) == len(one.beats_s) + len(two.beats_s)
+    assert len(onsets) == len(one.beats_s) + 2 * len(two.beats_s)
+    assert len(player.switch_heard_us) == 2
     assert abs(gap) < 0.5
     assert first_sound_ms <= MAX_FIRST_SOUND_MS
     joined = figures.pop(late.id)
     assert joined["sound_beats"] >= len(onsets) // 2, joined
     assert joined["unmatched_frames"] == 0, joined
     assert np.median(np.abs(joined["errors_ms"])) <= MAX_P99_MS, joined
-    # the last click of track one (0.1 s before the boundary) and the first of track two
-    # (on it) are lit on every device that plays from the start, aimed on the sound (a
-    # frame the host held up shows it: its delay after its due tick is logged)
-    around = heard[len(one.beats_s) - 1:len(one.beats_s) + 1]
+    # the last click before each boundary (0.1 s before it) and the first after it (on
+    # it) are lit on every device that plays from the start, aimed on the sound (a frame
+    # the host held up shows it: its delay after its due tick is logged)
+    first, second = len(one.beats_s), len(one.beats_s) + len(two.beats_s)
+    around = np.concatenate([heard[first - 1:first + 1], heard[second - 1:second + 1]])
     for dev in sim.devices[:2]:
         lines = read_led_log(dev.led_log)
         shown = np.asarray([line["true_time_us"] for line in lines], dtype=np.float64)
