@@ -93,8 +93,8 @@ class Renderer:
 
     def show_beat(self, due=None):
         """Write the prepared beat frame; the in-between frames decay from it. ``due`` is
-        the raw board tick the frame was aimed at (a board may log how late it showed). Returns the
-        board's tick at which the frame showed."""
+        the raw board tick the frame was aimed at (a board may log how late it showed).
+        Returns the board's tick at which the frame showed."""
         self.frames += 1
         shown = self.board.led_write(self.beat_buf, self._beat_index, due)
         self.buf[:] = self.beat_buf

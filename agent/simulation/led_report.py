@@ -35,11 +35,6 @@ MAX_HELD_UP_SHARE = 0.05  # of the beats, over all devices judged together
 MAX_DELAY_P50_US = 200  # the usual delay from the due tick to the frame (a spin's last read)
 
 
-def delays_us(lines: list[dict]) -> list[int | None]:
-    """How late each LED line's frame showed after its due tick (None: not logged)."""
-    return [line.get("late_us") for line in lines]
-
-
 def timing_problems(errors_us: Sequence[float] | np.ndarray,
                     delays: Sequence[int | None] | np.ndarray, max_error_ms: float) -> list[str]:
     """What is wrong with these beats' timing (empty: nothing), judged as docs/firmware.md
