@@ -31,7 +31,9 @@ def test_demo_runs_the_whole_system_and_leaves_the_checkout_clean(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "GRIDCAST_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # the default folder, away from ~/.cache
     before = _git_status()
-    done = subprocess.run([*_gridcast(), "demo", "--seconds", "8", "--sync-s", "10", "--json"],
+    # The devices' clocks get the demo's default 20 s to converge: after 10 s the +150 ppm
+    # device's skew fit was still 0.4 ms off at the p99 (its reports could not see it).
+    done = subprocess.run([*_gridcast(), "demo", "--seconds", "8", "--sync-s", "20", "--json"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     after = _git_status()
     # Another process editing this checkout meanwhile would show here too: on a clone of
@@ -59,9 +61,10 @@ def test_demo_runs_the_whole_system_and_leaves_the_checkout_clean(tmp_path):
         assert d["aim_error_p99_ms"] is not None and d["aim_error_p99_ms"] <= 1.0, d
         assert d["drift_p99_ms"] is not None and d["true_error_p99_ms"] is not None, d
         assert d["samples"] >= 10 and d["lost"] == 0, d
-        # the device's own drift reports agree with the simulator's measurement (a beat
-        # the machine held up is late in both)
-        assert abs(d["drift_p99_ms"] - d["true_error_p99_ms"]) < 0.3, d
+        # the device's own drift reports agree with the simulator's measurement beat by
+        # beat (a beat the machine held up is late in both): what is left is the device's
+        # clock-sync error, which it cannot see
+        assert d["drift_vs_true_p99_ms"] is not None and d["drift_vs_true_p99_ms"] <= 0.3, d
         # the song was heard in the virtual room, and the lights landed on it
         assert d["sound_beats"] >= 10, d
     assert result["room"] == "jack"  # no sound card here: the virtual room

@@ -277,6 +277,9 @@ def _device_row(dev, witness, store, since_us: int, bundle_label: str) -> dict:
         "true_error_p99_ms": report["true_error_p99_ms"],
         # the error without this machine's delays, and the beats it held up over 1 ms
         "aim_error_p99_ms": report["aim_error_p99_ms"],
+        # what the device reported of each beat against the simulator's measurement: the
+        # device's clock-sync error, which it cannot see itself
+        "drift_vs_true_p99_ms": report["drift_vs_true_p99_ms"],
         "held_up_beats": report["held_up_beats"],
         "delay_max_ms": report["delay_max_ms"],
         "beats_shown": report["beats"],
