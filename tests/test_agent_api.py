@@ -80,6 +80,9 @@ def daemon(mosquitto, tmp_path, key_path):
                                    port=free_port(), token=TOKEN, key_file=key_path,
                                    bundle_dir=str(tmp_path / "bundles")).check()
     with Daemon(cfg, str(tmp_path / "token")) as d:
+        # The daemon serves before the broker has acknowledged its subscriptions (it keeps
+        # trying in the background); what a test publishes before then would be lost.
+        wait_until(lambda: request(d.url + "/health")[1]["broker"])
         yield d
 
 
