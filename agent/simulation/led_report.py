@@ -135,11 +135,14 @@ def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[di
         pass
     tele = witness.telemetry.get(sim_dev.id) if witness else None
     drift_us = tele.drift_us if tele else []
-    # The device reports one drift sample per beat it fired, in firing order, so its
-    # claims can be checked beat by beat against the bench's measurement.
+    # The device reports one drift sample per beat it fired, in firing order, each once
+    # the clock estimate has hindsight (firmware/telemetry.py): the samples so far are the
+    # first beats, and its claims can be checked beat by beat against the bench's
+    # measurement. More samples than beats cannot be paired.
     gaps = []
-    if tele and len(tele.drift_us) == len(lines):
-        gaps = [abs(d - e) for d, e in zip(tele.drift_us, per_line, strict=True)
+    if tele and len(tele.drift_us) <= len(lines):
+        gaps = [abs(d - e) for d, e in zip(tele.drift_us, per_line[:len(tele.drift_us)],
+                                           strict=True)
                 if e is not None]
     report = {
         "id": sim_dev.id,

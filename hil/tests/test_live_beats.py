@@ -26,7 +26,7 @@ from gridcast.hil.scenario_helpers import run
 
 pytestmark = pytest.mark.sim_only
 
-WARMUP_S = 30  # clock sync converges (as in test_rate.py)
+WARMUP_S = 20  # clock sync converges (as in test_rate.py)
 LIVE_S = 20  # seconds of predictions
 BEAT_US = 468_750  # 128 BPM
 AHEAD = 8  # beats per generation (3.75 s ahead)

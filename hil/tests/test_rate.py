@@ -29,7 +29,7 @@ from gridcast.protocol import bundle_reader, messages
 pytestmark = pytest.mark.sim_only
 
 PPM = 1_000_000
-WARMUP_S = 30  # the skew fit needs tens of seconds of exchanges (test_sync.py: 90 s, jitter)
+WARMUP_S = 20  # the skew fit needs tens of seconds of exchanges (test_sync.py: 60 s, jitter)
 SLOW_S = 20  # seconds at 94 % (a longer run: pytest -s hil/tests/test_rate.py with more)
 FAST_S = 20  # seconds at 106 %
 SLOW, FAST = 940_000, 1_060_000

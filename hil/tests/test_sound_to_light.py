@@ -44,7 +44,7 @@ from gridcast.hil.show_scenario import (
 
 pytestmark = pytest.mark.sim_only
 
-WARMUP_S = 30  # the devices' clock sync settles (offset and skew) before the show
+WARMUP_S = 20  # the devices' clock sync settles (offset and skew) before the show
 SONG_S = 20.0
 SHORT_S = 5.5  # the second track, played twice: its last click 0.1 s before its end
 MAX_P99_MS = 2.0
