@@ -104,16 +104,20 @@ def _line_errors(sim_dev: SimDevice, witness: BrokerWitness | None, lines: list[
     return per_line
 
 
-def scored_beats(sim_dev: SimDevice, witness: BrokerWitness | None
+def scored_beats(devices: Sequence[SimDevice], witness: BrokerWitness | None
                  ) -> tuple[list[int], list[int | None]]:
-    """(true error, delay) in us of each beat of the device that can be scored, for
-    ``timing_problems``."""
-    _, beats = bundle_beats(os.path.join(sim_dev.folder, "bundles", "active.gcb"))
-    lines = read_led_log(sim_dev.led_log)
-    pairs = [(e, line.get("late_us")) for e, line
-             in zip(_line_errors(sim_dev, witness, lines, beats), lines, strict=True)
-             if e is not None]
-    return [e for e, _ in pairs], [d for _, d in pairs]
+    """(true error, delay) in us of every beat of the devices that can be scored, pooled
+    for ``timing_problems`` (it judges a fleet's beats together)."""
+    errors: list[int] = []
+    delays: list[int | None] = []
+    for sim_dev in devices:
+        _, beats = bundle_beats(os.path.join(sim_dev.folder, "bundles", "active.gcb"))
+        lines = read_led_log(sim_dev.led_log)
+        for e, line in zip(_line_errors(sim_dev, witness, lines, beats), lines, strict=True):
+            if e is not None:
+                errors.append(e)
+                delays.append(line.get("late_us"))
+    return errors, delays
 
 
 def device_report(sim_dev: SimDevice, witness: BrokerWitness | None) -> tuple[dict, list[dict]]:

@@ -11,7 +11,6 @@ reports the offset in its status, and it still has it after a power cut.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 
 from gridcast.agent import playback
 from gridcast.agent.clock import now_us
-from gridcast.agent.simulation.led_report import timing_problems
+from gridcast.agent.simulation.led_report import read_led_log, timing_problems
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.scenario_helpers import run
@@ -34,10 +33,6 @@ SHIFT_US = 20_000  # the model's phase correction, half-way
 OFFSET_US = 25_000  # the third device's light offset
 STAGGER_US = 117_000  # device k hears the beats k quarter-beats later (see test_rate.py)
 
-
-def _led_lines(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def test_live_beats_land_on_the_corrected_predictions_then_stop(broker, simulator):
@@ -95,7 +90,7 @@ def test_live_beats_land_on_the_corrected_predictions_then_stop(broker, simulato
     delays: list[int | None] = []
     for k, dev in enumerate(devs):
         offset = OFFSET_US if k == 2 else 0
-        lines = _led_lines(dev.led_log)
+        lines = read_led_log(dev.led_log)
         numbers = [line["beat_index"] for line in lines]
         assert numbers == sorted(set(numbers)), "a beat fired twice or out of order"
         assert numbers == list(range(lasts[k] + 1))  # every beat, and none past the last given

@@ -11,7 +11,6 @@ bundle and the commands sent: map time p plays at anchor_at + (p - anchor_pos) /
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 
 from gridcast.agent import deploy, playback
 from gridcast.agent.clock import now_us
-from gridcast.agent.simulation.led_report import timing_problems
+from gridcast.agent.simulation.led_report import read_led_log, timing_problems
 from gridcast.agent.sync_responder import SyncResponder
 from gridcast.agent.transport import open_transport
 from gridcast.hil.bundles import make_bundle
@@ -44,10 +43,6 @@ def _beats_us(path: str) -> list[int]:
         cursor = bundle_reader.BeatCursor(f, info)
         return [cursor.next_time_us() for _ in range(info.beat_count)]
 
-
-def _led_lines(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _expected(p: int, start: int, at: int) -> tuple[int, str]:
@@ -94,7 +89,7 @@ def test_a_bundle_at_94_and_106_percent_lands_on_the_scaled_grid(broker, simulat
     for k, dev in enumerate(sim.devices):
         errors: dict[str, list[int]] = {"slow": [], "fast": []}
         outliers = []
-        for line in _led_lines(dev.led_log):
+        for line in read_led_log(dev.led_log):
             want, segment = _expected(beats[line["beat_index"]], start + k * STAGGER_US, at)
             errors[segment].append(line["true_time_us"] - want)
             pooled.append(errors[segment][-1])

@@ -207,12 +207,7 @@ async def _devices(args: argparse.Namespace, analysis: dict) -> dict:
                 for dev in sim.devices]
         # Judged over the devices together (docs/firmware.md): each beat's aim, and how
         # many beats this machine held up (the devices share its cores).
-        errors: list[int] = []
-        delays: list[int | None] = []
-        for dev in sim.devices:
-            e, d = scored_beats(dev, witness)
-            errors += e
-            delays += d
+        errors, delays = scored_beats(sim.devices, witness)
         problems = timing_problems(errors, delays, args.max_drift_ms)
         heard_errors, heard_delays = sound.get("scored") or ([], [])
         sound_problems = (timing_problems(heard_errors, heard_delays, args.max_sound_ms)
