@@ -127,9 +127,10 @@ async def deploy(transport: Transport, device_ids: list[str], bundle: bytes, tra
 
 
 async def rollback_one(transport: Transport, device_id: str,
-                       timeout_s: float = ROLLBACK_TIMEOUT_S) -> DeployResult:
+                       timeout_s: float = ROLLBACK_TIMEOUT_S,
+                       expect: tuple[str, int] | None = None) -> DeployResult:
     """Tell a device to return to its previous bundle (its store keeps it); ok once the
-    device answers ``activated``."""
+    device answers ``activated`` (naming ``expect``, (track, version), when given)."""
     started = time.monotonic()
     result = DeployResult(device_id, False)
     replies = transport.queue(device_id)
@@ -139,7 +140,8 @@ async def rollback_one(transport: Transport, device_id: str,
         await transport.send(device_id, topics.CMD, messages.encode("rollback"))
         async with asyncio.timeout(timeout_s):
             while True:
-                kind = (await replies.get()).message.kind
+                reply = (await replies.get()).message
+                kind = reply.kind
                 if kind in ("activated", "rejected", "error"):
                     break
     except TimeoutError:
@@ -150,12 +152,18 @@ async def rollback_one(transport: Transport, device_id: str,
         result.ok = kind == "activated"
         if not result.ok:
             result.error, result.reason = f"rollback refused ({kind})", kind
+        elif expect is not None and (reply.track_id, reply.bundle_version) != expect:
+            result.ok = False
+            result.error = (f"rolled back to {reply.track_id!r} v{reply.bundle_version}, not "
+                            f"{expect[0]!r} v{expect[1]}")
+            result.reason = "other_bundle"
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
 async def rollback(transport: Transport, device_ids: list[str],
-                   timeout_s: float = ROLLBACK_TIMEOUT_S) -> list[DeployResult]:
+                   timeout_s: float = ROLLBACK_TIMEOUT_S,
+                   expect: tuple[str, int] | None = None) -> list[DeployResult]:
     """Roll every device back at once; results in the given order."""
-    return list(await asyncio.gather(*(rollback_one(transport, d, timeout_s)
+    return list(await asyncio.gather(*(rollback_one(transport, d, timeout_s, expect)
                                        for d in device_ids)))

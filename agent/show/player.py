@@ -77,6 +77,11 @@ class ShowPlayer:
         self.skipped: list[str] = []
         self.switches = 0
         self.switch_heard_us: list[float] = []  # when each gapless switch was heard
+        self.transfers = 0  # bundles sent to a device (one per device and deploy)
+        self.rollbacks = 0  # devices that went back to the bundle before (no transfer)
+        # device -> the bundle its store keeps as the previous one, as far as this player
+        # made it so (a deploy moves the active bundle there); a rollback restores it
+        self._previous: dict[str, tuple[str, int]] = {}
         self._paused_at_s = 0.0
         self._offset = 0  # output-rate samples of the track before the current buffer
         self._program = 0  # output.program_number of the current track's buffer
@@ -243,20 +248,46 @@ class ShowPlayer:
     async def _deploy(self, track: ShowTrack, device_ids: list[str],
                       gate: GatedActivation | None = None) -> list[str]:
         """Send the track's bundle to those of ``device_ids`` that lack it (activated at
-        ``gate``'s instant, else at once); returns the devices that hold it now."""
-        lacking = [d for d in device_ids if self._active(d) != (track.track_id,
-                                                               track.bundle_version)]
+        ``gate``'s instant, else at once); returns the devices that hold it now.
+
+        Wanted at once, a bundle a device holds as its previous one (a seek or previous
+        after the next track was handed over, near a boundary) comes back with a
+        ``rollback``: one round trip, no transfer; the device cancels a hand-over still
+        ahead (protocol section 6). The ``activated`` answer must name the track, else
+        (a device changed by someone else) the bundle is sent as usual."""
+        wanted = (track.track_id, track.bundle_version)
+        lacking = [d for d in device_ids if self._active(d) != wanted]
         ok = [d for d in device_ids if d not in lacking]
+        if lacking and gate is None:
+            back = [d for d in lacking if self._previous.get(d) == wanted]
+            for result in (await deploy.rollback(self.transport, back, expect=wanted)
+                           if back else []):
+                self._previous.pop(result.id, None)  # the store keeps none after a rollback
+                if result.ok:
+                    self.rollbacks += 1
+                    ok.append(result.id)
+                    lacking.remove(result.id)
+                    log.info("%s: %s rolled back to it", track.title, result.id)
+                else:
+                    log.info("%s: %s did not roll back to it (%s): sending it", track.title,
+                             result.id, result.error)
         if not lacking:
             if gate is not None:
                 await gate.wait_for_play(self.transport, ok)
             return ok
+        before = {d: self._active(d) for d in lacking}
         results = await deploy.deploy(gate.wrap(self.transport) if gate else self.transport,
                                       lacking, track.bundle, track.track_id,
                                       track.bundle_version)
         for result in results:
             if result.ok:
                 ok.append(result.id)
+                self.transfers += 1
+                held = before[result.id]
+                if held is not None and held != wanted:
+                    self._previous[result.id] = held
+                else:
+                    self._previous.pop(result.id, None)
             else:
                 log.warning("%s: %s", track.title, result.error)
         return ok
