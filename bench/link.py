@@ -30,7 +30,12 @@ compared with the peer's beats too:
 
     led_beats, led_missed       frames matched to a peer beat (all devices), beats missed
     led_p50_abs_ms, led_p99_abs_ms, led_max_abs_ms   |LED frame - peer's beat|
-    per_device                  beats, missed, p99 per device
+    led_aim_p99_abs_ms          the same without the delay this machine's scheduler added
+                                (the frame's late_us: docs/firmware.md), what clock sync
+                                and the schedule put the frame at
+    led_held_up_beats, led_delay_max_ms   frames held up > 1 ms, the longest delay
+    led_timing_problems         led_report.timing_problems at 1 ms, as the hil tests judge
+    per_device                  beats, missed, p99 and aim p99 per device
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ would run at a show:
 
 It writes the same records as the ``follow`` program (start, state, sent), then every
 LED frame each device showed for a live beat: ``{"kind": "led", "device",
-"beat_index", "true_time_us"}`` (the simulator stamps frames with CLOCK_REALTIME).
+"beat_index", "true_time_us", "late_us"}`` (the simulator stamps frames with
+CLOCK_REALTIME; ``late_us`` is how long after the tick the firmware aimed at the frame
+showed, what this machine's scheduler held the device up: docs/firmware.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from gridcast.agent.simulation.led_report import HELD_UP_US, timing_problems
 from tests.link_run import FollowRecorder, Session, percentile
 
 # The first message needs this long to reach the devices: earlier beats are not counted.
@@ -65,7 +68,9 @@ async def _follow(args: argparse.Namespace, broker_url: str, ids: list[str],
 
 
 def analyse_leds(session: Session) -> dict:
-    """|LED frame - the peer's beat| over every device, and beats a device missed."""
+    """|LED frame - the peer's beat| over every device, and beats a device missed; and
+    the same split as the hil tests: each frame's aim (its error less the delay the host
+    added) and the frames held up, judged by ``led_report.timing_problems`` at 1 ms."""
     first_sent = next((r["at_us"] for r in session.follow if r["kind"] == "sent"
                        and r["beats"]), None)
     left = next((r["at_us"] for r in session.peer if r["kind"] == "peer_left"), None)
@@ -73,28 +78,41 @@ def analyse_leds(session: Session) -> dict:
         return {"led_beats": 0}
     beats = [r for r in session.peer if r["kind"] == "beat"
              and first_sent + _FIRST_MESSAGE_US <= r["at_us"] <= left]
-    frames: dict[str, list[int]] = {}
+    frames: dict[str, list[tuple[int, int | None]]] = {}
     for r in session.follow:
         if r["kind"] == "led":
-            frames.setdefault(r["device"], []).append(r["true_time_us"])
+            frames.setdefault(r["device"], []).append((r["true_time_us"], r.get("late_us")))
     errors_ms: list[float] = []
+    signed_us: list[int] = []  # every matched frame's error, and its delay
+    delays_us: list[int | None] = []
     per_device = {}
-    for device, times in sorted(frames.items()):
-        times.sort()
-        device_errors, missed = [], 0
+    for device, shown in sorted(frames.items()):
+        shown.sort(key=lambda frame: frame[0])
+        times = [t for t, _ in shown]
+        device_errors, device_aims, missed = [], [], 0
         for beat in beats:
             half_beat_us = 30e6 / beat["bpm"]
             i = bisect.bisect_left(times, beat["at_us"])
-            near = [t for t in times[max(0, i - 1):i + 1] if abs(t - beat["at_us"]) < half_beat_us]
+            near = [j for j in range(max(0, i - 1), min(i + 1, len(times)))
+                    if abs(times[j] - beat["at_us"]) < half_beat_us]
             if not near:
                 missed += 1
                 continue
-            nearest = min(near, key=lambda t: abs(t - beat["at_us"]))
-            device_errors.append(abs(nearest - beat["at_us"]) / 1000)
+            j = min(near, key=lambda j: abs(times[j] - beat["at_us"]))
+            error, late = times[j] - beat["at_us"], shown[j][1]
+            device_errors.append(abs(error) / 1000)
+            signed_us.append(error)
+            delays_us.append(late)
+            if late is not None:
+                device_aims.append(abs(error - late) / 1000)
         errors_ms += device_errors
         per_device[device] = {"beats": len(device_errors), "missed": missed,
                               "p99_abs_ms": round(percentile(device_errors, 99), 3)
-                              if device_errors else None}
+                              if device_errors else None,
+                              "aim_p99_abs_ms": round(percentile(device_aims, 99), 3)
+                              if device_aims else None}
+    known = [(e, d) for e, d in zip(signed_us, delays_us, strict=True) if d is not None]
+    aims_ms = [abs(e - d) / 1000 for e, d in known]
     return {
         "devices": len(frames),
         "led_beats": len(errors_ms),
@@ -102,6 +120,11 @@ def analyse_leds(session: Session) -> dict:
         "led_p50_abs_ms": round(statistics.median(errors_ms), 3) if errors_ms else None,
         "led_p99_abs_ms": round(percentile(errors_ms, 99), 3) if errors_ms else None,
         "led_max_abs_ms": round(max(errors_ms), 3) if errors_ms else None,
+        # what clock sync and the schedule put each frame at, apart from the host's stalls
+        "led_aim_p99_abs_ms": round(percentile(aims_ms, 99), 3) if aims_ms else None,
+        "led_held_up_beats": sum(d > HELD_UP_US for _, d in known),
+        "led_delay_max_ms": round(max(d for _, d in known) / 1000, 3) if known else None,
+        "led_timing_problems": timing_problems(signed_us, delays_us, 1.0) if signed_us else [],
         "per_device": per_device,
     }
 
@@ -137,7 +160,8 @@ def main() -> None:
                     frame = json.loads(line)
                     out.write(json.dumps({"kind": "led", "device": dev.id,
                                           "beat_index": frame["beat_index"],
-                                          "true_time_us": frame["true_time_us"]}) + "\n")
+                                          "true_time_us": frame["true_time_us"],
+                                          "late_us": frame.get("late_us")}) + "\n")
 
 
 if __name__ == "__main__":
