@@ -43,7 +43,41 @@ def mosquitto_binary() -> str | None:
     return None
 
 
-class Mosquitto:
+class BrokerAddress:
+    """Where a broker this process runs listens, as the agent and the devices name it.
+    ``bind``, ``port`` and ``ca_file`` (the CA of a TLS broker, else None) are set by the
+    broker class."""
+
+    bind: str
+    port: int
+    ca_file: str | None
+
+    @property
+    def url(self) -> str:
+        """What the agent and the CLI connect to (with the CA to verify a TLS broker)."""
+        if self.ca_file:
+            return f"mqtts://{self.bind}:{self.port}?ca={self.ca_file}"
+        return f"mqtt://{self.bind}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+    @property
+    def device_broker(self) -> str:
+        """The ``broker`` of a device's config.json."""
+        return (f"mqtts://{self.bind}:{self.port}" if self.ca_file
+                else f"{self.bind}:{self.port}")
+
+    @property
+    def ca_pem(self) -> str:
+        if not self.ca_file:
+            return ""
+        with open(self.ca_file, encoding="ascii") as f:
+            return f.read()
+
+
+class Mosquitto(BrokerAddress):
     kind = "mosquitto"
     supports_shared_subscriptions = True
 
@@ -62,7 +96,7 @@ class Mosquitto:
         os.makedirs(self.folder, exist_ok=True)
         os.chmod(self.folder, 0o777)  # mosquitto may drop to its own user
         self.conf = os.path.join(self.folder, "mosquitto.conf")
-        self.ca_file: str | None = None
+        self.ca_file = None
         tls_lines = ""
         if tls:
             from gridcast.agent.site_ca import SiteCA, broker_names
@@ -90,30 +124,6 @@ class Mosquitto:
                     + ("user root\n" if os.geteuid() == 0 else "")
                     + extra_conf)
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        """What the agent and the CLI connect to (with the CA to verify a TLS broker)."""
-        if self.ca_file:
-            return f"mqtts://{self.bind}:{self.port}?ca={self.ca_file}"
-        return f"mqtt://{self.bind}:{self.port}"
-
-    @property
-    def tls(self) -> bool:
-        return self.ca_file is not None
-
-    @property
-    def device_broker(self) -> str:
-        """The ``broker`` of a device's config.json."""
-        return (f"mqtts://{self.bind}:{self.port}" if self.ca_file
-                else f"{self.bind}:{self.port}")
-
-    @property
-    def ca_pem(self) -> str:
-        if not self.ca_file:
-            return ""
-        with open(self.ca_file, encoding="ascii") as f:
-            return f.read()
 
     def start(self, timeout_s: float = 5.0) -> None:
         with open(os.path.join(self.folder, "mosquitto.log"), "ab") as log:

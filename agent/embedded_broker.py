@@ -16,10 +16,10 @@ import threading
 import time
 from typing import Any
 
-from gridcast.agent.broker import BrokerError, free_port
+from gridcast.agent.broker import BrokerAddress, BrokerError, free_port
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(BrokerAddress):
     kind = "embedded (amqtt)"
     supports_shared_subscriptions = False
 
@@ -27,7 +27,7 @@ class EmbeddedBroker:
                  tls_folder: str | None = None) -> None:
         self.port = port or free_port()
         self.bind = bind
-        self.ca_file: str | None = None
+        self.ca_file = None
         self._listener: dict[str, Any] = {"type": "tcp", "bind": f"{bind}:{port or self.port}"}
         if tls_folder:
             from gridcast.agent.site_ca import SiteCA, broker_names
@@ -43,28 +43,6 @@ class EmbeddedBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker: Any = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self.ca_file:
-            return f"mqtts://{self.bind}:{self.port}?ca={self.ca_file}"
-        return f"mqtt://{self.bind}:{self.port}"
-
-    @property
-    def tls(self) -> bool:
-        return self.ca_file is not None
-
-    @property
-    def device_broker(self) -> str:
-        return (f"mqtts://{self.bind}:{self.port}" if self.ca_file
-                else f"{self.bind}:{self.port}")
-
-    @property
-    def ca_pem(self) -> str:
-        if not self.ca_file:
-            return ""
-        with open(self.ca_file, encoding="ascii") as f:
-            return f.read()
 
     def start(self, timeout_s: float = 5.0) -> None:
         try:
