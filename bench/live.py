@@ -25,7 +25,9 @@ room. Then:
   the beats the tracker reported (their heard times), within each clip's duration.
 - ``median_abs_ms`` / ``p90_abs_ms``: |LED − nearest annotated beat| for annotated
   beats after the LEDs locked (lock: realtime.lock_time_s), matched within 70 ms.
-- ``lock_s_median``: median over clips of the LEDs' lock time.
+- ``lock_s_median``: median over clips of the LEDs' lock time; ``tracker_lock_s_median``
+  the same for the tracker's beats at their heard times (those it decided after they
+  were heard included, which no LED can show in time), and ``per_clip`` both per clip.
 - ``reactive_median_abs_ms``: a detect-then-flash design on the same run: each tracker
   beat flashed when the tracker decided it plus the measured broker delay
   (``net_ms``), against the annotated beats after the tracker locked.
@@ -376,6 +378,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
     heard = np.array([b.heard_us for b in tracker])
     decided = np.array([b.decided_us for b in tracker])
     led_f, trk_f, errors, locks, reactive, rows = [], [], [], [], [], []
+    trk_locks: list[float] = []
     for record in records:
         clip = by_path[record["path"]]
         start, duration = record["start_us"], record["duration_s"]
@@ -410,8 +413,10 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         led_f.append(float(np.mean(f_leds)))
         trk_f.append(f_trk)
         locks.append(float(np.median(clip_locks)))
+        trk_locks.append(trk_lock)
         rows.append({"clip": Path(record["path"]).stem, "led_f": round(led_f[-1], 3),
-                     "tracker_f": round(f_trk, 3), "lock_s": round(locks[-1], 2)})
+                     "tracker_f": round(f_trk, 3), "lock_s": round(locks[-1], 2),
+                     "tracker_lock_s": round(trk_lock, 2)})
 
     def pct(values: list[float], q: float) -> float | None:
         return round(float(np.percentile(values, q)), 2) if values else None
@@ -423,6 +428,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         "median_abs_ms": pct(errors, 50),
         "p90_abs_ms": pct(errors, 90),
         "lock_s_median": round(statistics.median(locks), 2) if locks else None,
+        "tracker_lock_s_median": round(statistics.median(trk_locks), 2) if trk_locks else None,
         "reactive_median_abs_ms": pct(reactive, 50),
         "net_ms": round(net_ms, 2),
         "input_offset_ms": round(input_offset_us / 1000, 2),

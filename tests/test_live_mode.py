@@ -183,6 +183,28 @@ def test_live_mode_sends_beats_and_envelopes_then_cancels():
     assert all(len(m.bass) == len(m.mid) == len(m.high) > 0 for m in envs)
 
 
+def test_nothing_is_predicted_from_the_first_beat_alone():
+    """The tracker's first beat comes with its prior tempo, not one it measured (161 BPM
+    at confidence 0.04 on every dev clip): the devices get beats only from its second
+    beat on, one period of the clicks apart."""
+    from gridcast.agent.tracker_beat_source import TrackerBeatSource
+
+    signal, _ = click_track(100.0, 8.0, sr=RATE, start_s=1.0)
+    source = TrackerBeatSource(RATE, now_us=lambda: 0)
+    seen: list[tuple[int, list]] = []  # (beat events so far, the answer after the block)
+    for start in range(0, len(signal), 512):
+        source.feed(signal[start:start + 512], start, lambda n: n / RATE * 1e6)
+        end_us = round((start + 512) / RATE * 1e6)
+        seen.append((source.beats, source.upcoming(end_us, 3_000_000)))
+    source.close()
+    assert any(n == 1 for n, _ in seen) and any(n >= 2 for n, _ in seen)
+    assert all(answer == [] for n, answer in seen if n < 2)
+    answers = [answer for n, answer in seen if n >= 4 and len(answer) >= 2]
+    assert answers, "no beats predicted once the tracker had four"
+    period_s = np.diff([b.at_us for b in answers[-1]]) / 1e6
+    assert np.allclose(period_s, 0.6, atol=0.02), period_s
+
+
 def test_a_bad_source_is_refused_with_the_choices():
     with pytest.raises(LiveModeError, match="input, link"):
         LiveConfig(source="mic")

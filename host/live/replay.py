@@ -24,21 +24,30 @@ LATE_SKIP_US = 50_000  # a device skips a beat it would fire later than this
 
 @dataclass
 class ModelDevice:
-    """Fires live beats as the firmware does (times in agent µs)."""
+    """Fires live beats as the firmware does (times in agent µs): on time when it held
+    the beat before it was due, at once when the beat arrived already due (up to
+    LATE_SKIP_US late; later ones are skipped)."""
 
-    fired: list[tuple[int, int, int]] = field(default_factory=list)  # (at_us, index, bib)
-    _pending: list[tuple[int, int, int]] = field(default_factory=list)
+    fired: list[tuple[int, int, int]] = field(default_factory=list)  # (shown_us, index, bib)
+    _pending: list[tuple[int, int, int]] = field(default_factory=list)  # fire at, index, bib
     _generation: tuple[int, int] = (-1, -1)
     _done: set[int] = field(default_factory=set)
 
-    def receive(self, update: LiveBeatsUpdate) -> None:
+    def receive(self, update: LiveBeatsUpdate, now_us: int) -> None:
+        """``update`` arrived at ``now_us``: a beat already due fires now, late."""
         key = (update.session, update.generation)
         if key <= self._generation:
             return
         self._generation = key
-        self._pending = [(at, update.first_index + k, bib) for k, (at, bib)
-                         in enumerate(zip(update.times_us, update.beat_in_bar,
-                                                  strict=True))]
+        self._pending = []
+        for k, (at, bib) in enumerate(zip(update.times_us, update.beat_in_bar, strict=True)):
+            index = update.first_index + k
+            if index in self._done:
+                continue
+            if now_us - at > LATE_SKIP_US:
+                self._done.add(index)  # skipped, as the firmware does
+                continue
+            self._pending.append((max(at, now_us), index, bib))
 
     def run_until(self, now_us: int) -> None:
         keep = []
@@ -47,8 +56,7 @@ class ModelDevice:
                 keep.append((at, index, bib))
             elif index not in self._done:
                 self._done.add(index)
-                if now_us - at <= LATE_SKIP_US:
-                    self.fired.append((at, index, bib))
+                self.fired.append((at, index, bib))
         self._pending = keep
 
 
@@ -85,7 +93,7 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
             clock[0] = next_poll
             for at, arrived in [m for m in in_flight if m[0] <= next_poll]:
                 device.run_until(at)
-                device.receive(arrived)
+                device.receive(arrived, at)
             in_flight[:] = [m for m in in_flight if m[0] > next_poll]
             device.run_until(next_poll)
             update = sender.step(next_poll)
