@@ -77,7 +77,7 @@ class ShowPlayer:
         self.skipped: list[str] = []
         self.switches = 0
         self.switch_heard_us: list[float] = []  # when each gapless switch was heard
-        self.transfers = 0  # bundles sent to a device (one per device and deploy)
+        self.transfers = 0  # deploys that gave a device the bundle (a transfer, or none needed)
         self.rollbacks = 0  # devices that went back to the bundle before (no transfer)
         # device -> the bundle its store keeps as the previous one, as far as this player
         # made it so (a deploy moves the active bundle there); a rollback restores it
@@ -275,7 +275,14 @@ class ShowPlayer:
             if gate is not None:
                 await gate.wait_for_play(self.transport, ok)
             return ok
-        before = {d: self._active(d) for d in lacking}
+        # Noted before the transfer: a seek may cancel it after a device activated the
+        # bundle but before its answer is read here. A note left by a transfer that never
+        # activated is harmless: a rollback is tried only when the device's status says
+        # it left the wanted bundle, and its answer must name it.
+        for d in lacking:
+            held = self._active(d)
+            if held is not None and held != wanted:
+                self._previous[d] = held
         results = await deploy.deploy(gate.wrap(self.transport) if gate else self.transport,
                                       lacking, track.bundle, track.track_id,
                                       track.bundle_version)
@@ -283,11 +290,6 @@ class ShowPlayer:
             if result.ok:
                 ok.append(result.id)
                 self.transfers += 1
-                held = before[result.id]
-                if held is not None and held != wanted:
-                    self._previous[result.id] = held
-                else:
-                    self._previous.pop(result.id, None)
             else:
                 log.warning("%s: %s", track.title, result.error)
         return ok
