@@ -33,7 +33,10 @@ def test_demo_runs_the_whole_system_and_leaves_the_checkout_clean(tmp_path):
     before = _git_status()
     # The devices' clocks get the demo's default 20 s to converge: after 10 s the +150 ppm
     # device's skew fit was still 0.4 ms off at the p99 (its reports could not see it).
-    done = subprocess.run([*_gridcast(), "demo", "--seconds", "8", "--sync-s", "20", "--json"],
+    # A 16 s song gives each device 28 beats: one stall of this machine holds up the beat
+    # of every device at that instant (a CI run saw 3 of 42 beats, 12-14 ms, with an 8 s
+    # song), and one such stall stays within the 5 % of beats the verdict allows.
+    done = subprocess.run([*_gridcast(), "demo", "--seconds", "16", "--sync-s", "20", "--json"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     after = _git_status()
     # Another process editing this checkout meanwhile would show here too: on a clone of
