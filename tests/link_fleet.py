@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from gridcast.agent.simulation.led_report import HELD_UP_US, timing_problems
+from gridcast.agent.simulation.led_report import HELD_UP_US, read_led_log, timing_problems
 from tests.link_run import FollowRecorder, Session, percentile
 
 # The first message needs this long to reach the devices: earlier beats are not counted.
@@ -153,15 +153,11 @@ def main() -> None:
         finally:
             sim.stop()
         for dev in sim.devices:
-            if not Path(dev.led_log).exists():
-                continue
-            for line in Path(dev.led_log).read_text().splitlines():
-                if line.strip():
-                    frame = json.loads(line)
-                    out.write(json.dumps({"kind": "led", "device": dev.id,
-                                          "beat_index": frame["beat_index"],
-                                          "true_time_us": frame["true_time_us"],
-                                          "late_us": frame.get("late_us")}) + "\n")
+            for frame in read_led_log(dev.led_log):
+                out.write(json.dumps({"kind": "led", "device": dev.id,
+                                      "beat_index": frame["beat_index"],
+                                      "true_time_us": frame["true_time_us"],
+                                      "late_us": frame.get("late_us")}) + "\n")
 
 
 if __name__ == "__main__":
