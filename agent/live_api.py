@@ -5,6 +5,13 @@
                        "devices": [...] or "all"}      -> 201 with the state
     GET    /api/live                                    -> the state ({"running": false} when off)
     DELETE /api/live                                    -> 200; the devices get an empty list
+    POST   /api/live/tempo  {"hint": BPM or null}       -> 200; follow hint / 1.3 .. x 1.3
+    POST   /api/live/downbeat {"beats_per_bar": N, "at_us": T}  -> 200 with "downbeat_us":
+                       the beat nearest T (default: when the request came) is the one
+
+POST /api/live also takes "tempo_hint". The two controls are the operator's at a
+live show: the tempo octave the tracker picked, and where the bar starts (both
+409 when live mode is not running, 400 with one error line when refused).
 
 One live mode runs at a time (a second POST is 409 while one runs). It sends over
 the agent's transport; while it runs, its status goes to the WebSocket every second
@@ -22,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gridcast.agent.clock import now_us
 from gridcast.agent.live_mode import LiveConfig, LiveMode
 from gridcast.protocol.errors import GridcastError
 
@@ -89,8 +97,17 @@ def _config(body: dict) -> tuple[LiveConfig, list[str] | None]:
                         rate=int(body["rate"]) if body.get("rate") else None,
                         input_offset_ms=float(body.get("input_offset_ms", 0.0)),
                         quantum=int(body.get("quantum", 4)),
-                        coast_s=float(body.get("coast_s", 4.0)))
+                        coast_s=float(body.get("coast_s", 4.0)),
+                        tempo_hint=_bpm(body.get("tempo_hint"), "tempo_hint"))
     return config, None if devices == "all" else devices
+
+
+def _bpm(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f'"{name}" must be a tempo in BPM or null')
+    return float(value)
 
 
 def register(app: web.Application, api: Api) -> LiveService:
@@ -121,11 +138,51 @@ def register(app: web.Application, api: Api) -> LiveService:
         await service.stop()
         return web.json_response(service.state())
 
+    async def control(request: web.Request, act) -> web.Response:
+        """Run one operator control on the running live mode: 409 when none runs."""
+        if not service.running or service.mode is None:
+            return web.json_response({"error": "live mode is not running: POST /api/live "
+                                               "first", **service.state()}, status=409)
+        try:
+            body = await request.json() if request.can_read_body else {}
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+            extra = act(service.mode, body)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"bad live mode request: {exc}"}, status=400)
+        except GridcastError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        state = service.state()
+        api._broadcast({"type": "live", **state})
+        return web.json_response({**state, **extra})
+
+    def set_tempo(mode: LiveMode, body: dict) -> dict:
+        if "hint" not in body:
+            raise ValueError('give "hint": a tempo in BPM, or null to follow any tempo')
+        mode.set_tempo_hint(_bpm(body["hint"], "hint"))
+        return {}
+
+    def set_downbeat(mode: LiveMode, body: dict) -> dict:
+        at_us, bpb = body.get("at_us", now_us()), body.get("beats_per_bar")
+        if isinstance(at_us, bool) or not isinstance(at_us, int):
+            raise ValueError('"at_us" must be a time on the agent\'s timeline (µs)')
+        if bpb is not None and (isinstance(bpb, bool) or not isinstance(bpb, int)):
+            raise ValueError('"beats_per_bar" must be a whole number')
+        return {"downbeat_us": mode.set_downbeat(at_us, bpb)}
+
+    async def post_tempo(request: web.Request) -> web.Response:
+        return await control(request, set_tempo)
+
+    async def post_downbeat(request: web.Request) -> web.Response:
+        return await control(request, set_downbeat)
+
     async def on_shutdown(app: web.Application) -> None:
         await service.stop()
 
     app.router.add_get("/api/live", get)
     app.router.add_post("/api/live", post)
     app.router.add_delete("/api/live", delete)
+    app.router.add_post("/api/live/tempo", post_tempo)
+    app.router.add_post("/api/live/downbeat", post_downbeat)
     app.on_shutdown.append(on_shutdown)
     return service

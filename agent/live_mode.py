@@ -27,6 +27,7 @@ from gridcast.agent import playback
 from gridcast.agent.clock import now_us
 from gridcast.agent.live_beat_source import LiveBeatSource, SourceState
 from gridcast.agent.live_sender import LiveBeatSender, send_update
+from gridcast.agent.tracker_beat_source import HINT_MAX_BPM, HINT_MIN_BPM
 from gridcast.agent.transport import Transport
 from gridcast.host.live.thread_name import name_python_threads, set_os_thread_name
 from gridcast.protocol.errors import GridcastError
@@ -46,7 +47,8 @@ class LiveConfig:
     ``input_offset_ms``: added to every heard time (the room's input latency PortAudio
     does not know); ``quantum``: Link's beats per bar; ``coast_s``: how long beats go on
     after the music is lost; ``correction_ms``: a sent beat is corrected when the model
-    moves it by more than this."""
+    moves it by more than this; ``tempo_hint``: an input's tempo is followed within
+    hint / 1.3 .. hint × 1.3 BPM (the operator knows the song's tempo octave)."""
 
     source: str = "input"
     input_device: str | int | None = None
@@ -58,10 +60,23 @@ class LiveConfig:
     correction_ms: float = 1.0
     env_every_ms: float = 50.0
     poll_ms: float = 20.0  # beats go out 1-2 s ahead: a correction 20 ms later costs nothing
+    tempo_hint: float | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise LiveModeError(f"live source {self.source!r}: give one of {', '.join(SOURCES)}")
+        if self.tempo_hint is not None:
+            if self.source == "link":
+                raise LiveModeError("a tempo hint applies to an audio input: a Link session "
+                                    "gives its own tempo")
+            check_tempo_hint(self.tempo_hint)
+
+
+def check_tempo_hint(tempo_hint: float | None) -> None:
+    """LiveModeError unless None or within the range the tracker can follow around it."""
+    if tempo_hint is not None and not HINT_MIN_BPM <= tempo_hint <= HINT_MAX_BPM:
+        raise LiveModeError(f"tempo hint {tempo_hint:g} BPM: give {HINT_MIN_BPM:g}-"
+                            f"{HINT_MAX_BPM:g} BPM (the song's tempo, as a DJ reads it)")
 
 
 class LiveMode:
@@ -95,7 +110,8 @@ class LiveMode:
                                    offset_ms=c.input_offset_ms,
                                    stream_factory=self._stream_factory)
             if self.source is None:
-                self.source = TrackerBeatSource(self.input.rate, coast_s=c.coast_s)
+                self.source = TrackerBeatSource(self.input.rate, coast_s=c.coast_s,
+                                                tempo_hint=c.tempo_hint)
             self.input.start()
             self._reader = threading.Thread(target=self._read, name="gc-live-reader",
                                             daemon=True)
@@ -138,6 +154,29 @@ class LiveMode:
                 await send_update(transport, device_ids, self.sender.cancel())
             self.close()
 
+    def set_tempo_hint(self, tempo_hint: float | None) -> None:
+        """Follow the input's tempo within hint / 1.3 .. hint × 1.3 BPM from now on (None:
+        the whole range); the tracker restarts, and the beats coast until it locks."""
+        check_tempo_hint(tempo_hint)
+        if not hasattr(self.source, "set_tempo_hint"):
+            raise LiveModeError("a tempo hint applies to an audio input: a Link session "
+                                "gives its own tempo")
+        self.source.set_tempo_hint(tempo_hint)
+        log.info("tempo hint %s", f"{tempo_hint:g} BPM" if tempo_hint else "cleared")
+
+    def set_downbeat(self, at_us: int, beats_per_bar: int | None = None) -> int:
+        """The beat nearest ``at_us`` (agent µs) is the one, and the bar is counted from
+        it; returns that beat's time. LiveModeError when there is no beat to set yet."""
+        if not hasattr(self.source, "set_downbeat"):
+            raise LiveModeError("the downbeat comes from the Link session's quantum: set "
+                                "the bar in the Link app")
+        try:
+            one = self.source.set_downbeat(at_us, beats_per_bar)
+        except ValueError as exc:
+            raise LiveModeError(f"downbeat: {exc}") from exc
+        log.info("downbeat set by the operator (%d µs from now)", one - now_us())
+        return int(one)
+
     async def _send_envelope(self, transport: Transport, device_ids: list[str] | None) -> None:
         block = self.source.envelope()
         if block is None:
@@ -170,6 +209,7 @@ class LiveMode:
             "messages": self.sender.sent_messages if self.sender else 0,
             "corrections": self.sender.corrections if self.sender else 0,
             "envelopes": self.envelopes,
+            "tempo_hint": getattr(source, "tempo_hint", None),
             "started_at": self.started_at,
             "config": asdict(self.config),
         }
@@ -184,7 +224,8 @@ class LiveMode:
 
 def status_line(status: dict) -> str:
     """One line: ``locked  124.0 BPM  conf 0.82  overflows 0  msgs 31``."""
-    line = (f"{status['state']:<8} {status['tempo_bpm']:6.1f} BPM  conf "
+    hint = f" (hint {status['tempo_hint']:g})" if status.get("tempo_hint") else ""
+    line = (f"{status['state']:<8} {status['tempo_bpm']:6.1f} BPM{hint}  conf "
             f"{status['confidence']:.2f}  msgs {status['messages']}")
     if "overflows" in status:
         line += f"  overflows {status['overflows']}"

@@ -23,6 +23,18 @@ the model's beats, exactly as an Ableton Link session does
   ``coast_s``, each beat's confidence falling linearly to 0, then goes ``idle`` (no
   beats: the devices show their idle effect). Beats from the tracker lock it again.
 
+The operator's controls (a live show's tempo octave and bar are a judgement call):
+
+- **tempo hint** (``tempo_hint``, ``set_tempo_hint``): the tracker follows only
+  hint / 1.3 .. hint × 1.3 BPM (the range ``gridcast analyze --tempo-hint`` searches), so
+  a song the tracker took at half or double speed is followed at the tempo the DJ
+  knows. A new hint restarts the tracker at the next block; the model coasts on its
+  beats until the restarted tracker gives two.
+- **downbeat** (``set_downbeat``): the model's beat nearest the given time becomes the
+  one, and from then on the bar is counted beat by beat (``beats_per_bar`` if given)
+  instead of taken from the tracker's guesses, until the model goes idle or a new
+  tempo hint restarts the tracker.
+
 The states are judged from times, on every call, so an input that stops feeding
 entirely still coasts and goes idle. Unlike Link's, an answer may start up to
 ``catch_up_ms`` in the past: a beat the tracker decided late (its phase jumped), when
@@ -58,6 +70,18 @@ STEADY_BEATS = 6  # beat gaps that must agree to overrule the tracker's tempo re
 STEADY_TOLERANCE = 0.15
 MIN_GAP = 0.6  # beats: no beat closer than this to the one fired last
 PEAK_FALL_PER_S = 0.5  # the envelope's running peak falls to half in a second of quiet
+HINT_RANGE = 1.3  # a tempo hint allows hint / 1.3 .. hint * 1.3 (as AnalyzerParams.hint_range)
+HINT_MIN_BPM, HINT_MAX_BPM = 40.0, 230.0  # the tracker's range stays within 30..300 BPM
+
+
+def hint_range(tempo_hint: float | None) -> tuple[float, float]:
+    """The tracker's (min_bpm, max_bpm) for a tempo hint (None: its default 50..220)."""
+    if tempo_hint is None:
+        return 50.0, 220.0
+    if not HINT_MIN_BPM <= tempo_hint <= HINT_MAX_BPM:
+        raise ValueError(f"tempo hint {tempo_hint} BPM: give {HINT_MIN_BPM:g}-"
+                         f"{HINT_MAX_BPM:g} BPM")
+    return tempo_hint / HINT_RANGE, tempo_hint * HINT_RANGE
 
 
 @dataclass(frozen=True)
@@ -96,10 +120,16 @@ class TrackerBeatSource:
                  downbeat_strength: float = 1.0, beat_strength: float = 0.5,
                  env_delay_ms: float = 80.0, env_span_ms: float = 200.0,
                  on_beat: Callable[[HeardBeat], None] | None = None,
-                 now_us: Callable[[], int] = agent_now_us) -> None:
+                 now_us: Callable[[], int] = agent_now_us,
+                 tempo_hint: float | None = None) -> None:
         self.rate_hz = int(rate_hz)
-        self.tracker = Tracker(self.rate_hz, hop_size=hop_size)
+        self._hop_size = hop_size
+        self.tempo_hint = tempo_hint
+        self.tracker = self._new_tracker(tempo_hint)
         self.hop = self.tracker.hop_size
+        self._origin = 0  # the input frame the tracker's sample 0 is
+        self._new_hint: tuple[float | None] | None = None  # set_tempo_hint, for the reader
+        self._counted_bars = False  # set_downbeat: the bar counted by the model
         self.coast_us = coast_s * 1e6
         self.lost_beats = lost_beats
         self.min_confidence = min_confidence
@@ -223,15 +253,17 @@ class TrackerBeatSource:
              heard_us: Callable[[float], float]) -> list[BeatEvent]:
         """One input block (mono float32) starting at input frame ``first_frame``."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self._new_hint is not None:  # the reader thread owns the tracker: swap it here
+            self._restart(self._new_hint[0], first_frame, heard_us(first_frame))
         hops_before = self._fed // self.hop
         self._fed = first_frame + samples.size
         events = self.tracker.process(samples)
         decided = self._now_us()
-        end_frame = (self._fed // self.hop) * self.hop
+        end_frame = self._origin + ((self._fed - self._origin) // self.hop) * self.hop
         self._add_envelope(samples, first_frame, hops_before, heard_us)
         with self._lock:
             for event in events:
-                heard = heard_us(event.sample)
+                heard = heard_us(self._origin + event.sample)
                 self.beats += 1
                 self._on_event(heard, event)
                 if self.on_beat is not None:
@@ -272,8 +304,61 @@ class TrackerBeatSource:
                 self._locked_until_us = min(self._locked_until_us, end_us)
         return events
 
+    # --- the operator's controls --------------------------------------------------------
+    def _new_tracker(self, tempo_hint: float | None) -> Tracker:
+        lo, hi = hint_range(tempo_hint)
+        return Tracker(self.rate_hz, hop_size=self._hop_size, min_bpm=lo, max_bpm=hi)
+
+    def set_tempo_hint(self, tempo_hint: float | None) -> None:
+        """Follow hint / 1.3 .. hint × 1.3 BPM from the next input block on (None: the
+        whole range again). ValueError outside 40-230 BPM."""
+        hint_range(tempo_hint)  # refuse now, not in the reader thread
+        self._new_hint = (tempo_hint,)
+        self.tempo_hint = tempo_hint  # what status shows: in force from the next block
+
+    def _restart(self, tempo_hint: float | None, first_frame: int, heard: float) -> None:
+        """A new tracker from input frame ``first_frame`` (heard at ``heard``, agent µs);
+        the model coasts on until it gives two beats. Bars counted after
+        ``set_downbeat`` end: in another tempo octave the beats are others."""
+        old, self.tracker = self.tracker, self._new_tracker(tempo_hint)
+        old.close()
+        self._new_hint, self._origin = None, first_frame
+        with self._lock:
+            self._locked_until_us = min(self._locked_until_us, heard)
+            # Another tempo octave makes other beats: bars counted in the old ones are off.
+            self._counted_bars = False
+            self._last_event = None
+            self._recent.clear()
+            self._steady = None
+            self._last_gap_us = 0.0
+            self._last_downbeat_us = None
+
+    def set_downbeat(self, at_us: float, beats_per_bar: int | None = None) -> int:
+        """The model's beat nearest ``at_us`` (agent µs) is the one from now on; the bar
+        is then counted beat by beat. Returns that beat's time (µs). ValueError before
+        the model has a beat or with a bar of fewer than 2 or more than 12 beats."""
+        if beats_per_bar is not None and not 2 <= beats_per_bar <= 12:
+            raise ValueError(f"beats_per_bar {beats_per_bar}: give 2-12")
+        with self._lock:
+            if self._next_us is None or self._last_event is None or self._period_us <= 0:
+                raise ValueError("no beat to set yet: the music has not been followed")
+            if beats_per_bar is not None:
+                self._beats_per_bar = beats_per_bar
+            heard = self._last_event[0]
+            k = round((at_us - self._next_us) / self._period_us)
+            one = self._next_us + k * self._period_us
+            n = round((one - heard) / self._period_us)  # beats from the last event to it
+            self._last_event = (heard, (-n) % self._beats_per_bar + 1)
+            self._counted_bars = True
+            self._next_bib = self._bib_at(self._next_us)
+            return round(one)
+
     def _on_event(self, heard: float, event: BeatEvent) -> None:
-        if event.beat_in_bar == 1:
+        if self._counted_bars and self._state_at(heard) is SourceState.IDLE:
+            self._counted_bars = False  # new music after the model went idle
+        counted = self._counted_bars and self._last_event is not None and self._period_us > 0
+        bib = self._bib_at(heard) if counted else event.beat_in_bar  # counted on, or its guess
+        if bib == 1 and not counted:
             if self._last_downbeat_us is not None and self._period_us > 0:
                 bar = round((heard - self._last_downbeat_us) / self._period_us)
                 if bar in (3, 4):
@@ -281,7 +366,7 @@ class TrackerBeatSource:
             self._last_downbeat_us = heard
         if self._last_event is not None:
             self._last_gap_us = heard - self._last_event[0]
-        self._last_event = (heard, event.beat_in_bar)
+        self._last_event = (heard, bib)
         self._recent.append(heard)
         self._steady = self._steady_period_us()  # changes only with a beat
 

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/live.py SET_DIR [--clips N] [--devices 3] [--json]
     .venv/bin/python bench/live.py SET_DIR --replay [--json]     # simulated time, no room
+    .venv/bin/python bench/live.py SET_DIR [--replay] --plot live.png   # and a picture
+    .venv/bin/python bench/live.py SET_DIR [--replay] --tempo-hint annotated  # an operator's
     .venv/bin/python bench/live.py SET_DIR --clips 3 --cost 60   # CPU of gridcast live
 
 One JACK room (dummy backend, 44.1 kHz) holds two PortAudio clients: a *player*
@@ -31,6 +33,9 @@ room. Then:
 - ``reactive_median_abs_ms``: a detect-then-flash design on the same run: each tracker
   beat flashed when the tracker decided it plus the measured broker delay
   (``net_ms``), against the annotated beats after the tracker locked.
+- ``--tempo-hint annotated``: an operator who knows each track's BPM (the median of its
+  annotated beat gaps) sets it as the clip starts (``LiveMode.set_tempo_hint``; in
+  replay, each clip's tracker starts with it); ``tempo_hint`` in the output says so.
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
 
@@ -212,6 +217,7 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                 player_proc.stdin.write("go\n")
                 player_proc.stdin.flush()
                 records = []
+                by_name = {Path(c.audio_path).name: c for c in clips}
                 cpu0 = wall0 = 0.0
                 while True:
                     line = await asyncio.to_thread(player_proc.stdout.readline)
@@ -232,6 +238,9 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                                   file=sys.stderr)
                     elif record["kind"] == "clip":
                         records.append(record)
+                        if args.tempo_hint:  # the operator sets the track's BPM as it starts
+                            mode.set_tempo_hint(tempo_hint(args.tempo_hint,
+                                                           by_name[Path(record["path"]).name]))
                         if not args.json:
                             print(f"{len(records)}/{len(clips)} {Path(record['path']).stem} "
                                   f"{mode.status()['state']}", file=sys.stderr)
@@ -257,13 +266,28 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
             lines = path.read_text().splitlines() if path.exists() else []
             leds[dev.id] = np.array(sorted(json.loads(x)["true_time_us"] for x in lines
                                            if x.strip()), dtype=float)
-    if args.raw:  # everything the figures come from, for a closer look
-        with open(args.raw, "w") as raw:
-            json.dump({"records": records, "leds": {k: v.tolist() for k, v in leds.items()},
-                       "tracker": [[b.heard_us, b.decided_us, b.beat_in_bar, b.bpm]
-                                   for b in tracker], "net_ms": net_ms}, raw)
+    keep_raw(args, clips, records, leds, tracker, net_ms)
     return score(clips, records, leds, tracker, net_ms, status,
                  cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset)
+
+
+def keep_raw(args: argparse.Namespace, clips: list, records: list[dict], leds: dict,
+             tracker: list, net_ms: float) -> None:
+    """Everything the figures come from, for a closer look: ``--raw`` writes it,
+    ``--plot`` draws it (bench/live_plot.py)."""
+    if not (args.raw or args.plot):
+        return
+    raw = {"records": records, "leds": {k: v.tolist() for k, v in leds.items()},
+           "tracker": [[b.heard_us, b.decided_us, b.beat_in_bar, b.bpm] for b in tracker],
+           "net_ms": net_ms}
+    if args.raw:
+        with open(args.raw, "w") as f:
+            json.dump(raw, f)
+    if args.plot:
+        from bench.live_plot import render
+
+        where = "replay" if args.replay else "the room"
+        render(raw, clips, args.plot, title=f"live mode in {where}, {Path(args.set_dir).name}")
 
 
 def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
@@ -329,6 +353,16 @@ def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
             "overflows": status.get("overflows"), "messages": status.get("messages")}
 
 
+def tempo_hint(option: str | None, clip) -> float | None:
+    """``--tempo-hint``: a BPM for every clip, or ``annotated``: each clip's own (the
+    median of its annotated beat gaps), as a DJ who knows the track's BPM sets it."""
+    if option is None:
+        return None
+    if option == "annotated":
+        return round(60.0 / float(np.median(np.diff(clip.beats))), 1)
+    return float(option)
+
+
 def replay_set(args: argparse.Namespace, clips: list) -> dict:
     """The same figures from host/live/replay.py: simulated time, one model device, each
     clip at 44.1 kHz after ``--gap-s`` of silence, ``net_ms`` 5 ms. No room, no firmware:
@@ -353,7 +387,8 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
             signal = resample_poly(signal, ROOM_RATE // g, info.sample_rate // g)
         gap = np.zeros(int(args.gap_s * ROOM_RATE), np.float32)
         run = replay(np.concatenate([gap, signal.astype(np.float32)]), ROOM_RATE,
-                     network_ms=5.0, coast_s=args.coast_s)
+                     network_ms=5.0, coast_s=args.coast_s,
+                     tempo_hint=tempo_hint(args.tempo_hint, clip))
         base = k * 1e9  # each clip on its own stretch of the timeline
         start = base + args.gap_s * 1e6
         records.append({"path": clip.audio_path, "start_us": start,
@@ -363,7 +398,9 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
                               b.bpm, b.confidence) for b in run.tracker]
     cpu_s = time.process_time() - started
     audio_s = sum(r["duration_s"] + args.gap_s for r in records)
-    result = score(clips, records, {"model": np.concatenate(led)}, tracker, 5.0, {},
+    leds = {"model": np.concatenate(led)}
+    keep_raw(args, clips, records, leds, tracker, 5.0)
+    result = score(clips, records, leds, tracker, 5.0, {},
                    cpu_pct=100 * cpu_s / audio_s, input_offset_us=0.0)
     result["replay"] = True
     return result
@@ -452,10 +489,15 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--raw", metavar="FILE", help="also write the LED frames, tracker "
                         "beats and clip starts as JSON")
+    parser.add_argument("--plot", metavar="PNG", help="also draw where each clip locked and "
+                        "how every beat landed (bench/live_plot.py)")
     parser.add_argument("--cost", type=float, metavar="SECONDS", help="measure the CPU of "
                         "`gridcast live` alone for this long instead (no devices)")
     parser.add_argument("--replay", action="store_true", help="simulated time instead of the "
                         "room (host/live/replay.py): fast, for iterating on the model")
+    parser.add_argument("--tempo-hint", metavar="BPM|annotated", help="the operator's "
+                        "tempo hint (gridcast live --tempo-hint): one for every clip, or each "
+                        "clip's annotated tempo, set as the clip starts")
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.
@@ -470,6 +512,8 @@ def main() -> None:
         clips = clips[:args.clips]
     if args.replay:
         result = replay_set(args, clips)
+        if args.tempo_hint:
+            result["tempo_hint"] = args.tempo_hint
         print(json.dumps(result if args.json else
                          {k: v for k, v in result.items() if k != "per_clip"}, indent=None))
         return
@@ -478,6 +522,8 @@ def main() -> None:
             print(json.dumps(cost(args, clips, folder)))
             return
         result = asyncio.run(_run(args, clips, folder))
+    if args.tempo_hint:
+        result["tempo_hint"] = args.tempo_hint
     if args.json:
         print(json.dumps(result))
     else:

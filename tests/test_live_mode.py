@@ -246,9 +246,20 @@ def test_the_daemon_starts_shows_and_stops_live_mode(mosquitto, tmp_path):
         time.sleep(0.5)  # let it listen to the silence for a while
         status, body = request(url, token=TOKEN)
         assert body["running"] and body["state"] == "idle" and body["overflows"] >= 0
+        # the operator's controls
+        status, body = request(url + "/tempo", b'{"hint": 128}', token=TOKEN)
+        assert status == 200 and body["tempo_hint"] == 128, body
+        status, body = request(url + "/tempo", b'{"hint": 500}', token=TOKEN)
+        assert status == 400 and "40-230 BPM" in body["error"]
+        status, body = request(url + "/tempo", b'{}', token=TOKEN)
+        assert status == 400 and 'give "hint"' in body["error"]
+        status, body = request(url + "/downbeat", b'{}', token=TOKEN)
+        assert status == 400 and "no beat to set yet" in body["error"]
+        assert request(url, token=TOKEN)[1]["tempo_hint"] == 128
         status, body = http_delete(url)
         assert status == 200 and body["running"] is False
         assert request(url, token=TOKEN)[1]["running"] is False
+        assert request(url + "/tempo", b'{"hint": null}', token=TOKEN)[0] == 409
 
 
 def http_delete(url: str) -> tuple[int, dict]:

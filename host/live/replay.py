@@ -71,11 +71,11 @@ class ReplayRun:
 
 def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.0,
            network_ms: float = 5.0, coast_s: float = 4.0,
-           correction_us: int = 1000) -> ReplayRun:
+           correction_us: int = 1000, tempo_hint: float | None = None) -> ReplayRun:
     clock = [0]
     tracker: list[HeardBeat] = []
     source = TrackerBeatSource(rate, coast_s=coast_s, on_beat=tracker.append,
-                               now_us=lambda: clock[0])
+                               now_us=lambda: clock[0], tempo_hint=tempo_hint)
     sender = LiveBeatSender(source, correction_us=correction_us, session=1,
                             now_us=lambda: clock[0])
     device = ModelDevice()

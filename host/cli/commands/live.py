@@ -3,14 +3,16 @@
 The C tracker follows an audio input (or, with ``--link``, gridcast joins the Ableton
 Link session on the LAN) and the devices get the coming beats ahead of time, corrected
 as the model updates, plus the band envelopes (docs/live.md). A status line shows the
-state (locked / coasting / idle), tempo, confidence and input overflows. Ctrl-C stops;
-the devices then let the light decay and show their idle effect.
+state (locked / coasting / idle), tempo, confidence and input overflows; on a terminal
+the operator's keys set the tempo octave and the downbeat (host/cli/live_keys.py).
+Ctrl-C stops; the devices then let the light decay and show their idle effect.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 from gridcast.host.cli import output
@@ -32,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="follow the Ableton Link session on the LAN instead of an input")
     p.add_argument("--quantum", type=int, default=4, metavar="N",
                    help="beats per bar with --link (Link's quantum)")
+    p.add_argument("--tempo-hint", type=float, default=None, metavar="BPM",
+                   help="the music's tempo as you know it: the input is followed within "
+                        "BPM/1.3 .. BPM*1.3, so a song is not taken at half or double speed")
     p.add_argument("--coast-s", type=float, default=4.0,
                    help="seconds the beats go on, fading, after the music is lost")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
@@ -43,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = LiveConfig(source="link" if args.link else "input", input_device=_device(args.input),
                         rate=args.rate, input_offset_ms=args.input_offset_ms,
-                        quantum=args.quantum, coast_s=args.coast_s)
+                        quantum=args.quantum, coast_s=args.coast_s,
+                        tempo_hint=args.tempo_hint)
     try:
         status = asyncio.run(_live(args, config))
     except KeyboardInterrupt:
@@ -61,18 +67,29 @@ async def _live(args: argparse.Namespace, config) -> dict:
     from gridcast.agent.live_mode import LiveMode, status_line
     from gridcast.agent.sync_responder import SyncResponder
     from gridcast.agent.transport import open_transport
+    from gridcast.host.cli.live_keys import HELP as KEYS_HELP
+    from gridcast.host.cli.live_keys import operator_keys
 
     mode = LiveMode(config).open()
     stop = asyncio.Event()
     tty = sys.stderr.isatty()
-    async with open_transport(args.broker, signer=signer(args)) as transport:
+    async with open_transport(args.broker, signer=signer(args)) as transport, \
+            contextlib.AsyncExitStack() as stack:
         responder = SyncResponder(transport)
         responder.start()
         task = asyncio.create_task(mode.run(transport, args.to or None, stop))
         loop = asyncio.get_running_loop()
         end = loop.time() + args.seconds if args.seconds else None
         last_state = ""
+
+        def say(text: str) -> None:
+            sys.stderr.write("\n" if tty else "")
+            output.info(text)
+
         try:
+            keys = stack.enter_context(operator_keys(mode, say))
+            if keys and not args.json:
+                output.info(KEYS_HELP)
             while not task.done() and (end is None or loop.time() < end):
                 status = mode.status()
                 if not args.json:
