@@ -102,6 +102,22 @@ def _config(body: dict) -> tuple[LiveConfig, list[str] | None]:
     return config, None if devices == "all" else devices
 
 
+BAD_REQUEST = (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError)
+
+
+async def _body(request: web.Request) -> dict:
+    body = await request.json() if request.can_read_body else {}
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+def _refused(exc: Exception) -> web.Response:
+    """400 with one line: a malformed request says so; a refusal says why."""
+    text = f"bad live mode request: {exc}" if isinstance(exc, BAD_REQUEST) else str(exc)
+    return web.json_response({"error": text}, status=400)
+
+
 def _bpm(value: Any, name: str) -> float | None:
     if value is None:
         return None
@@ -122,15 +138,10 @@ def register(app: web.Application, api: Api) -> LiveService:
             return web.json_response({"error": "live mode is already running: DELETE "
                                                "/api/live first", **service.state()}, status=409)
         try:
-            body = await request.json() if request.can_read_body else {}
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
-            config, devices = _config(body)
+            config, devices = _config(await _body(request))
             await service.start(config, devices)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"bad live mode request: {exc}"}, status=400)
-        except GridcastError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+        except (*BAD_REQUEST, GridcastError) as exc:
+            return _refused(exc)
         log.info("live mode started (%s)", config.source)
         return web.json_response(service.state(), status=201)
 
@@ -144,14 +155,9 @@ def register(app: web.Application, api: Api) -> LiveService:
             return web.json_response({"error": "live mode is not running: POST /api/live "
                                                "first", **service.state()}, status=409)
         try:
-            body = await request.json() if request.can_read_body else {}
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
-            extra = act(service.mode, body)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"bad live mode request: {exc}"}, status=400)
-        except GridcastError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            extra = act(service.mode, await _body(request))
+        except (*BAD_REQUEST, GridcastError) as exc:
+            return _refused(exc)
         state = service.state()
         api._broadcast({"type": "live", **state})
         return web.json_response({**state, **extra})
