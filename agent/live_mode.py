@@ -27,7 +27,7 @@ from gridcast.agent import playback
 from gridcast.agent.clock import now_us
 from gridcast.agent.live_beat_source import LiveBeatSource, SourceState
 from gridcast.agent.live_sender import LiveBeatSender, send_update
-from gridcast.agent.tracker_beat_source import HINT_MAX_BPM, HINT_MIN_BPM
+from gridcast.agent.tracker_beat_source import hint_range
 from gridcast.agent.transport import Transport
 from gridcast.host.live.thread_name import name_python_threads, set_os_thread_name
 from gridcast.protocol.errors import GridcastError
@@ -74,9 +74,10 @@ class LiveConfig:
 
 def check_tempo_hint(tempo_hint: float | None) -> None:
     """LiveModeError unless None or within the range the tracker can follow around it."""
-    if tempo_hint is not None and not HINT_MIN_BPM <= tempo_hint <= HINT_MAX_BPM:
-        raise LiveModeError(f"tempo hint {tempo_hint:g} BPM: give {HINT_MIN_BPM:g}-"
-                            f"{HINT_MAX_BPM:g} BPM (the song's tempo, as a DJ reads it)")
+    try:
+        hint_range(tempo_hint)
+    except ValueError as exc:
+        raise LiveModeError(f"{exc} (the song's tempo, as a DJ reads it)") from None
 
 
 class LiveMode:

@@ -61,6 +61,7 @@ import numpy as np
 
 from gridcast.agent.clock import now_us as agent_now_us
 from gridcast.agent.live_beat_source import LiveBeat, SourceState
+from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.native import BeatEvent, Tracker
 from gridcast.protocol import messages
 
@@ -70,16 +71,17 @@ STEADY_BEATS = 6  # beat gaps that must agree to overrule the tracker's tempo re
 STEADY_TOLERANCE = 0.15
 MIN_GAP = 0.6  # beats: no beat closer than this to the one fired last
 PEAK_FALL_PER_S = 0.5  # the envelope's running peak falls to half in a second of quiet
-HINT_RANGE = 1.3  # a tempo hint allows hint / 1.3 .. hint * 1.3 (as AnalyzerParams.hint_range)
+HINT_RANGE = AnalyzerParams.hint_range  # as `gridcast analyze --tempo-hint`: hint / 1.3 .. x 1.3
 HINT_MIN_BPM, HINT_MAX_BPM = 40.0, 230.0  # the tracker's range stays within 30..300 BPM
 
 
-def hint_range(tempo_hint: float | None) -> tuple[float, float]:
-    """The tracker's (min_bpm, max_bpm) for a tempo hint (None: its default 50..220)."""
+def hint_range(tempo_hint: float | None) -> tuple[float, float] | None:
+    """The tracker's (min_bpm, max_bpm) for a tempo hint (None: no hint, the tracker's own
+    defaults). ValueError outside HINT_MIN_BPM..HINT_MAX_BPM."""
     if tempo_hint is None:
-        return 50.0, 220.0
+        return None
     if not HINT_MIN_BPM <= tempo_hint <= HINT_MAX_BPM:
-        raise ValueError(f"tempo hint {tempo_hint} BPM: give {HINT_MIN_BPM:g}-"
+        raise ValueError(f"tempo hint {tempo_hint:g} BPM: give {HINT_MIN_BPM:g}-"
                          f"{HINT_MAX_BPM:g} BPM")
     return tempo_hint / HINT_RANGE, tempo_hint * HINT_RANGE
 
@@ -306,8 +308,10 @@ class TrackerBeatSource:
 
     # --- the operator's controls --------------------------------------------------------
     def _new_tracker(self, tempo_hint: float | None) -> Tracker:
-        lo, hi = hint_range(tempo_hint)
-        return Tracker(self.rate_hz, hop_size=self._hop_size, min_bpm=lo, max_bpm=hi)
+        tempi = hint_range(tempo_hint)
+        if tempi is None:
+            return Tracker(self.rate_hz, hop_size=self._hop_size)
+        return Tracker(self.rate_hz, hop_size=self._hop_size, min_bpm=tempi[0], max_bpm=tempi[1])
 
     def set_tempo_hint(self, tempo_hint: float | None) -> None:
         """Follow hint / 1.3 .. hint × 1.3 BPM from the next input block on (None: the
