@@ -40,8 +40,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import correlate, resample_poly
 
-from gridcast.agent.audio.dac_clock import DacClock
-from gridcast.agent.clock import now_us
+from gridcast.agent.audio.dac_clock import DacClock, read_clocks
 from gridcast.host.atomic_file import write_atomically
 from gridcast.protocol.errors import GridcastError
 
@@ -139,9 +138,7 @@ class _Streams:
         self.in_stream: Any = None
 
     def on_output(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        now = now_us()
-        stream = self.out_stream
-        stream_now = stream.time if stream is not None else time_info.currentTime
+        now, stream_now = read_clocks(self.out_stream, time_info)
         if status.output_underflow:
             self.out_xruns += 1
         latency_s = time_info.outputBufferDacTime - time_info.currentTime
@@ -155,9 +152,7 @@ class _Streams:
         self.out_frames += frames
 
     def on_input(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        now = now_us()
-        stream = self.in_stream
-        stream_now = stream.time if stream is not None else time_info.currentTime
+        now, stream_now = read_clocks(self.in_stream, time_info)
         if status.input_overflow:
             self.in_xruns += 1
         self.in_latency_s.append(time_info.currentTime - time_info.inputBufferAdcTime)
@@ -165,7 +160,7 @@ class _Streams:
         self.in_clock.add(self.in_frames,
                           now + (time_info.inputBufferAdcTime - stream_now) * 1e6)
         room = self.recording.size - self.in_frames
-        take = min(frames, room)
+        take = max(0, min(frames, room))  # callbacks go on until the stream is stopped
         self.recording[self.in_frames:self.in_frames + take] = indata[:take, 0]
         self.in_frames += frames
         if take < frames:
@@ -218,6 +213,15 @@ def measure_room(output: int | str | None = None, input: int | str | None = None
                                    f"{seconds + 10.0:.0f} s: is it running?")
         stream_out_ms, stream_in_ms = out_stream.latency * 1e3, in_stream.latency * 1e3
     latencies, scores = _find_bursts(streams, starts, burst, rate, in_rate, max_latency_ms)
+    skipped = streams.in_xruns + streams.out_xruns
+    if skipped:
+        # A skip moves frames against time, and the stream clocks' own estimates (JACK's
+        # delay-locked loop) ring for seconds after one: a stall of 40 ms put a whole run
+        # 2.8 ms off while its repeats still agreed (docs/audio.md).
+        raise CalibrationError(
+            f"the audio devices skipped {skipped} time(s) during the measurement (xruns: a "
+            "busy machine), so its timing cannot be trusted: run it again with less running "
+            "beside it; nothing stored")
     result = RoomCalibration(
         room_latency_ms=float(np.median(latencies)), repeats_ms=latencies,
         spread_ms=float(max(latencies) - min(latencies)), tolerance_ms=tolerance_ms,

@@ -11,6 +11,9 @@ it forges, replays, reorders, alters and holds back what the broker sends device
 
 ``SerialPair`` gives a device and the agent each a pty, relayed by a thread that
 can throttle to a real baud rate and corrupt, duplicate or swap frames.
+
+``stall_process`` freezes a process (SIGSTOP, then SIGCONT) for a while: a VM stall as
+the virtual room's JACK server lives it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -370,6 +374,22 @@ class SerialPair:
         for fd in (self.device_master, self.agent_master):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def stall_process(pid: int, stall_ms: float, after_s: float = 0.0) -> threading.Thread:
+    """Freeze process ``pid`` for ``stall_ms`` starting ``after_s`` from now (a thread;
+    join it to know the stall is over)."""
+    def stall() -> None:
+        time.sleep(after_s)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(stall_ms / 1e3)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    thread = threading.Thread(target=stall, name=f"stall-{pid}", daemon=True)
+    thread.start()
+    return thread
 
 
 def corrupted_frames(payloads: list[bytes], rng: random.Random) -> bytes:

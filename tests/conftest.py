@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from gridcast.host.evaluation import demo_audio
+from tests.mqtt_publisher import close_publishers
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
@@ -156,3 +157,10 @@ def postgres_url():
     server.terminate()
     server.wait(10)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _publishers_closed():
+    """Every test's paho publishers stopped after it (tests/mqtt_publisher.py)."""
+    yield
+    close_publishers()

@@ -20,7 +20,8 @@ from gridcast.agent.broker import free_port
 from gridcast.agent.client import AgentClient
 from gridcast.agent.daemon import serve
 from gridcast.protocol import keys, messages, topics
-from tests.test_agent_collector import publish_all, publisher, wait_until
+from tests.mqtt_publisher import publish_all, publisher
+from tests.test_agent_collector import wait_until
 
 TOKEN = "t0ken-for-the-tests-0123456789"
 

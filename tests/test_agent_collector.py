@@ -9,7 +9,6 @@ import threading
 import time
 from typing import ClassVar
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from gridcast.agent.collector import Collector
@@ -18,26 +17,12 @@ from gridcast.agent.rollup import AlertPolicy, Rollup
 from gridcast.agent.store import SqliteStore
 from gridcast.hil.faults import Jitter, MqttJitterProxy
 from gridcast.protocol import messages, topics
-
-
-def publisher(broker) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic()}")
-    client.max_inflight_messages_set(0)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    return client
+from tests.mqtt_publisher import publish_all, publisher
 
 
 def telemetry(seq: int, drift: list[int], boot: int = 1) -> bytes:
     return messages.encode("telemetry", seq=seq, device_us=seq * 1000, drift_us=drift,
                            cpu_pct=10, temp_dc=None, free_mem=50000, boot=boot)
-
-
-def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]], retain: bool = False) -> None:
-    infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in items]
-    for info in infos:
-        info.wait_for_publish(10)
 
 
 def wait_until(predicate, timeout_s: float = 15.0) -> None:

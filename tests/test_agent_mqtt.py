@@ -20,8 +20,9 @@ from gridcast.agent.broker import Mosquitto, free_port
 from gridcast.agent.clock import now_us
 from gridcast.agent.mqtt import MqttConnection, MqttError, MqttMessage, filters_overlap
 from gridcast.hil.faults import Jitter, MqttJitterProxy
+from tests.mqtt_publisher import publish_all, publisher
 from tests.test_agent_api import TOKEN, Daemon, fake_devices, request
-from tests.test_agent_collector import publish_all, publisher, wait_until
+from tests.test_agent_collector import wait_until
 
 
 class Inbox:

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
+from gridcast.agent.audio import dac_clock
 from gridcast.agent.audio import room as room_module
 from gridcast.agent.audio.capture import Capture, RoomRecorder
 from gridcast.agent.audio.clicks import click_train, find_onsets, match_onsets
-from gridcast.agent.audio.dac_clock import DacClock
+from gridcast.agent.audio.dac_clock import DacClock, read_clocks
 from gridcast.agent.audio.errors import AudioOutputError, RoomError
 from gridcast.agent.audio.output import AudioOutput, OutputReport, output_devices
 from gridcast.agent.audio.room import JACK_HOST_API, VirtualRoom
@@ -219,3 +220,38 @@ def test_dac_clock_fits_drift_and_recovers_from_a_skipped_cycle():
     assert clock.shifts == 1
     # The line sits on the shortest delay (100 µs), not on the typical one (200 µs).
     assert np.all((settled > 80.0) & (settled < 130.0))
+
+
+class _StallingStream:
+    """A stream whose clock runs 1 s behind the agent's, and whose ``time`` read is where
+    a callback may stall (a GIL switch to another thread): the agent clock moves on by
+    ``stall_us`` before the stream's clock is read."""
+
+    def __init__(self, agent: list[int]) -> None:
+        self.agent = agent
+        self.stall_us = 0
+
+    @property
+    def time(self) -> float:
+        self.agent[0] += self.stall_us
+        return self.agent[0] / 1e6 - 1.0
+
+
+def test_a_stall_beside_the_clock_reads_never_makes_a_bound_early(monkeypatch):
+    agent = [0]
+    monkeypatch.setattr(dac_clock, "now_us", lambda: agent[0])
+    stream, clock, errors = _StallingStream(agent), DacClock(48000), []
+    start_us, heard_after_us = 1_000_000, 10_000
+    for k in range(48000 * 10 // 256):
+        frame = k * 256
+        true_us = start_us + frame * 1e6 / 48000 + heard_after_us
+        agent[0] = start_us + round(frame * 1e6 / 48000) + 100  # the callback: 100 µs late
+        stream.stall_us = 3000 if k % 50 == 7 else 0
+        now, stream_now = read_clocks(stream, None)
+        dac_time = true_us / 1e6 - 1.0  # PortAudio's DAC time, on the stream's clock
+        clock.add(frame, now + (dac_time - stream_now) * 1e6)
+        errors.append(clock.heard_us(frame) - true_us)
+    # Agent clock first, a stall made its bound 3 ms early: DacClock took that for a
+    # skipped cycle and moved the line.
+    assert clock.shifts == 0
+    assert min(errors) > -1.0 and max(errors[100:]) < 2.0

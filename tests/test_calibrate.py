@@ -20,6 +20,7 @@ from gridcast.agent.audio.errors import RoomError
 from gridcast.agent.audio.loopback import RoomLoopback
 from gridcast.agent.audio.room import VirtualRoom
 from gridcast.agent.calibration import CalibrationError, RoomCalibration, store_room_latency
+from gridcast.hil.faults import stall_process
 from gridcast.host.cli import main
 
 KNOWN_DELAY_MS = 23.0
@@ -102,6 +103,24 @@ def test_repeats_that_disagree_store_nothing(room: VirtualRoom, tmp_path, capsys
                      room.output_device, "--config", str(config), *FAST]) == 1
     err = capsys.readouterr().err
     assert "gridcast: the repeats disagree" in err and "nothing stored" in err
+    assert config.read_text() == "[agent]\nroom_latency_ms = 7.0\n"
+
+
+def test_a_stall_during_the_measurement_stores_nothing(room: VirtualRoom, tmp_path,
+                                                       capsys) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[agent]\nroom_latency_ms = 7.0\n")
+    assert room.pid is not None
+    with RoomLoopback(room.name, KNOWN_DELAY_MS):
+        # The room's server frozen for 100 ms (about 5 of its cycles) while it records: a
+        # VM stall, which JACK reports as an xrun; its clocks ring for seconds after.
+        stalled = stall_process(room.pid, 100.0, after_s=0.8)
+        code = main(["calibrate", "--output", room.output_device, "--input",
+                     room.output_device, "--config", str(config), *FAST])
+        stalled.join()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the audio devices skipped" in err and "nothing stored" in err
     assert config.read_text() == "[agent]\nroom_latency_ms = 7.0\n"
 
 

@@ -161,8 +161,9 @@ def test_a_flooding_device_through_mosquitto_costs_the_others_no_batch(mosquitto
 def test_the_daemon_reports_a_throttled_device_and_limits_each_token(mosquitto, tmp_path):
     """Through the real daemon: the flooding device's row says throttled and how many of its
     messages were dropped; the default token is limited, a named token with rate 0 is not."""
+    from tests.mqtt_publisher import publish_all, publisher
     from tests.test_agent_api import TOKEN, Daemon, request
-    from tests.test_agent_collector import publish_all, publisher, wait_until
+    from tests.test_agent_collector import wait_until
 
     desk = "desk-token-0123456789abcdef"
     cfg = agent_config.AgentConfig(

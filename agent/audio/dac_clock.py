@@ -12,7 +12,28 @@ code, JACK's among them, gridcast.agent.link_clock.LinkClockMap fits bracketed p
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from gridcast.agent.clock import now_us
+
+
+def read_clocks(stream: Any, time_info: Any) -> tuple[int, float]:
+    """In an audio callback, the stream's clock (s) and then the agent's (µs):
+    ``(agent µs, stream s)``, for a bound ``agent µs + (DAC or ADC time − stream s)``.
+
+    The agent clock is read second, so its time is never earlier than the instant the
+    stream clock was read, and the bound is never early: a stall between the two reads
+    (a GIL switch to another Python thread, a preemption) only makes it late, which the
+    lower envelope ignores. Read the other way round, such a stall made the bound early
+    by its length, and DacClock takes an early bound as the truth: calibrations beside a
+    busy Python thread were off by up to 23 ms (docs/audio.md). Before sounddevice hands
+    over the stream object (the first callbacks), PortAudio's ``currentTime`` stands in:
+    it was read when PortAudio's callback began, before this one ran.
+    """
+    stream_now = float(stream.time) if stream is not None else float(time_info.currentTime)
+    return now_us(), stream_now
 
 
 class DacClock:

@@ -30,7 +30,7 @@ import numpy as np
 import sounddevice as sd
 from scipy.signal import resample_poly
 
-from gridcast.agent.audio.dac_clock import DacClock
+from gridcast.agent.audio.dac_clock import DacClock, read_clocks
 from gridcast.agent.audio.errors import AudioOutputError
 from gridcast.agent.audio.heap_freeze import freeze_heap
 from gridcast.agent.clock import now_us
@@ -286,12 +286,11 @@ class AudioOutput:
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any,
                   status: sd.CallbackFlags) -> None:
         cpu_start = time.thread_time_ns()
-        now = now_us()
-        stream = self._stream
         try:
-            # The stream clock now, read next to the agent clock: PortAudio took
-            # currentTime when its own callback began, before this Python one got the GIL.
-            stream_now = stream.time if stream is not None else time_info.currentTime
+            # The stream clock now, then the agent clock (read_clocks: never early).
+            # PortAudio took currentTime when its own callback began, before this Python
+            # one got the GIL.
+            now, stream_now = read_clocks(self._stream, time_info)
             if status.output_underflow or status.output_overflow:
                 self._xruns += 1  # DacClock finds out itself whether frames were skipped
                 if len(self._xrun_us) < 100:

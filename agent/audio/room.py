@@ -76,6 +76,11 @@ class VirtualRoom:
         return f"system, {JACK_HOST_API}"
 
     @property
+    def pid(self) -> int | None:
+        """The JACK server's process id (None before start)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
