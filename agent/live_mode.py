@@ -167,7 +167,8 @@ class LiveMode:
 
     def set_downbeat(self, at_us: int, beats_per_bar: int | None = None) -> int:
         """The beat nearest ``at_us`` (agent µs) is the one, and the bar is counted from
-        it; returns that beat's time. LiveModeError when there is no beat to set yet."""
+        it (a press between the beats moves them half a beat: TrackerBeatSource); returns
+        that beat's time. LiveModeError when there is no beat to set yet."""
         if not hasattr(self.source, "set_downbeat"):
             raise LiveModeError("the downbeat comes from the Link session's quantum: set "
                                 "the bar in the Link app")
@@ -175,7 +176,9 @@ class LiveMode:
             one = self.source.set_downbeat(at_us, beats_per_bar)
         except ValueError as exc:
             raise LiveModeError(f"downbeat: {exc}") from exc
-        log.info("downbeat set by the operator (%d µs from now)", one - now_us())
+        moved = " on the beats moved half a beat (the tracker was on the off-beat)" if getattr(
+            self.source, "half_beat", False) else ""
+        log.info("downbeat set by the operator (%d µs from now)%s", one - now_us(), moved)
         return int(one)
 
     async def _send_envelope(self, transport: Transport, device_ids: list[str] | None) -> None:
@@ -211,6 +214,7 @@ class LiveMode:
             "corrections": self.sender.corrections if self.sender else 0,
             "envelopes": self.envelopes,
             "tempo_hint": getattr(source, "tempo_hint", None),
+            "half_beat": bool(getattr(source, "half_beat", False)),
             "started_at": self.started_at,
             "config": asdict(self.config),
         }
@@ -226,6 +230,8 @@ class LiveMode:
 def status_line(status: dict) -> str:
     """One line: ``locked  124.0 BPM  conf 0.82  overflows 0  msgs 31``."""
     hint = f" (hint {status['tempo_hint']:g})" if status.get("tempo_hint") else ""
+    if status.get("half_beat"):
+        hint += " +½ beat"
     line = (f"{status['state']:<8} {status['tempo_bpm']:6.1f} BPM{hint}  conf "
             f"{status['confidence']:.2f}  msgs {status['messages']}")
     if "overflows" in status:

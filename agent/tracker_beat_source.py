@@ -33,7 +33,13 @@ The operator's controls (a live show's tempo octave and bar are a judgement call
 - **downbeat** (``set_downbeat``): the model's beat nearest the given time becomes the
   one, and from then on the bar is counted beat by beat (``beats_per_bar`` if given)
   instead of taken from the tracker's guesses, until the model goes idle or a new
-  tempo hint restarts the tracker.
+  tempo hint restarts the tracker. A press nearer the middle between two beats than
+  either beat (over a quarter of a beat from both) says the tracker follows the
+  off-beat: the beats given move half a beat (``half_beat``), and the one is the moved
+  beat nearest the press. They stay moved while the tracker keeps its phase; when its
+  own beats jump half a beat (it found the beat itself), the move ends, and the bar
+  count goes on across the jump; it ends too when the tempo changes (the move was for
+  the old beats).
 
 The states are judged from times, on every call, so an input that stops feeding
 entirely still coasts and goes idle. Unlike Link's, an answer may start up to
@@ -132,6 +138,8 @@ class TrackerBeatSource:
         self._origin = 0  # the input frame the tracker's sample 0 is
         self._new_hint: tuple[float | None] | None = None  # set_tempo_hint, for the reader
         self._counted_bars = False  # set_downbeat: the bar counted by the model
+        self.half_beat = False  # set_downbeat: the beats given are the tracker's + half
+        self._half_beat_period = 0.0  # the beat period the move was made at (µs)
         self.coast_us = coast_s * 1e6
         self.lost_beats = lost_beats
         self.min_confidence = min_confidence
@@ -196,6 +204,7 @@ class TrackerBeatSource:
                 self._answer = []
                 return []
             period, end = self._period_us, now_us + horizon_us
+            first = self._next_us + (0.5 * period if self.half_beat else 0.0)
             if self._state is SourceState.COASTING:
                 end = min(end, int(self._locked_until_us + self.coast_us))
             # The beat the devices fired last (from the previous answer): none of the
@@ -213,9 +222,9 @@ class TrackerBeatSource:
             # none near it: the protocol's lists start at the beat due last, and a device
             # fires a beat up to 50 ms late rather than never.
             since = max(now_us - self.catch_up_us, not_before)
-            k = int(np.ceil((since - self._next_us) / period))
+            k = int(np.ceil((since - first) / period))
             beats = []
-            moved = self._next_us + (k - 1) * period  # the model's beat just behind
+            moved = first + (k - 1) * period  # the model's beat just behind
             held = [t for t in self._answer if now_us < t <= moved + self.hold_us]
             if held and moved >= not_before and held[0] - moved <= self.hold_us:
                 # The tracker moved a beat the devices still hold into the past, too far
@@ -226,7 +235,7 @@ class TrackerBeatSource:
             else:
                 held_at = None
             while True:
-                at = self._next_us + k * period
+                at = first + k * period
                 if held_at is not None:
                     at, held_at = held_at, None
                 if at >= end:
@@ -296,6 +305,8 @@ class TrackerBeatSource:
             following = (end_us - self._last_event[0] <= self.lost_beats * period
                          and self.tracker.confidence >= self.min_confidence)
             if following:
+                if self.half_beat and abs(period / self._half_beat_period - 1) > STEADY_TOLERANCE:
+                    self.half_beat = False  # another tempo: the move was for the old beats
                 self.tempo = 60e6 / period
                 self._period_us = period
                 self._next_us = next_us
@@ -331,6 +342,7 @@ class TrackerBeatSource:
             self._locked_until_us = min(self._locked_until_us, heard)
             # Another tempo octave makes other beats: bars counted in the old ones are off.
             self._counted_bars = False
+            self.half_beat = False
             self._last_event = None
             self._recent.clear()
             self._steady = None
@@ -339,8 +351,10 @@ class TrackerBeatSource:
 
     def set_downbeat(self, at_us: float, beats_per_bar: int | None = None) -> int:
         """The model's beat nearest ``at_us`` (agent µs) is the one from now on; the bar
-        is then counted beat by beat. Returns that beat's time (µs). ValueError before
-        the model has a beat or with a bar of fewer than 2 or more than 12 beats."""
+        is then counted beat by beat. A press over a quarter of a beat from every beat
+        moves the beats half a beat first (the tracker was on the off-beat; see the
+        module doc). Returns the one's time (µs). ValueError before the model has a
+        beat or with a bar of fewer than 2 or more than 12 beats."""
         if beats_per_bar is not None and not 2 <= beats_per_bar <= 12:
             raise ValueError(f"beats_per_bar {beats_per_bar}: give 2-12")
         with self._lock:
@@ -348,18 +362,35 @@ class TrackerBeatSource:
                 raise ValueError("no beat to set yet: the music has not been followed")
             if beats_per_bar is not None:
                 self._beats_per_bar = beats_per_bar
-            heard = self._last_event[0]
-            k = round((at_us - self._next_us) / self._period_us)
-            one = self._next_us + k * self._period_us
-            n = round((one - heard) / self._period_us)  # beats from the last event to it
+            heard, period = self._last_event[0], self._period_us
+            given = self._next_us + (0.5 * period if self.half_beat else 0.0)
+            beats = (at_us - given) / period
+            if abs(beats - round(beats)) > 0.25:  # between the beats given: the off-beat
+                self.half_beat, self._half_beat_period = not self.half_beat, period
+                given = self._next_us + (0.5 * period if self.half_beat else 0.0)
+                beats = (at_us - given) / period
+            one = given + round(beats) * period
+            # The tracker's beat the one is given for, counted from its last event.
+            n = round((one - (0.5 * period if self.half_beat else 0.0) - heard) / period)
             self._last_event = (heard, (-n) % self._beats_per_bar + 1)
             self._counted_bars = True
             self._next_bib = self._bib_at(self._next_us)
             return round(one)
 
     def _on_event(self, heard: float, event: BeatEvent) -> None:
-        if self._counted_bars and self._state_at(heard) is SourceState.IDLE:
+        if self._state_at(heard) is SourceState.IDLE:
             self._counted_bars = False  # new music after the model went idle
+            self.half_beat = False
+        if self.half_beat and self._last_event is not None and self._period_us > 0:
+            beats = (heard - self._last_event[0]) / self._period_us
+            if abs(beats - round(beats)) > 0.25:
+                # The tracker's beats jumped half a beat: onto the beats given. The move
+                # ends, and the last beat counts from where it was given.
+                half = 0.5 * self._period_us
+                self._last_event = (self._last_event[0] + half, self._last_event[1])
+                self._recent = deque((t + half for t in self._recent),
+                                     maxlen=self._recent.maxlen)
+                self.half_beat = False
         counted = self._counted_bars and self._last_event is not None and self._period_us > 0
         bib = self._bib_at(heard) if counted else event.beat_in_bar  # counted on, or its guess
         if bib == 1 and not counted:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/live.py SET_DIR --replay [--json]     # simulated time, no room
     .venv/bin/python bench/live.py SET_DIR [--replay] --plot live.png   # and a picture
     .venv/bin/python bench/live.py SET_DIR [--replay] --tempo-hint annotated  # an operator's
+    .venv/bin/python bench/live.py SET_DIR [--replay] --downbeat-press 8      # presses on the one
     .venv/bin/python bench/live.py SET_DIR --clips 3 --cost 60   # CPU of gridcast live
 
 One JACK room (dummy backend, 44.1 kHz) holds two PortAudio clients: a *player*
@@ -36,6 +37,12 @@ room. Then:
 - ``--tempo-hint annotated``: an operator who knows each track's BPM (the median of its
   annotated beat gaps) sets it as the clip starts (``LiveMode.set_tempo_hint``; in
   replay, each clip's tracker starts with it); ``tempo_hint`` in the output says so.
+- ``--downbeat-press S``: an operator who presses on the one (``LiveMode.set_downbeat``)
+  once per clip, at the annotated downbeat nearest S s into it, off by a human's error
+  (normal, σ 20 ms, seeded by the clip's place in the set), the bar's length the clip's
+  annotated one; clips without bar annotations get no press. In replay,
+  ``led_downbeat_f`` is then the F-measure of the LED beats shown as the one against
+  the annotated downbeats (the room's LED log does not say which beats were the one).
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
 
@@ -217,6 +224,7 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                 player_proc.stdin.write("go\n")
                 player_proc.stdin.flush()
                 records = []
+                presses: list[asyncio.Task] = []
                 by_name = {Path(c.audio_path).name: c for c in clips}
                 cpu0 = wall0 = 0.0
                 while True:
@@ -238,6 +246,11 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                                   file=sys.stderr)
                     elif record["kind"] == "clip":
                         records.append(record)
+                        clip = by_name[Path(record["path"]).name]
+                        press = downbeat_press(args.downbeat_press, clip, len(records) - 1)
+                        if press:  # the operator presses on the one as they hear it
+                            presses.append(asyncio.create_task(_press(
+                                mode, record["start_us"] + press[0] * 1e6, press[1])))
                         if args.tempo_hint:  # the operator sets the track's BPM as it starts
                             mode.set_tempo_hint(tempo_hint(args.tempo_hint,
                                                            by_name[Path(record["path"]).name]))
@@ -250,6 +263,7 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                 wall = time.monotonic() - wall0
                 cpu_s = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)  # type: ignore[union-attr]
                 status = mode.status()
+                status["refused_presses"] = sum([await p for p in presses])
                 await asyncio.sleep(1.0)
                 stop.set()
                 await task
@@ -269,6 +283,19 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
     keep_raw(args, clips, records, leds, tracker, net_ms)
     return score(clips, records, leds, tracker, net_ms, status,
                  cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset)
+
+
+async def _press(mode, at_us: float, beats_per_bar: int) -> int:
+    """The operator's downbeat press at ``at_us`` (agent µs); 1 if it was refused."""
+    from gridcast.agent.clock import now_us
+    from gridcast.agent.live_mode import LiveModeError
+
+    await asyncio.sleep(max(0.0, (at_us - now_us()) / 1e6))
+    try:
+        mode.set_downbeat(round(at_us), beats_per_bar)
+    except LiveModeError:
+        return 1
+    return 0
 
 
 def keep_raw(args: argparse.Namespace, clips: list, records: list[dict], leds: dict,
@@ -363,6 +390,17 @@ def tempo_hint(option: str | None, clip) -> float | None:
     return float(option)
 
 
+def downbeat_press(option: float | None, clip, k: int) -> tuple[float, int] | None:
+    """``--downbeat-press S``: (when, s into the clip; the bar's length) of the operator's
+    press on the annotated downbeat nearest S s, off by a human's error; None without
+    the option or the clip's bar annotations."""
+    if option is None or clip.beat_in_bar is None or not np.any(clip.beat_in_bar == 1):
+        return None
+    downs = np.asarray(clip.beats)[clip.beat_in_bar == 1]
+    one = float(downs[np.argmin(np.abs(downs - option))])
+    return one + float(np.random.default_rng(k).normal(0.0, 0.020)), int(clip.beat_in_bar.max())
+
+
 def replay_set(args: argparse.Namespace, clips: list) -> dict:
     """The same figures from host/live/replay.py: simulated time, one model device, each
     clip at 44.1 kHz after ``--gap-s`` of silence, ``net_ms`` 5 ms. No room, no firmware:
@@ -377,7 +415,9 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
 
     records: list[dict] = []
     led: list[np.ndarray] = []
+    led_bib: list[np.ndarray] = []
     tracker: list = []
+    refused = 0
     started = time.process_time()
     for k, clip in enumerate(clips):
         info = audio.probe(clip.audio_path)
@@ -386,14 +426,18 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
             g = gcd(ROOM_RATE, info.sample_rate)
             signal = resample_poly(signal, ROOM_RATE // g, info.sample_rate // g)
         gap = np.zeros(int(args.gap_s * ROOM_RATE), np.float32)
+        press = downbeat_press(args.downbeat_press, clip, k)
         run = replay(np.concatenate([gap, signal.astype(np.float32)]), ROOM_RATE,
                      network_ms=5.0, coast_s=args.coast_s,
-                     tempo_hint=tempo_hint(args.tempo_hint, clip))
+                     tempo_hint=tempo_hint(args.tempo_hint, clip),
+                     presses=[(args.gap_s + press[0], press[1])] if press else None)
+        refused += run.refused_presses
         base = k * 1e9  # each clip on its own stretch of the timeline
         start = base + args.gap_s * 1e6
         records.append({"path": clip.audio_path, "start_us": start,
                         "duration_s": len(signal) / ROOM_RATE})
         led.append(run.led_us + base)
+        led_bib.append(run.led_bib)
         tracker += [HeardBeat(b.heard_us + base, int(b.decided_us + base), b.beat_in_bar,
                               b.bpm, b.confidence) for b in run.tracker]
     cpu_s = time.process_time() - started
@@ -401,13 +445,17 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
     leds = {"model": np.concatenate(led)}
     keep_raw(args, clips, records, leds, tracker, 5.0)
     result = score(clips, records, leds, tracker, 5.0, {},
-                   cpu_pct=100 * cpu_s / audio_s, input_offset_us=0.0)
+                   cpu_pct=100 * cpu_s / audio_s, input_offset_us=0.0,
+                   led_bibs={"model": np.concatenate(led_bib)})
     result["replay"] = True
+    if args.downbeat_press is not None:
+        result["refused_presses"] = refused
     return result
 
 
 def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: float,
-          status: dict, cpu_pct: float, input_offset_us: float) -> dict:
+          status: dict, cpu_pct: float, input_offset_us: float,
+          led_bibs: dict | None = None) -> dict:
     from gridcast.host.evaluation.evaluate import score as beat_score
     from gridcast.host.live.realtime import lock_time_s
 
@@ -415,6 +463,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
     heard = np.array([b.heard_us for b in tracker])
     decided = np.array([b.decided_us for b in tracker])
     led_f, trk_f, errors, locks, reactive, rows = [], [], [], [], [], []
+    led_down_f: list[float] = []
     trk_locks: list[float] = []
     for record in records:
         clip = by_path[record["path"]]
@@ -429,10 +478,16 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         trk = in_clip(heard)
         trk_dec = (decided[(heard >= start) & (heard <= start + duration * 1e6)] - start) / 1e6
         f_trk = beat_score(ref, None, trk, None)["f_measure"]
-        f_leds, clip_locks = [], []
-        for times in leds.values():
+        f_leds, clip_locks, f_downs = [], [], []
+        for name, times in leds.items():
             led = in_clip(times)
             f_leds.append(beat_score(ref, None, led, None)["f_measure"])
+            if led_bibs is not None and clip.beat_in_bar is not None:
+                inside = ((times - start) >= 0) & ((times - start) <= duration * 1e6)
+                order = np.argsort(times[inside])
+                down = beat_score(ref, np.asarray(clip.beat_in_bar), led,
+                                  led_bibs[name][inside][order])["downbeat_f"]
+                f_downs.append(float(down) if down is not None else 0.0)
             lock = lock_time_s(ref, led, duration)
             clip_locks.append(lock)
             for beat in ref[ref >= ref[0] + lock]:
@@ -448,10 +503,13 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
                 if error <= MATCH_S:
                     reactive.append(error * 1000)
         led_f.append(float(np.mean(f_leds)))
+        if f_downs:
+            led_down_f.append(float(np.mean(f_downs)))
         trk_f.append(f_trk)
         locks.append(float(np.median(clip_locks)))
         trk_locks.append(trk_lock)
         rows.append({"clip": Path(record["path"]).stem, "led_f": round(led_f[-1], 3),
+                     **({"led_downbeat_f": round(led_down_f[-1], 3)} if f_downs else {}),
                      "tracker_f": round(f_trk, 3), "lock_s": round(locks[-1], 2),
                      "tracker_lock_s": round(trk_lock, 2)})
 
@@ -462,6 +520,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         "clips": len(records),
         "led_f": round(float(np.mean(led_f)), 4) if led_f else None,
         "tracker_f": round(float(np.mean(trk_f)), 4) if trk_f else None,
+        **({"led_downbeat_f": round(float(np.mean(led_down_f)), 4)} if led_down_f else {}),
         "median_abs_ms": pct(errors, 50),
         "p90_abs_ms": pct(errors, 90),
         "lock_s_median": round(statistics.median(locks), 2) if locks else None,
@@ -471,6 +530,8 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         "input_offset_ms": round(input_offset_us / 1000, 2),
         "cpu_pct": round(cpu_pct, 1),
         "overflows": status.get("overflows", 0),
+        **({"refused_presses": status["refused_presses"]} if "refused_presses" in status
+           else {}),
         "devices": len(leds),
         "per_clip": rows,
     }
@@ -498,6 +559,9 @@ def main() -> None:
     parser.add_argument("--tempo-hint", metavar="BPM|annotated", help="the operator's "
                         "tempo hint (gridcast live --tempo-hint): one for every clip, or each "
                         "clip's annotated tempo, set as the clip starts")
+    parser.add_argument("--downbeat-press", type=float, metavar="SECONDS", help="the "
+                        "operator presses on the one once per clip: at the annotated downbeat "
+                        "nearest this far into it (with a human's 20 ms error)")
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.

@@ -81,6 +81,56 @@ def test_the_operators_downbeat_is_the_one_and_the_bar_is_counted_from_it():
     source.close()
 
 
+def test_a_press_between_the_beats_moves_them_half_a_beat_until_the_tracker_moves_itself():
+    """The operator hears the beat between the tracker's: a press there moves the beats
+    given half a beat. When the music's clicks move half a beat too (the tracker then
+    finds them itself), the beats given stay where they were and the move ends, with
+    the bar counted on across it."""
+    signal, _ = click_track(120.0, 10.0, sr=RATE)
+    source = TrackerBeatSource(RATE, now_us=lambda: 0)
+    feed(source, signal)
+    before = [b.at_us for b in source.upcoming(9_000_000, 2_000_000)]
+    press = before[1] + 250_000 + 30_000  # between two beats, a little late
+    one = source.set_downbeat(press, beats_per_bar=4)
+    assert source.half_beat and abs(one - (before[1] + 250_000)) < 1000
+    moved = source.upcoming(9_000_000, 2_000_000)
+    grid = np.r_[before[0] - 500_000, before] + 250_000
+    assert moved and all(np.abs(grid - b.at_us).min() < 1000 for b in moved), (moved, before)
+    assert {b.at_us: b.beat_in_bar for b in moved}[one] == 1
+    # The tracker keeps its phase on the same clicks: the move stays.
+    feed(source, signal[:2 * RATE], first=len(signal))
+    assert source.half_beat
+    # Clicks from 12 s on sit half a beat later: on the beats given.
+    shifted, _ = click_track(120.0, 8.0, sr=RATE, start_s=0.75)
+    feed(source, shifted, first=len(signal) + 2 * RATE)
+    assert not source.half_beat
+    later = source.upcoming(19_700_000, 2_000_000)
+    clicks_after = 12.0 + 0.75 - 0.5 + 0.5 * np.arange(40)  # the moved clicks, in s
+    assert later and all(np.abs(b.at_us / 1e6 - clicks_after).min() < 0.03 for b in later)
+    assert all(b.beat_in_bar == round((b.at_us - one) / 500_000) % 4 + 1 for b in later), later
+    # A press on a beat given keeps them where they are.
+    assert source.set_downbeat(later[0].at_us + 20_000) == later[0].at_us
+    assert not source.half_beat
+    source.close()
+
+
+def test_the_move_ends_when_the_tempo_changes():
+    """A move made at one tempo means nothing at another (the tracker had the tempo
+    wrong, or the song changed): from the new tempo on, the tracker's beats are given."""
+    signal, _ = click_track(120.0, 10.0, sr=RATE)
+    source = TrackerBeatSource(RATE, now_us=lambda: 0)
+    feed(source, signal)
+    before = [b.at_us for b in source.upcoming(9_000_000, 2_000_000)]
+    source.set_downbeat(before[1] + 250_000)
+    assert source.half_beat
+    faster, clicks = click_track(150.0, 10.0, sr=RATE)
+    feed(source, faster, first=len(signal))
+    assert not source.half_beat and abs(source.tempo - 150) < 3
+    given = np.array([b.at_us for b in source.upcoming(19_000_000, 1_500_000)]) / 1e6
+    on = 10.0 + np.r_[clicks, clicks[-1] + 0.4 * np.arange(1, 5)]
+    assert len(given) >= 2 and np.abs(given[:, None] - on[None, :]).min(axis=1).max() < 0.03
+
+
 def test_bad_controls_are_refused_with_the_range():
     with pytest.raises(LiveModeError, match="40-230 BPM"):
         LiveConfig(tempo_hint=300)
@@ -203,6 +253,8 @@ def test_the_terminals_keys_set_the_octave_and_the_downbeat(monkeypatch):
             while len(said) < answers:
                 await asyncio.sleep(0.01)
 
+    moved: list[bool] = []
+
     async def scenario() -> None:
         with operator_keys(mode, said.append) as reading:
             assert reading and not termios.tcgetattr(slave)[3] & termios.ICANON  # cbreak
@@ -210,6 +262,7 @@ def test_the_terminals_keys_set_the_octave_and_the_downbeat(monkeypatch):
             feed(source, signal)
             await press("/", 2)
             await press(" ", 3)
+            moved.append(source.half_beat)  # a press between the beats moves them
             await press("x0", 4)  # x is not a key: only 0 answers
         modes.append(termios.tcgetattr(slave))
 
@@ -221,6 +274,7 @@ def test_the_terminals_keys_set_the_octave_and_the_downbeat(monkeypatch):
         os.close(master)
     assert said[0] == "no tempo followed yet"
     assert said[1] == "tempo hint 75 BPM", said  # 150 followed, halved
-    assert said[2] == "downbeat set" and said[3] == "any tempo"
+    assert said[2] == "downbeat set" + (", beats moved half a beat" if moved[0] else "")
+    assert said[3] == "any tempo"
     assert source.tempo_hint is None
     assert modes == [before]  # the terminal as it was

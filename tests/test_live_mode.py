@@ -55,6 +55,22 @@ def test_predicted_beats_land_on_the_clicks_after_lock():
     assert [s for _, s in run.states][:2] == ["idle", "locked"]
 
 
+def test_a_replayed_press_on_the_one_sets_the_bar_the_devices_show():
+    """The operator presses on click 21 (an unaccented one, 11 s), 15 ms late, in a bar
+    of 3: the beats the devices show after the press count the bar from it. A press
+    before any beat is refused and counted."""
+    signal, beats = click_track(120.0, 16.0, sr=RATE)
+    press = beats[21] + 0.015
+    run = replay(signal, RATE, presses=[(0.2, None), (press, 3)])
+    assert run.refused_presses == 1
+    led, bib = run.led_us / 1e6, run.led_bib
+    shown = (led > press) & (led < 15.5)
+    on_clicks = np.round((led[shown] - beats[21]) / 0.5).astype(int)
+    assert len(on_clicks) >= 8 and np.allclose(led[shown], beats[21] + 0.5 * on_clicks,
+                                               atol=0.03)
+    assert list(bib[shown]) == [k % 3 + 1 for k in on_clicks], (on_clicks, bib[shown])
+
+
 def test_silence_coasts_on_the_tempo_then_goes_idle():
     """Clicks for 10 s, then 12 s of silence: the devices go on at the tempo for the
     coast (strength fading), then nothing; never a beat off the grid."""

@@ -3,7 +3,8 @@
     *  the music is twice as fast as followed     (tempo hint: the tempo × 2)
     /  the music is half as fast as followed      (tempo hint: the tempo ÷ 2)
     0  any tempo again                            (no hint)
-    space or d, on the one: that beat is the downbeat
+    space or d, on the one: that beat is the downbeat (pressed between two beats,
+               the beats move half a beat: the tracker was on the off-beat)
 
 Keys are read without Enter (the terminal in cbreak mode, restored on exit) and only
 when stdin is a terminal; a piped or redirected stdin is left alone.
@@ -39,7 +40,8 @@ def apply_key(mode: Any, key: str) -> str | None:
             return "any tempo"
         if key in " d":
             mode.set_downbeat(now_us())
-            return "downbeat set"
+            moved = mode.status().get("half_beat")
+            return "downbeat set" + (", beats moved half a beat" if moved else "")
     except GridcastError as exc:
         return str(exc)
     return None

@@ -8,6 +8,10 @@ the protocol's rules (docs/protocol.md section 10: a newer generation replaces w
 pending, a beat number fires at most once, a beat more than 50 ms late is skipped) and
 fires each beat at its time. It is the fast, repeatable counterpart of the virtual room
 (bench/live.py): same source and sender code, no audio devices, no firmware.
+
+``presses`` are the operator's downbeat presses (``set_downbeat``): at ``at_s`` on the
+signal's timeline, with the bar's length or None; one the source refuses (no beat yet)
+is counted in ``refused_presses``.
 """
 
 from __future__ import annotations
@@ -67,11 +71,13 @@ class ReplayRun:
     tracker: list[HeardBeat]  # what the tracker reported, heard and decided times
     messages: int
     states: list[tuple[int, str]]  # (agent µs, state) at each change
+    refused_presses: int = 0
 
 
 def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.0,
            network_ms: float = 5.0, coast_s: float = 4.0,
-           correction_us: int = 1000, tempo_hint: float | None = None) -> ReplayRun:
+           correction_us: int = 1000, tempo_hint: float | None = None,
+           presses: list[tuple[float, int | None]] | None = None) -> ReplayRun:
     clock = [0]
     tracker: list[HeardBeat] = []
     source = TrackerBeatSource(rate, coast_s=coast_s, on_beat=tracker.append,
@@ -83,14 +89,22 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
     states: list[tuple[int, str]] = []
     poll_us, net_us = int(poll_ms * 1000), int(network_ms * 1000)
     next_poll = 0
+    waiting = sorted((round(at_s * 1e6), bpb) for at_s, bpb in presses or [])
+    refused = 0
 
     def heard_us(frame: float) -> float:
         return frame / rate * 1e6
 
     def advance(to_us: int) -> None:
-        nonlocal next_poll
+        nonlocal next_poll, refused
         while next_poll <= to_us:
             clock[0] = next_poll
+            while waiting and waiting[0][0] <= next_poll:
+                at, bpb = waiting.pop(0)
+                try:
+                    source.set_downbeat(at, bpb)
+                except ValueError:
+                    refused += 1
             for at, arrived in [m for m in in_flight if m[0] <= next_poll]:
                 device.run_until(at)
                 device.receive(arrived, at)
@@ -116,4 +130,4 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
     fired = sorted(device.fired)
     return ReplayRun(np.array([f[0] for f in fired], dtype=float),
                      np.array([f[2] for f in fired], dtype=np.int64), tracker,
-                     sender.sent_messages, states)
+                     sender.sent_messages, states, refused)
