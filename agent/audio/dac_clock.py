@@ -27,10 +27,11 @@ def read_clocks(stream: Any, time_info: Any) -> tuple[int, float]:
     stream clock was read, and the bound is never early: a stall between the two reads
     (a GIL switch to another Python thread, a preemption) only makes it late, which the
     lower envelope ignores. Read the other way round, such a stall made the bound early
-    by its length, and DacClock takes an early bound as the truth: calibrations beside a
-    busy Python thread were off by up to 23 ms (docs/audio.md). Before sounddevice hands
-    over the stream object (the first callbacks), PortAudio's ``currentTime`` stands in:
-    it was read when PortAudio's callback began, before this one ran.
+    by its length, and DacClock takes an early bound as the truth (one over 2 ms early
+    as a skipped cycle, which moves the whole line: tests/test_audio_room.py). Before
+    sounddevice hands over the stream object (the first callbacks), PortAudio's
+    ``currentTime`` stands in: it was read when PortAudio's callback began, before this
+    one ran.
     """
     stream_now = float(stream.time) if stream is not None else float(time_info.currentTime)
     return now_us(), stream_now
