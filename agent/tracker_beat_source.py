@@ -204,7 +204,7 @@ class TrackerBeatSource:
                 self._answer = []
                 return []
             period, end = self._period_us, now_us + horizon_us
-            first = self._next_us + (0.5 * period if self.half_beat else 0.0)
+            first = self._next_us + self._moved_us()
             if self._state is SourceState.COASTING:
                 end = min(end, int(self._locked_until_us + self.coast_us))
             # The beat the devices fired last (from the previous answer): none of the
@@ -363,19 +363,21 @@ class TrackerBeatSource:
             if beats_per_bar is not None:
                 self._beats_per_bar = beats_per_bar
             heard, period = self._last_event[0], self._period_us
-            given = self._next_us + (0.5 * period if self.half_beat else 0.0)
-            beats = (at_us - given) / period
+            beats = (at_us - self._next_us - self._moved_us()) / period
             if abs(beats - round(beats)) > 0.25:  # between the beats given: the off-beat
                 self.half_beat, self._half_beat_period = not self.half_beat, period
-                given = self._next_us + (0.5 * period if self.half_beat else 0.0)
-                beats = (at_us - given) / period
-            one = given + round(beats) * period
+            k = round((at_us - self._next_us - self._moved_us()) / period)  # the one: beat k
+            one = self._next_us + self._moved_us() + k * period
             # The tracker's beat the one is given for, counted from its last event.
-            n = round((one - (0.5 * period if self.half_beat else 0.0) - heard) / period)
+            n = round((self._next_us + k * period - heard) / period)
             self._last_event = (heard, (-n) % self._beats_per_bar + 1)
             self._counted_bars = True
             self._next_bib = self._bib_at(self._next_us)
             return round(one)
+
+    def _moved_us(self) -> float:
+        """How far the beats given are from the tracker's: half a beat, or none."""
+        return 0.5 * self._period_us if self.half_beat else 0.0
 
     def _on_event(self, heard: float, event: BeatEvent) -> None:
         if self._state_at(heard) is SourceState.IDLE:
@@ -386,7 +388,7 @@ class TrackerBeatSource:
             if abs(beats - round(beats)) > 0.25:
                 # The tracker's beats jumped half a beat: onto the beats given. The move
                 # ends, and the last beat counts from where it was given.
-                half = 0.5 * self._period_us
+                half = self._moved_us()
                 self._last_event = (self._last_event[0] + half, self._last_event[1])
                 self._recent = deque((t + half for t in self._recent),
                                      maxlen=self._recent.maxlen)
