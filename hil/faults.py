@@ -381,11 +381,12 @@ def stall_process(pid: int, stall_ms: float, after_s: float = 0.0) -> threading.
     join it to know the stall is over)."""
     def stall() -> None:
         time.sleep(after_s)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(stall_ms / 1e3)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(stall_ms / 1e3)
+            finally:
+                os.kill(pid, signal.SIGCONT)
 
     thread = threading.Thread(target=stall, name=f"stall-{pid}", daemon=True)
     thread.start()
