@@ -40,9 +40,10 @@ room. Then:
 - ``--downbeat-press S``: an operator who presses on the one (``LiveMode.set_downbeat``)
   once per clip, at the annotated downbeat nearest S s into it, off by a human's error
   (normal, σ 20 ms, seeded by the clip's place in the set), the bar's length the clip's
-  annotated one; clips without bar annotations get no press. In replay,
-  ``led_downbeat_f`` is then the F-measure of the LED beats shown as the one against
-  the annotated downbeats (the room's LED log does not say which beats were the one).
+  annotated one; clips without bar annotations get no press.
+- ``led_downbeat_f``: the F-measure of the LED beats shown as the one (the model
+  device's, or in the room each device's LED log ``bar_pos``) against the annotated
+  downbeats; with or without presses.
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
 
@@ -274,15 +275,19 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                 player_proc.kill()
                 player_proc.wait()
             sim.stop()
-        leds = {}
+        leds, led_bibs = {}, {}
         for dev in sim.devices:
             path = Path(dev.led_log)
             lines = path.read_text().splitlines() if path.exists() else []
-            leds[dev.id] = np.array(sorted(json.loads(x)["true_time_us"] for x in lines
-                                           if x.strip()), dtype=float)
+            shown = sorted((json.loads(x) for x in lines if x.strip()),
+                           key=lambda line: line["true_time_us"])
+            leds[dev.id] = np.array([line["true_time_us"] for line in shown], dtype=float)
+            led_bibs[dev.id] = np.array([line.get("bar_pos", 0) for line in shown],
+                                        dtype=np.int64)
     keep_raw(args, clips, records, leds, tracker, net_ms)
     return score(clips, records, leds, tracker, net_ms, status,
-                 cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset)
+                 cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset,
+                 led_bibs=led_bibs)
 
 
 async def _press(mode, at_us: float, beats_per_bar: int) -> int:
@@ -471,22 +476,24 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         ref = np.asarray(clip.beats, dtype=float)
 
         def in_clip(times_us: np.ndarray, start: float = start,
-                    duration: float = duration) -> np.ndarray:
+                    duration: float = duration) -> tuple[np.ndarray, np.ndarray]:
+            """The times inside the clip (s from its start, sorted) and their order
+            in ``times_us``."""
             s = (times_us - start) / 1e6
-            return np.sort(s[(s >= 0) & (s <= duration)])
+            inside = np.flatnonzero((s >= 0) & (s <= duration))
+            order = inside[np.argsort(s[inside], kind="stable")]
+            return s[order], order
 
-        trk = in_clip(heard)
+        trk = in_clip(heard)[0]
         trk_dec = (decided[(heard >= start) & (heard <= start + duration * 1e6)] - start) / 1e6
         f_trk = beat_score(ref, None, trk, None)["f_measure"]
         f_leds, clip_locks, f_downs = [], [], []
         for name, times in leds.items():
-            led = in_clip(times)
+            led, order = in_clip(times)
             f_leds.append(beat_score(ref, None, led, None)["f_measure"])
             if led_bibs is not None and clip.beat_in_bar is not None:
-                inside = ((times - start) >= 0) & ((times - start) <= duration * 1e6)
-                order = np.argsort(times[inside])
                 down = beat_score(ref, np.asarray(clip.beat_in_bar), led,
-                                  led_bibs[name][inside][order])["downbeat_f"]
+                                  led_bibs[name][order])["downbeat_f"]
                 f_downs.append(float(down) if down is not None else 0.0)
             lock = lock_time_s(ref, led, duration)
             clip_locks.append(lock)

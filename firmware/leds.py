@@ -35,6 +35,7 @@ class Renderer:
         self.buf = bytearray(3 * self.count)
         self.beat_buf = bytearray(3 * self.count)  # the next beat's frame, ready in advance
         self._beat_index = None
+        self._beat_bar_pos = 0  # the prepared beat's place in its bar (1: the one; 0: unknown)
         self._beat_state = (0, (0, 0, 0), 0, -1)  # level, colour, step, hit section
         self.hit_section = -1  # the section whose drop hit has shown (one hit each)
         self.effect = effect
@@ -88,15 +89,17 @@ class Renderer:
         self.buf = self.beat_buf
         self._render(env)
         self._beat_index = index
+        self._beat_bar_pos = bar_pos
         self._beat_state = (self.level, self.colour, self.step, hit_section)
         self.level, self.colour, self.step, self.buf = live
 
     def show_beat(self, due=None):
         """Write the prepared beat frame; the in-between frames decay from it. ``due`` is
-        the raw board tick the frame was aimed at (a board may log how late it showed).
+        the raw board tick the frame was aimed at (a board may log how late it showed, and
+        the beat's place in the bar).
         Returns the board's tick at which the frame showed."""
         self.frames += 1
-        shown = self.board.led_write(self.beat_buf, self._beat_index, due)
+        shown = self.board.led_write(self.beat_buf, self._beat_index, due, self._beat_bar_pos)
         self.buf[:] = self.beat_buf
         self.level, self.colour, self.step, self.hit_section = self._beat_state
         return shown

@@ -37,7 +37,8 @@ class Board:
     def led_latency_us(self) -> int:
         return 0
 
-    def led_write(self, buf: bytes, beat_index: int | None = None, due: int | None = None) -> int:
+    def led_write(self, buf: bytes, beat_index: int | None = None, due: int | None = None,
+                  bar_pos: int | None = None) -> int:
         return self.t
 
     def log(self, text: str) -> None:

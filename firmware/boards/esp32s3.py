@@ -37,10 +37,11 @@ class Board:
     def led_latency_us(self):
         return WS2812_US_PER_LED * self.led_count
 
-    def led_write(self, buf, beat_index=None, due=None):
+    def led_write(self, buf, beat_index=None, due=None, bar_pos=None):
         """Show a frame; returns the tick at which the strip latched it (write() returns
         once the last bit is out; led_latency_us() is what the scheduler allows for that).
-        ``due`` (the tick a beat frame was aimed at) is for boards that log beats."""
+        ``due`` (the tick a beat frame was aimed at) and ``bar_pos`` (its place in the bar)
+        are for boards that log beats."""
         t0 = time.ticks_us()
         self.np.buf[:] = buf
         self.np.write()

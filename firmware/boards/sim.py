@@ -67,20 +67,23 @@ class Board:
     def led_latency_us(self):
         return 0
 
-    def led_write(self, buf, beat_index=None, due=None):
+    def led_write(self, buf, beat_index=None, due=None, bar_pos=None):
         """Show a frame; returns the device tick at which it showed (the instant the LED
         log stamps in true time, so a stall before the write counts on both sides).
 
         A beat's log line also says how late it showed after ``due``, the tick the firmware
         aimed it at (``late_us``, device microseconds): the true error minus that is where
         the firmware aimed on the agent's timeline, and ``late_us`` is how long this
-        process took to get there (the host's scheduling here, interrupts on a board)."""
+        process took to get there (the host's scheduling here, interrupts on a board), and
+        ``bar_pos`` the beat's place in its bar (1: the one, 0: not known)."""
         true = time.time_ns() // 1000
         self.frames += 1
         if beat_index is not None and self._ledlog is not None:
             line = {"device": self.device_id, "beat_index": beat_index, "true_time_us": true}
             if due is not None:
                 line["late_us"] = self.ticks_diff(self._ticks_at(true), due)
+            if bar_pos is not None:
+                line["bar_pos"] = bar_pos
             self._ledlog.write(json.dumps(line) + "\n")
             self._ledlog.flush()
         if true - self._frames_saved_us > 1000000:  # the bench reads the frame count here

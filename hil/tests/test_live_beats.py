@@ -94,6 +94,8 @@ def test_live_beats_land_on_the_corrected_predictions_then_stop(broker, simulato
         numbers = [line["beat_index"] for line in lines]
         assert numbers == sorted(set(numbers)), "a beat fired twice or out of order"
         assert numbers == list(range(lasts[k] + 1))  # every beat, and none past the last given
+        # each beat shows its place in the bar as sent (the bench scores downbeats with it)
+        assert [line["bar_pos"] for line in lines] == [n % 4 + 1 for n in numbers]
         errors = []
         for line in lines:
             n = line["beat_index"]

@@ -56,7 +56,7 @@ class RecordingBoard:
     def led_latency_us(self):
         return 0
 
-    def led_write(self, buf, beat_index=None, due=None):
+    def led_write(self, buf, beat_index=None, due=None, bar_pos=None):
         shown = time.ticks_us()
         self.frames.append((shown, max(buf), beat_index))
         return shown

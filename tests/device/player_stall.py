@@ -42,7 +42,7 @@ class StallingBoard:
     def led_latency_us(self):
         return 0
 
-    def led_write(self, buf, beat_index=None, due=None):
+    def led_write(self, buf, beat_index=None, due=None, bar_pos=None):
         t0 = time.ticks_us()
         if beat_index is not None:
             while time.ticks_diff(time.ticks_us(), t0) < self.stall_us:

@@ -43,7 +43,7 @@ class FrameBoard:
     def led_latency_us(self):
         return 0
 
-    def led_write(self, buf, beat_index=None, due=None):
+    def led_write(self, buf, beat_index=None, due=None, bar_pos=None):
         if beat_index is not None:
             self.beats.append((beat_index, buf[1], buf[0], buf[2]))  # GRB -> R G B
         return time.ticks_us()
