@@ -27,7 +27,7 @@ from gridcast.agent import playback
 from gridcast.agent.clock import now_us
 from gridcast.agent.live_beat_source import LiveBeatSource, SourceState
 from gridcast.agent.live_sender import LiveBeatSender, send_update
-from gridcast.agent.tracker_beat_source import hint_range
+from gridcast.agent.tempo_hint import hint_range
 from gridcast.agent.transport import Transport
 from gridcast.host.live.thread_name import name_python_threads, set_os_thread_name
 from gridcast.protocol.errors import GridcastError

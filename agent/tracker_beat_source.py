@@ -67,7 +67,7 @@ import numpy as np
 
 from gridcast.agent.clock import now_us as agent_now_us
 from gridcast.agent.live_beat_source import LiveBeat, SourceState
-from gridcast.host.analysis.params import AnalyzerParams
+from gridcast.agent.tempo_hint import hint_range
 from gridcast.native import BeatEvent, Tracker
 from gridcast.protocol import messages
 
@@ -77,20 +77,6 @@ STEADY_BEATS = 6  # beat gaps that must agree to overrule the tracker's tempo re
 STEADY_TOLERANCE = 0.15
 MIN_GAP = 0.6  # beats: no beat closer than this to the one fired last
 PEAK_FALL_PER_S = 0.5  # the envelope's running peak falls to half in a second of quiet
-HINT_RANGE = AnalyzerParams.hint_range  # as `gridcast analyze --tempo-hint`: hint / 1.3 .. x 1.3
-HINT_MIN_BPM, HINT_MAX_BPM = 40.0, 230.0  # the tracker's range stays within 30..300 BPM
-
-
-def hint_range(tempo_hint: float | None) -> tuple[float, float] | None:
-    """The tracker's (min_bpm, max_bpm) for a tempo hint (None: no hint, the tracker's own
-    defaults). ValueError outside HINT_MIN_BPM..HINT_MAX_BPM."""
-    if tempo_hint is None:
-        return None
-    if not HINT_MIN_BPM <= tempo_hint <= HINT_MAX_BPM:
-        raise ValueError(f"tempo hint {tempo_hint:g} BPM: give {HINT_MIN_BPM:g}-"
-                         f"{HINT_MAX_BPM:g} BPM")
-    return tempo_hint / HINT_RANGE, tempo_hint * HINT_RANGE
-
 
 @dataclass(frozen=True)
 class HeardBeat:

@@ -583,16 +583,12 @@ def main() -> None:
         clips = clips[:args.clips]
     if args.replay:
         result = replay_set(args, clips)
-        if args.tempo_hint:
-            result["tempo_hint"] = args.tempo_hint
-        print(json.dumps(result if args.json else
-                         {k: v for k, v in result.items() if k != "per_clip"}, indent=None))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        if args.cost:
-            print(json.dumps(cost(args, clips, folder)))
-            return
-        result = asyncio.run(_run(args, clips, folder))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            if args.cost:
+                print(json.dumps(cost(args, clips, folder)))
+                return
+            result = asyncio.run(_run(args, clips, folder))
     if args.tempo_hint:
         result["tempo_hint"] = args.tempo_hint
     if args.json:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -224,6 +226,22 @@ def test_nothing_is_predicted_from_the_first_beat_alone():
 def test_a_bad_source_is_refused_with_the_choices():
     with pytest.raises(LiveModeError, match="input, link"):
         LiveConfig(source="mic")
+
+
+def test_the_daemon_loads_and_checks_a_tempo_hint_without_the_native_tracker():
+    """Only an audio input needs the C tracker: the daemon, its live API and the hint's
+    check load without the extension (a server built without a compiler, say)."""
+    code = ("import sys; sys.modules['gridcast.native'] = None\n"
+            "import gridcast.agent.daemon, gridcast.agent.live_api\n"
+            "from gridcast.agent.live_mode import LiveConfig, LiveModeError\n"
+            "try:\n"
+            "    LiveConfig(source='input', tempo_hint=500)\n"
+            "except LiveModeError as exc:\n"
+            "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "tempo hint 500 BPM: give 40-230 BPM" in done.stdout
 
 
 def test_an_idle_source_is_idle_before_any_audio():
