@@ -11,9 +11,11 @@ the model's beats, exactly as an Ableton Link session does
 - **tempo and phase**: the tracker's, read after every fed block. The tracker's beat
   events fall on these predictions (measured: the prediction held 100 ms ahead is the
   emitted beat, p50 0 ms), so predicting ahead costs no accuracy.
-- **bar position**: the tracker's downbeat guess on its last beat event, counted on
-  (0, unknown, until it has one); the bar length from the spacing of its last two
-  downbeats (3 or 4 beats; 4 until known).
+- **bar position**: found in the recent audio by the offline analyzer's bar stage on a
+  20 s window (gridcast.agent.live_bars, read every second beat), counted on from the
+  beat it placed last, with its bar length (2, 3 or 4). Until the first window is
+  read, the tracker's own downbeat guess (0, unknown, until it has one), with the bar
+  length from the spacing of its last two downbeats (3 or 4; 4 until known).
 - **start**: beats are predicted from the tracker's second beat on; its first comes with
   its prior tempo (161 BPM at confidence 0.04 on every dev clip), not a measured one.
 - **states**: ``locked`` while the tracker gives beats (one within ``lost_beats`` beat
@@ -66,6 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gridcast.agent.clock import now_us as agent_now_us
+from gridcast.agent.live_bars import LiveBars
 from gridcast.agent.live_beat_source import LiveBeat, SourceState
 from gridcast.agent.tempo_hint import hint_range
 from gridcast.native import BeatEvent, Tracker
@@ -115,7 +118,7 @@ class TrackerBeatSource:
                  env_delay_ms: float = 80.0, env_span_ms: float = 200.0,
                  on_beat: Callable[[HeardBeat], None] | None = None,
                  now_us: Callable[[], int] = agent_now_us,
-                 tempo_hint: float | None = None) -> None:
+                 tempo_hint: float | None = None, find_bars: bool = True) -> None:
         self.rate_hz = int(rate_hz)
         self._hop_size = hop_size
         self.tempo_hint = tempo_hint
@@ -124,6 +127,9 @@ class TrackerBeatSource:
         self._origin = 0  # the input frame the tracker's sample 0 is
         self._new_hint: tuple[float | None] | None = None  # set_tempo_hint, for the reader
         self._counted_bars = False  # set_downbeat: the bar counted by the model
+        # The bar from the recent audio (the analyzer's bar stage on a sliding window);
+        # None: the tracker's own guess.
+        self.bars = LiveBars(self.rate_hz) if find_bars else None
         self.half_beat = False  # set_downbeat: the beats given are the tracker's + half
         self._half_beat_period = 0.0  # the beat period the move was made at (µs)
         self.coast_us = coast_s * 1e6
@@ -254,15 +260,21 @@ class TrackerBeatSource:
             self._restart(self._new_hint[0], first_frame, heard_us(first_frame))
         hops_before = self._fed // self.hop
         self._fed = first_frame + samples.size
+        if self.bars is not None:
+            self.bars.feed(samples, first_frame)
         events = self.tracker.process(samples)
         decided = self._now_us()
+        # each beat's place in the bar found from the audio (outside the lock: reading a
+        # window takes a few ms)
+        found = ([self.bars.bar_of(self.bars.beat(self._origin + e.sample)) for e in events]
+                 if self.bars is not None else [None] * len(events))
         end_frame = self._origin + ((self._fed - self._origin) // self.hop) * self.hop
         self._add_envelope(samples, first_frame, hops_before, heard_us)
         with self._lock:
-            for event in events:
+            for event, bar in zip(events, found, strict=True):
                 heard = heard_us(self._origin + event.sample)
                 self.beats += 1
-                self._on_event(heard, event)
+                self._on_event(heard, event, bar)
                 if self.on_beat is not None:
                     self.on_beat(HeardBeat(heard, decided, event.beat_in_bar, event.bpm,
                                            event.confidence))
@@ -334,6 +346,8 @@ class TrackerBeatSource:
             self._steady = None
             self._last_gap_us = 0.0
             self._last_downbeat_us = None
+        if self.bars is not None:
+            self.bars.restart()
 
     def set_downbeat(self, at_us: float, beats_per_bar: int | None = None) -> int:
         """The model's beat nearest ``at_us`` (agent µs) is the one from now on; the bar
@@ -365,7 +379,7 @@ class TrackerBeatSource:
         """How far the beats given are from the tracker's: half a beat, or none."""
         return 0.5 * self._period_us if self.half_beat else 0.0
 
-    def _on_event(self, heard: float, event: BeatEvent) -> None:
+    def _on_event(self, heard: float, event: BeatEvent, bar: tuple[int, int] | None) -> None:
         if self._state_at(heard) is SourceState.IDLE:
             self._counted_bars = False  # new music after the model went idle
             self.half_beat = False
@@ -380,12 +394,17 @@ class TrackerBeatSource:
                                      maxlen=self._recent.maxlen)
                 self.half_beat = False
         counted = self._counted_bars and self._last_event is not None and self._period_us > 0
-        bib = self._bib_at(heard) if counted else event.beat_in_bar  # counted on, or its guess
-        if bib == 1 and not counted:
+        if counted:  # the operator's bar, counted on
+            bib = self._bib_at(heard)
+        elif bar is not None:  # found in the audio
+            bib, self._beats_per_bar = bar
+        else:  # the tracker's guess
+            bib = event.beat_in_bar
+        if bib == 1 and not counted and bar is None:
             if self._last_downbeat_us is not None and self._period_us > 0:
-                bar = round((heard - self._last_downbeat_us) / self._period_us)
-                if bar in (3, 4):
-                    self._beats_per_bar = bar
+                length = round((heard - self._last_downbeat_us) / self._period_us)
+                if length in (3, 4):
+                    self._beats_per_bar = length
             self._last_downbeat_us = heard
         if self._last_event is not None:
             self._last_gap_us = heard - self._last_event[0]

@@ -196,6 +196,25 @@ def _chroma_map(bin_hz: np.ndarray) -> np.ndarray:
     return mapping
 
 
+class FeatureStream:
+    """The same features from a stream that has no end (a live input): ``feed`` a block,
+    get the frames it completed. Frame k is centred on sample k * rate / FRAME_RATE_HZ
+    of the stream (the first sample fed is sample 0); a frame is complete once the
+    samples of its whole window have been fed."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._ex = _Extractor(sample_rate)
+        self.frames = 0  # frames given so far
+
+    def feed(self, block: np.ndarray) -> Features:
+        self._ex.feed(np.asarray(block, dtype=np.float32).reshape(-1))
+        new = self._ex.result()
+        for parts in self._ex.out.values():
+            parts.clear()
+        self.frames += new.n_frames
+        return new
+
+
 def extract(blocks: Iterable[np.ndarray], sample_rate: int, total_samples: int) -> Features:
     """Compute features from mono blocks that together hold ``total_samples`` samples."""
     ex = _Extractor(sample_rate)

@@ -1,0 +1,70 @@
+"""Live mode's bar position, found in the recent audio (gridcast.agent.live_bars)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from gridcast.agent.live_bars import LiveBars
+from gridcast.host.evaluation import demo_audio
+from gridcast.host.evaluation.evaluate import score
+from gridcast.host.live.replay import replay
+
+RATE = 44_100
+BLOCK = 512
+
+
+def song(beats_per_bar: int, bpm: float, seconds: float = 40.0):
+    """The demo song at 44.1 kHz: kick, snare, hats, bass and a chord per bar."""
+    signal, beats, bib = demo_audio.render(seconds, bpm, beats_per_bar)
+    return resample_poly(signal, 2, 1).astype(np.float32), beats, bib
+
+
+@pytest.mark.parametrize(("beats_per_bar", "bpm"), [(4, 112.0), (3, 100.0)])
+def test_the_devices_show_the_bar_found_in_the_audio(beats_per_bar, bpm):
+    """No press and no map: the LED beats shown as the one are the song's downbeats, in
+    4/4 and in 3/4. (The tracker's own guess, counting bass accents, scores 0 and 0.32
+    here: the kick falls on 1 and 3.)"""
+    signal, beats, bib = song(beats_per_bar, bpm)
+    run = replay(signal, RATE, coast_s=2.0)
+    scores = score(beats, bib, run.led_us / 1e6, run.led_bib)  # from 5 s on (mir_eval)
+    assert scores["f_measure"] > 0.9
+    assert scores["downbeat_f"] > 0.9, scores
+    late = run.led_us > 10e6
+    assert set(run.led_bib[late]) == set(range(1, beats_per_bar + 1))
+
+
+def feed(bars: LiveBars, signal: np.ndarray, first: int = 0) -> None:
+    for start in range(0, len(signal), BLOCK):
+        bars.feed(signal[start:start + BLOCK], first + start)
+
+
+def test_the_bar_is_counted_on_from_the_window_read_last():
+    signal, beats, bib = song(4, 120.0, seconds=16.0)
+    bars = LiveBars(RATE)
+    assert bars.bar_of(0) is None  # nothing read yet
+    feed(bars, signal)
+    indices = [bars.beat(t * RATE) for t in beats]
+    assert bars.windows > 0 and bars.anchor is not None
+    # the first beat of the music is left out; every later one gets its bar position
+    found = [bars.bar_of(i) for i in indices[1:]]
+    assert all(f is not None and f[1] == 4 for f in found), found
+    assert [f[0] for f in found if f is not None] == list(bib[1:])
+
+
+def test_a_break_in_the_music_and_lost_input_start_the_bar_afresh():
+    signal, beats, _ = song(4, 120.0, seconds=16.0)
+    bars = LiveBars(RATE)
+    feed(bars, signal)
+    for t in beats:
+        bars.beat(t * RATE)
+    assert bars.anchor is not None
+    # four seconds without a beat: new music, found afresh; its first beat is left out
+    bars.beat((beats[-1] + 4.0) * RATE)
+    assert bars.anchor is None and bars._beats == []
+    bars.beat((beats[-1] + 4.5) * RATE)
+    assert len(bars._beats) == 1
+    # input that does not follow the last block (frames lost): the features start again
+    feed(bars, signal[:RATE], first=len(signal) + 10 * RATE)
+    assert bars.anchor is None and bars._beats == []
