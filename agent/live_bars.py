@@ -18,8 +18,9 @@ as back. ``LiveBars`` runs both on the last ``context_s`` of input at every
   meter (2, 3 or 4 beats) until the next window moves it.
 
 Cost: one pass of the two networks over ``context_s`` (about 20 ms of CPU for 20 s)
-every ``every_beats`` beats, about 2 % of a core at 120 BPM, run in the thread that
-feeds the input.
+every ``every_beats`` beats, about 2 % of a core at 120 BPM. The caller picks the
+moment (``read_if_due``): TrackerBeatSource reads after the model has taken a block's
+beats, so the 20 ms never delay a beat's correction.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class LiveBars:
         self._beats: list[tuple[int, float]] = []  # (index, stream frame) of recent beats
         self._count = 0  # beats so far
         self._skip = True  # the next beat starts new music: left out (see beat())
+        self._due: float | None = None  # the newest beat, when a window is to be read
 
     # --- input ---------------------------------------------------------------------------
     def feed(self, samples: np.ndarray, first_frame: int) -> None:
@@ -84,7 +86,7 @@ class LiveBars:
             self._stream = FeatureStream(self.rate_hz)
             self._first_frame = first_frame
             self._held, self._pending, self._pending_frames, self._kept_from = None, [], 0, 0
-            self._beats, self.anchor = [], None
+            self._beats, self.anchor, self._due = [], None, None
             self._samples, self._sample_count = [], 0
         self._next_frame = first_frame + len(samples)
         self._samples.append(np.asarray(samples, dtype=np.float32).reshape(-1))
@@ -107,7 +109,7 @@ class LiveBars:
 
     def beat(self, input_frame: float) -> int:
         """The tracker gave a beat at ``input_frame``; returns its index. Every
-        ``every_beats`` beats, the window is read again."""
+        ``every_beats`` beats, the window is due to be read again (``read_if_due``)."""
         index = self._count
         self._count += 1
         if self._stream is None:
@@ -129,12 +131,19 @@ class LiveBars:
         oldest = self._stream.frames - self.context_frames
         self._beats = [b for b in self._beats if b[1] >= oldest]
         if index % self.every_beats == 0:
-            self._read(at)
+            self._due = at
         return index
+
+    def read_if_due(self) -> None:
+        """Read the window if a beat asked for it (every ``every_beats`` beats): the
+        caller chooses when the 20 ms are spent."""
+        if self._due is not None:
+            newest, self._due = self._due, None
+            self._read(newest)
 
     def restart(self) -> None:
         """New beats (another tempo octave, new music): the bar is found afresh."""
-        self._beats, self.anchor, self._skip = [], None, True
+        self._beats, self.anchor, self._skip, self._due = [], None, True, None
 
     # --- output --------------------------------------------------------------------------
     def bar_of(self, index: int) -> tuple[int, int] | None:

@@ -215,6 +215,8 @@ class LiveMode:
             "envelopes": self.envelopes,
             "tempo_hint": getattr(source, "tempo_hint", None),
             "half_beat": bool(getattr(source, "half_beat", False)),
+            # press, audio or tracker (TrackerBeatSource.bar_from); Link's quantum
+            "bar_from": getattr(source, "bar_from", self.config.source),
             "started_at": self.started_at,
             "config": asdict(self.config),
         }
@@ -228,11 +230,13 @@ class LiveMode:
 
 
 def status_line(status: dict) -> str:
-    """One line: ``locked  124.0 BPM  conf 0.82  overflows 0  msgs 31``."""
+    """One line: ``locked  124.0 BPM  4/bar (audio)  conf 0.82  msgs 31  overflows 0``."""
     hint = f" (hint {status['tempo_hint']:g})" if status.get("tempo_hint") else ""
     if status.get("half_beat"):
         hint += " +½ beat"
-    line = (f"{status['state']:<8} {status['tempo_bpm']:6.1f} BPM{hint}  conf "
+    bar = (f"  {status['beats_per_bar']}/bar ({status['bar_from']})"
+           if status.get("beats_per_bar") and status.get("bar_from") else "")
+    line = (f"{status['state']:<8} {status['tempo_bpm']:6.1f} BPM{hint}{bar}  conf "
             f"{status['confidence']:.2f}  msgs {status['messages']}")
     if "overflows" in status:
         line += f"  overflows {status['overflows']}"

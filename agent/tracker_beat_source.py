@@ -34,7 +34,7 @@ The operator's controls (a live show's tempo octave and bar are a judgement call
   beats until the restarted tracker gives two.
 - **downbeat** (``set_downbeat``): the model's beat nearest the given time becomes the
   one, and from then on the bar is counted beat by beat (``beats_per_bar`` if given)
-  instead of taken from the tracker's guesses, until the model goes idle or a new
+  instead of found in the audio, until the model goes idle or a new
   tempo hint restarts the tracker. A press nearer the middle between two beats than
   either beat (over a quarter of a beat from both) says the tracker follows the
   off-beat: the beats given move half a beat (``half_beat``), and the one is the moved
@@ -189,6 +189,16 @@ class TrackerBeatSource:
     def beats_per_bar(self) -> int:
         return self._beats_per_bar
 
+    @property
+    def bar_from(self) -> str:
+        """Where the bar comes from: ``press`` (the operator's downbeat), ``audio``
+        (found in the recent audio) or ``tracker`` (the tracker's own guess)."""
+        if self._counted_bars:
+            return "press"
+        if self.bars is not None and self.bars.anchor is not None:
+            return "audio"
+        return "tracker"
+
     def upcoming(self, now_us: int, horizon_us: int) -> list[LiveBeat]:
         with self._lock:
             self._state = self._state_at(now_us)
@@ -264,12 +274,22 @@ class TrackerBeatSource:
             self.bars.feed(samples, first_frame)
         events = self.tracker.process(samples)
         decided = self._now_us()
-        # each beat's place in the bar found from the audio (outside the lock: reading a
-        # window takes a few ms)
-        found = ([self.bars.bar_of(self.bars.beat(self._origin + e.sample)) for e in events]
-                 if self.bars is not None else [None] * len(events))
+        # each beat's place in the bar, counted on from the audio's last window
+        found: list[tuple[int, int] | None] = [None] * len(events)
+        if self.bars is not None:
+            found = [self.bars.bar_of(self.bars.beat(self._origin + e.sample)) for e in events]
         end_frame = self._origin + ((self._fed - self._origin) // self.hop) * self.hop
         self._add_envelope(samples, first_frame, hops_before, heard_us)
+        self._update(events, found, decided, end_frame, heard_us)
+        if self.bars is not None:
+            # Reading a window takes about 20 ms: after the model took this block's
+            # beats, never between a beat the tracker decided late and its catch-up.
+            self.bars.read_if_due()
+        return events
+
+    def _update(self, events: list[BeatEvent], found: list[tuple[int, int] | None],
+                decided: int, end_frame: int, heard_us: Callable[[float], float]) -> None:
+        """The model from the tracker's new beats and its tempo and phase now."""
         with self._lock:
             for event, bar in zip(events, found, strict=True):
                 heard = heard_us(self._origin + event.sample)
@@ -284,7 +304,7 @@ class TrackerBeatSource:
             # (it has heard no beat gap yet), and a beat predicted from it would flash
             # off the music and, within MIN_GAP, hold back the right one.
             if bpm <= 0 or self._last_event is None or len(self._recent) < 2:
-                return events
+                return
             end_us = heard_us(end_frame)
             period = 60e6 / bpm
             next_us = end_us + (1.0 - phase) * period
@@ -313,7 +333,6 @@ class TrackerBeatSource:
                                             self._last_event[0] + self.lost_beats * period)
             else:
                 self._locked_until_us = min(self._locked_until_us, end_us)
-        return events
 
     # --- the operator's controls --------------------------------------------------------
     def _new_tracker(self, tempo_hint: float | None) -> Tracker:

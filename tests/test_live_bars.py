@@ -45,7 +45,10 @@ def test_the_bar_is_counted_on_from_the_window_read_last():
     bars = LiveBars(RATE)
     assert bars.bar_of(0) is None  # nothing read yet
     feed(bars, signal)
-    indices = [bars.beat(t * RATE) for t in beats]
+    indices = []
+    for t in beats:
+        indices.append(bars.beat(t * RATE))
+        bars.read_if_due()
     assert bars.windows > 0 and bars.anchor is not None
     # the first beat of the music is left out; every later one gets its bar position
     found = [bars.bar_of(i) for i in indices[1:]]
@@ -59,6 +62,7 @@ def test_a_break_in_the_music_and_lost_input_start_the_bar_afresh():
     feed(bars, signal)
     for t in beats:
         bars.beat(t * RATE)
+        bars.read_if_due()
     assert bars.anchor is not None
     # four seconds without a beat: new music, found afresh; its first beat is left out
     bars.beat((beats[-1] + 4.0) * RATE)
@@ -68,3 +72,23 @@ def test_a_break_in_the_music_and_lost_input_start_the_bar_afresh():
     # input that does not follow the last block (frames lost): the features start again
     feed(bars, signal[:RATE], first=len(signal) + 10 * RATE)
     assert bars.anchor is None and bars._beats == []
+
+
+def test_the_status_says_where_the_bar_comes_from():
+    """The tracker's guess until a window is read, then the audio, then the press."""
+    from gridcast.agent.live_mode import status_line
+    from gridcast.agent.tracker_beat_source import TrackerBeatSource
+
+    signal, beats, _ = song(4, 112.0, seconds=24.0)
+    source = TrackerBeatSource(RATE, now_us=lambda: 0)
+    assert source.bar_from == "tracker"
+    for start in range(0, len(signal), BLOCK):
+        source.feed(signal[start:start + BLOCK], start, lambda frame: frame / RATE * 1e6)
+    assert source.bar_from == "audio" and source.beats_per_bar == 4
+    line = status_line({"state": "locked", "tempo_bpm": 112.0, "confidence": 0.9,
+                        "messages": 3, "beats_per_bar": source.beats_per_bar,
+                        "bar_from": source.bar_from})
+    assert "4/bar (audio)" in line, line
+    source.set_downbeat(beats[-4] * 1e6, 4)
+    assert source.bar_from == "press"
+    source.close()
