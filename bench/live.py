@@ -43,7 +43,9 @@ room. Then:
   annotated one; clips without bar annotations get no press.
 - ``led_downbeat_f``: the F-measure of the LED beats shown as the one (the model
   device's, or in the room each device's LED log ``bar_pos``) against the annotated
-  downbeats; with or without presses.
+  downbeats; with or without presses. The bar is found in the audio
+  (agent/live_bars.py); ``--tracker-bars`` gives the tracker's own guess instead, as
+  before it (``bars`` in the output says which).
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
 
@@ -191,7 +193,8 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
         tracker: list = []
         taps: list[tuple[np.ndarray, int]] = []
         tapping = [True]
-        source = TrackerBeatSource(ROOM_RATE, coast_s=args.coast_s, on_beat=tracker.append)
+        source = TrackerBeatSource(ROOM_RATE, coast_s=args.coast_s, on_beat=tracker.append,
+                                   find_bars=not args.tracker_bars)
         feed = source.feed
 
         def tapped_feed(block, first, heard_us):  # keep the calibration clicks' audio
@@ -435,7 +438,8 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
         run = replay(np.concatenate([gap, signal.astype(np.float32)]), ROOM_RATE,
                      network_ms=5.0, coast_s=args.coast_s,
                      tempo_hint=tempo_hint(args.tempo_hint, clip),
-                     presses=[(args.gap_s + press[0], press[1])] if press else None)
+                     presses=[(args.gap_s + press[0], press[1])] if press else None,
+                     find_bars=not args.tracker_bars)
         refused += run.refused_presses
         base = k * 1e9  # each clip on its own stretch of the timeline
         start = base + args.gap_s * 1e6
@@ -566,6 +570,8 @@ def main() -> None:
     parser.add_argument("--tempo-hint", metavar="BPM|annotated", help="the operator's "
                         "tempo hint (gridcast live --tempo-hint): one for every clip, or each "
                         "clip's annotated tempo, set as the clip starts")
+    parser.add_argument("--tracker-bars", action="store_true", help="the tracker's own bar "
+                        "guess instead of the bar found in the audio (agent/live_bars.py)")
     parser.add_argument("--downbeat-press", type=float, metavar="SECONDS", help="the "
                         "operator presses on the one once per clip: at the annotated downbeat "
                         "nearest this far into it (with a human's 20 ms error)")
@@ -591,6 +597,7 @@ def main() -> None:
             result = asyncio.run(_run(args, clips, folder))
     if args.tempo_hint:
         result["tempo_hint"] = args.tempo_hint
+    result["bars"] = "tracker" if args.tracker_bars else "audio"
     if args.json:
         print(json.dumps(result))
     else:

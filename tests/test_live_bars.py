@@ -33,6 +33,8 @@ def test_the_devices_show_the_bar_found_in_the_audio(beats_per_bar, bpm):
     assert scores["downbeat_f"] > 0.9, scores
     late = run.led_us > 10e6
     assert set(run.led_bib[late]) == set(range(1, beats_per_bar + 1))
+    guess = replay(signal, RATE, coast_s=2.0, find_bars=False)
+    assert score(beats, bib, guess.led_us / 1e6, guess.led_bib)["downbeat_f"] < 0.5
 
 
 def feed(bars: LiveBars, signal: np.ndarray, first: int = 0) -> None:

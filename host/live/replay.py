@@ -11,7 +11,8 @@ fires each beat at its time. It is the fast, repeatable counterpart of the virtu
 
 ``presses`` are the operator's downbeat presses (``set_downbeat``): at ``at_s`` on the
 signal's timeline, with the bar's length or None; one the source refuses (no beat yet)
-is counted in ``refused_presses``.
+is counted in ``refused_presses``. ``find_bars=False``: the tracker's own bar guess
+instead of the bar found in the audio (gridcast.agent.live_bars).
 """
 
 from __future__ import annotations
@@ -77,11 +78,13 @@ class ReplayRun:
 def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.0,
            network_ms: float = 5.0, coast_s: float = 4.0,
            correction_us: int = 1000, tempo_hint: float | None = None,
-           presses: list[tuple[float, int | None]] | None = None) -> ReplayRun:
+           presses: list[tuple[float, int | None]] | None = None,
+           find_bars: bool = True) -> ReplayRun:
     clock = [0]
     tracker: list[HeardBeat] = []
     source = TrackerBeatSource(rate, coast_s=coast_s, on_beat=tracker.append,
-                               now_us=lambda: clock[0], tempo_hint=tempo_hint)
+                               now_us=lambda: clock[0], tempo_hint=tempo_hint,
+                               find_bars=find_bars)
     sender = LiveBeatSender(source, correction_us=correction_us, session=1,
                             now_us=lambda: clock[0])
     device = ModelDevice()
