@@ -282,8 +282,8 @@ class TrackerBeatSource:
         self._add_envelope(samples, first_frame, hops_before, heard_us)
         self._update(events, found, decided, end_frame, heard_us)
         if self.bars is not None:
-            # Reading a window takes about 20 ms: after the model took this block's
-            # beats, never between a beat the tracker decided late and its catch-up.
+            # Reading a window takes about 20 ms: only after the model has taken this
+            # block's beats, so the read never delays them.
             self.bars.read_if_due()
         return events
 
