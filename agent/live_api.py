@@ -9,9 +9,11 @@
     POST   /api/live/downbeat {"beats_per_bar": N, "at_us": T}  -> 200 with "downbeat_us":
                        the beat nearest T (default: when the request came) is the one
 
-POST /api/live also takes "tempo_hint". The two controls are the operator's at a
-live show: the tempo octave the tracker picked, and where the bar starts (both
-409 when live mode is not running, 400 with one error line when refused).
+POST /api/live also takes "tempo_hint" and "bars" ("audio", the default: the bar is
+found in the recent audio; "tracker": the C tracker's own guess). The two controls
+are the operator's at a live show: the tempo octave the tracker picked, and where
+the bar starts (both 409 when live mode is not running, 400 with one error line when
+refused).
 
 One live mode runs at a time (a second POST is 409 while one runs). It sends over
 the agent's transport; while it runs, its status goes to the WebSocket every second
@@ -98,7 +100,8 @@ def _config(body: dict) -> tuple[LiveConfig, list[str] | None]:
                         input_offset_ms=float(body.get("input_offset_ms", 0.0)),
                         quantum=int(body.get("quantum", 4)),
                         coast_s=float(body.get("coast_s", 4.0)),
-                        tempo_hint=_bpm(body.get("tempo_hint"), "tempo_hint"))
+                        tempo_hint=_bpm(body.get("tempo_hint"), "tempo_hint"),
+                        bars=str(body.get("bars", "audio")))
     return config, None if devices == "all" else devices
 
 

@@ -18,13 +18,19 @@ as back. ``LiveBars`` runs both on the last ``context_s`` of input at every
   meter (2, 3 or 4 beats) until the next window moves it.
 
 Cost: one pass of the two networks over ``context_s`` (about 20 ms of CPU for 20 s)
-every ``every_beats`` beats, about 2 % of a core at 120 BPM. The caller picks the
-moment (``read_if_due``): TrackerBeatSource reads after the model has taken a block's
-beats, so the 20 ms never delay a beat's correction.
+every ``every_beats`` beats, about 2 % of a core at 120 BPM. ``read_if_due`` reads a
+due window in the caller's thread, or, with ``worker=True`` (live input), hands it
+to a worker thread and returns at once: the input's reader thread then never spends
+the 20 ms, and a beat's correction never waits for a read. The worker's anchor
+applies from the beat it placed on, so a read that ends a few beats later still
+counts those beats right. Replay and tests read in the caller's thread, for
+results that do not depend on thread timing.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +39,8 @@ from threadpoolctl import threadpool_limits
 from gridcast.host.analysis import beat_network, downbeats
 from gridcast.host.analysis.features import FRAME_RATE_HZ, Features, FeatureStream
 from gridcast.host.analysis.params import AnalyzerParams
+
+log = logging.getLogger("gridcast.live")
 
 MIN_BEATS = 4  # beats in a window before it is read
 BREAK_S = 2.0  # beats further apart than this (and than BREAK_GAPS gaps): new music
@@ -56,7 +64,8 @@ class LiveBars:
 
     def __init__(self, rate_hz: int, context_s: float = 20.0, tail_s: float = 1.0,
                  every_beats: int = 2,
-                 accent_weight: float = AnalyzerParams.downbeat_accent_weight) -> None:
+                 accent_weight: float = AnalyzerParams.downbeat_accent_weight,
+                 worker: bool = False) -> None:
         self.rate_hz = int(rate_hz)
         self.context_frames = round(context_s * FRAME_RATE_HZ)
         self.tail_frames = tail_s * FRAME_RATE_HZ
@@ -77,6 +86,17 @@ class LiveBars:
         self._count = 0  # beats so far
         self._skip = True  # the next beat starts new music: left out (see beat())
         self._due: float | None = None  # the newest beat, when a window is to be read
+        # The worker (worker=True): one window at a time, handed over in _job. A restart
+        # or lost input bumps _generation, and a window read before it is dropped.
+        self._generation = 0
+        self._job: tuple[int, Features, np.ndarray, int] | None = None
+        self._busy = False
+        self._wake = threading.Condition()
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        if worker:
+            self._worker = threading.Thread(target=self._work, name="gc-live-bars", daemon=True)
+            self._worker.start()
 
     # --- input ---------------------------------------------------------------------------
     def feed(self, samples: np.ndarray, first_frame: int) -> None:
@@ -86,7 +106,8 @@ class LiveBars:
             self._stream = FeatureStream(self.rate_hz)
             self._first_frame = first_frame
             self._held, self._pending, self._pending_frames, self._kept_from = None, [], 0, 0
-            self._beats, self.anchor, self._due = [], None, None
+            self._beats, self._due = [], None
+            self._forget()
             self._samples, self._sample_count = [], 0
         self._next_frame = first_frame + len(samples)
         self._samples.append(np.asarray(samples, dtype=np.float32).reshape(-1))
@@ -135,15 +156,50 @@ class LiveBars:
         return index
 
     def read_if_due(self) -> None:
-        """Read the window if a beat asked for it (every ``every_beats`` beats): the
-        caller chooses when the 20 ms are spent."""
-        if self._due is not None:
+        """Read the window if a beat asked for it (every ``every_beats`` beats): in this
+        thread, or handed to the worker. While the worker reads, the next due window
+        waits for the next call (the newest beat is read then)."""
+        if self._due is None:
+            return
+        if self._worker is None:
             newest, self._due = self._due, None
-            self._read(newest)
+            job = self._take(newest)
+            if job is not None:
+                self._place(*job)
+            return
+        with self._wake:
+            if self._busy or self._job is not None:
+                return
+            newest, self._due = self._due, None
+            self._job = self._take(newest)
+            if self._job is not None:
+                self._busy = True
+                self._wake.notify_all()
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the worker has no window to read (tests, benches); False on timeout."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._busy, timeout_s)
 
     def restart(self) -> None:
         """New beats (another tempo octave, new music): the bar is found afresh."""
-        self._beats, self.anchor, self._skip, self._due = [], None, True, None
+        self._beats, self._skip, self._due = [], True, None
+        self._forget()
+
+    def close(self) -> None:
+        """Stop the worker (a window being read is finished and dropped)."""
+        with self._wake:
+            self._closed = True
+            self._generation += 1
+            self._wake.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5.0)
+
+    def _forget(self) -> None:
+        """No anchor, and none from a window taken before now."""
+        with self._wake:
+            self._generation += 1
+            self.anchor = None
 
     # --- output --------------------------------------------------------------------------
     def bar_of(self, index: int) -> tuple[int, int] | None:
@@ -154,32 +210,61 @@ class LiveBars:
         return (a.beat_in_bar - 1 + index - a.index) % a.beats_per_bar + 1, a.beats_per_bar
 
     # --- the window -----------------------------------------------------------------------
-    def _read(self, newest: float) -> None:
+    def _take(self, newest: float) -> tuple[int, Features, np.ndarray, int] | None:
+        """The window ending at the beat ``newest`` (stream frame): (generation, its
+        frames, its placed beats' times in s from its start, the newest placed beat's
+        index); None when too little is placed yet."""
         self._analyse()
         self._consolidate()
         if self._held is None:
-            return
+            return None
         end = min(int(np.floor(newest)), self._kept_from + self._held.n_frames)
         start = max(self._kept_from, end - self.context_frames)
         placed = [(i, at) for i, at in self._beats if start <= at < newest - self.tail_frames]
         if len(placed) < MIN_BEATS or end - start < FRAME_RATE_HZ:
-            return
-        window = self._window(start, end)
+            return None
+        window = self._window(start, end)  # views of arrays never written again
         if window.n_frames == 0:
-            return
+            return None
         times = np.array([(at - start) / FRAME_RATE_HZ for _, at in placed])
+        return self._generation, window, times, placed[-1][0]
+
+    def _place(self, generation: int, window: Features, times: np.ndarray, newest: int) -> None:
+        """The bar Viterbi over one window; the newest placed beat becomes the anchor."""
         # one BLAS thread, as the analyzer: more only spin beside the audio threads
         with threadpool_limits(limits=1):
             activation = beat_network.activations(window.band_mag)[:, 1]
             bib = downbeats.beat_in_bar_from_activation(times, activation, FRAME_RATE_HZ,
                                                         window, self.accent_weight)
         ones = [k for k, b in enumerate(bib) if b == 1]
-        meter = ones[-1] - ones[-2] if len(ones) >= 2 else (self.anchor.beats_per_bar
-                                                            if self.anchor else 4)
-        if meter not in downbeats.METERS:
-            meter = 4
-        self.anchor = BarAnchor(placed[-1][0], int(bib[-1]), meter)
-        self.windows += 1
+        with self._wake:
+            if generation != self._generation:
+                return  # new music since the window was taken
+            meter = ones[-1] - ones[-2] if len(ones) >= 2 else (self.anchor.beats_per_bar
+                                                                if self.anchor else 4)
+            if meter not in downbeats.METERS:
+                meter = 4
+            self.anchor = BarAnchor(newest, int(bib[-1]), meter)
+            self.windows += 1
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._job is not None or self._closed)
+                if self._closed:
+                    self._busy = False
+                    self._wake.notify_all()
+                    return
+                job, self._job = self._job, None
+            assert job is not None
+            try:
+                self._place(*job)
+            except Exception:  # one bad window must not end the bar search
+                log.exception("reading the bar window failed; the last bar found stays")
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
 
     def _consolidate(self) -> None:
         """The pending frames join the held piece, which keeps one window."""

@@ -12,7 +12,8 @@ the model's beats, exactly as an Ableton Link session does
   events fall on these predictions (measured: the prediction held 100 ms ahead is the
   emitted beat, p50 0 ms), so predicting ahead costs no accuracy.
 - **bar position**: found in the recent audio by the offline analyzer's bar stage on a
-  20 s window (gridcast.agent.live_bars, read every second beat), counted on from the
+  20 s window (gridcast.agent.live_bars, read every second beat; in a worker thread
+  with ``bar_worker``, as live mode runs it), counted on from the
   beat it placed last, with its bar length (2, 3 or 4). Until the first window is
   read, the tracker's own downbeat guess (0, unknown, until it has one), with the bar
   length from the spacing of its last two downbeats (3 or 4; 4 until known).
@@ -118,7 +119,8 @@ class TrackerBeatSource:
                  env_delay_ms: float = 80.0, env_span_ms: float = 200.0,
                  on_beat: Callable[[HeardBeat], None] | None = None,
                  now_us: Callable[[], int] = agent_now_us,
-                 tempo_hint: float | None = None, find_bars: bool = True) -> None:
+                 tempo_hint: float | None = None, find_bars: bool = True,
+                 bar_worker: bool = False) -> None:
         self.rate_hz = int(rate_hz)
         self._hop_size = hop_size
         self.tempo_hint = tempo_hint
@@ -129,7 +131,9 @@ class TrackerBeatSource:
         self._counted_bars = False  # set_downbeat: the bar counted by the model
         # The bar from the recent audio (the analyzer's bar stage on a sliding window);
         # None: the tracker's own guess.
-        self.bars = LiveBars(self.rate_hz) if find_bars else None
+        # bar_worker: its windows are read in a thread of their own (live input), not in
+        # feed (replay and tests: the same result whatever the threads' timing).
+        self.bars = LiveBars(self.rate_hz, worker=bar_worker) if find_bars else None
         self.half_beat = False  # set_downbeat: the beats given are the tracker's + half
         self._half_beat_period = 0.0  # the beat period the move was made at (µs)
         self.coast_us = coast_s * 1e6
@@ -283,7 +287,8 @@ class TrackerBeatSource:
         self._update(events, found, decided, end_frame, heard_us)
         if self.bars is not None:
             # Reading a window takes about 20 ms: only after the model has taken this
-            # block's beats, so the read never delays them.
+            # block's beats, so the read never delays them (with bar_worker, the read
+            # is handed to the worker and this returns at once).
             self.bars.read_if_due()
         return events
 
@@ -508,4 +513,6 @@ class TrackerBeatSource:
                              levels[:, 2].tobytes())
 
     def close(self) -> None:
+        if self.bars is not None:
+            self.bars.close()
         self.tracker.close()

@@ -45,7 +45,11 @@ room. Then:
   device's, or in the room each device's LED log ``bar_pos``) against the annotated
   downbeats; with or without presses. The bar is found in the audio
   (agent/live_bars.py); ``--tracker-bars`` gives the tracker's own guess instead, as
-  before it (``bars`` in the output says which).
+  before it (``bars`` in the output says which). In the room the windows are read in
+  live mode's worker thread; ``--bar-reads-inline`` reads them in the input's reader
+  thread instead, for A/B (``bar_reads`` in the output).
+- ``reader_block_ms``: in the room, how long the input's reader thread took per block
+  (``TrackerBeatSource.feed``; p50, p99, max), after the calibration clicks.
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
 
@@ -194,13 +198,19 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
         taps: list[tuple[np.ndarray, int]] = []
         tapping = [True]
         source = TrackerBeatSource(ROOM_RATE, coast_s=args.coast_s, on_beat=tracker.append,
-                                   find_bars=not args.tracker_bars)
+                                   find_bars=not args.tracker_bars,
+                                   bar_worker=not args.bar_reads_inline)
         feed = source.feed
+        feed_ms: list[float] = []
 
         def tapped_feed(block, first, heard_us):  # keep the calibration clicks' audio
             if tapping[0]:
                 taps.append((np.array(block), first))
-            return feed(block, first, heard_us)
+                return feed(block, first, heard_us)
+            began = time.perf_counter()
+            events = feed(block, first, heard_us)
+            feed_ms.append((time.perf_counter() - began) * 1000)
+            return events
 
         source.feed = tapped_feed  # type: ignore[method-assign]
         player_proc = None
@@ -288,9 +298,14 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
             led_bibs[dev.id] = np.array([line.get("bar_pos", 0) for line in shown],
                                         dtype=np.int64)
     keep_raw(args, clips, records, leds, tracker, net_ms)
-    return score(clips, records, leds, tracker, net_ms, status,
-                 cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset,
-                 led_bibs=led_bibs)
+    result = score(clips, records, leds, tracker, net_ms, status,
+                   cpu_pct=100 * cpu_s / max(wall, 1e-9), input_offset_us=offset,
+                   led_bibs=led_bibs)
+    if feed_ms:
+        result["reader_block_ms"] = {name: round(float(np.percentile(feed_ms, q)), 2)
+                                     for name, q in (("p50", 50), ("p99", 99), ("max", 100))}
+    result["bar_reads"] = "reader" if args.bar_reads_inline else "worker"
+    return result
 
 
 async def _press(mode, at_us: float, beats_per_bar: int) -> int:
@@ -572,6 +587,8 @@ def main() -> None:
                         "clip's annotated tempo, set as the clip starts")
     parser.add_argument("--tracker-bars", action="store_true", help="the tracker's own bar "
                         "guess instead of the bar found in the audio (agent/live_bars.py)")
+    parser.add_argument("--bar-reads-inline", action="store_true", help="in the room, read "
+                        "the bar windows in the input's reader thread, not live mode's worker")
     parser.add_argument("--downbeat-press", type=float, metavar="SECONDS", help="the "
                         "operator presses on the one once per clip: at the annotated downbeat "
                         "nearest this far into it (with a human's 20 ms error)")

@@ -149,8 +149,9 @@ def test_bad_controls_are_refused_with_the_range():
 def test_the_dashboard_sets_and_clears_the_hint_and_says_why_a_control_cannot_act(
         mosquitto, tmp_path):
     """Real mouse clicks and typing over CDP on the dashboard, live mode on the virtual
-    room's silent input: the hint goes to the agent at start, while it runs and from
-    taps; x2 and the downbeat say why they cannot act before any beat."""
+    room's silent input: the bar's source and the hint go to the agent at start, the
+    hint while it runs and from taps; x2 and the downbeat say why they cannot act
+    before any beat."""
     import asyncio
 
     import aiohttp
@@ -189,10 +190,18 @@ def test_the_dashboard_sets_and_clears_the_hint_and_says_why_a_control_cannot_ac
             assert await cdp.evaluate("document.getElementById('live-double').disabled")
             await type_into(cdp, "#live-input", room.output_device)
             await type_into(cdp, "#live-hint", "128")
+            # bar from: the tracker's guess, picked with the keyboard on the select
+            await cdp.evaluate("document.getElementById('live-bars').focus()")
+            await cdp.call("Input.dispatchKeyEvent", type="rawKeyDown", key="ArrowDown",
+                           code="ArrowDown", windowsVirtualKeyCode=40)
+            await cdp.call("Input.dispatchKeyEvent", type="keyUp", key="ArrowDown",
+                           code="ArrowDown", windowsVirtualKeyCode=40)
+            await cdp.wait_for("document.getElementById('live-bars').value === 'tracker'")
             await press(cdp, "#live-start")
             await cdp.wait_for("document.getElementById('live-status').textContent"
                                ".includes('(hint 128)')")
             assert live()["tempo_hint"] == 128
+            assert live()["config"]["bars"] == "tracker"
             await press(cdp, "#live-double")  # nothing followed yet: said, nothing sent
             await cdp.wait_for("document.getElementById('live-error').textContent === "
                                "'no tempo followed yet'")

@@ -226,6 +226,26 @@ def test_nothing_is_predicted_from_the_first_beat_alone():
 def test_a_bad_source_is_refused_with_the_choices():
     with pytest.raises(LiveModeError, match="input, link"):
         LiveConfig(source="mic")
+    with pytest.raises(LiveModeError, match="audio, tracker"):
+        LiveConfig(bars="guess")
+
+
+@pytest.mark.parametrize("bars", ["audio", "tracker"])
+def test_live_mode_finds_the_bar_in_a_worker_or_leaves_it_to_the_tracker(bars):
+    """An input's live mode reads its bar windows in the worker thread (never in the
+    input's reader); --bars tracker reads none."""
+    mode = LiveMode(LiveConfig(rate=RATE, bars=bars), stream_factory=StampedInput).open()
+    try:
+        found = mode.source.bars
+        if bars == "tracker":
+            assert found is None
+        else:
+            assert found is not None and found._worker is not None
+            assert found._worker.name == "gc-live-bars" and found._worker.is_alive()
+    finally:
+        mode.close()
+    if found is not None:
+        assert not found._worker.is_alive()  # closing live mode stops the worker
 
 
 def test_the_daemon_loads_and_checks_a_tempo_hint_without_the_native_tracker():
@@ -271,6 +291,8 @@ def test_the_daemon_starts_shows_and_stops_live_mode(mosquitto, tmp_path):
         assert request(url, token=TOKEN) == (200, {"running": False})
         status, body = request(url, b'{"source": "mic"}', token=TOKEN)
         assert status == 400 and "input, link" in body["error"]
+        status, body = request(url, b'{"bars": "guess"}', token=TOKEN)
+        assert status == 400 and "audio, tracker" in body["error"]
         status, body = request(url, b'{"input": "no such input"}', token=TOKEN)
         assert status == 400 and "no audio input device" in body["error"]
         start = json.dumps({"input": room.output_device, "rate": 44_100}).encode()

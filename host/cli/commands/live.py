@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tempo-hint", type=float, default=None, metavar="BPM",
                    help="the music's tempo as you know it: the input is followed within "
                         "BPM/1.3 .. BPM*1.3, so a song is not taken at half or double speed")
+    p.add_argument("--bars", choices=("audio", "tracker"), default="audio",
+                   help="where an input's bar comes from until you press on the one: found "
+                        "in the recent audio (default), or the tracker's own guess (close to "
+                        "chance, about 2%% of a core less)")
     p.add_argument("--coast-s", type=float, default=4.0,
                    help="seconds the beats go on, fading, after the music is lost")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     config = LiveConfig(source="link" if args.link else "input", input_device=_device(args.input),
                         rate=args.rate, input_offset_ms=args.input_offset_ms,
                         quantum=args.quantum, coast_s=args.coast_s,
-                        tempo_hint=args.tempo_hint)
+                        tempo_hint=args.tempo_hint, bars=args.bars)
     try:
         status = asyncio.run(_live(args, config))
     except KeyboardInterrupt:
