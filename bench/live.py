@@ -48,6 +48,9 @@ room. Then:
   before it (``bars`` in the output says which). In the room the windows are read in
   live mode's worker thread; ``--bar-reads-inline`` reads them in the input's reader
   thread instead, for A/B (``bar_reads`` in the output).
+- ``--replay --input-latency-ms MS --poll-ms MS``: replay with the room's input
+  latency (each block reaches live mode MS after its last sample was heard; the room's
+  is about 35 ms) and the sender's poll (live mode's is 20 ms; replay's default 10).
 - ``reader_block_ms``: in the room, how long the input's reader thread took per block
   (``TrackerBeatSource.feed``; p50, p99, max), after the calibration clicks.
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
@@ -370,8 +373,8 @@ def cost(args: argparse.Namespace, clips: list, folder: str) -> dict:
         live = subprocess.Popen(
             [sys.executable, "-m", "gridcast.host.cli", "live", "--broker", broker.url,
              "--input", room.output_device, "--rate", str(ROOM_RATE), "--seconds",
-             str(args.cost + 5), "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
+             str(args.cost + 5), "--json", *(["--bars", "tracker"] if args.tracker_bars else [])],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:  # until its input port exists
@@ -454,7 +457,8 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
                      network_ms=5.0, coast_s=args.coast_s,
                      tempo_hint=tempo_hint(args.tempo_hint, clip),
                      presses=[(args.gap_s + press[0], press[1])] if press else None,
-                     find_bars=not args.tracker_bars)
+                     find_bars=not args.tracker_bars,
+                     input_latency_ms=args.input_latency_ms, poll_ms=args.poll_ms)
         refused += run.refused_presses
         base = k * 1e9  # each clip on its own stretch of the timeline
         start = base + args.gap_s * 1e6
@@ -587,6 +591,10 @@ def main() -> None:
                         "clip's annotated tempo, set as the clip starts")
     parser.add_argument("--tracker-bars", action="store_true", help="the tracker's own bar "
                         "guess instead of the bar found in the audio (agent/live_bars.py)")
+    parser.add_argument("--input-latency-ms", type=float, default=0.0, help="with --replay: "
+                        "each block reaches live mode this long after its last sample was heard")
+    parser.add_argument("--poll-ms", type=float, default=10.0, help="with --replay: the "
+                        "sender's poll period")
     parser.add_argument("--bar-reads-inline", action="store_true", help="in the room, read "
                         "the bar windows in the input's reader thread, not live mode's worker")
     parser.add_argument("--downbeat-press", type=float, metavar="SECONDS", help="the "

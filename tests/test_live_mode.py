@@ -57,6 +57,20 @@ def test_predicted_beats_land_on_the_clicks_after_lock():
     assert [s for _, s in run.states][:2] == ["idle", "locked"]
 
 
+def test_replay_with_the_rooms_input_latency_decides_late_and_still_predicts():
+    """Replay's input latency (the room's: the block reaches live mode 35 ms after its
+    last sample was heard): every beat is decided at least that late, and the beats the
+    devices fire, predicted ahead, stay on the clicks."""
+    signal, beats = click_track(128.0, 20.0, sr=RATE)
+    run = replay(signal, RATE, network_ms=5.0, poll_ms=20.0, input_latency_ms=35.0)
+    late_ms = np.array([b.decided_us - b.heard_us for b in run.tracker]) / 1000
+    assert late_ms.min() >= 35.0, late_ms
+    led = run.led_us / 1e6
+    led = led[led <= 20.0]
+    errors = np.array([np.min(np.abs(led - b)) for b in beats[beats > 4.0]]) * 1000
+    assert np.median(errors) < 25 and np.max(errors) < 40, errors
+
+
 def test_a_replayed_press_on_the_one_sets_the_bar_the_devices_show():
     """The operator presses on click 21 (an unaccented one, 11 s), 15 ms late, in a bar
     of 3: the beats the devices show after the press count the bar from it. A press

@@ -12,7 +12,9 @@ fires each beat at its time. It is the fast, repeatable counterpart of the virtu
 ``presses`` are the operator's downbeat presses (``set_downbeat``): at ``at_s`` on the
 signal's timeline, with the bar's length or None; one the source refuses (no beat yet)
 is counted in ``refused_presses``. ``find_bars=False``: the tracker's own bar guess
-instead of the bar found in the audio (gridcast.agent.live_bars).
+instead of the bar found in the audio (gridcast.agent.live_bars). ``input_latency_ms``:
+each block reaches the source this long after its last sample was heard (the room's
+input: about 35 ms through JACK at 44.1 kHz, 512-frame blocks); 0 by default.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
            network_ms: float = 5.0, coast_s: float = 4.0,
            correction_us: int = 1000, tempo_hint: float | None = None,
            presses: list[tuple[float, int | None]] | None = None,
-           find_bars: bool = True) -> ReplayRun:
+           find_bars: bool = True, input_latency_ms: float = 0.0) -> ReplayRun:
     clock = [0]
     tracker: list[HeardBeat] = []
     source = TrackerBeatSource(rate, coast_s=coast_s, on_beat=tracker.append,
@@ -91,6 +93,7 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
     in_flight: list[tuple[int, LiveBeatsUpdate]] = []
     states: list[tuple[int, str]] = []
     poll_us, net_us = int(poll_ms * 1000), int(network_ms * 1000)
+    latency_us = int(input_latency_ms * 1000)
     next_poll = 0
     waiting = sorted((round(at_s * 1e6), bpb) for at_s, bpb in presses or [])
     refused = 0
@@ -123,7 +126,7 @@ def replay(signal: np.ndarray, rate: int, block: int = 512, poll_ms: float = 10.
     try:
         for start in range(0, len(signal), block):
             chunk = signal[start:start + block]
-            end_us = int((start + len(chunk)) / rate * 1e6)
+            end_us = int((start + len(chunk)) / rate * 1e6) + latency_us
             advance(end_us)
             clock[0] = end_us
             source.feed(chunk, start, heard_us)
