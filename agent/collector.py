@@ -210,6 +210,7 @@ class Collector:
         try:
             self.mqtt.start(timeout_s, wait)
         except MqttError as exc:
+            self.stop()  # a collector that could not start leaves no thread behind
             raise StoreError(f"collector: {exc}") from exc
 
     def stop(self) -> None:

@@ -189,6 +189,7 @@ def test_collector_refuses_a_broker_that_is_not_there(tmp_path, shared):
     collector = Collector(store, "127.0.0.1", free_port(), shared=shared)
     with pytest.raises(StoreError, match="cannot reach the broker"):
         collector.start()
+    assert not collector._writer.is_alive()  # nothing left running after the refusal
 
 
 def test_a_full_database_delays_but_loses_nothing(mosquitto, tmp_path):

@@ -140,6 +140,7 @@ def test_drifting_canaries_stop_the_rollout_and_are_rolled_back(fleet, tmp_path)
     feed = threading.Thread(target=drift_reports, daemon=True)
     result = asyncio.run(_run(transport, store, RolloutPlan(list(devices), 2, 1.0, 2.0), v2,
                               drift_feed=feed))
+    feed.join()  # its last reports may come after the rollout stopped
     assert result.state == "stopped" and "drift p99 over 1 ms" in result.reason
     assert sorted(result.rolled_back) == ["d0", "d1"]
     assert active(devices["d0"]) == "song v1" and active(devices["d1"]) == "song v1"
