@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
@@ -96,41 +98,48 @@ def test_the_status_says_where_the_bar_comes_from():
     source.close()
 
 
+class HeldReads:
+    """The bar Viterbi held until ``release`` is set: a read the test can catch in the
+    middle. ``readers``: the threads that read; ``started``: one has begun."""
+
+    def __init__(self, monkeypatch) -> None:
+        from gridcast.host.analysis import downbeats
+
+        self.started, self.release = threading.Event(), threading.Event()
+        self.readers: list[str] = []
+        real = downbeats.beat_in_bar_from_activation
+
+        def held(*args, **kwargs):
+            self.readers.append(threading.current_thread().name)
+            self.started.set()
+            assert self.release.wait(timeout=30), "the test never released the read"
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(downbeats, "beat_in_bar_from_activation", held)
+
+
+def fed_with_beats(bars: LiveBars, signal: np.ndarray, beats: np.ndarray) -> LiveBars:
+    """The whole signal, then every beat, each followed by read_if_due."""
+    feed(bars, signal)
+    for t in beats:
+        bars.beat(t * RATE)
+        bars.read_if_due()
+    return bars
+
+
 def test_the_worker_reads_the_window_while_the_input_goes_on(monkeypatch):
     """With worker=True a due window is read in the worker thread: the caller (live
     mode's input reader) goes on feeding while it reads, and the bar found is the one
     the caller's own thread would have found."""
-    import threading
-
-    from gridcast.host.analysis import downbeats
-
     signal, beats, _ = song(4, 120.0, seconds=16.0)
-    inline = LiveBars(RATE)
-    feed(inline, signal)
-    for t in beats:
-        inline.beat(t * RATE)
-        inline.read_if_due()
-
-    started, release = threading.Event(), threading.Event()
-    readers: list[str] = []
-    real = downbeats.beat_in_bar_from_activation
-
-    def held(*args, **kwargs):
-        readers.append(threading.current_thread().name)
-        started.set()
-        assert release.wait(timeout=30), "the test never released the read"
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(downbeats, "beat_in_bar_from_activation", held)
+    inline = fed_with_beats(LiveBars(RATE), signal, beats)
+    held = HeldReads(monkeypatch)
     bars = LiveBars(RATE, worker=True)
     try:
-        feed(bars, signal)
-        for t in beats:
-            bars.beat(t * RATE)
-            bars.read_if_due()  # returns while the worker is held in its read
-        assert started.wait(timeout=30)
-        assert readers == ["gc-live-bars"] and bars.anchor is None
-        release.set()
+        fed_with_beats(bars, signal, beats)  # returns while the worker is held in its read
+        assert held.started.wait(timeout=30)
+        assert held.readers == ["gc-live-bars"] and bars.anchor is None
+        held.release.set()
         assert bars.wait_idle()
         bars.read_if_due()  # the newest due window, now that the worker is free
         assert bars.wait_idle()
@@ -138,37 +147,22 @@ def test_the_worker_reads_the_window_while_the_input_goes_on(monkeypatch):
         assert [bars.bar_of(i) for i in range(len(beats))] == \
             [inline.bar_of(i) for i in range(len(beats))]
     finally:
-        release.set()
+        held.release.set()
         bars.close()
 
 
 def test_a_window_read_before_new_music_is_dropped(monkeypatch):
     """A restart while the worker reads: the old music's bar is not put on the new."""
-    import threading
-
-    from gridcast.host.analysis import downbeats
-
     signal, beats, _ = song(4, 120.0, seconds=16.0)
-    started, release = threading.Event(), threading.Event()
-    real = downbeats.beat_in_bar_from_activation
-
-    def held(*args, **kwargs):
-        started.set()
-        assert release.wait(timeout=30), "the test never released the read"
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(downbeats, "beat_in_bar_from_activation", held)
+    held = HeldReads(monkeypatch)
     bars = LiveBars(RATE, worker=True)
     try:
-        feed(bars, signal)
-        for t in beats:
-            bars.beat(t * RATE)
-            bars.read_if_due()
-        assert started.wait(timeout=30)
+        fed_with_beats(bars, signal, beats)
+        assert held.started.wait(timeout=30)
         bars.restart()  # new music while the window is read
-        release.set()
+        held.release.set()
         assert bars.wait_idle()
         assert bars.anchor is None and bars.windows == 0
     finally:
-        release.set()
+        held.release.set()
         bars.close()
