@@ -168,7 +168,7 @@ class LiveBars:
                 self._place(*job)
             return
         with self._wake:
-            if self._busy or self._job is not None:
+            if self._busy:  # set from the hand-over until the read ends
                 return
             newest, self._due = self._due, None
             self._job = self._take(newest)

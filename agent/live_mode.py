@@ -51,7 +51,7 @@ class LiveConfig:
     moves it by more than this; ``tempo_hint``: an input's tempo is followed within
     hint / 1.3 .. hint × 1.3 BPM (the operator knows the song's tempo octave);
     ``bars``: where an input's bar comes from until the operator presses on the one:
-    ``audio`` (found in the recent audio, about 2 % of a core more) or ``tracker``
+    ``audio`` (found in the recent audio, about 1.5 % of a core more) or ``tracker``
     (the C tracker's own guess: close to chance on music, for a machine with no CPU to
     spare)."""
 

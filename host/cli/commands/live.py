@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bars", choices=("audio", "tracker"), default="audio",
                    help="where an input's bar comes from until you press on the one: found "
                         "in the recent audio (default), or the tracker's own guess (close to "
-                        "chance, about 2%% of a core less)")
+                        "chance, about 1.5%% of a core less)")
     p.add_argument("--coast-s", type=float, default=4.0,
                    help="seconds the beats go on, fading, after the music is lost")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
