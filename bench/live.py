@@ -53,6 +53,12 @@ room. Then:
   is about 35 ms) and the sender's poll (live mode's is 20 ms; replay's default 10).
 - ``reader_block_ms``: in the room, how long the input's reader thread took per block
   (``TrackerBeatSource.feed``; p50, p99, max), after the calibration clicks.
+- ``--reverb-s S --drr-db DB --crowd-snr-db DB``: a microphone in a room instead of a
+  line from the mixer (host/evaluation/room_acoustics.py): the music reverberates (RT60
+  ``S``, the direct sound ``DB`` above the tail) and a crowd talks and claps ``DB`` below
+  it; ``--room-seed`` picks another room. The player plays, and replay feeds, what that
+  microphone hears; ``room_acoustics`` in the output says which. The calibration clicks
+  stay dry, as when the room is calibrated before the doors open.
 - ``cpu_pct``: this process's CPU (live mode, the sender, the clock-sync responder)
   over the clips' wall time, percent of one core.
 
@@ -78,8 +84,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gridcast.host.evaluation.room_acoustics import RoomAcoustics
 
 ROOM_RATE = 44_100
 ROOM_PERIOD = 512
@@ -89,7 +99,23 @@ MATCH_S = 0.07
 
 
 # --- the player (child process) -----------------------------------------------------------
-def player(room_device: str, paths: list[str], gap_s: float) -> None:
+def acoustics(args: argparse.Namespace) -> RoomAcoustics:
+    """The microphone's room from the command line (ValueError: a value out of range)."""
+    from gridcast.host.evaluation.room_acoustics import RoomAcoustics
+
+    return RoomAcoustics(args.reverb_s, args.drr_db, args.crowd_snr_db, args.room_seed)
+
+
+def acoustics_args(args: argparse.Namespace) -> list[str]:
+    """The same room for the player process."""
+    out = ["--reverb-s", str(args.reverb_s), "--drr-db", str(args.drr_db),
+           "--room-seed", str(args.room_seed)]
+    return out + (["--crowd-snr-db", str(args.crowd_snr_db)]
+                  if args.crowd_snr_db is not None else [])
+
+
+def player(room_device: str, paths: list[str], gap_s: float,
+           acoustics: RoomAcoustics) -> None:
     from gridcast.agent.audio.clicks import click_train
     from gridcast.agent.audio.output import AudioOutput
     from gridcast.host.analysis import audio
@@ -107,9 +133,10 @@ def player(room_device: str, paths: list[str], gap_s: float) -> None:
         say(kind="clicks", start_us=start, onsets_s=onsets.tolist())
         out.wait_done()
         time.sleep(gap_s)
-        for path in paths:
+        for k, path in enumerate(paths):
             info = audio.probe(path)
-            signal = np.concatenate(list(audio.iter_mono_blocks(info)))
+            signal = acoustics.apply(np.concatenate(list(audio.iter_mono_blocks(info))),
+                                     info.sample_rate, k)
             prepared = out.prepare(signal, info.sample_rate)
             start = out.play(prepared)
             say(kind="clip", path=path, start_us=start, duration_s=len(signal) / info.sample_rate)
@@ -226,7 +253,7 @@ async def _run(args: argparse.Namespace, clips: list, folder: str) -> dict:
                 await asyncio.sleep(args.warmup_s)  # clock sync converges
                 player_proc = subprocess.Popen(
                     [sys.executable, __file__, "--player", room.output_device, "--gap-s",
-                     str(args.gap_s), *[c.audio_path for c in clips]],
+                     str(args.gap_s), *acoustics_args(args), *[c.audio_path for c in clips]],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 assert player_proc.stdout is not None and player_proc.stdin is not None
                 ready = json.loads(await asyncio.to_thread(player_proc.stdout.readline))
@@ -451,6 +478,7 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
         if info.sample_rate != ROOM_RATE:
             g = gcd(ROOM_RATE, info.sample_rate)
             signal = resample_poly(signal, ROOM_RATE // g, info.sample_rate // g)
+        signal = acoustics(args).apply(signal, ROOM_RATE, k)
         gap = np.zeros(int(args.gap_s * ROOM_RATE), np.float32)
         press = downbeat_press(args.downbeat_press, clip, k)
         run = replay(np.concatenate([gap, signal.astype(np.float32)]), ROOM_RATE,
@@ -600,12 +628,24 @@ def main() -> None:
     parser.add_argument("--downbeat-press", type=float, metavar="SECONDS", help="the "
                         "operator presses on the one once per clip: at the annotated downbeat "
                         "nearest this far into it (with a human's 20 ms error)")
+    parser.add_argument("--reverb-s", type=float, default=0.0, help="a microphone in a "
+                        "reverberant room: its RT60 in seconds (0: a line from the mixer)")
+    parser.add_argument("--drr-db", type=float, default=0.0, help="with --reverb-s: the "
+                        "direct sound this many dB above the reverberation")
+    parser.add_argument("--crowd-snr-db", type=float, help="a crowd talking and clapping "
+                        "this many dB below the music at the microphone")
+    parser.add_argument("--room-seed", type=int, default=0, help="another room and crowd")
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        acoustics(args)
+    except ValueError as e:
+        parser.error(str(e))
     # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.player:
-        player(args.player, ([args.set_dir] if args.set_dir else []) + args.paths, args.gap_s)
+        player(args.player, ([args.set_dir] if args.set_dir else []) + args.paths, args.gap_s,
+               acoustics(args))
         return
     from gridcast.host.evaluation.evaluate import load_dataset
 
@@ -623,6 +663,8 @@ def main() -> None:
     if args.tempo_hint:
         result["tempo_hint"] = args.tempo_hint
     result["bars"] = "tracker" if args.tracker_bars else "audio"
+    if not acoustics(args).dry:
+        result["room_acoustics"] = acoustics(args).describe()
     if args.json:
         print(json.dumps(result))
     else:
