@@ -24,7 +24,9 @@ HELP = "follow live music (an audio input, or --link) and send the devices its c
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_target_arguments(p)
     p.add_argument("--input", default=None, metavar="DEV",
-                   help="audio input device, name or index (default: the system's)")
+                   help="audio input device, name or index (default: the system's); a "
+                   "line from the mixer follows better than a microphone in the room "
+                   "(docs/live.md)")
     p.add_argument("--rate", type=int, default=None, help="input sample rate (default: the "
                    "device's)")
     p.add_argument("--input-offset-ms", type=float, default=0.0,
