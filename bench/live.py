@@ -478,7 +478,7 @@ def replay_set(args: argparse.Namespace, clips: list) -> dict:
         if info.sample_rate != ROOM_RATE:
             g = gcd(ROOM_RATE, info.sample_rate)
             signal = resample_poly(signal, ROOM_RATE // g, info.sample_rate // g)
-        signal = acoustics(args).apply(signal, ROOM_RATE, k)
+        signal = args.room.apply(signal, ROOM_RATE, k)
         gap = np.zeros(int(args.gap_s * ROOM_RATE), np.float32)
         press = downbeat_press(args.downbeat_press, clip, k)
         run = replay(np.concatenate([gap, signal.astype(np.float32)]), ROOM_RATE,
@@ -638,14 +638,14 @@ def main() -> None:
     parser.add_argument("--player", metavar="ROOM_DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
-        acoustics(args)
+        args.room = acoustics(args)  # built once: the player and replay use this one
     except ValueError as e:
         parser.error(str(e))
     # SIGTERM unwinds like Ctrl-C, so the room, the broker and the devices are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.player:
         player(args.player, ([args.set_dir] if args.set_dir else []) + args.paths, args.gap_s,
-               acoustics(args))
+               args.room)
         return
     from gridcast.host.evaluation.evaluate import load_dataset
 
@@ -663,8 +663,8 @@ def main() -> None:
     if args.tempo_hint:
         result["tempo_hint"] = args.tempo_hint
     result["bars"] = "tracker" if args.tracker_bars else "audio"
-    if not acoustics(args).dry:
-        result["room_acoustics"] = acoustics(args).describe()
+    if not args.room.dry:
+        result["room_acoustics"] = args.room.describe()
     if args.json:
         print(json.dumps(result))
     else:

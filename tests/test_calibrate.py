@@ -195,6 +195,16 @@ class _LinearClock:
         return (agent_us - self.t0_us) * self.rate_hz / 1e6
 
 
+def _recorded(recording: np.ndarray, out_rate: int, in_rate: int | None = None,
+              in_start_us: float = 0.0) -> SimpleNamespace:
+    """A finished measurement whose input heard ``recording`` at ``in_rate`` (default the
+    output's), its frame 0 ``in_start_us`` after the output's frame 0."""
+    in_rate = in_rate or out_rate
+    return SimpleNamespace(recording=recording.astype(np.float32), in_frames=recording.size,
+                           in_xruns=0, out_xruns=0, out_clock=_LinearClock(1e6, out_rate),
+                           in_clock=_LinearClock(1e6 + in_start_us, in_rate))
+
+
 def test_an_input_at_another_rate_is_measured_through_the_resampled_burst() -> None:
     # The output plays at 48 kHz; the microphone records at 44.1 kHz, starting 3.7 ms
     # after the output's first frame; the room delays by 1104 output frames (23.0 ms).
@@ -205,21 +215,10 @@ def test_an_input_at_another_rate_is_measured_through_the_resampled_burst() -> N
 
     heard = resample_poly(delayed, 147, 160)  # 48 kHz -> 44.1 kHz
     skip = round(0.0037 * 44100)  # the input's frame 0 is output time 3.7 ms (rounded)
-    streams = SimpleNamespace(recording=heard[skip:].astype(np.float32),
-                              in_frames=heard.size - skip, in_xruns=0, out_xruns=0,
-                              out_clock=_LinearClock(1e6, 48000),
-                              in_clock=_LinearClock(1e6 + skip / 44100 * 1e6, 44100))
+    streams = _recorded(heard[skip:], 48000, 44100, skip / 44100 * 1e6)
     latencies, scores = calibration._find_bursts(streams, starts, burst, 48000, 44100, 100.0)
     assert min(scores) > 0.95
     assert latencies == pytest.approx([23.0] * 3, abs=0.01)
-
-
-def _recorded(recording: np.ndarray, rate: int) -> SimpleNamespace:
-    """A finished measurement whose input heard ``recording`` (both streams at ``rate``,
-    frame 0 of each at the same agent time)."""
-    return SimpleNamespace(recording=recording.astype(np.float32), in_frames=recording.size,
-                           in_xruns=0, out_xruns=0, out_clock=_LinearClock(1e6, rate),
-                           in_clock=_LinearClock(1e6, rate))
 
 
 @pytest.mark.parametrize("reverb_s, drr_db, crowd_snr_db", [

@@ -24,6 +24,7 @@ crowd from ``seed`` and the clip's index.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfilt
@@ -73,11 +74,15 @@ class RoomAcoustics:
         return {"reverb_s": self.reverb_s, "drr_db": self.drr_db,
                 "crowd_snr_db": self.crowd_snr_db, "seed": self.seed}
 
+    @cache  # noqa: B019 - a few small frozen rooms per process; every clip reuses its own
     def impulse_response(self, rate_hz: int) -> np.ndarray:
         """The room from the speaker to the microphone: 1.0 at sample 0 (the direct
-        sound), then the tail (none without reverberation)."""
+        sound), then the tail (none without reverberation). Computed once per rate:
+        do not write to it."""
         if self.reverb_s == 0:
-            return np.ones(1)
+            direct = np.ones(1)
+            direct.setflags(write=False)
+            return direct
         n = int(self.reverb_s * 1.2 * rate_hz)
         t = np.arange(n) / rate_hz
         rng = np.random.default_rng([self.seed, 0])
@@ -95,6 +100,7 @@ class RoomAcoustics:
         tail[:int(TAIL_START_S * rate_hz)] = 0.0
         tail *= np.sqrt(10 ** (-self.drr_db / 10) / np.sum(tail ** 2))
         tail[0] = 1.0
+        tail.setflags(write=False)  # cached: shared by every call
         return tail
 
     def crowd(self, n: int, rate_hz: int, index: int = 0) -> np.ndarray:
