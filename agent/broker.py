@@ -92,6 +92,8 @@ class Mosquitto(BrokerAddress):
         self.binary = binary
         self.port = port or free_port()
         self.bind = bind
+        # A folder made here is removed on close (``__exit__``); one given is the caller's.
+        self._own_folder = folder is None
         self.folder = folder or tempfile.mkdtemp(prefix="gridcast-mosquitto-")
         os.makedirs(self.folder, exist_ok=True)
         os.chmod(self.folder, 0o777)  # mosquitto may drop to its own user
@@ -157,12 +159,19 @@ class Mosquitto(BrokerAddress):
         time.sleep(down_s)
         self.start()
 
+    def close(self) -> None:
+        """Stop, and remove the folder if this broker made it (its persistence goes too;
+        ``stop`` alone keeps it for a ``start`` again)."""
+        self.stop()
+        if self._own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
     def __enter__(self) -> Mosquitto:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
 
 def open_broker(folder: str | None = None, prefer_embedded: bool = False, tls: bool = False):

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -257,12 +258,17 @@ class HeadlessChromium:
     def __init__(self, profile: str) -> None:
         assert CHROMIUM, "chromium is missing (Debian: apt-get install chromium; scripts/setup)"
         self.port = free_port()
+        # Chromium keeps its singleton socket in a folder under TMPDIR and leaves it
+        # behind when stopped, so it gets a folder of its own, removed on close (short:
+        # a socket's path must fit in 108 bytes, which the test's tmp_path may not).
+        self.tmp = tempfile.mkdtemp(prefix="gc-chromium-")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
              f"--remote-debugging-port={self.port}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": self.tmp})
 
     async def page(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         async with asyncio.timeout(20):
@@ -280,6 +286,7 @@ class HeadlessChromium:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Cdp:
