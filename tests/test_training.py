@@ -33,6 +33,40 @@ def test_every_meter_is_composed():
     assert seen == {m.name for m in scoregen.METERS}
 
 
+def test_the_band_profile_is_drums_in_popular_meters_with_a_backbeat():
+    scores = [scoregen.compose(np.random.default_rng([31, s]), 20.0, "band") for s in range(120)]
+    meters = [score.meter.name for score, _ in scores]
+    assert set(meters) <= {m.name for m in scoregen.BAND_METERS}
+    assert meters.count("4/4") > 0.7 * len(scores)
+    with_drums = [score for score, _ in scores if any(t.startswith("drums_") for t in score.tags)]
+    assert len(with_drums) > 0.85 * len(scores)
+    assert not any("drums_halftime" in score.tags for score in with_drums)
+    assert all(score.tags[1:] and "chorale" not in score.tags for score, _ in scores)
+    for score, bpm in scores:
+        lo, hi = score.meter.bpm_range
+        assert lo <= bpm <= hi
+    # Rock in 4/4: kick on 1 and 3, snare on 2 and 4, whatever the hats do.
+    for score, _ in scores:
+        if score.meter.name == "4/4" and "drums_rock" in score.tags:
+            drums = [n for n in score.notes if n.channel == scoregen.DRUM_CHANNEL]
+            snares = {n.beat % 4 for n in drums if n.pitch == scoregen.SNARE}
+            assert snares <= {1.0, 3.0}, snares
+
+
+def test_slow_band_songs_get_busier_hats():
+    def sixteenths(lo, hi):
+        rng = np.random.default_rng(5)
+        return np.mean([scoregen.band_hat_every(rng, bpm) == 0
+                        for bpm in rng.uniform(lo, hi, 2000)])
+
+    assert sixteenths(60, 90) > 0.35 > 0.10 > sixteenths(135, 170)
+
+
+def test_an_unknown_profile_is_refused():
+    with pytest.raises(ValueError, match="unknown profile 'disco'"):
+        scoregen.compose(np.random.default_rng(0), 20.0, "disco")
+
+
 def test_chorales_change_chord_on_every_beat():
     meter = scoregen.METERS[0]  # 4/4
     bars = scoregen.progression(np.random.default_rng(0), 8, meter, per_beat=True)

@@ -1,6 +1,6 @@
 """Build a training corpus of composed, rendered clips with exact beats.
 
-    python -m gridcast.host.training.corpus OUT --count 600 --seed 1
+    python -m gridcast.host.training.corpus OUT --count 600 --seed 1 [--profile band]
 
 OUT is laid out like the evaluation sets (audio/<id>.flac,
 annotations/<id>.beats with ``time<TAB>beat_in_bar``, MANIFEST.tsv), so
@@ -19,16 +19,16 @@ import soundfile as sf
 
 from gridcast.host import extras
 from gridcast.host.cli import output as console
-from gridcast.host.training import render
+from gridcast.host.training import render, scoregen
 
 FIELDS = ("id", "meter", "bpm", "tempo_curve", "humanized_ms", "soundfont", "tags", "fx")
 
 
-def build_one(args: tuple[str, int, int, float, list[str]]) -> dict:
-    out, seed, index, seconds, fonts = args
+def build_one(args: tuple[str, int, int, float, list[str], str]) -> dict:
+    out, seed, index, seconds, fonts, profile = args
     clip_id = f"gen_{seed}_{index:04d}"
     rng = np.random.default_rng([seed, index])
-    clip = render.make_clip(rng, seconds, fonts)
+    clip = render.make_clip(rng, seconds, fonts, profile)
     sf.write(os.path.join(out, "audio", f"{clip_id}.flac"), clip.audio, render.SAMPLE_RATE,
              subtype="PCM_16")
     with open(os.path.join(out, "annotations", f"{clip_id}.beats"), "w") as f:
@@ -37,11 +37,12 @@ def build_one(args: tuple[str, int, int, float, list[str]]) -> dict:
     return {"id": clip_id, **clip.manifest}
 
 
-def build(out: str, count: int, seed: int, seconds: float, jobs: int) -> None:
+def build(out: str, count: int, seed: int, seconds: float, jobs: int,
+          profile: str = "general") -> None:
     fonts = render.available_soundfonts()
     os.makedirs(os.path.join(out, "audio"), exist_ok=True)
     os.makedirs(os.path.join(out, "annotations"), exist_ok=True)
-    tasks = [(out, seed, i, seconds, fonts) for i in range(count)]
+    tasks = [(out, seed, i, seconds, fonts, profile) for i in range(count)]
     rows = []
     with ProcessPoolExecutor(jobs) as pool, console.progress(count, "rendering") as bar:
         for row in pool.map(build_one, tasks):
@@ -61,9 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--profile", choices=scoregen.PROFILES, default="general",
+                        help="general: every meter and texture; band: drums in 4/4 mostly, "
+                             "a backbeat or a one-drop, 58-175 BPM (host/training/scoregen.py)")
     args = parser.parse_args(argv)
     extras.require_for_script("mido", "rendering the training corpus")
-    build(args.out, args.count, args.seed, args.seconds, args.jobs)
+    build(args.out, args.count, args.seed, args.seconds, args.jobs, args.profile)
 
 
 if __name__ == "__main__":

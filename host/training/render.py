@@ -125,8 +125,9 @@ def room(rng: np.random.Generator, audio: np.ndarray, fx: dict) -> np.ndarray:
     return audio.astype(np.float32)
 
 
-def make_clip(rng: np.random.Generator, seconds: float, soundfonts: list[str]) -> Clip:
-    score, bpm = scoregen.compose(rng, seconds)
+def make_clip(rng: np.random.Generator, seconds: float, soundfonts: list[str],
+              profile: str = "general") -> Clip:
+    score, bpm = scoregen.compose(rng, seconds, profile)
     meter = score.meter
     first = -score.pickup_beats
     n_beats = score.n_bars * meter.beats_per_bar + score.pickup_beats + 1

@@ -16,6 +16,12 @@ bar, and none of it hard-wired to one cue:
 - accents, timing jitter and a tempo curve (steady, drift, rubato, abrupt
   change).
 
+The ``band`` profile composes what most recorded pop, rock, hip-hop and reggae is:
+a band with drums in 4/4 (a few 12/8, 3/4 and swung), a backbeat or a one-drop,
+hi-hats on sixteenths, eighths or quarters, from 58 to 175 BPM. Slow songs with
+busy hats are where the beat is counted at the backbeat's level, not the hats'
+(the annotators of recorded music do so), and the general profile has few of them.
+
 A score is a list of notes in *beats*; ``TempoMap`` turns beats into seconds,
 so the annotations are exact.
 """
@@ -384,6 +390,23 @@ def chorale(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic
 
 DRUM_STYLES_SIMPLE = ("rock", "pop", "house", "hiphop", "breakbeat", "halftime", "onedrop",
                       "disco", "funk", "march", "brushes", "random", "random")
+# The band profile's simple-meter styles: a backbeat (snare on 2 and 4) or a one-drop.
+DRUM_STYLES_BAND = ("rock", "rock", "pop", "pop", "hiphop", "funk", "disco", "breakbeat",
+                    "house", "onedrop", "brushes", "random")
+
+BAND_METERS = (
+    Meter("4/4", 4, 2, (58, 175), 0.82),
+    Meter("12/8", 4, 3, (45, 85), 0.07),
+    Meter("3/4", 3, 2, (70, 180), 0.05),
+    Meter("4/4 swing", 4, 3, (85, 200), 0.06, swing=True),
+)
+
+
+def band_hat_every(rng: np.random.Generator, bpm: float) -> int:
+    """Hi-hats on sixteenths (0), eighths (1) or quarters (2): busier in slow songs."""
+    p = ((0.45, 0.45, 0.10) if bpm < 95 else (0.05, 0.60, 0.35) if bpm > 130
+         else (0.20, 0.60, 0.20))
+    return int(rng.choice(3, p=p))
 DRUM_STYLES_TRIPLE = ("waltz", "jazzwaltz", "march", "random")
 DRUM_STYLES_COMPOUND = ("compound", "shuffle", "compound_sparse", "random")
 
@@ -407,7 +430,9 @@ def random_pattern(rng: np.random.Generator, bpb: int, grid: int) -> list[list[i
     return pattern
 
 
-def drums(rng: np.random.Generator, score: Score, accent: float) -> str:
+def drums(rng: np.random.Generator, score: Score, accent: float,
+          band_bpm: float | None = None) -> str:
+    """``band_bpm``: the band profile's styles and hats, at that tempo."""
     meter = score.meter
     bpb, pulses = meter.beats_per_bar, meter.pulses_per_beat
     if pulses == 3:
@@ -415,9 +440,14 @@ def drums(rng: np.random.Generator, score: Score, accent: float) -> str:
     elif bpb == 3:
         style = str(rng.choice(DRUM_STYLES_TRIPLE))
     else:
-        style = str(rng.choice(DRUM_STYLES_SIMPLE))
+        style = str(rng.choice(DRUM_STYLES_BAND if band_bpm else DRUM_STYLES_SIMPLE))
     grid = 4 if pulses == 2 else 3  # steps per beat
-    hat_every = int(rng.choice([1, 2])) if pulses == 2 else 1
+    if pulses != 2:
+        hat_every = 1
+    elif band_bpm:
+        hat_every = band_hat_every(rng, band_bpm)
+    else:
+        hat_every = int(rng.choice([1, 2]))
     intro_bars = int(rng.choice([0, 0, 0, 1, 2]))
     gaps = set(rng.choice(score.n_bars, size=int(rng.integers(0, 3)), replace=False).tolist())
     own = random_pattern(rng, bpb, grid)
@@ -448,7 +478,7 @@ def drum_hits(style: str, beat: int, sub: int, bpb: int, grid: int, hat_every: i
     on_beat = sub == 0
     eighth = grid == 4 and sub % 2 == 0
     if style in ("rock", "pop", "disco", "funk", "breakbeat", "hiphop", "halftime", "onedrop"):
-        if (eighth and hat_every == 1) or (on_beat and hat_every == 2):
+        if hat_every == 0 or (eighth and hat_every == 1) or (on_beat and hat_every == 2):
             hits.append(OPEN_HAT if style == "disco" and sub == 2 else HAT)
         if style == "funk" and grid == 4 and sub % 2:
             hits.append(HAT)
@@ -540,10 +570,19 @@ def drum_hits(style: str, beat: int, sub: int, bpb: int, grid: int, hat_every: i
     return hits
 
 
-def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
-    """A random score filling about ``seconds``, and its tempo (beat BPM)."""
-    weights = np.array([m.weight for m in METERS])
-    meter = METERS[int(rng.choice(len(METERS), p=weights / weights.sum()))]
+PROFILES = ("general", "band")
+
+
+def compose(rng: np.random.Generator, seconds: float,
+            profile: str = "general") -> tuple[Score, float]:
+    """A random score filling about ``seconds``, and its tempo (beat BPM). ``profile``:
+    ``general`` (every meter and texture) or ``band`` (see the module's docstring)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
+    band = profile == "band"
+    meters = BAND_METERS if band else METERS
+    weights = np.array([m.weight for m in meters])
+    meter = meters[int(rng.choice(len(meters), p=weights / weights.sum()))]
     lo, hi = meter.bpm_range
     bpm = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     n_bars = int(np.ceil(seconds * bpm / 60 / meter.beats_per_bar)) + 2
@@ -551,12 +590,12 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
     score.pickup_beats = int(rng.choice([0, 0, 0, 1])) if meter.beats_per_bar > 1 else 0
     tonic = int(rng.integers(0, 12))
     scale = MAJOR if rng.random() < 0.65 else MINOR
-    texture = str(rng.choice(["band", "chorale", "solo", "polyphony"],
-                             p=[0.67, 0.13, 0.08, 0.12]))
+    texture = "band" if band else str(rng.choice(["band", "chorale", "solo", "polyphony"],
+                                                 p=[0.67, 0.13, 0.08, 0.12]))
     bars = progression(rng, n_bars, meter, per_beat=texture == "chorale")
     accent = float(rng.choice([0.0, rng.uniform(0.2, 1.0)], p=[0.45, 0.55]))
     parts: list[str] = []
-    has_drums = rng.random() < (0.55 if texture == "band" else 0.15)
+    has_drums = rng.random() < (0.92 if band else 0.55 if texture == "band" else 0.15)
     if texture == "chorale":
         chorale(rng, score, bars, tonic, scale, accent)
         ensemble = CHORD_PROGRAMS if rng.random() < 0.5 else MELODY_PROGRAMS
@@ -587,7 +626,7 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
         score.programs[2] = int(rng.choice(CHORD_PROGRAMS))
         parts.append(f"chords_{style}")
     if has_drums:
-        parts.append(f"drums_{drums(rng, score, accent)}")
+        parts.append(f"drums_{drums(rng, score, accent, bpm if band else None)}")
     else:
         parts.append("no_drums")
     score.tags = [meter.name.replace(" ", "_"), *parts]

@@ -1,6 +1,7 @@
 """Train the beat network on a composed corpus; write host/analysis/models/beat_tcn_seed<N>.npz.
 
-    python -m gridcast.host.training.train TRAIN_DIR[,TRAIN_DIR...] VAL_DIR [-o OUT.npz]
+    python -m gridcast.host.training.train TRAIN_DIR[,TRAIN_DIR...] VAL_DIR[,VAL_DIR...] \
+        [-o OUT.npz] [--init FROM.npz --lr 1e-3]
 
 Needs the ``train`` extra (torch, mido). The network is the one
 host/analysis/beat_network.py runs in numpy; this file mirrors it layer by layer and
@@ -75,6 +76,26 @@ def export(model, mean: np.ndarray, std: np.ndarray, path: str, version: str) ->
     np.savez(path, **out)
 
 
+def load_weights(model, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Put an exported network's weights into ``model``; its input mean and std back."""
+    import torch
+
+    with np.load(path) as z:
+        state = {"inp.weight": z["w_in"].T[:, :, None], "inp.bias": z["b_in"],
+                 "out.weight": z["w_out"].T[:, :, None], "out.bias": z["b_out"]}
+        if int(z["n_blocks"]) != len(DILATIONS):
+            raise ValueError(f"{path}: {int(z['n_blocks'])} blocks, this trainer builds "
+                             f"{len(DILATIONS)}")
+        for k in range(len(DILATIONS)):
+            state[f"blocks.{k}.dil.weight"] = np.transpose(z[f"w_dil{k}"], (2, 1, 0))
+            state[f"blocks.{k}.dil.bias"] = z[f"b_dil{k}"]
+            state[f"blocks.{k}.mix.weight"] = z[f"w_mix{k}"].T[:, :, None]
+            state[f"blocks.{k}.mix.bias"] = z[f"b_mix{k}"]
+        mean, std = z["mean"].copy(), z["std"].copy()
+    model.load_state_dict({k: torch.tensor(np.ascontiguousarray(v)) for k, v in state.items()})
+    return mean, std
+
+
 def batches(data: dict, rng: np.random.Generator, batch: int, train: bool):
     order = rng.permutation(len(data["x"])) if train else np.arange(len(data["x"]))
     for i in range(0, len(order), batch):
@@ -98,7 +119,10 @@ def batches(data: dict, rng: np.random.Generator, batch: int, train: bool):
 
 
 def train(train_dir: str, val_dir: str, out: str, epochs: int, seed: int,
-          cache_dir: str | None, channels: int = CHANNELS) -> None:
+          cache_dir: str | None, channels: int = CHANNELS, init: str | None = None,
+          max_lr: float = 3e-3) -> None:
+    """``init``: start from that exported network (its input scaling kept) instead of
+    random weights, to fine-tune it on more material at a lower ``max_lr``."""
     import torch
 
     torch.manual_seed(seed)
@@ -107,14 +131,19 @@ def train(train_dir: str, val_dir: str, out: str, epochs: int, seed: int,
         name = folder.rstrip("/").replace("/", "_")
         return dataset.load_corpus(folder, f"{cache_dir}/{name}.npz" if cache_dir else None)
 
-    parts = [load(d) for d in train_dir.split(",")]
-    tr = {k: np.concatenate([p[k] for p in parts]) for k in ("ids", "x", "y")}
-    va = load(val_dir)
+    def load_all(folders: str) -> dict:
+        parts = [load(d) for d in folders.split(",")]
+        return {k: np.concatenate([p[k] for p in parts]) for k in ("ids", "x", "y")}
+
+    tr, va = load_all(train_dir), load_all(val_dir)
     allx = np.concatenate([beat_network.network_input(m) for m in tr["x"]])
-    mean, std = allx.mean(axis=0), allx.std(axis=0) + 1e-3
     model = build_model(allx.shape[1], channels)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * (
+    if init:
+        mean, std = load_weights(model, init)
+    else:
+        mean, std = allx.mean(axis=0), allx.std(axis=0) + 1e-3
+    opt = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * (
         (len(tr["x"]) + 7) // 8))
     tmean, tstd = torch.tensor(mean)[None, :, None], torch.tensor(std)[None, :, None]
 
@@ -126,7 +155,14 @@ def train(train_dir: str, val_dir: str, out: str, epochs: int, seed: int,
         m = torch.tensor(mask)
         return (bce * m).sum() / m.sum()
 
-    best = np.inf
+    def validation_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(np.mean([float(loss_of(*b)) for b in batches(va, rng, 8, train=False)]))
+
+    best = validation_loss() if init else np.inf
+    if init:
+        console.info(f"{init}: validation loss {best:.4f} before fine-tuning")
     for epoch in range(epochs):
         started = time.time()
         model.train()
@@ -138,9 +174,7 @@ def train(train_dir: str, val_dir: str, out: str, epochs: int, seed: int,
             opt.step()
             sched.step()
             total += loss.item()
-        model.eval()
-        with torch.no_grad():
-            val = float(np.mean([float(loss_of(*b)) for b in batches(va, rng, 8, train=False)]))
+        val = validation_loss()
         mark = ""
         if val < best:
             best = val
@@ -160,11 +194,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--channels", type=int, default=CHANNELS)
     parser.add_argument("--cache-dir", help="keep the corpus features here between runs")
+    parser.add_argument("--init", help="fine-tune this exported network (.npz) instead of "
+                        "starting from random weights; it is written only if the validation "
+                        "loss falls below its own")
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate "
+                        "(one-cycle; default 3e-3, about 1e-3 to fine-tune)")
     args = parser.parse_args(argv)
     extras.require_for_script("torch", "training the beat network")
     out = args.out or os.path.join(beat_network.MODEL_DIR, f"beat_tcn_seed{args.seed}.npz")
     train(args.train_dir, args.val_dir, out, args.epochs, args.seed, args.cache_dir,
-          args.channels)
+          args.channels, args.init, args.lr)
 
 
 if __name__ == "__main__":
