@@ -137,3 +137,21 @@ def test_history_rows_hold_this_frame_then_the_ones_before():
     assert h.shape == (4, 6)
     np.testing.assert_array_equal(h[2], [6, 7, 8, 3, 4, 5])
     np.testing.assert_array_equal(h[0], [0, 1, 2, 0, 0, 0])
+
+
+def test_fine_tuning_starts_only_from_a_beat_network(tmp_path):
+    from gridcast.host.analysis import beat_network
+    from gridcast.host.training import train
+
+    with train.open_network(beat_network.MODEL_PATHS[0]) as z:
+        assert int(z["n_blocks"]) == len(train.DILATIONS)
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(3))
+    with pytest.raises(ValueError, match=r"other.npz: not a beat network \(no w_in"):
+        train.open_network(str(other))
+    with pytest.raises(ValueError, match="missing.npz: not readable as a network"):
+        train.open_network(str(tmp_path / "missing.npz"))
+    text = tmp_path / "text.npz"
+    text.write_text("not an archive")
+    with pytest.raises(ValueError, match="text.npz: not readable as a network"):
+        train.open_network(str(text))

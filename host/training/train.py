@@ -76,11 +76,27 @@ def export(model, mean: np.ndarray, std: np.ndarray, path: str, version: str) ->
     np.savez(path, **out)
 
 
+def open_network(path: str):  # -> numpy NpzFile
+    """An exported network's arrays; ValueError saying what is wrong otherwise."""
+    try:
+        z = np.load(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--init {path}: not readable as a network ({e}); give a .npz "
+                         "that train.py or host/analysis/models holds") from e
+    missing = [k for k in ("w_in", "b_in", "w_out", "b_out", "n_blocks", "mean", "std")
+               if k not in z.files]
+    if missing:
+        z.close()
+        raise ValueError(f"--init {path}: not a beat network (no {', '.join(missing)}); give "
+                         "a .npz that train.py or host/analysis/models holds")
+    return z
+
+
 def load_weights(model, path: str) -> tuple[np.ndarray, np.ndarray]:
     """Put an exported network's weights into ``model``; its input mean and std back."""
     import torch
 
-    with np.load(path) as z:
+    with open_network(path) as z:
         state = {"inp.weight": z["w_in"].T[:, :, None], "inp.bias": z["b_in"],
                  "out.weight": z["w_out"].T[:, :, None], "out.bias": z["b_out"]}
         if int(z["n_blocks"]) != len(DILATIONS):
@@ -202,8 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     extras.require_for_script("torch", "training the beat network")
     out = args.out or os.path.join(beat_network.MODEL_DIR, f"beat_tcn_seed{args.seed}.npz")
-    train(args.train_dir, args.val_dir, out, args.epochs, args.seed, args.cache_dir,
-          args.channels, args.init, args.lr)
+    try:
+        if args.init:
+            open_network(args.init).close()  # before the corpora are read
+        train(args.train_dir, args.val_dir, out, args.epochs, args.seed, args.cache_dir,
+              args.channels, args.init, args.lr)
+    except ValueError as e:
+        parser.exit(2, f"{parser.prog}: {e}\n")
 
 
 if __name__ == "__main__":
