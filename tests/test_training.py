@@ -147,11 +147,11 @@ def test_fine_tuning_starts_only_from_a_beat_network(tmp_path):
         assert int(z["n_blocks"]) == len(train.DILATIONS)
     other = tmp_path / "other.npz"
     np.savez(other, a=np.zeros(3))
-    with pytest.raises(ValueError, match=r"other.npz: not a beat network \(no w_in"):
+    with pytest.raises(ValueError, match=r"other\.npz: not a beat network \(no w_in"):
         train.open_network(str(other))
-    with pytest.raises(ValueError, match="missing.npz: not readable as a network"):
+    with pytest.raises(ValueError, match=r"missing\.npz: not readable as a network"):
         train.open_network(str(tmp_path / "missing.npz"))
     text = tmp_path / "text.npz"
     text.write_text("not an archive")
-    with pytest.raises(ValueError, match="text.npz: not readable as a network"):
+    with pytest.raises(ValueError, match=r"text\.npz: not readable as a network"):
         train.open_network(str(text))
