@@ -6,6 +6,7 @@
     .venv/bin/python bench/live.py SET_DIR [--replay] --tempo-hint annotated  # an operator's
     .venv/bin/python bench/live.py SET_DIR [--replay] --downbeat-press 8      # presses on the one
     .venv/bin/python bench/live.py SET_DIR --clips 3 --cost 60   # CPU of gridcast live
+    .venv/bin/python bench/live.py CORPUS --replay --where humanized_ms=0   # by MANIFEST.tsv
 
 One JACK room (dummy backend, 44.1 kHz) holds two PortAudio clients: a *player*
 (this script with ``--player``, a child process) that plays each clip of the set
@@ -351,6 +352,34 @@ async def _press(mode, at_us: float, beats_per_bar: int) -> int:
     return 0
 
 
+def manifest_where(set_dir: str, clips: list, conditions: list[str]) -> list:
+    """The clips whose MANIFEST.tsv row meets every COLUMN=VALUE condition."""
+    import csv
+
+    path = Path(set_dir) / "MANIFEST.tsv"
+    if not path.is_file():
+        raise ValueError(f"--where: {path} does not exist (a composed corpus writes one)")
+    with open(path, newline="") as f:
+        rows = {row["id"]: row for row in csv.DictReader(f, delimiter="\t")}
+    columns = next(iter(rows.values()), {}).keys()
+
+    def same(have: str, want: str) -> bool:
+        try:
+            return float(have) == float(want)
+        except ValueError:
+            return have == want
+
+    for condition in conditions:
+        column, sep, want = condition.partition("=")
+        if not sep or column not in columns:
+            raise ValueError(f"--where {condition!r}: give COLUMN=VALUE with a column of "
+                             f"{path} ({', '.join(columns)})")
+        clips = [c for c in clips if c.id in rows and same(rows[c.id][column], want)]
+    if not clips:
+        raise ValueError(f"--where {' '.join(conditions)}: no clip of {set_dir} matches")
+    return clips
+
+
 def keep_raw(args: argparse.Namespace, clips: list, records: list[dict], leds: dict,
              tracker: list, net_ms: float) -> None:
     """Everything the figures come from, for a closer look: ``--raw`` writes it,
@@ -601,6 +630,10 @@ def main() -> None:
     parser.add_argument("set_dir", nargs="?")
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--clips", type=int, default=0, help="the first N clips (0: all)")
+    parser.add_argument("--where", metavar="COLUMN=VALUE", action="append", default=[],
+                        help="only the clips whose row in SET_DIR/MANIFEST.tsv has that value "
+                             "(numbers compared as numbers; repeat to narrow), e.g. "
+                             "humanized_ms=0 on a composed corpus")
     parser.add_argument("--devices", type=int, default=3)
     parser.add_argument("--warmup-s", type=float, default=20.0, help="clock sync first")
     parser.add_argument("--gap-s", type=float, default=4.0, help="silence between clips")
@@ -650,6 +683,11 @@ def main() -> None:
     from gridcast.host.evaluation.evaluate import load_dataset
 
     clips = load_dataset(args.set_dir)
+    if args.where:
+        try:
+            clips = manifest_where(args.set_dir, clips, args.where)
+        except ValueError as e:
+            parser.error(str(e))
     if args.clips:
         clips = clips[:args.clips]
     if args.replay:
