@@ -390,6 +390,8 @@ def chorale(rng: np.random.Generator, score: Score, bars: list[list[int]], tonic
 
 DRUM_STYLES_SIMPLE = ("rock", "pop", "house", "hiphop", "breakbeat", "halftime", "onedrop",
                       "disco", "funk", "march", "brushes", "random", "random")
+DRUM_STYLES_TRIPLE = ("waltz", "jazzwaltz", "march", "random")
+DRUM_STYLES_COMPOUND = ("compound", "shuffle", "compound_sparse", "random")
 # The band profile's simple-meter styles: a backbeat (snare on 2 and 4) or a one-drop.
 DRUM_STYLES_BAND = ("rock", "rock", "pop", "pop", "hiphop", "funk", "disco", "breakbeat",
                     "house", "onedrop", "brushes", "random")
@@ -407,8 +409,6 @@ def band_hat_every(rng: np.random.Generator, bpm: float) -> int:
     p = ((0.45, 0.45, 0.10) if bpm < 95 else (0.05, 0.60, 0.35) if bpm > 130
          else (0.20, 0.60, 0.20))
     return int(rng.choice(3, p=p))
-DRUM_STYLES_TRIPLE = ("waltz", "jazzwaltz", "march", "random")
-DRUM_STYLES_COMPOUND = ("compound", "shuffle", "compound_sparse", "random")
 
 
 def random_pattern(rng: np.random.Generator, bpb: int, grid: int) -> list[list[int]]:

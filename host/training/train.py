@@ -89,6 +89,10 @@ def open_network(path: str):  # -> numpy NpzFile
         z.close()
         raise ValueError(f"--init {path}: not a beat network (no {', '.join(missing)}); give "
                          "a .npz that train.py or host/analysis/models holds")
+    if int(z["n_blocks"]) != len(DILATIONS):
+        n = int(z["n_blocks"])
+        z.close()
+        raise ValueError(f"--init {path}: {n} blocks, this trainer builds {len(DILATIONS)}")
     return z
 
 
@@ -99,9 +103,6 @@ def load_weights(model, path: str) -> tuple[np.ndarray, np.ndarray]:
     with open_network(path) as z:
         state = {"inp.weight": z["w_in"].T[:, :, None], "inp.bias": z["b_in"],
                  "out.weight": z["w_out"].T[:, :, None], "out.bias": z["b_out"]}
-        if int(z["n_blocks"]) != len(DILATIONS):
-            raise ValueError(f"{path}: {int(z['n_blocks'])} blocks, this trainer builds "
-                             f"{len(DILATIONS)}")
         for k in range(len(DILATIONS)):
             state[f"blocks.{k}.dil.weight"] = np.transpose(z[f"w_dil{k}"], (2, 1, 0))
             state[f"blocks.{k}.dil.bias"] = z[f"b_dil{k}"]
