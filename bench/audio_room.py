@@ -8,9 +8,14 @@ compare the time it was heard with the time it was scheduled for.
 --clock-ppm models a sound card whose clock runs off its nominal rate: the room runs at
 rate·(1 + ppm) while the output prepares samples for the nominal rate, so only the
 output's drift measurement can keep the clicks on time. --load N runs N busy processes
-meanwhile (a loaded machine).
+meanwhile (a loaded machine). --stall-ms 27,30,33 stops the room's jackd (SIGSTOP) for
+those durations, --stall-every seconds apart from 10 s into the play: a stop that
+outlasts a cycle's slack makes the dummy driver re-anchor its cycles (an xrun), so frames
+shift against time by however long it overran, and the output's clock model must see
+it. Clicks heard within 10 s of an xrun are judged apart (the room's own clock rings).
 
     python bench/audio_room.py [--seconds 60] [--source-rate 44100] [--clock-ppm 0] [--load 0]
+                               [--stall-ms 27,30,33 --stall-every 15]
 
 Prints one JSON object: click error p50/p99/max (µs, heard − scheduled), xruns, the first
 sound's latency from the play() call, the output callback's CPU per minute of audio.
@@ -22,6 +27,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 
@@ -43,8 +49,19 @@ def busy(stop) -> None:
         sum(range(10_000))
 
 
+def stall(pid: int, stalls_ms: list[float], every_s: float, started: float) -> None:
+    """Stop process ``pid`` for each of ``stalls_ms``, the first 10 s after ``started``
+    (time.monotonic), then every ``every_s``."""
+    for k, stop_ms in enumerate(stalls_ms):
+        time.sleep(max(0.0, started + 10.0 + k * every_s - time.monotonic()))
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(stop_ms / 1e3)
+        os.kill(pid, signal.SIGCONT)
+
+
 def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, every_s: float,
-        period: int, lead_ms: float | None) -> dict:
+        period: int, lead_ms: float | None, stalls_ms: list[float] | None = None,
+        stall_every_s: float = 15.0) -> dict:
     device_rate = round(room_rate * (1.0 + clock_ppm * 1e-6))
     onsets_s = np.arange(0.0, seconds - 0.05, every_s)  # a click on the very first sample
     signal, indices = click_train(source_rate, onsets_s, seconds)
@@ -57,6 +74,8 @@ def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, ever
             cpu_before = time.process_time()
             start = now_us() + lead_ms * 1e3 if lead_ms is not None else None
             start_us = output.play(signal, source_rate, start_us=start)
+            if stalls_ms and room.pid is not None:
+                stall(room.pid, stalls_ms, stall_every_s, time.monotonic())
             output.wait_done(seconds + 10.0)
             capture = recorder.stop()
             cpu_process = time.process_time() - cpu_before
@@ -89,6 +108,7 @@ def run(seconds: float, source_rate: int, room_rate: int, clock_ppm: float, ever
         "error_us_every_10th": [round(float(e), 1) for e in errors[::10]],
         "drift_ppm_measured": round(report.drift_ppm, 2),
         "drift_ppm_true": round((device_rate / room_rate - 1.0) * 1e6, 2),
+        "stalls_ms": stalls_ms or [], "timeline_shifts": report.timeline_shifts,
         "xruns_output": report.xruns, "xruns_jack": capture.xruns,
         "xrun_after_play_ms": [round((t - report.play_called_us) / 1e3, 1) for t in capture.xrun_us]
         if report.play_called_us else [],
@@ -116,14 +136,23 @@ def main() -> None:
     parser.add_argument("--lead-ms", type=float, default=None,
                         help="schedule the start this far after play() (default: output's)")
     parser.add_argument("--load", type=int, default=0, help="busy processes meanwhile")
+    parser.add_argument("--stall-ms", default="",
+                        help="stop the room's jackd this long, comma-separated, e.g. 27,30,33")
+    parser.add_argument("--stall-every", type=float, default=15.0,
+                        help="seconds between the stops (the first 10 s into the play)")
     args = parser.parse_args()
+    try:
+        stalls_ms = [float(part) for part in args.stall_ms.split(",") if part.strip()]
+    except ValueError:
+        parser.error(f"--stall-ms {args.stall_ms!r}: give milliseconds separated by commas, "
+                     "e.g. 27,30,33")
     stop = mp.Event()
     loaders = [mp.Process(target=busy, args=(stop,), daemon=True) for _ in range(args.load)]
     for loader in loaders:
         loader.start()
     try:
         result = run(args.seconds, args.source_rate, args.rate, args.clock_ppm, args.every,
-                     args.period, args.lead_ms)
+                     args.period, args.lead_ms, stalls_ms, args.stall_every)
     finally:
         stop.set()
         for loader in loaders:

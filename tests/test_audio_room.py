@@ -7,6 +7,9 @@ knows when every sample is heard (JACK frame times mapped onto the agent clock).
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -220,6 +223,49 @@ def test_dac_clock_fits_drift_and_recovers_from_a_skipped_cycle():
     assert clock.shifts == 1
     # The line sits on the shortest delay (100 µs), not on the typical one (200 µs).
     assert np.all((settled > 80.0) & (settled < 130.0))
+
+
+@pytest.mark.parametrize("shift_ms", [1.5, 3.0, 6.0, 9.0, 21.3])
+def test_dac_clock_moves_with_a_shift_shorter_than_a_buffer(shift_ms):
+    # JACK's dummy driver (and a card's driver) re-anchors its cycles after a stall:
+    # frames then sit later against time by however long the stall outlasted the
+    # cycle's slack, often less than half of a 1024-frame buffer. Left in one segment
+    # such a shift tilted the slope (a card 104 ppm fast read as 40 ppm slow at 6 ms)
+    # and held the line early by up to the shift for tens of seconds.
+    rng = np.random.default_rng(2)
+    clock, errors, period = DacClock(48000), [], 1024
+    for k in range(48000 * 60 // period):
+        frame = k * period
+        shifted_us = shift_ms * 1e3 if frame >= 35 * 48000 else 0.0
+        true_us = 1.7e15 + frame * 1e6 / 48000 / (1 + 104e-6) + shifted_us
+        late_us = 100.0 + rng.exponential(100.0) * (20.0 if rng.random() < 0.01 else 1.0)
+        clock.add(frame, true_us + late_us)
+        errors.append(clock.heard_us(frame) - true_us - 100.0)
+    after = np.abs(np.array(errors[int(35.5 * 48000 / period):]))
+    assert clock.shifts == 1
+    assert clock.drift_ppm == pytest.approx(104.0, abs=2.0)
+    assert after.max() < 150.0, f"the line sat up to {after.max() / 1e3:.2f} ms off after the shift"
+
+
+def test_stalls_of_the_room_server_leave_the_card_drift_measured():
+    # A stop of jackd that outlasts a cycle's slack makes the dummy driver re-anchor its
+    # cycles (an xrun): frames then sit later against time by however long it overran,
+    # a few ms or more than a buffer. Stops of 24-34 ms until JACK reported three.
+    rng = np.random.default_rng(3)
+    with VirtualRoom(rate_hz=48005, period_frames=PERIOD) as room, \
+            AudioOutput(room.output_device, assume_rate_hz=48000) as output:
+        assert room.pid is not None
+        for _ in range(12):
+            time.sleep(2.0)
+            if output.report().xruns >= 3:
+                break
+            os.kill(room.pid, signal.SIGSTOP)
+            time.sleep(rng.uniform(0.024, 0.034))
+            os.kill(room.pid, signal.SIGCONT)
+        time.sleep(2.0)
+        report = output.report()
+    assert report.xruns >= 3 and report.timeline_shifts >= 1, report
+    assert report.drift_ppm == pytest.approx((48005 / 48000 - 1) * 1e6, abs=20.0), report
 
 
 class _StallingStream:

@@ -47,17 +47,22 @@ class DacClock:
     intercept a low percentile of their residuals. All of it runs in the audio
     callback, so it uses preallocated arrays and a few small numpy calls per block.
 
-    A stream that skips cycles (an xrun) shifts frames against time. That shows as
-    callbacks whose bounds all sit more than half a buffer (at least ``shift_us``)
-    above the line for a whole block, or one bound below it (a bound is never early):
-    the line moves by the smallest such offset and a new segment begins: the slope is
-    fitted within segments (their history kept), the intercept from the current one. A
-    shorter late run is a busy machine, not a skip; an xrun flag alone is no proof
-    either (JACK flags every client when any one of them is late).
+    A stream that skips cycles or re-anchors them after a stall (an xrun) shifts frames
+    against time, by any amount: a whole buffer, or the few ms a stall outlasted a
+    cycle's slack. That shows as callbacks whose bounds all sit more than ``shift_us``
+    above the line for a whole block, or one bound more than ``shift_us`` below it (a
+    bound is never early): the line moves by the smallest such offset and a new segment
+    begins: the slope is fitted within segments (their history kept), the intercept
+    from the current one. A shorter late run is a busy machine, not a skip (a block's
+    lowest bound sits within 0.1 ms of the line even with both cores busy,
+    docs/audio.md); an xrun flag alone is no proof either (JACK flags every client when
+    any one of them is late). A shift left in one segment would tilt the slope and hold
+    the line off for tens of seconds: 5 ms left in it read a card 104 ppm fast as
+    260 ppm slow.
     """
 
     def __init__(self, nominal_rate_hz: float, block_s: float = 0.25, window_s: float = 120.0,
-                 min_span_s: float = 2.0, shift_us: float = 2000.0) -> None:
+                 min_span_s: float = 2.0, shift_us: float = 1000.0) -> None:
         self.nominal_rate_hz = float(nominal_rate_hz)
         self._us_per_frame_nominal = 1e6 / self.nominal_rate_hz
         self._block_frames = int(block_s * nominal_rate_hz)
@@ -76,7 +81,6 @@ class DacClock:
         self._b = self._us_per_frame_nominal  # µs per frame
         self._block_start: int | None = None
         self._block_min: tuple[int, float] = (0, 0.0)
-        self._last_frame: int | None = None
         self._late_since: int | None = None  # first frame of a run of late callbacks
         self._late_min = 0.0
         self._ready = False
@@ -111,9 +115,7 @@ class DacClock:
             self._t_ref = heard_upper_us
             self._ready = True
         residual = heard_upper_us - self.heard_us(frame)
-        buffer_us = 0.0 if self._last_frame is None else (frame - self._last_frame) * self._b
-        self._last_frame = frame
-        shift_us = max(self._shift_us, 0.5 * buffer_us)
+        shift_us = self._shift_us
         if residual < -shift_us:
             self._shift(residual)
             return
