@@ -117,9 +117,14 @@ def test_led_beats_land_on_the_heard_clicks(broker, simulator, key):
     assert np.median(np.abs(joined["errors_ms"])) <= MAX_P99_MS, joined
     # the last click before each boundary (0.1 s before it) and the first after it (on
     # it) are lit on every device that plays from the start, aimed on the sound (a frame
-    # the host held up shows it: its delay after its due tick is logged)
+    # the host held up shows it: its delay after its due tick is logged). Clicks heard
+    # while the room's clock rang after a JACK xrun cannot be judged (Capture.settled).
     first, second = len(one.beats_s), len(one.beats_s) + len(two.beats_s)
     around = np.concatenate([heard[first - 1:first + 1], heard[second - 1:second + 1]])
+    around = around[capture.settled(around)]
+    if around.size == 0:
+        pytest.fail(f"JACK xruns at {capture.xrun_us} left no hand-over to judge: the "
+                    "machine was too busy; re-run when it is calmer")
     for dev in sim.devices[:2]:
         lines = read_led_log(dev.led_log)
         shown = np.asarray([line["true_time_us"] for line in lines], dtype=np.float64)
