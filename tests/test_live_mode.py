@@ -180,6 +180,37 @@ def test_input_frames_are_timed_by_the_adc_not_by_the_callback():
     assert live.overflows == 0
 
 
+class _GilWaitingInput:
+    """A stream whose Python callback always starts 3 ms after PortAudio stamped the
+    buffer (``currentTime``): it waited for the GIL. ``time`` reads the stream clock
+    (the agent's minus 1 s) when asked, as ``Pa_GetStreamTime`` does."""
+
+    def __init__(self, samplerate, blocksize, channels, dtype, callback, device=None):
+        self.callback, self.agent_us = callback, 0
+
+    @property
+    def time(self) -> float:
+        return self.agent_us / 1e6 - 1.0
+
+
+def test_a_callback_that_waited_for_the_gil_is_timed_by_the_stream_clock():
+    clock: list[int] = []
+    live = LiveInput(rate=RATE, blocksize=512, stream_factory=_GilWaitingInput,
+                     now_us=lambda: clock[-1])
+    stream, errors = live.stream, []
+    for k in range(RATE * 10 // 512):
+        adc_us = 5_000_000 + round(k * 512 / RATE * 1e6)  # when its first frame came in
+        stamped_us = adc_us + round(512 / RATE * 1e6) + 100  # PortAudio's callback began
+        stream.agent_us = stamped_us + 3000  # the Python callback, after the GIL
+        clock.append(stream.agent_us)
+        times = SimpleNamespace(currentTime=stamped_us / 1e6 - 1.0,
+                                inputBufferAdcTime=adc_us / 1e6 - 1.0)
+        live._callback(np.zeros((512, 1), np.float32), 512, times, None)
+        errors.append(live.heard_us(k * 512) - adc_us)
+    # Timed by currentTime, every bound was 3 ms late, and so was the line.
+    assert np.max(np.abs(errors[100:])) < 50.0, errors[100:110]
+
+
 def test_input_overflows_are_counted_logged_and_shown(caplog):
     class Overflowing(StampedInput):
         overflow_every = 10

@@ -4,9 +4,11 @@ PortAudio stamps each input callback's buffer with ``time.inputBufferAdcTime``: 
 first frame entered the ADC, on the stream's own clock (``time.currentTime`` is that
 clock's *now*). The callback runs after the buffer was captured, never before, so
 
-    now_us() at the callback's start − (currentTime − inputBufferAdcTime)
+    now_us() − (stream.time − inputBufferAdcTime), the stream's clock read just before
 
-is an upper bound of when the buffer's first frame was heard, on the agent's timeline.
+is an upper bound of when the buffer's first frame was heard, on the agent's timeline
+(PortAudio's ``currentTime``, taken when its own callback began, stands in for
+``stream.time`` until the stream object exists).
 Frames advance at the device's true rate, so the lower envelope of (frame, bound) is a
 line: the same model as the output side's DAC clock
 (:class:`gridcast.agent.audio.dac_clock.DacClock`, which this reuses as is: slope =
@@ -97,6 +99,10 @@ class LiveInput:
         return self._stream
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        # The stream's clock now, then the agent's: the bound is never early, and the
+        # time this Python callback waited for the GIL after PortAudio stamped the buffer
+        # (currentTime) drops out (as in gridcast.agent.audio.dac_clock.read_clocks).
+        stream_now = None if time_info is None else self._stream_time(time_info)
         called_us = self._now_us()
         if not self._named:  # PortAudio's (or JACK's) thread: named once, from inside
             self._named = set_os_thread_name("gc-live-audio") or True
@@ -108,8 +114,8 @@ class LiveInput:
                 log.warning("live input overflowed (%d so far): audio was lost",
                             self.overflows)
         # A stand-in stream without times (tests): its block ended when it was called.
-        lag_s = frames / self.rate if time_info is None else (
-            float(time_info.currentTime) - float(time_info.inputBufferAdcTime))
+        lag_s = frames / self.rate if stream_now is None else (
+            stream_now - float(time_info.inputBufferAdcTime))
         with self._lock:
             first = self.frames
             self.clock.add(first, called_us - max(lag_s, 0.0) * 1e6)
@@ -117,6 +123,16 @@ class LiveInput:
         data = np.asarray(indata, dtype=np.float32)
         mono = data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1)
         self._blocks.put((mono, first))
+
+    def _stream_time(self, time_info: Any) -> float:
+        """The stream clock now (``Pa_GetStreamTime``); PortAudio's ``currentTime`` (when
+        its callback began) before the stream object is ours, or for a stream without
+        one."""
+        stream: Any = getattr(self, "_stream", None)
+        try:
+            return float(stream.time)
+        except Exception:  # not yet constructed, a stand-in, or PortAudio said no
+            return float(time_info.currentTime)
 
     def heard_us(self, frame: float) -> float:
         """Agent µs at which input frame ``frame`` was heard."""
