@@ -1,9 +1,12 @@
+import os
+
 import numpy as np
 import pytest
 
-from gridcast.host.analysis import analyzer, beat_hmm, features
+from gridcast.host.analysis import analyzer, beat_hmm, beats, features
 from gridcast.host.analysis.params import AnalyzerParams
-from tests.conftest import click_track
+from gridcast.host.evaluation.evaluate import load_dataset
+from tests.conftest import SHARED, click_track
 
 
 @pytest.mark.parametrize("bpm", [72, 96, 120, 150])
@@ -90,3 +93,45 @@ def test_local_tempo_follows_a_tempo_change():
     curve = analyzer.local_tempo(times, np.zeros(0))
     assert curve[2] == pytest.approx(120, rel=0.01)
     assert curve[-3] == pytest.approx(150, rel=0.01)
+
+
+def _pulses(bpm: float, seconds: float, frame_rate_hz: float = 100.0) -> np.ndarray:
+    """Onset strength with a smoothed pulse on every beat and a weaker one half-way."""
+    s = np.zeros(int(seconds * frame_rate_hz))
+    period = 60.0 / bpm * frame_rate_hz
+    for k in range(int(s.size / period)):
+        for at, height in ((k * period, 1.0), ((k + 0.5) * period, 0.4)):
+            i = round(at)
+            s[max(0, i - 2):i + 3] += height * np.array([0.2, 0.6, 1.0, 0.6, 0.2])[
+                max(0, 2 - i):5 - max(0, i + 3 - s.size)]
+    return np.clip(s, 0.0, 1.0)
+
+
+def test_the_second_pass_holds_the_first_pass_tempo_and_a_hint_decodes_once():
+    strength = _pulses(128.0, 30.0)
+    params = AnalyzerParams()
+    first = beats.track(strength, 100.0, params)
+    own = beats.track_own_tempo(strength, 100.0, params)
+    bpm = 60.0 / np.median(first.interval_s)
+    tempi = 60.0 / own.interval_s
+    assert bpm == pytest.approx(128.0, rel=0.03)
+    # the second decode may only move within own_tempo_range of the first's tempo
+    assert tempi.min() >= bpm / params.own_tempo_range - 1
+    assert tempi.max() <= bpm * params.own_tempo_range + 1
+    assert np.median(tempi) == pytest.approx(128.0, rel=0.03)
+    hinted = params.with_hint(64.0)
+    once = beats.track(strength, 100.0, hinted)
+    again = beats.track_own_tempo(strength, 100.0, hinted)
+    np.testing.assert_array_equal(once.times_s, again.times_s)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "beats-real")),
+                    reason="the shared evaluation data sits beside the repository only in CI")
+@pytest.mark.parametrize("clip_id", ["gtzan_rock.00006", "gtzan_jazz.00009"])
+def test_slow_songs_are_tracked_at_their_own_tempo(clip_id):
+    # Annotated at 57.4 and 56.5 BPM; analyzer 0.5.1, with its tempo prior centred on
+    # 110 BPM, tracked them at 114.6 and 113.1 (docs/analysis.md, "The tempo prior").
+    clip = next(c for c in load_dataset(os.path.join(SHARED, "beats-real")) if c.id == clip_id)
+    bm = analyzer.analyze_file(clip.audio_path, AnalyzerParams())
+    annotated = 60.0 / np.median(np.diff(clip.beats))
+    assert bm.tempo_bpm == pytest.approx(annotated, rel=0.04)

@@ -14,10 +14,11 @@ from gridcast.host.analysis.params import AnalyzerParams
 from gridcast.host.beatmaps.beatmap import BeatMap
 
 ANALYZER_NAME = "gridcast"
-ANALYZER_VERSION = "0.5.1"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network;
+ANALYZER_VERSION = "0.5.2"  # 0.2: per-bin flux; 0.2.1: bar phase over half bars; 0.3: beat network;
 # 0.4: two-network ensemble, network weight 0.75, downbeat accents 1.0; 0.5: phrases, sections;
 # 0.5.1: faster float32 ELU and log in features/network, least-squares tempo curve in closed
-# form (beats move by < 1e-7 s on the dev sets, bars and sections unchanged)
+# form (beats move by < 1e-7 s on the dev sets, bars and sections unchanged); 0.5.2: no tempo
+# prior without a hint (slow songs no longer pushed to twice their tempo)
 SILENCE_DBFS = -60.0  # a file whose loudest frame is below this is treated as silence
 ACTIVE_DB_BELOW_PEAK = 40.0  # frames this far under the loudest are "not playing"
 # Below this rhythmic contrast (see rhythmic_contrast) the beats are a guess: white
@@ -67,7 +68,7 @@ def analyze_features(feats: features.Features, params: AnalyzerParams,
         confidence = 0.0
     else:
         activation = beat_network.activations(feats.band_mag)
-        tracked = beats.track(strength, feats.frame_rate_hz, params, activation[:, 0])
+        tracked = beats.track_own_tempo(strength, feats.frame_rate_hz, params, activation[:, 0])
         keep = _in_active_region(tracked.times_s, feats)
         beat_times, intervals = tracked.times_s[keep], tracked.interval_s[keep]
         beat_times = beats.refine_to_onsets(beat_times, onset.onset_strength(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -32,7 +32,8 @@ def _space(frame_rate_hz: float, params: AnalyzerParams) -> beat_hmm.StateSpace:
     max_interval = max(min_interval + 1, round(60 * frame_rate_hz / lo_bpm))
     bpm = 60 * frame_rate_hz / np.arange(min_interval, max_interval + 1)
     centre = params.tempo_hint_bpm or params.prior_bpm
-    log_prior = -0.5 * (np.log2(bpm / centre) / params.prior_sigma_oct) ** 2 * params.prior_weight
+    weight = params.hint_prior_weight if params.tempo_hint_bpm else params.prior_weight
+    log_prior = -0.5 * (np.log2(bpm / centre) / params.prior_sigma_oct) ** 2 * weight
     return beat_hmm.make_state_space(min_interval, max_interval, params.transition_lambda,
                                      log_prior, params.family_switch_logp, params.beat_window)
 
@@ -70,6 +71,23 @@ def track(strength: np.ndarray, frame_rate_hz: float, params: AnalyzerParams,
     return BeatTrack(frames / frame_rate_hz,
                      space.intervals[states] / frame_rate_hz,
                      space.families[states] == beat_hmm.TERNARY)
+
+
+def track_own_tempo(strength: np.ndarray, frame_rate_hz: float, params: AnalyzerParams,
+                    activation: np.ndarray | None = None) -> BeatTrack:
+    """``track``, then (without a tempo hint, when ``own_tempo_prior_weight`` > 0) again
+    with the tempo prior centred on the first pass's median tempo: the track's own tempo
+    keeps quiet stretches (a break without drums) from wandering to another tempo
+    octave, while no fixed centre pushes a slow song to twice its tempo."""
+    first = track(strength, frame_rate_hz, params, activation)
+    if params.tempo_hint_bpm or params.own_tempo_prior_weight <= 0 or len(first.times_s) < 4:
+        return first
+    bpm = round(60.0 / float(np.median(first.interval_s)), 1)
+    span = params.own_tempo_range
+    return track(strength, frame_rate_hz, replace(
+        params, prior_bpm=bpm, prior_weight=params.own_tempo_prior_weight,
+        min_bpm=max(params.min_bpm, bpm / span), max_bpm=min(params.max_bpm, bpm * span)),
+        activation)
 
 
 REFINE_FRAMES = 3  # search +-30 ms at 100 frames/s: inside mir_eval's 70 ms window

@@ -15,10 +15,18 @@ from dataclasses import asdict, dataclass, replace
 class AnalyzerParams:
     min_bpm: float = 50.0
     max_bpm: float = 220.0
-    # Tempo prior: log-normal around prior_bpm (sigma in octaves), paid per frame.
+    # Tempo prior: log-normal (sigma in octaves), paid per frame. Around a tempo hint with
+    # hint_prior_weight. Without a hint (analyzer 0.5.2): a first decode with
+    # prior_weight around prior_bpm (0: no fixed centre, so a slow song is not pushed to
+    # twice its tempo), then a second around the first's median tempo with
+    # own_tempo_prior_weight, within / and x own_tempo_range of it (quiet stretches
+    # keep the track's tempo). docs/analysis.md, "The tempo prior".
     prior_bpm: float = 110.0
     prior_sigma_oct: float = 0.8
-    prior_weight: float = 0.05
+    prior_weight: float = 0.0
+    hint_prior_weight: float = 0.05
+    own_tempo_prior_weight: float = 0.05
+    own_tempo_range: float = 1.5
     # A tempo hint (BPM) narrows the tempo range to hint / hint_range .. hint * hint_range.
     tempo_hint_bpm: float | None = None
     hint_range: float = 1.3
