@@ -85,10 +85,13 @@ def worker(extra: str | None) -> None:
     if extra:
         folders["extra"] = extra
     for name, folder in folders.items():
+        from gridcast.host.library.batch import is_audio
+
         pattern = os.path.join(folder, "audio", "*")
+        # audio only: a beat map someone wrote next to the audio is not a clip
         jobs = [(p, os.path.join(folder, "annotations",
                                  os.path.splitext(os.path.basename(p))[0] + ".beats"))
-                for p in sorted(glob.glob(pattern))]
+                for p in sorted(glob.glob(pattern)) if is_audio(p)]
         with ProcessPoolExecutor(2) as ex:
             out[name] = list(ex.map(_score_clip, jobs))
     print(json.dumps(out))
