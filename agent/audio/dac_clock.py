@@ -12,6 +12,7 @@ code, JACK's among them, gridcast.agent.link_clock.LinkClockMap fits bracketed p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,8 @@ import numpy as np
 from gridcast.agent.clock import now_us
 
 
-def read_clocks(stream: Any, time_info: Any) -> tuple[int, float]:
+def read_clocks(stream: Any, time_info: Any,
+                now: Callable[[], int] | None = None) -> tuple[int, float]:
     """In an audio callback, the stream's clock (s) and then the agent's (µs):
     ``(agent µs, stream s)``, for a bound ``agent µs + (DAC or ADC time − stream s)``.
 
@@ -31,10 +33,10 @@ def read_clocks(stream: Any, time_info: Any) -> tuple[int, float]:
     as a skipped cycle, which moves the whole line: tests/test_audio_room.py). Before
     sounddevice hands over the stream object (the first callbacks), PortAudio's
     ``currentTime`` stands in: it was read when PortAudio's callback began, before this
-    one ran.
+    one ran. ``now`` reads the agent clock (default ``now_us``).
     """
     stream_now = float(stream.time) if stream is not None else float(time_info.currentTime)
-    return now_us(), stream_now
+    return (now or now_us)(), stream_now
 
 
 class DacClock:

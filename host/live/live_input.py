@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from gridcast.agent.audio.dac_clock import DacClock
+from gridcast.agent.audio.dac_clock import DacClock, read_clocks
 from gridcast.agent.audio.heap_freeze import freeze_heap
 from gridcast.agent.clock import now_us as agent_now_us
 from gridcast.host.errors import AudioError
@@ -99,11 +99,17 @@ class LiveInput:
         return self._stream
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        # The stream's clock now, then the agent's: the bound is never early, and the
-        # time this Python callback waited for the GIL after PortAudio stamped the buffer
-        # (currentTime) drops out (as in gridcast.agent.audio.dac_clock.read_clocks).
-        stream_now = None if time_info is None else self._stream_time(time_info)
-        called_us = self._now_us()
+        # The stream's clock now, then the agent's (read_clocks): the bound is never early,
+        # and the time this Python callback waited for the GIL after PortAudio stamped the
+        # buffer (currentTime) drops out. A stream without a clock (a stand-in, or ours
+        # before the constructor returned) gives currentTime.
+        stream_now = None
+        if time_info is None:
+            called_us = self._now_us()
+        else:
+            stream = getattr(self, "_stream", None)
+            clocked = stream if hasattr(type(stream), "time") else None
+            called_us, stream_now = read_clocks(clocked, time_info, self._now_us)
         if not self._named:  # PortAudio's (or JACK's) thread: named once, from inside
             self._named = set_os_thread_name("gc-live-audio") or True
         if status and getattr(status, "input_overflow", True):
@@ -123,16 +129,6 @@ class LiveInput:
         data = np.asarray(indata, dtype=np.float32)
         mono = data[:, 0].copy() if data.shape[1] == 1 else data.mean(axis=1)
         self._blocks.put((mono, first))
-
-    def _stream_time(self, time_info: Any) -> float:
-        """The stream clock now (``Pa_GetStreamTime``); PortAudio's ``currentTime`` (when
-        its callback began) before the stream object is ours, or for a stream without
-        one."""
-        stream: Any = getattr(self, "_stream", None)
-        try:
-            return float(stream.time)
-        except Exception:  # not yet constructed, a stand-in, or PortAudio said no
-            return float(time_info.currentTime)
 
     def heard_us(self, frame: float) -> float:
         """Agent µs at which input frame ``frame`` was heard."""
