@@ -79,14 +79,14 @@ def _score_clip(args: tuple[str, str]) -> tuple[float, list[float], float | None
 
 def worker(extra: str | None) -> None:
     """Score the extension as built now; print one JSON object."""
+    from gridcast.host.library.batch import is_audio
+
     out = {}
     folders = {"beats-rendered": os.path.join(SHARED, "beats-rendered"),
                "beats": os.path.join(SHARED, "beats")}
     if extra:
         folders["extra"] = extra
     for name, folder in folders.items():
-        from gridcast.host.library.batch import is_audio
-
         pattern = os.path.join(folder, "audio", "*")
         # audio only: a beat map someone wrote next to the audio is not a clip
         jobs = [(p, os.path.join(folder, "annotations",
