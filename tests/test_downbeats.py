@@ -120,6 +120,36 @@ def test_the_bar_stage_is_scored_on_the_annotated_beats(tmp_path):
                                      AnalyzerParams()) == {}
 
 
+def test_the_bar_stage_reads_annotated_beats_where_the_analyzer_puts_beats(tmp_path,
+                                                                             monkeypatch):
+    # People mark real recordings later in the attack than the onset the analyzer puts
+    # its beats on; the bar stage reads the network within 20 ms of each beat, so marks
+    # 25 ms late go in on their onsets, and are scored as marked.
+    import soundfile as sf
+
+    from gridcast.host.analysis import analyzer, downbeats
+    from gridcast.host.analysis.params import AnalyzerParams
+    from gridcast.host.evaluation import evaluate
+
+    signal, beats, bib = demo_audio.render(seconds=20.0, bpm=104.0, beats_per_bar=3)
+    path = str(tmp_path / "waltz.wav")
+    sf.write(path, signal, demo_audio.SAMPLE_RATE)
+    seen = []
+    bar_stage = downbeats.beat_in_bar_from_activation
+
+    def spy(times_s, *args, **kwargs):
+        seen.append(np.asarray(times_s))
+        return bar_stage(times_s, *args, **kwargs)
+
+    monkeypatch.setattr(downbeats, "beat_in_bar_from_activation", spy)
+    late = beats + 0.025
+    row = evaluate.bars_given_beats(evaluate.Clip("waltz", path, late, bib), AnalyzerParams())
+    own = analyzer.analyze_file(path, AnalyzerParams()).beats  # where the analyzer puts them
+    nearest = own[np.argmin(np.abs(own[None, :] - seen[0][:, None]), axis=1)]
+    assert np.median(np.abs(seen[0] - nearest)) < 0.002  # not 25 ms later, on the marks
+    assert row == {"downbeat_f_given_beats": 1.0, "meter_given_beats": 3, "ref_meter": 3}
+
+
 def test_extra_evidence_at_the_bar_lines_sets_the_phase():
     # A flat activation says nothing; log-odds for a downbeat on every fourth beat
     # (from beat 3 on) decide the meter and the phase.
