@@ -29,9 +29,12 @@ room. Then:
   the beats the tracker reported (their heard times), within each clip's duration.
 - ``median_abs_ms`` / ``p90_abs_ms``: |LED − nearest annotated beat| for annotated
   beats after the LEDs locked (lock: realtime.lock_time_s), matched within 70 ms.
-- ``lock_s_median``: median over clips of the LEDs' lock time; ``tracker_lock_s_median``
-  the same for the tracker's beats at their heard times (those it decided after they
-  were heard included, which no LED can show in time), and ``per_clip`` both per clip.
+- ``lock_s_median``: median over clips of the LEDs' lock time (issue 4's definition);
+  ``lock_strict_s_median`` the same with no stray flash among the four beats
+  (``lock_time_s(strict=True)``: a clip followed at twice its tempo never locks there);
+  ``tracker_lock_s_median`` the same for the tracker's beats at their heard times
+  (those it decided after they were heard included, which no LED can show in time),
+  and ``per_clip`` all three per clip.
 - ``reactive_median_abs_ms``: a detect-then-flash design on the same run: each tracker
   beat flashed when the tracker decided it plus the measured broker delay
   (``net_ms``), against the annotated beats after the tracker locked.
@@ -550,6 +553,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
     led_f, trk_f, errors, locks, reactive, rows = [], [], [], [], [], []
     led_down_f: list[float] = []
     trk_locks: list[float] = []
+    strict_locks: list[float] = []
     for record in records:
         clip = by_path[record["path"]]
         start, duration = record["start_us"], record["duration_s"]
@@ -567,7 +571,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         trk = in_clip(heard)[0]
         trk_dec = (decided[(heard >= start) & (heard <= start + duration * 1e6)] - start) / 1e6
         f_trk = beat_score(ref, None, trk, None)["f_measure"]
-        f_leds, clip_locks, f_downs = [], [], []
+        f_leds, clip_locks, clip_strict, f_downs = [], [], [], []
         for name, times in leds.items():
             led, order = in_clip(times)
             f_leds.append(beat_score(ref, None, led, None)["f_measure"])
@@ -577,6 +581,7 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
                 f_downs.append(float(down) if down is not None else 0.0)
             lock = lock_time_s(ref, led, duration)
             clip_locks.append(lock)
+            clip_strict.append(lock_time_s(ref, led, duration, strict=True))
             for beat in ref[ref >= ref[0] + lock]:
                 if len(led):
                     error = float(np.min(np.abs(led - beat)))
@@ -594,10 +599,12 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
             led_down_f.append(float(np.mean(f_downs)))
         trk_f.append(f_trk)
         locks.append(float(np.median(clip_locks)))
+        strict_locks.append(float(np.median(clip_strict)))
         trk_locks.append(trk_lock)
         rows.append({"clip": Path(record["path"]).stem, "led_f": round(led_f[-1], 3),
                      **({"led_downbeat_f": round(led_down_f[-1], 3)} if f_downs else {}),
                      "tracker_f": round(f_trk, 3), "lock_s": round(locks[-1], 2),
+                     "lock_strict_s": round(strict_locks[-1], 2),
                      "tracker_lock_s": round(trk_lock, 2)})
 
     def pct(values: list[float], q: float) -> float | None:
@@ -611,6 +618,8 @@ def score(clips: list, records: list[dict], leds: dict, tracker: list, net_ms: f
         "median_abs_ms": pct(errors, 50),
         "p90_abs_ms": pct(errors, 90),
         "lock_s_median": round(statistics.median(locks), 2) if locks else None,
+        "lock_strict_s_median": (round(statistics.median(strict_locks), 2) if strict_locks
+                                 else None),
         "tracker_lock_s_median": round(statistics.median(trk_locks), 2) if trk_locks else None,
         "reactive_median_abs_ms": pct(reactive, 50),
         "net_ms": round(net_ms, 2),

@@ -159,6 +159,20 @@ def test_lock_time_definition():
     assert realtime.lock_time_s(ref, np.array([]), 20.0) == pytest.approx(19.0)
 
 
+def test_a_strict_lock_needs_the_beats_and_nothing_between_them():
+    """Every annotated beat is matched at twice the tempo: issue 4's lock counts that, the
+    strict lock does not, since every other flash falls between the beats. One stray
+    flash delays the strict lock past it."""
+    ref = np.arange(1.0, 20.0, 0.5)
+    double = np.arange(1.0, 20.0, 0.25)
+    assert realtime.lock_time_s(ref, double, 20.0) == 0.0
+    assert realtime.lock_time_s(ref, double, 20.0, strict=True) == pytest.approx(19.0)
+    stray = np.sort(np.concatenate([ref, [ref[1] + 0.25]]))
+    # runs starting at ref[0] or ref[1] hold the stray flash; ref[2]'s run is the first clean one
+    assert realtime.lock_time_s(ref, stray, 20.0, strict=True) == pytest.approx(ref[2] - ref[0])
+    assert realtime.lock_time_s(ref, ref + 0.01, 20.0, strict=True) == 0.0
+
+
 def test_tempo_change_is_found_only_when_abrupt():
     steady = np.arange(0.0, 10.0, 0.5)
     changed = np.concatenate([steady, steady[-1] + np.arange(0.4, 8.0, 0.4)])

@@ -94,18 +94,31 @@ def matched(ref_s: np.ndarray, est_s: np.ndarray, window_s: float = LOCK_WINDOW_
     return np.abs(nearest_error_s(ref_s, est_s)) <= window_s
 
 
-def lock_time_s(ref_s: np.ndarray, est_s: np.ndarray, duration_s: float) -> float:
+def lock_time_s(ref_s: np.ndarray, est_s: np.ndarray, duration_s: float,
+                strict: bool = False) -> float:
     """Seconds from the first annotated beat to the first of LOCK_RUN consecutive annotated
-    beats that are all matched within ±70 ms; the rest of the clip when that never happens."""
+    beats that are all matched within ±70 ms; the rest of the clip when that never happens
+    (issue 4's definition, ``gridcast eval --causal``'s ``lock_s``).
+
+    ``strict`` also wants no output beat among those LOCK_RUN that matches no annotated
+    beat. A track at twice the tempo matches every annotated beat, so it counts as locked
+    by the plain definition, though every other flash falls between the beats.
+    """
     if len(ref_s) == 0:
         return 0.0
-    hit = matched(ref_s, est_s)
+    ref = np.asarray(ref_s, dtype=float)
+    est = np.sort(np.asarray(est_s, dtype=float))
+    hit = matched(ref, est)
+    stray = est[~matched(est, ref)] if strict and len(est) else np.zeros(0)
     run = 0
     for i, ok in enumerate(hit):
         run = run + 1 if ok else 0
-        if run == LOCK_RUN:
-            return float(ref_s[i - LOCK_RUN + 1] - ref_s[0])
-    return float(max(0.0, duration_s - ref_s[0]))
+        if run >= LOCK_RUN:
+            first = i - LOCK_RUN + 1
+            lo, hi = ref[first] - LOCK_WINDOW_S, ref[i] + LOCK_WINDOW_S
+            if not np.any((stray >= lo) & (stray <= hi)):
+                return float(ref[first] - ref[0])
+    return float(max(0.0, duration_s - ref[0]))
 
 
 def tempo_change_index(ref_s: np.ndarray) -> int | None:
