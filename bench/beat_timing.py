@@ -22,7 +22,16 @@ annotations' convention, and what is the clip: for each system, on one set,
 Systems: ``gridcast_offline`` (the analyzer) and ``gridcast_causal`` (the C tracker
 fed hop by hop, host/live/realtime.track_file), plus any folder of another tracker's
 beats given with ``--external NAME=DIR`` (``DIR/<clip id>.beats``, one time in seconds
-per line; bench/external/madmom_beats.py writes madmom's).
+per line; bench/external/madmom_beats.py writes madmom's). Two predictions show what a
+system that predicts each beat from the ones before it could reach:
+
+- ``annotations_predicted``: each annotated beat predicted from the PREDICT_FROM
+  annotated beats before it (a least-squares line through them, one step on): how
+  regular the annotations are, the error of a predictor that knew every earlier beat
+  exactly as the annotators marked it;
+- ``gridcast_offline_predicted``: each of the analyzer's beats predicted the same way
+  from the analyzer's PREDICT_FROM_BEATS beats before it (beats on their onsets, from
+  the whole track): prediction from beats placed as precisely as the audio allows.
 
     python bench/beat_timing.py ../shared/data/beats-real [--external madmom_dbn=DIR] [--json]
 """
@@ -47,6 +56,8 @@ from gridcast.host.live import realtime  # noqa: E402
 
 SKIP_S = 5.0  # mir_eval's convention: the first 5 s are not scored
 MATCH_S = 0.070
+PREDICT_FROM = 3  # annotated beats behind each prediction
+PREDICT_FROM_BEATS = 16  # the analyzer's beats behind each prediction
 
 
 def errors_ms(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
@@ -111,6 +122,26 @@ def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
             "f": round(float(np.mean(fs)), 3) if fs else None}
 
 
+def predicted(times: np.ndarray, n: int) -> np.ndarray:
+    """Each beat from the n-th on, predicted from the (up to) n before it by a least-squares
+    line one step on. The line starts after a gap more than 15 % off the median of the last
+    eight intervals (a tempo change or a dropped beat), and needs three beats."""
+    times = np.asarray(times, dtype=float)
+    out = []
+    for k in range(3, len(times)):
+        period = float(np.median(np.diff(times[max(0, k - 8):k])))
+        first = k - 1
+        while first > max(0, k - n) and abs((times[first] - times[first - 1]) / period - 1) <= 0.15:
+            first -= 1
+        run = times[first:k]
+        if len(run) < 3:
+            out.append(times[k - 1] + period)
+            continue
+        slope, intercept = np.polyfit(np.arange(len(run)), run, 1)
+        out.append(slope * len(run) + intercept)
+    return np.asarray(out)
+
+
 def gridcast_beats(clips: list) -> dict[str, dict[str, np.ndarray]]:
     offline, causal = {}, {}
     for n, clip in enumerate(clips, 1):
@@ -119,7 +150,10 @@ def gridcast_beats(clips: list) -> dict[str, dict[str, np.ndarray]]:
         causal[clip.id] = np.asarray(realtime.track_file(clip.audio_path).times_s, dtype=float)
         print(f"\r{n}/{len(clips)} {clip.id:<40}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return {"gridcast_offline": offline, "gridcast_causal": causal}
+    return {"gridcast_offline": offline, "gridcast_causal": causal,
+            "annotations_predicted": {c.id: predicted(c.beats, PREDICT_FROM) for c in clips},
+            "gridcast_offline_predicted": {k: predicted(b, PREDICT_FROM_BEATS)
+                                           for k, b in offline.items()}}
 
 
 def external_beats(folder: str, clips: list) -> dict[str, np.ndarray]:
