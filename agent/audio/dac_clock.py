@@ -58,18 +58,22 @@ class DacClock:
     from the current one. A shorter late run is a busy machine, not a skip (a block's
     lowest bound sits within 0.1 ms of the line even with both cores busy,
     docs/audio.md); an xrun flag alone is no proof either (JACK flags every client when
-    any one of them is late). A shift left in one segment would tilt the slope and hold
+    any one of them is late), but after one (``mark_xrun``) the next block's lowest
+    bound more than ``xrun_shift_us`` off the line is a shift too. A shift left in one segment would tilt the slope and hold
     the line off for tens of seconds: shifts of 4.9 and 4.1 ms left in it read a card
     104 ppm fast as 257 ppm slow.
     """
 
     def __init__(self, nominal_rate_hz: float, block_s: float = 0.25, window_s: float = 120.0,
-                 min_span_s: float = 2.0, shift_us: float = 1000.0) -> None:
+                 min_span_s: float = 2.0, shift_us: float = 1000.0,
+                 xrun_shift_us: float = 150.0) -> None:
         self.nominal_rate_hz = float(nominal_rate_hz)
         self._us_per_frame_nominal = 1e6 / self.nominal_rate_hz
         self._block_frames = int(block_s * nominal_rate_hz)
         self._min_span_frames = min_span_s * nominal_rate_hz
         self._shift_us = shift_us
+        self._xrun_shift_us = xrun_shift_us
+        self._watching = False  # the block after an xrun flag: a smaller move is a shift
         size = max(2, int(window_s / block_s))
         self._frames = np.zeros(size, np.float64)  # ring of block minima, frames
         self._times = np.zeros(size, np.float64)  # and their times, µs after _t_ref
@@ -140,9 +144,30 @@ class DacClock:
             self._block_min = (frame, residual)
         if frame - self._block_start >= self._block_frames:
             block_frame, block_residual = self._block_min
+            if self._watching and abs(block_residual) > self._xrun_shift_us:
+                self._shift(block_residual)
+                return
+            self._watching = False
             self._push(block_frame, self.heard_us(block_frame) + block_residual)
             self._block_start = None
             self._refit()
+
+    def mark_xrun(self) -> None:
+        """The stream flagged an xrun before the callback about to be added.
+
+        Frames may have moved against time there by less than ``shift_us`` (a stall that
+        outlasted a cycle's slack by a fraction of a millisecond): too little to show as
+        a shift, yet enough to tilt the slope fitted across it (0.3 ms in a 2 s stretch
+        reads a card as about 200 ppm off). So the block that starts at the flag is
+        watched: if its lowest bound sits more than ``xrun_shift_us`` off the line,
+        either way, the frames moved and the line moves with them (a shift, a new
+        segment). A flag alone moves nothing: JACK flags every client when one of them is
+        late, and a block's lowest bound sits within 0.1 ms of the line.
+        """
+        if not self._ready:
+            return
+        self._block_start = None  # the next block begins at the flag
+        self._watching = True
 
     def _shift(self, by_us: float) -> None:
         # A new segment: the slope keeps the history of the old ones (fitted within each
@@ -153,6 +178,7 @@ class DacClock:
         self.shifts += 1
         self._block_start = None
         self._late_since = None
+        self._watching = False
 
     def _push(self, frame: int, time_us: float) -> None:
         self._frames[self._next] = frame

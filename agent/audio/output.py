@@ -295,6 +295,7 @@ class AudioOutput:
                 self._xruns += 1  # DacClock finds out itself whether frames were skipped
                 if len(self._xrun_us) < 100:
                     self._xrun_us.append(now)
+                self._dac.mark_xrun()  # a move too small to see must not tilt the slope
             latency_s = time_info.outputBufferDacTime - time_info.currentTime
             if not 0.0 <= latency_s < 1.0:  # a host API without DAC times
                 latency_s = self._dac_latency_s

@@ -112,7 +112,8 @@ class LiveInput:
             called_us, stream_now = read_clocks(clocked, time_info, self._now_us)
         if not self._named:  # PortAudio's (or JACK's) thread: named once, from inside
             self._named = set_os_thread_name("gc-live-audio") or True
-        if status and getattr(status, "input_overflow", True):
+        overflowed = bool(status) and getattr(status, "input_overflow", True)
+        if overflowed:
             self.overflows += 1
             wall = time.monotonic()
             if wall - self._last_log >= _LOG_EVERY_S:
@@ -124,6 +125,8 @@ class LiveInput:
             stream_now - float(time_info.inputBufferAdcTime))
         with self._lock:
             first = self.frames
+            if overflowed:
+                self.clock.mark_xrun()  # frames may have moved against time by under 1 ms
             self.clock.add(first, called_us - max(lag_s, 0.0) * 1e6)
             self.frames += frames
         data = np.asarray(indata, dtype=np.float32)
