@@ -59,9 +59,9 @@ class DacClock:
     lowest bound sits within 0.1 ms of the line even with both cores busy,
     docs/audio.md); an xrun flag alone is no proof either (JACK flags every client when
     any one of them is late), but after one (``mark_xrun``) the next block's lowest
-    bound more than ``xrun_shift_us`` off the line is a shift too. A shift left in one segment would tilt the slope and hold
-    the line off for tens of seconds: shifts of 4.9 and 4.1 ms left in it read a card
-    104 ppm fast as 257 ppm slow.
+    bound more than ``xrun_shift_us`` off the line is a shift too. A shift left in one
+    segment would tilt the slope and hold the line off for tens of seconds: shifts of
+    4.9 and 4.1 ms left in it read a card 104 ppm fast as 257 ppm slow.
     """
 
     def __init__(self, nominal_rate_hz: float, block_s: float = 0.25, window_s: float = 120.0,
