@@ -123,9 +123,10 @@ def figures(clips: list, beats: dict[str, np.ndarray]) -> dict:
 
 
 def predicted(times: np.ndarray, n: int) -> np.ndarray:
-    """Each beat from the n-th on, predicted from the (up to) n before it by a least-squares
-    line one step on. The line starts after a gap more than 15 % off the median of the last
-    eight intervals (a tempo change or a dropped beat), and needs three beats."""
+    """Each beat from the fourth on, predicted from the (up to) n before it by a
+    least-squares line one step on. The line starts after a gap more than 15 % off the
+    median of the last eight intervals (a tempo change or a dropped beat); with fewer than
+    three beats in it, the last beat plus that median stands in."""
     times = np.asarray(times, dtype=float)
     out = []
     for k in range(3, len(times)):
